@@ -1,0 +1,41 @@
+/**
+ * Every limit that guards a reader against a hostile or broken file, in one place, each with its reason.
+ * A value read from a file is never trusted to size an allocation or a loop until it has passed the
+ * matching limit here; a file that exceeds one fails with CheckpointError('LIMIT', path, '<name> ...').
+ */
+export const LIMITS = {
+  /** Entries in one zip central directory. Torch writes one per storage plus ~5; 10M storages is far beyond any real model. */
+  zipEntries: 10_000_000,
+  /** Length of one zip entry name. Torch names are `<prefix>/data/<n>`; 64 KiB is the format's own ceiling. */
+  zipNameLength: 0xffff,
+  /** How far from the end the end-of-central-directory record may sit (22-byte record + 64 KiB comment). */
+  zipEocdSearch: 22 + 0xffff,
+  /** Size of the central directory read into memory at once. 10M entries of ~60 bytes each. */
+  zipCentralDirectoryBytes: 1 << 30,
+  /** Bytes of data.pkl (or a legacy file's object pickle) held in memory. A 100k-tensor state dict is ~12 MB. */
+  pickleBytes: 1 << 30,
+  /** Inflated size allowed for a deflated entry we must read into memory (data.pkl, version): stops deflate bombs. */
+  inflatedBytes: 1 << 30,
+  /** Pickle opcodes executed. Each opcode costs at least one byte, so this only bites on amplification tricks. */
+  pickleOps: 200_000_000,
+  /** Nesting depth of containers (MARK stack and nested values). Real checkpoints nest < 20 deep. */
+  pickleDepth: 10_000,
+  /** Memo slots. A memo index beyond this is refused instead of growing an array to it. */
+  pickleMemo: 50_000_000,
+  /** One string or bytes value inside a pickle. */
+  pickleStringBytes: 256 << 20,
+  /** Items in one container built by APPENDS/SETITEMS/TUPLE. */
+  pickleContainerItems: 50_000_000,
+  /** LONG1/LONG4 integer width in bytes; the legacy magic number needs 10, real ints < 64. */
+  pickleLongBytes: 1024,
+  /** Tensor rank. torch itself caps at 64 dimensions. */
+  tensorRank: 64,
+  /** Elements or bytes in one storage: values above 2^53 cannot be counted exactly in a JS number. */
+  storageBytes: Number.MAX_SAFE_INTEGER,
+  /** Tensors found in one state dict. */
+  tensors: 10_000_000,
+  /** Bytes of a legacy file's pickled prefix (everything before the raw storages). */
+  legacyPrefixBytes: 1 << 30,
+} as const;
+
+export type LimitName = keyof typeof LIMITS;

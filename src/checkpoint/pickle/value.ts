@@ -1,0 +1,128 @@
+/**
+ * The inert value model that pickles decode into and that the pickler encodes from.
+ * It keeps every distinction a faithful round trip needs: tuple vs list, int vs float (ints are JS
+ * numbers when safe, bigint beyond 2^53; floats are wrapped), str vs bytes, dict vs OrderedDict with its
+ * BUILD state, and object identity (a memoised value decodes to the same JS object every time it is used).
+ * Nothing here can execute: a global is a name, a call is a node holding its callable and arguments.
+ */
+import type { TensorRef, StorageRef } from '../tensor-ref.js';
+
+export type PyValue =
+  | null
+  | boolean
+  | number // a Python int that fits in a safe JS integer
+  | bigint // a Python int beyond ±2^53
+  | string
+  | PyFloat
+  | PyBytes
+  | PyTuple
+  | PyList
+  | PyDict
+  | PySet
+  | PyGlobal
+  | PyObject
+  | PyPersistentId
+  | StorageRef
+  | TensorRef;
+
+export class PyFloat {
+  readonly kind = 'float' as const;
+  constructor(readonly value: number) {}
+}
+
+export class PyBytes {
+  readonly kind = 'bytes' as const;
+  constructor(readonly data: Uint8Array) {}
+}
+
+export class PyTuple {
+  readonly kind = 'tuple' as const;
+  constructor(readonly items: PyValue[]) {}
+}
+
+export class PyList {
+  readonly kind = 'list' as const;
+  constructor(readonly items: PyValue[]) {}
+}
+
+/**
+ * dict and collections.OrderedDict. `state` is what BUILD applied to an OrderedDict: for a state dict it
+ * is a dict holding `_metadata`. Keys keep Python's distinction between 1 and '1' (Map uses SameValueZero).
+ */
+export class PyDict {
+  readonly kind = 'dict' as const;
+  readonly entries = new Map<PyValue, PyValue>();
+  state: PyValue | undefined = undefined;
+  constructor(readonly ordered: boolean) {}
+}
+
+export class PySet {
+  readonly kind = 'set' as const;
+  constructor(
+    readonly items: PyValue[],
+    readonly frozen: boolean,
+  ) {}
+}
+
+/** A reference to `module.name`, never imported or called. */
+export class PyGlobal {
+  readonly kind = 'global' as const;
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
+  get qualname(): string {
+    return `${this.module}.${this.name}`;
+  }
+}
+
+/**
+ * The result of REDUCE / NEWOBJ / INST / OBJ on a callable that no decoder claimed: an opaque node.
+ * BUILD, APPEND(S) and SETITEM(S) on it are recorded, not performed.
+ */
+export class PyObject {
+  readonly kind = 'object' as const;
+  state: PyValue | undefined = undefined;
+  readonly listItems: PyValue[] = [];
+  readonly dictItems: Array<[PyValue, PyValue]> = [];
+  constructor(
+    readonly callable: PyValue,
+    readonly args: PyValue[],
+    readonly via: 'reduce' | 'newobj' | 'inst',
+  ) {}
+}
+
+/** A persistent id that no loader resolved (kept for reporting). */
+export class PyPersistentId {
+  readonly kind = 'persid' as const;
+  constructor(readonly id: PyValue) {}
+}
+
+export type PyKind = Exclude<PyValue, null | boolean | number | bigint | string>['kind'];
+
+export function kindOf(v: PyValue): PyKind | 'none' | 'bool' | 'int' | 'str' {
+  if (v === null) return 'none';
+  switch (typeof v) {
+    case 'boolean':
+      return 'bool';
+    case 'number':
+    case 'bigint':
+      return 'int';
+    case 'string':
+      return 'str';
+    default:
+      return v.kind;
+  }
+}
+
+export function isInt(v: PyValue): v is number | bigint {
+  return typeof v === 'number' || typeof v === 'bigint';
+}
+
+export function isTensor(v: PyValue): v is TensorRef {
+  return typeof v === 'object' && v !== null && v.kind === 'tensor';
+}
+
+export function isDict(v: PyValue): v is PyDict {
+  return typeof v === 'object' && v !== null && v.kind === 'dict';
+}
