@@ -1,0 +1,29 @@
+/** The opened form of any checkpoint file, whatever its container. */
+import type { PyGlobal, PyValue } from './pickle/value.js';
+import type { ByteSource } from './source.js';
+import type { StorageRef } from './tensor-ref.js';
+import type { Problem } from './torch.js';
+
+export type CheckpointFormat = 'zip' | 'legacy';
+
+export interface Checkpoint {
+  readonly path: string;
+  readonly format: CheckpointFormat;
+  /** Human-readable format line: `zip (torch >= 1.6), version 3, prefix "archive"`. */
+  readonly formatDetail: string;
+  readonly source: ByteSource;
+  /** The top-level object of the pickle, as inert values with lazy tensors. */
+  readonly root: PyValue;
+  /** Every global the pickle references, in first-seen order. */
+  readonly globals: readonly PyGlobal[];
+  /** Distinct storages in first-use order. */
+  readonly storages: readonly StorageRef[];
+  /** Storage-level problems found while opening (only when opened with `strict: false`). */
+  readonly problems: readonly Problem[];
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Throw on the first storage-level problem (default) or collect them in `problems` (`ckpt check`). */
+  strict?: boolean;
+}

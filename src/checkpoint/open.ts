@@ -1,0 +1,41 @@
+/**
+ * Sniff, then dispatch (torch-format.md §1): zip local-header magic at offset 0, the legacy magic-number
+ * pickle, or the ancient tar layout, which is recognised and refused.
+ */
+import { CheckpointError } from './errors.js';
+import { type ByteSource, FileSource } from './source.js';
+import { openArchive } from './archive.js';
+import { isLegacyMagic, openLegacy } from './legacy.js';
+import type { Checkpoint, OpenOptions } from './checkpoint.js';
+
+const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
+const SNIFF_BYTES = 512;
+const TAR_MAGIC_OFFSET = 257;
+
+export async function openCheckpoint(path: string, options: OpenOptions = {}): Promise<Checkpoint> {
+  const source = await FileSource.open(path);
+  try {
+    return await openSource(source, options);
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}
+
+export async function openSource(source: ByteSource, options: OpenOptions = {}): Promise<Checkpoint> {
+  if (source.size === 0) throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'file is empty');
+  const head = await source.read(0, Math.min(SNIFF_BYTES, source.size));
+  if (ZIP_MAGIC.every((b, i) => head[i] === b)) return openArchive(source, options);
+  if (isLegacyMagic(head)) return openLegacy(source, options);
+  if (head.length >= TAR_MAGIC_OFFSET + 5 && Buffer.from(head.subarray(TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5)).toString('latin1') === 'ustar') {
+    throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
+  }
+  // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
+  if (head.length >= 9 && head[8] === 0x7b) {
+    throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'safetensors file; safetensors support is not implemented yet');
+  }
+  if (head[0] === 0x80) {
+    throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'a plain pickle, not a torch.save checkpoint (no zip container and no legacy magic number)');
+  }
+  throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)');
+}

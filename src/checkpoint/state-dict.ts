@@ -1,0 +1,125 @@
+/**
+ * Finding the state dict inside a checkpoint: the top level when it maps names to tensors, else a
+ * well-known wrapper key (`state_dict`, `model`, ...), else the nested dict with the most tensors; or the
+ * dotted path the user gave with --key. The choice and the other candidates are reported.
+ */
+import { CheckpointError } from './errors.js';
+import { PyDict, type PyValue, isTensor } from './pickle/value.js';
+import type { TensorRef } from './tensor-ref.js';
+
+export interface StateDict {
+  /** Dotted path of the state dict inside the file; '' for the top level. */
+  readonly key: string;
+  readonly dict: PyDict;
+  /** Tensor entries in the file's order. */
+  readonly tensors: ReadonlyArray<readonly [string, TensorRef]>;
+  /** Entries that are not tensors (`_extra_state`, stray scalars), kept in the file's order. */
+  readonly others: ReadonlyArray<readonly [string, PyValue]>;
+  /** The `_metadata` OrderedDict (module versions) carried by BUILD, or null. */
+  readonly metadata: PyDict | null;
+  /** Other dotted paths that would also qualify as a state dict. */
+  readonly alternatives: readonly string[];
+}
+
+/** Wrapper keys in order of preference: training loops, tutorials, detectron2/DeiT, DataParallel dumps, EMA. */
+export const WELL_KNOWN_KEYS = ['state_dict', 'model', 'model_state_dict', 'module', 'net', 'network', 'ema', 'model_ema', 'state_dict_ema', 'params_ema', 'g_ema', 'params', 'weights'];
+const MAX_SEARCH_DEPTH = 4;
+
+export function findStateDict(root: PyValue, path: string, keyPath?: string): StateDict {
+  if (keyPath !== undefined && keyPath !== '') {
+    const found = resolveKeyPath(root, keyPath);
+    if (!found) throw new CheckpointError('KEY_NOT_FOUND', path, `--key ${keyPath}: no such entry (top-level keys: ${topKeys(root)})`);
+    if (!(found.value instanceof PyDict) || !hasTensors(found.value)) {
+      throw new CheckpointError('NO_STATE_DICT', path, `--key ${keyPath}: not a dict of tensors`);
+    }
+    return build(found.value, found.key, []);
+  }
+  const candidates: Array<{ key: string; dict: PyDict; tensors: number }> = [];
+  collect(root, '', 0, candidates);
+  if (candidates.length === 0) {
+    throw new CheckpointError('NO_STATE_DICT', path, `no dict of tensors found (top-level keys: ${topKeys(root)}); use --key`);
+  }
+  const chosen = candidates.find((c) => c.key === '') ?? preferred(candidates);
+  return build(chosen.dict, chosen.key, candidates.filter((c) => c !== chosen).map((c) => c.key));
+}
+
+function preferred(candidates: Array<{ key: string; dict: PyDict; tensors: number }>) {
+  for (const name of WELL_KNOWN_KEYS) {
+    const hit = candidates.find((c) => c.key === name) ?? candidates.find((c) => c.key.split('.').pop() === name);
+    if (hit) return hit;
+  }
+  return candidates.reduce((best, c) => (c.tensors > best.tensors ? c : best));
+}
+
+/** A state dict: string keys, and at least half of its values are tensors. */
+function qualifies(d: PyDict): number {
+  let tensors = 0;
+  for (const [k, v] of d.entries) {
+    if (typeof k !== 'string') return 0;
+    if (isTensor(v)) tensors++;
+  }
+  return tensors > 0 && tensors * 2 >= d.entries.size ? tensors : 0;
+}
+
+function hasTensors(d: PyDict): boolean {
+  for (const v of d.entries.values()) if (isTensor(v)) return true;
+  return false;
+}
+
+function collect(v: PyValue, key: string, depth: number, out: Array<{ key: string; dict: PyDict; tensors: number }>): void {
+  if (!(v instanceof PyDict) || depth > MAX_SEARCH_DEPTH) return;
+  const tensors = qualifies(v);
+  if (tensors > 0) {
+    if (!out.some((c) => c.dict === v)) out.push({ key, dict: v, tensors });
+    return;
+  }
+  for (const [k, child] of v.entries) {
+    if (typeof k === 'string') collect(child, key === '' ? k : `${key}.${k}`, depth + 1, out);
+  }
+}
+
+/** Dotted path lookup where a key may itself contain dots: the longest key that matches wins at each level. */
+export function resolveKeyPath(root: PyValue, keyPath: string): { key: string; value: PyValue } | null {
+  const parts = keyPath.split('.');
+  let node: PyValue = root;
+  let i = 0;
+  while (i < parts.length) {
+    if (!(node instanceof PyDict)) return null;
+    let matched = false;
+    for (let j = parts.length; j > i; j--) {
+      const candidate = parts.slice(i, j).join('.');
+      if (node.entries.has(candidate)) {
+        node = node.entries.get(candidate) as PyValue;
+        i = j;
+        matched = true;
+        break;
+      }
+    }
+    if (!matched) return null;
+  }
+  return { key: keyPath, value: node };
+}
+
+function build(dict: PyDict, key: string, alternatives: string[]): StateDict {
+  const tensors: Array<[string, TensorRef]> = [];
+  const others: Array<[string, PyValue]> = [];
+  for (const [k, v] of dict.entries) {
+    const name = typeof k === 'string' ? k : String(k);
+    if (isTensor(v)) tensors.push([name, v]);
+    else others.push([name, v]);
+  }
+  return { key, dict, tensors, others, metadata: metadataOf(dict), alternatives };
+}
+
+function metadataOf(dict: PyDict): PyDict | null {
+  const state = dict.state;
+  if (!(state instanceof PyDict)) return null;
+  const meta = state.entries.get('_metadata');
+  return meta instanceof PyDict ? meta : null;
+}
+
+function topKeys(root: PyValue): string {
+  if (!(root instanceof PyDict)) return 'the file holds no dict';
+  const keys = [...root.entries.keys()].map((k) => String(k));
+  return keys.length > 8 ? `${keys.slice(0, 8).join(', ')}, ...` : keys.join(', ') || 'none';
+}

@@ -1,0 +1,247 @@
+/**
+ * What torch's rebuild functions mean, as unpickler hooks. The pickle names a storage through a persistent
+ * id and a tensor through `_rebuild_tensor_v2(storage, offset, size, stride, ...)`; these hooks turn them
+ * into lazy StorageRef / TensorRef values and check every view against its storage
+ * (torch-format.md §3.2-3.6). Nothing is imported or called; unknown callables stay opaque nodes.
+ */
+import { CheckpointError } from './errors.js';
+import { LIMITS } from './limits.js';
+import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt } from './pickle/value.js';
+import type { UnpickleHooks } from './pickle/unpickler.js';
+import type { StorageRecord, StorageRef, TensorRef } from './tensor-ref.js';
+import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
+
+/** A storage-level inconsistency. Strict opening throws the first; `ckpt check` lists them all. */
+export interface Problem {
+  kind: 'corrupt';
+  key?: string;
+  detail: string;
+}
+
+/** Collects the storages and tensors of one pickle while it is decoded. */
+export class TorchDecoder {
+  /** Distinct storages in first-use order (the writer numbers output storages the same way). */
+  readonly storages: StorageRef[] = [];
+  readonly problems: Problem[] = [];
+  private readonly byKey = new Map<string, StorageRef>();
+  private tensorCount = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly strict: boolean,
+  ) {}
+
+  /**
+   * Gives every storage its record once the container knows where records are (a legacy file lists them
+   * only after the pickle) and checks each record's length against numel × element size.
+   */
+  attachRecords(recordOf: (key: string) => StorageRecord | null): void {
+    for (const ref of this.storages) {
+      const record = recordOf(ref.key);
+      ref.record = record;
+      if (!record) this.fail(`storage ${ref.key}: its record is missing`, ref.key);
+      else if (record.length !== ref.byteLength) {
+        this.fail(`storage ${ref.key}: record ${record.name} has ${record.length} bytes, expected ${ref.numel} x ${ref.dtype.itemSize} = ${ref.byteLength}`, ref.key);
+      }
+    }
+  }
+
+  hooks(): UnpickleHooks {
+    return {
+      persistentLoad: (pid) => this.persistentLoad(pid),
+      call: (callable, args, via) => this.call(callable, args, via),
+      build: (target, state) => this.build(target, state),
+    };
+  }
+
+  private fail(detail: string, key?: string): void {
+    if (this.strict) throw new CheckpointError('BAD_TENSOR', this.path, detail);
+    this.problems.push(key === undefined ? { kind: 'corrupt', detail } : { kind: 'corrupt', key, detail });
+  }
+
+  /**
+   * ('storage', <StorageClass>, key, location, numel) in zip files; legacy files add a sixth item,
+   * view metadata (view_key, offset, view_numel), naming a slice of a root storage.
+   */
+  private persistentLoad(pid: PyValue): PyValue {
+    if (!(pid instanceof PyTuple) || (pid.items.length !== 5 && pid.items.length !== 6)) {
+      throw new CheckpointError('BAD_TENSOR', this.path, 'persistent id is not a storage tuple');
+    }
+    const [tag, cls, key, location, numel, view] = pid.items;
+    if (tag !== 'storage') throw new CheckpointError('BAD_TENSOR', this.path, `persistent id of kind ${String(tag)} is not supported`);
+    if (!(cls instanceof PyGlobal)) throw new CheckpointError('BAD_TENSOR', this.path, 'storage type is not a global');
+    const dtype = cls.name === 'UntypedStorage' ? UINT8 : dtypeByStorageClass(cls.name);
+    if (!dtype) throw new CheckpointError('BAD_TENSOR', this.path, `unknown storage class ${cls.qualname}`);
+    const keyText = typeof key === 'string' ? key : isInt(key) ? String(key) : null;
+    if (keyText === null) throw new CheckpointError('BAD_TENSOR', this.path, 'storage key is not a string');
+    if (!isInt(numel) || typeof numel === 'bigint' || numel < 0) {
+      throw new CheckpointError('BAD_TENSOR', this.path, `storage ${keyText}: invalid element count ${String(numel)}`);
+    }
+    const root = this.storage(keyText, dtype, typeof location === 'string' ? location : 'cpu', numel);
+    if (view === undefined || view === null) return root;
+    return this.legacyView(root, view);
+  }
+
+  private storage(key: string, dtype: DType, location: string, numel: number): StorageRef {
+    const seen = this.byKey.get(key);
+    if (seen) {
+      if (seen.dtype !== dtype) {
+        throw new CheckpointError('BAD_TENSOR', this.path, `storage ${key} is used as both ${seen.dtype.name} and ${dtype.name}`);
+      }
+      if (seen.numel !== numel) {
+        throw new CheckpointError('BAD_TENSOR', this.path, `storage ${key} is declared with ${seen.numel} and ${numel} elements`);
+      }
+      return seen;
+    }
+    const byteLength = numel * dtype.itemSize;
+    if (!Number.isSafeInteger(byteLength) || byteLength > LIMITS.storageBytes) {
+      throw new CheckpointError('LIMIT', this.path, `storage ${key}: ${numel} elements of ${dtype.name} exceed storageBytes`);
+    }
+    const ref: StorageRef = { kind: 'storage', key, dtype, location, numel, byteLength, record: null };
+    this.byKey.set(key, ref);
+    this.storages.push(ref);
+    return ref;
+  }
+
+  /** Legacy (torch <= 0.3) storage views: a slice [offset, offset + numel) of a root storage. */
+  private legacyView(root: StorageRef, view: PyValue): StorageRef {
+    if (!(view instanceof PyTuple) || view.items.length !== 3) throw new CheckpointError('BAD_TENSOR', this.path, 'invalid storage view metadata');
+    const [viewKey, offset, numel] = view.items;
+    if (typeof viewKey !== 'string' || !isInt(offset) || !isInt(numel) || typeof offset === 'bigint' || typeof numel === 'bigint') {
+      throw new CheckpointError('BAD_TENSOR', this.path, 'invalid storage view metadata');
+    }
+    if (offset < 0 || numel < 0 || offset + numel > root.numel) {
+      throw new CheckpointError('BAD_TENSOR', this.path, `storage view ${viewKey} [${offset}, ${offset + numel}) is outside storage ${root.key} of ${root.numel} elements`);
+    }
+    const itemSize = root.dtype.itemSize;
+    const path = this.path;
+    // The root's record is attached after the pickle is decoded, so look it up when resolving.
+    const record: StorageRecord = {
+      name: `storage ${root.key}[${offset}:${offset + numel}]`,
+      length: numel * itemSize,
+      crc32: null,
+      resolve: async () => {
+        if (!root.record) throw new CheckpointError('BAD_TENSOR', path, `storage ${root.key}: its record is missing`);
+        const at = await root.record.resolve();
+        return { source: at.source, offset: at.offset + offset * itemSize };
+      },
+    };
+    return { kind: 'storage', key: viewKey, dtype: root.dtype, location: root.location, numel, byteLength: numel * itemSize, record };
+  }
+
+  private call(callable: PyGlobal, args: PyValue[], via: 'reduce' | 'newobj'): PyValue | undefined {
+    const name = callable.qualname;
+    switch (name) {
+      case 'torch._utils._rebuild_tensor':
+        return this.tensor(args, 4, null);
+      case 'torch._utils._rebuild_tensor_v2':
+        return this.tensor(args, 6, args[6]);
+      case 'torch._utils._rebuild_tensor_v3': {
+        const dtypeGlobal = args[6];
+        const dtype = dtypeGlobal instanceof PyGlobal && dtypeGlobal.module === 'torch' ? dtypeByName(dtypeGlobal.name) : undefined;
+        if (!dtype) throw new CheckpointError('BAD_TENSOR', this.path, '_rebuild_tensor_v3 without a known dtype');
+        return this.tensor(args, 7, args[7], dtype);
+      }
+      case 'torch._utils._rebuild_parameter':
+      case 'torch._utils._rebuild_parameter_with_state':
+      case 'torch.nn.parameter.Parameter':
+        return this.parameter(args, via);
+      case 'torch._tensor._rebuild_from_type_v2':
+        return this.fromType(args);
+      case 'torch.Size':
+        return args[0] instanceof PyTuple ? args[0] : undefined;
+      default:
+        return undefined;
+    }
+  }
+
+  /** Very old files: `torch.FloatTensor` object, then BUILD with (storage, offset, size, stride). */
+  private build(target: PyValue, state: PyValue): PyValue | undefined {
+    if (!(target instanceof PyObject) || !(target.callable instanceof PyGlobal)) return undefined;
+    if (target.callable.module !== 'torch' || !dtypeByTensorClass(target.callable.name)) return undefined;
+    if (!(state instanceof PyTuple)) return undefined;
+    return this.tensor(state.items, 4, null);
+  }
+
+  private tensor(args: PyValue[], minArgs: number, metadata: PyValue | undefined, dtypeOverride?: DType): TensorRef {
+    if (args.length < minArgs) throw new CheckpointError('BAD_TENSOR', this.path, `tensor rebuild has ${args.length} arguments, expected ${minArgs}`);
+    if (++this.tensorCount > LIMITS.tensors) throw new CheckpointError('LIMIT', this.path, `more than ${LIMITS.tensors} tensors (tensors)`);
+    const [storageArg, offsetArg, sizeArg, strideArg, requiresGrad] = args;
+    if (!isStorage(storageArg)) throw new CheckpointError('BAD_TENSOR', this.path, 'tensor rebuild without a storage');
+    const shape = this.intTuple(sizeArg, 'size');
+    const stride = this.intTuple(strideArg, 'stride');
+    if (shape.length !== stride.length) throw new CheckpointError('BAD_TENSOR', this.path, `tensor has ${shape.length} sizes but ${stride.length} strides`);
+    if (!isInt(offsetArg) || typeof offsetArg === 'bigint' || offsetArg < 0) throw new CheckpointError('BAD_TENSOR', this.path, `invalid storage offset ${String(offsetArg)}`);
+    const dtype = dtypeOverride ?? storageArg.dtype;
+    const flags = metadata instanceof PyDict ? metadata.entries : null;
+    const tensor: TensorRef = {
+      kind: 'tensor',
+      dtype,
+      shape,
+      stride,
+      storageOffset: offsetArg,
+      storage: storageArg,
+      requiresGrad: requiresGrad === true,
+      parameter: false,
+      conj: flags?.get('conj') === true,
+      neg: flags?.get('neg') === true,
+    };
+    this.checkView(tensor);
+    return tensor;
+  }
+
+  private intTuple(v: PyValue | undefined, what: string): number[] {
+    const items = v instanceof PyTuple ? v.items : null;
+    if (!items) throw new CheckpointError('BAD_TENSOR', this.path, `tensor ${what} is not a tuple`);
+    if (items.length > LIMITS.tensorRank) throw new CheckpointError('LIMIT', this.path, `tensor rank ${items.length} exceeds tensorRank (${LIMITS.tensorRank})`);
+    return items.map((x) => {
+      if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) {
+        throw new CheckpointError('BAD_TENSOR', this.path, `tensor ${what} holds ${String(x)}, not a non-negative integer`);
+      }
+      return x;
+    });
+  }
+
+  /** offset + Σ (size_i − 1)·stride_i must address an element inside the storage (torch-format.md §3.6). */
+  private checkView(t: TensorRef): void {
+    const storageElements = Math.floor(t.storage.byteLength / t.dtype.itemSize);
+    let numel = 1;
+    let last = t.storageOffset;
+    for (let i = 0; i < t.shape.length; i++) {
+      const size = t.shape[i] as number;
+      numel *= size;
+      if (size > 0) last += (size - 1) * (t.stride[i] as number);
+    }
+    if (!Number.isSafeInteger(numel) || !Number.isSafeInteger(last)) {
+      throw new CheckpointError('LIMIT', this.path, `tensor of shape [${t.shape.join(', ')}] is too large to address (storageBytes)`);
+    }
+    if (numel > 0 && last >= storageElements) {
+      this.fail(
+        `view of storage ${t.storage.key} (offset ${t.storageOffset}, shape [${t.shape.join(', ')}], stride [${t.stride.join(', ')}]) reaches element ${last} but the storage has ${storageElements}`,
+        t.storage.key,
+      );
+    }
+  }
+
+  /** `_rebuild_parameter(tensor, requires_grad, hooks[, state])` or `Parameter(tensor, requires_grad)` via NEWOBJ. */
+  private parameter(args: PyValue[], via: 'reduce' | 'newobj'): PyValue | undefined {
+    const [data, requiresGrad] = args;
+    if (!isTensorRef(data)) return via === 'newobj' ? undefined : undefined;
+    return { ...data, parameter: true, requiresGrad: requiresGrad !== false };
+  }
+
+  /** `_rebuild_from_type_v2(func, cls, args, state)`: a tensor subclass or a tensor with Python attributes. */
+  private fromType(args: PyValue[]): PyValue | undefined {
+    const [func, , inner] = args;
+    if (!(func instanceof PyGlobal) || !(inner instanceof PyTuple)) return undefined;
+    return this.call(func, inner.items, 'reduce');
+  }
+}
+
+function isStorage(v: PyValue | undefined): v is StorageRef {
+  return typeof v === 'object' && v !== null && (v as { kind?: string }).kind === 'storage';
+}
+
+function isTensorRef(v: PyValue | undefined): v is TensorRef {
+  return typeof v === 'object' && v !== null && (v as { kind?: string }).kind === 'tensor';
+}

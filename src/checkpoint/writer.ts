@@ -1,0 +1,161 @@
+/**
+ * Writes a state dict as a zip checkpoint that `torch.load(..., weights_only=True)` accepts from torch 1.13
+ * on (torch-format.md §10.1), streaming every storage from its source file through one reused buffer.
+ *
+ * Storage plan: output storages are numbered 0.. in the order the pickle first meets them. A tensor
+ * written in its own dtype keeps its source storage (so views and tied weights stay shared, offsets and
+ * strides unchanged); a tensor cast to another dtype gets the whole source storage cast element by
+ * element, shared by every view cast to the same dtype. Records go out in torch 2.x order:
+ * data.pkl, byteorder, data/0.., version.
+ */
+import { CheckpointError } from './errors.js';
+import { PyDict, type PyValue } from './pickle/value.js';
+import { pickleValue } from './pickle/pickler.js';
+import type { StorageRef, TensorRef } from './tensor-ref.js';
+import { ZipWriter } from './zip/writer.js';
+import { writeAtomically } from './output.js';
+import { type DType } from '../tensor/dtype.js';
+import { canConvert, convertElements } from '../tensor/convert.js';
+
+export const ARCHIVE_PREFIX = 'archive';
+/** One reused buffer per copy: large enough to amortise syscalls, small enough to keep memory flat. */
+export const COPY_CHUNK_BYTES = 4 << 20;
+
+export interface WriteOptions {
+  /** The `_metadata` OrderedDict (module versions) to attach, as `model.state_dict()` does. */
+  metadata?: PyDict | null;
+  /** Called after each chunk with bytes written so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface WriteResult {
+  path: string;
+  tensors: number;
+  storages: number;
+  bytes: number;
+}
+
+/** An entry of the output: a tensor (optionally cast to `dtype`) or a plain writable value. */
+export type OutputValue = { tensor: TensorRef; dtype?: DType } | { value: PyValue };
+
+/** A cast output storage: the source storage converted element by element to `dtype`. */
+interface CastStorage extends StorageRef {
+  readonly castFrom: StorageRef;
+}
+
+export async function writeStateDict(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, options: WriteOptions = {}): Promise<WriteResult> {
+  const dict = new PyDict(true);
+  const castCache = new Map<StorageRef, Map<DType, CastStorage>>();
+  let tensorCount = 0;
+  for (const [key, out] of entries) {
+    if ('value' in out) {
+      dict.entries.set(key, out.value);
+      continue;
+    }
+    tensorCount++;
+    dict.entries.set(key, planTensor(path, key, out.tensor, out.dtype ?? out.tensor.dtype, castCache));
+  }
+  if (options.metadata) {
+    const state = new PyDict(false);
+    state.entries.set('_metadata', options.metadata);
+    dict.state = state;
+  }
+
+  const order: StorageRef[] = [];
+  const keys = new Map<StorageRef, string>();
+  const pickle = pickleValue(dict, {
+    path,
+    storageKey: (s) => {
+      let k = keys.get(s);
+      if (k === undefined) {
+        k = String(order.length);
+        keys.set(s, k);
+        order.push(s);
+      }
+      return k;
+    },
+  });
+  const total = order.reduce((n, s) => n + s.byteLength, 0);
+
+  return writeAtomically(path, async (handle) => {
+    const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX);
+    await zip.addBuffer('data.pkl', pickle);
+    await zip.addBuffer('byteorder', Buffer.from('little', 'latin1'));
+    const copier = new StorageCopier(path, total, options.onProgress);
+    for (let i = 0; i < order.length; i++) {
+      const storage = order[i] as StorageRef;
+      await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copy(storage, write));
+    }
+    await zip.addBuffer('version', Buffer.from('3\n', 'latin1'));
+    const bytes = await zip.finish();
+    return { path, tensors: tensorCount, storages: order.length, bytes };
+  });
+}
+
+function planTensor(path: string, key: string, t: TensorRef, dtype: DType, castCache: Map<StorageRef, Map<DType, CastStorage>>): TensorRef {
+  if (t.conj || t.neg) {
+    // The lazy bits would have to be written as _rebuild_tensor_v2 metadata; keep the tensor as it is.
+    if (dtype !== t.dtype) throw new CheckpointError('UNWRITABLE', path, `${key}: cannot cast a tensor carrying torch's conj/neg bit`);
+  }
+  if (dtype === t.dtype) return t;
+  if (!canConvert(t.dtype, dtype)) {
+    throw new CheckpointError('UNWRITABLE', path, `${key}: no conversion from ${t.dtype.name} to ${dtype.name}`);
+  }
+  let perDtype = castCache.get(t.storage);
+  if (!perDtype) castCache.set(t.storage, (perDtype = new Map()));
+  let storage = perDtype.get(dtype);
+  if (!storage) {
+    const source = t.storage;
+    storage = {
+      kind: 'storage',
+      key: source.key,
+      dtype,
+      location: 'cpu',
+      numel: source.numel,
+      byteLength: source.numel * dtype.itemSize,
+      record: null,
+      castFrom: source,
+    };
+    perDtype.set(dtype, storage);
+  }
+  return { ...t, dtype, storage };
+}
+
+/** Copies storages into zip entries through one reused buffer (two when casting). */
+class StorageCopier {
+  private readonly buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+  private castBuffer: Buffer | null = null;
+  private done = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly total: number,
+    private readonly onProgress?: (done: number, total: number) => void,
+  ) {}
+
+  async copy(storage: StorageRef, write: (chunk: Uint8Array) => Promise<void>): Promise<void> {
+    const cast = (storage as CastStorage).castFrom;
+    const from = cast ?? storage;
+    if (!from.record) throw new CheckpointError('BAD_TENSOR', this.path, `storage ${from.key} has no bytes to copy`);
+    const { source, offset } = await from.record.resolve();
+    const inItem = from.dtype.itemSize;
+    const outItem = storage.dtype.itemSize;
+    // Elements per chunk, so that neither the input nor the output side exceeds the buffer.
+    const perChunk = Math.floor(COPY_CHUNK_BYTES / Math.max(inItem, outItem));
+    if (cast && !this.castBuffer) this.castBuffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+    for (let element = 0; element < from.numel; element += perChunk) {
+      const count = Math.min(perChunk, from.numel - element);
+      const input = this.buffer.subarray(0, count * inItem);
+      await source.readInto(offset + element * inItem, input);
+      if (cast) {
+        const output = (this.castBuffer as Buffer).subarray(0, count * outItem);
+        convertElements(from.dtype, storage.dtype, input, output, count);
+        await write(output);
+      } else {
+        await write(input);
+      }
+      this.done += count * outItem;
+      this.onProgress?.(this.done, this.total);
+    }
+  }
+}

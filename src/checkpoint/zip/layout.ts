@@ -1,0 +1,365 @@
+/**
+ * Byte layout of the zip records a PyTorch checkpoint uses, shared by the reader and the writer.
+ * All integers are little-endian. Field tables follow PKWARE's APPNOTE 6.3.x; the notes on what
+ * torch writes come from reference/torch-format.md §2.3-2.5.
+ *
+ * Encoders and decoders of one record live side by side here and are pure (bytes in, values out),
+ * so the zip64 paths can be unit-tested with offsets above 4 GiB without writing such files.
+ */
+
+export const SIGNATURE = {
+  localHeader: 0x04034b50, // "PK\3\4"
+  centralHeader: 0x02014b50, // "PK\1\2"
+  zip64EndRecord: 0x06064b50, // "PK\6\6"
+  zip64Locator: 0x07064b50, // "PK\6\7"
+  endRecord: 0x06054b50, // "PK\5\6"
+} as const;
+
+export const LOCAL_HEADER_SIZE = 30;
+export const CENTRAL_HEADER_SIZE = 46;
+export const END_RECORD_SIZE = 22;
+export const ZIP64_END_RECORD_SIZE = 56;
+export const ZIP64_LOCATOR_SIZE = 20;
+/** Offset of the CRC-32 inside a local header: the writer patches it after streaming the data. */
+export const LOCAL_HEADER_CRC_OFFSET = 14;
+
+/** A 16/32-bit field holding this value means "the real value is in the zip64 record/extra". */
+export const U16_SATURATED = 0xffff;
+export const U32_SATURATED = 0xffffffff;
+
+export const FLAG_ENCRYPTED = 0x0001;
+export const FLAG_DATA_DESCRIPTOR = 0x0008;
+export const FLAG_STRONG_ENCRYPTION = 0x0040;
+export const FLAG_UTF8_NAME = 0x0800;
+
+export const METHOD_STORED = 0;
+export const METHOD_DEFLATE = 8;
+
+/** "Version needed to extract" for records that use zip64 (APPNOTE 4.4.3: 4.5). */
+export const VERSION_ZIP64 = 45;
+/** What torch (miniz) writes for stored entries without zip64. */
+export const VERSION_PLAIN = 0;
+
+export const EXTRA_ID_ZIP64 = 0x0001;
+/** PyTorch's alignment padding extra field, "FB", filled with 'Z' bytes. */
+export const EXTRA_ID_TORCH_PADDING = 0x4246;
+const PADDING_BYTE = 0x5a; // 'Z'
+/** torch aligns every record's data to 64 bytes from the start of the file (torch-format.md §2.4). */
+export const DATA_ALIGNMENT = 64;
+
+const TWO_POW_32 = 0x1_0000_0000;
+
+/** u64 as a Number: exact below 2^53; Infinity above, so it fails every later bounds check. */
+export function readU64(view: DataView, offset: number): number {
+  const low = view.getUint32(offset, true);
+  const high = view.getUint32(offset + 4, true);
+  if (high >= 0x20_0000) return Number.POSITIVE_INFINITY;
+  return high * TWO_POW_32 + low;
+}
+
+export function writeU64(view: DataView, offset: number, value: number): void {
+  view.setUint32(offset, value % TWO_POW_32, true);
+  view.setUint32(offset + 4, Math.floor(value / TWO_POW_32), true);
+}
+
+function viewOf(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zip64 extended information extra field (id 0x0001), APPNOTE 4.5.3:
+//   0  2  header id 0x0001
+//   2  2  data size (8 per field present)
+//   4  8  uncompressed size        } each field present only when the matching 32-bit field of the
+//   +  8  compressed size          } header holds 0xFFFFFFFF, always in this order
+//   +  8  local header offset      } (central directory only in the standard; miniz also puts it in
+//   +  4  disk start number        }  local headers, which carry no offset field of their own)
+// ---------------------------------------------------------------------------------------------
+
+/** Which values of one stored entry do not fit their 32-bit header field. */
+export interface Zip64Needs {
+  sizes: boolean;
+  offset: boolean;
+}
+
+export function zip64Needs(size: number, localHeaderOffset: number): Zip64Needs {
+  return { sizes: size >= U32_SATURATED, offset: localHeaderOffset >= U32_SATURATED };
+}
+
+/** Length of the zip64 extra block (header included) for an entry; 0 when it needs none. */
+export function zip64ExtraLength(needs: Zip64Needs): number {
+  const fields = (needs.sizes ? 2 : 0) + (needs.offset ? 1 : 0);
+  return fields === 0 ? 0 : 4 + 8 * fields;
+}
+
+/** Writes a zip64 extra for a stored entry (compressed size = size) at `offset`; returns its length. */
+function encodeZip64Extra(view: DataView, offset: number, needs: Zip64Needs, size: number, localHeaderOffset: number): number {
+  const length = zip64ExtraLength(needs);
+  if (length === 0) return 0;
+  view.setUint16(offset, EXTRA_ID_ZIP64, true);
+  view.setUint16(offset + 2, length - 4, true);
+  let at = offset + 4;
+  if (needs.sizes) {
+    writeU64(view, at, size);
+    writeU64(view, at + 8, size);
+    at += 16;
+  }
+  if (needs.offset) writeU64(view, at, localHeaderOffset);
+  return length;
+}
+
+/** The 32-bit fields of a central entry that were saturated, i.e. that the zip64 extra must supply. */
+export interface SaturatedFields {
+  size: boolean;
+  compressedSize: boolean;
+  localHeaderOffset: boolean;
+}
+
+export interface Zip64Values {
+  size?: number;
+  compressedSize?: number;
+  localHeaderOffset?: number;
+}
+
+/**
+ * Walks the extra fields at [start, start+length) of `view` and returns the zip64 values for the
+ * saturated fields, null when there is no zip64 block, or an error message (one line) when the
+ * extra area or the zip64 block is malformed.
+ */
+export function decodeZip64Extra(view: DataView, start: number, length: number, saturated: SaturatedFields): Zip64Values | null | string {
+  const end = start + length;
+  let at = start;
+  while (at + 4 <= end) {
+    const id = view.getUint16(at, true);
+    const dataSize = view.getUint16(at + 2, true);
+    const dataStart = at + 4;
+    if (dataStart + dataSize > end) return `extra field 0x${id.toString(16).padStart(4, '0')} overruns the extra area`;
+    if (id === EXTRA_ID_ZIP64) {
+      const values: Zip64Values = {};
+      let field = dataStart;
+      const take = (): number | string => {
+        if (field + 8 > dataStart + dataSize) return 'zip64 extra field is too short for its saturated fields';
+        const value = readU64(view, field);
+        field += 8;
+        return value;
+      };
+      for (const key of ['size', 'compressedSize', 'localHeaderOffset'] as const) {
+        if (!saturated[key]) continue;
+        const value = take();
+        if (typeof value === 'string') return value;
+        values[key] = value;
+      }
+      return values;
+    }
+    at = dataStart + dataSize;
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local file header, as our writer fills it (stored, sizes known up front, so no data descriptor:
+// flags 0x0800 rather than torch's 0x0808 + trailing descriptor; torch-format.md §10.1 item 3):
+//   0  4  signature 0x04034b50
+//   4  2  version needed: 0 like torch, 45 when a zip64 extra is present
+//   6  2  flags: 0x0800 (name is UTF-8)
+//   8  2  method: 0 (stored)
+//  10  2  time, 12 2 date: 0 (torch writes no timestamps; output stays reproducible)
+//  14  4  CRC-32 (patched after the data when streaming)
+//  18  4  compressed size, 22 4 uncompressed size: real values, or 0xFFFFFFFF with a zip64 extra
+//  26  2  name length, 28 2 extra length
+//  30  n  name, then the zip64 extra (if any), then the "FB" padding extra:
+//         0 2 id 0x4246, 2 2 p, 4 p bytes of 'Z', p chosen so the data starts on a 64-byte boundary
+// ---------------------------------------------------------------------------------------------
+
+export interface StoredEntryFields {
+  /** Full name as UTF-8 bytes (`<prefix>/<record>`). */
+  name: Uint8Array;
+  crc32: number;
+  size: number;
+  localHeaderOffset: number;
+}
+
+/** Bytes of "FB" padding that put the data of an entry on an `alignment` boundary (torch-format.md §2.4). */
+export function alignmentPadding(localHeaderOffset: number, nameLength: number, zip64Length: number, alignment = DATA_ALIGNMENT): number {
+  const start = localHeaderOffset + LOCAL_HEADER_SIZE + nameLength + zip64Length + 4;
+  return (alignment - (start % alignment)) % alignment;
+}
+
+/** Local header + name + extras, ending exactly where the entry's data begins. */
+export function encodeLocalHeader(entry: StoredEntryFields): Uint8Array {
+  const needs = zip64Needs(entry.size, entry.localHeaderOffset);
+  const zip64Length = zip64ExtraLength(needs);
+  const padding = alignmentPadding(entry.localHeaderOffset, entry.name.length, zip64Length);
+  const extraLength = zip64Length + 4 + padding;
+  const bytes = new Uint8Array(LOCAL_HEADER_SIZE + entry.name.length + extraLength);
+  const view = viewOf(bytes);
+  const size32 = needs.sizes ? U32_SATURATED : entry.size;
+  view.setUint32(0, SIGNATURE.localHeader, true);
+  view.setUint16(4, zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN, true);
+  view.setUint16(6, FLAG_UTF8_NAME, true);
+  view.setUint16(8, METHOD_STORED, true);
+  // 10 time, 12 date: left 0
+  view.setUint32(LOCAL_HEADER_CRC_OFFSET, entry.crc32, true);
+  view.setUint32(18, size32, true);
+  view.setUint32(22, size32, true);
+  view.setUint16(26, entry.name.length, true);
+  view.setUint16(28, extraLength, true);
+  bytes.set(entry.name, LOCAL_HEADER_SIZE);
+  let at = LOCAL_HEADER_SIZE + entry.name.length;
+  at += encodeZip64Extra(view, at, needs, entry.size, entry.localHeaderOffset);
+  view.setUint16(at, EXTRA_ID_TORCH_PADDING, true);
+  view.setUint16(at + 2, padding, true);
+  bytes.fill(PADDING_BYTE, at + 4, at + 4 + padding);
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Central directory file header (the reader parses it inline in reader.ts for speed):
+//   0  4  signature 0x02014b50
+//   4  2  version made by          6  2  version needed (0, or 45 with zip64)
+//   8  2  flags                   10  2  method
+//  12  2  time                    14  2  date
+//  16  4  CRC-32                  20  4  compressed size (0xFFFFFFFF: see zip64 extra)
+//  24  4  uncompressed size (0xFFFFFFFF: see zip64 extra)
+//  28  2  name length             30  2  extra length           32  2  comment length
+//  34  2  disk number start       36  2  internal attributes    38  4  external attributes
+//  42  4  local header offset (0xFFFFFFFF: see zip64 extra)
+//  46  n  name, then extra (zip64 only: torch does not repeat the FB padding here), then comment
+// ---------------------------------------------------------------------------------------------
+
+export function encodeCentralHeader(entry: StoredEntryFields): Uint8Array {
+  const needs = zip64Needs(entry.size, entry.localHeaderOffset);
+  const zip64Length = zip64ExtraLength(needs);
+  const bytes = new Uint8Array(CENTRAL_HEADER_SIZE + entry.name.length + zip64Length);
+  const view = viewOf(bytes);
+  const version = zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN;
+  const size32 = needs.sizes ? U32_SATURATED : entry.size;
+  view.setUint32(0, SIGNATURE.centralHeader, true);
+  view.setUint16(4, version, true);
+  view.setUint16(6, version, true);
+  view.setUint16(8, FLAG_UTF8_NAME, true);
+  view.setUint16(10, METHOD_STORED, true);
+  view.setUint32(16, entry.crc32, true);
+  view.setUint32(20, size32, true);
+  view.setUint32(24, size32, true);
+  view.setUint16(28, entry.name.length, true);
+  view.setUint16(30, zip64Length, true);
+  // 32 comment length, 34 disk, 36 internal, 38 external attributes: left 0
+  view.setUint32(42, needs.offset ? U32_SATURATED : entry.localHeaderOffset, true);
+  bytes.set(entry.name, CENTRAL_HEADER_SIZE);
+  encodeZip64Extra(view, CENTRAL_HEADER_SIZE + entry.name.length, needs, entry.size, entry.localHeaderOffset);
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// End of archive: the writer always emits all three records, like torch (torch-format.md §2.3).
+//
+// Zip64 end of central directory record (56 bytes, no extensible data):
+//   0  4  signature 0x06064b50        4  8  size of the rest of the record (44)
+//  12  2  version made by            14  2  version needed (45)
+//  16  4  number of this disk        20  4  disk where the central directory starts
+//  24  8  entries on this disk       32  8  total entries
+//  40  8  central directory size     48  8  central directory offset
+//
+// Zip64 end of central directory locator (20 bytes):
+//   0  4  signature 0x07064b50        4  4  disk holding the zip64 end record
+//   8  8  offset of the zip64 end record                 16  4  total number of disks (1)
+//
+// End of central directory record (22 bytes + comment):
+//   0  4  signature 0x06054b50        4  2  number of this disk     6  2  disk where the CD starts
+//   8  2  entries on this disk       10  2  total entries (both saturate at 0xFFFF)
+//  12  4  central directory size     16  4  central directory offset (saturate at 0xFFFFFFFF)
+//  20  2  comment length             22  n  comment
+// ---------------------------------------------------------------------------------------------
+
+export interface EndRecordValues {
+  entryCount: number;
+  centralDirectoryOffset: number;
+  centralDirectorySize: number;
+}
+
+/** Zip64 end record + locator + classic end record, to be written right after the central directory. */
+export function encodeEndRecords(values: EndRecordValues): Uint8Array {
+  const bytes = new Uint8Array(ZIP64_END_RECORD_SIZE + ZIP64_LOCATOR_SIZE + END_RECORD_SIZE);
+  const view = viewOf(bytes);
+  const zip64Offset = values.centralDirectoryOffset + values.centralDirectorySize;
+  view.setUint32(0, SIGNATURE.zip64EndRecord, true);
+  writeU64(view, 4, ZIP64_END_RECORD_SIZE - 12);
+  view.setUint16(12, VERSION_ZIP64, true);
+  view.setUint16(14, VERSION_ZIP64, true);
+  writeU64(view, 24, values.entryCount);
+  writeU64(view, 32, values.entryCount);
+  writeU64(view, 40, values.centralDirectorySize);
+  writeU64(view, 48, values.centralDirectoryOffset);
+
+  const locator = ZIP64_END_RECORD_SIZE;
+  view.setUint32(locator, SIGNATURE.zip64Locator, true);
+  writeU64(view, locator + 8, zip64Offset);
+  view.setUint32(locator + 16, 1, true);
+
+  const end = locator + ZIP64_LOCATOR_SIZE;
+  const count16 = Math.min(values.entryCount, U16_SATURATED);
+  view.setUint32(end, SIGNATURE.endRecord, true);
+  view.setUint16(end + 8, count16, true);
+  view.setUint16(end + 10, count16, true);
+  view.setUint32(end + 12, Math.min(values.centralDirectorySize, U32_SATURATED), true);
+  view.setUint32(end + 16, Math.min(values.centralDirectoryOffset, U32_SATURATED), true);
+  return bytes;
+}
+
+export interface DecodedEndRecord extends EndRecordValues {
+  diskNumber: number;
+  centralDirectoryDisk: number;
+  entriesOnDisk: number;
+  commentLength: number;
+}
+
+/** Classic end record at `offset` of `view` (signature already matched by the caller). */
+export function decodeEndRecord(view: DataView, offset: number): DecodedEndRecord {
+  return {
+    diskNumber: view.getUint16(offset + 4, true),
+    centralDirectoryDisk: view.getUint16(offset + 6, true),
+    entriesOnDisk: view.getUint16(offset + 8, true),
+    entryCount: view.getUint16(offset + 10, true),
+    centralDirectorySize: view.getUint32(offset + 12, true),
+    centralDirectoryOffset: view.getUint32(offset + 16, true),
+    commentLength: view.getUint16(offset + 20, true),
+  };
+}
+
+export interface DecodedZip64Locator {
+  signatureOk: boolean;
+  zip64EndRecordDisk: number;
+  zip64EndRecordOffset: number;
+  diskCount: number;
+}
+
+export function decodeZip64Locator(view: DataView, offset: number): DecodedZip64Locator {
+  return {
+    signatureOk: view.getUint32(offset, true) === SIGNATURE.zip64Locator,
+    zip64EndRecordDisk: view.getUint32(offset + 4, true),
+    zip64EndRecordOffset: readU64(view, offset + 8),
+    diskCount: view.getUint32(offset + 16, true),
+  };
+}
+
+export interface DecodedZip64EndRecord extends EndRecordValues {
+  signatureOk: boolean;
+  recordSize: number;
+  diskNumber: number;
+  centralDirectoryDisk: number;
+  entriesOnDisk: number;
+}
+
+export function decodeZip64EndRecord(view: DataView, offset: number): DecodedZip64EndRecord {
+  return {
+    signatureOk: view.getUint32(offset, true) === SIGNATURE.zip64EndRecord,
+    recordSize: readU64(view, offset + 4),
+    diskNumber: view.getUint32(offset + 16, true),
+    centralDirectoryDisk: view.getUint32(offset + 20, true),
+    entriesOnDisk: readU64(view, offset + 24),
+    entryCount: readU64(view, offset + 32),
+    centralDirectorySize: readU64(view, offset + 40),
+    centralDirectoryOffset: readU64(view, offset + 48),
+  };
+}

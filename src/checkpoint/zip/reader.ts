@@ -1,0 +1,357 @@
+/**
+ * Central-directory zip reader over a random-access ByteSource.
+ *
+ * Reads the end records and the whole central directory with two positional reads, then parses it
+ * with one DataView loop: listing 100k entries costs tens of milliseconds and no local header is
+ * touched until an entry's data is asked for. Sizes always come from the central directory (torch's
+ * local headers hold zeros and set the data-descriptor flag, torch-format.md §2.3). Every count,
+ * size and offset is checked against the file and LIMITS before it is used.
+ */
+import { createInflateRaw, crc32, inflateRawSync } from 'node:zlib';
+import { CheckpointError } from '../errors.js';
+import { LIMITS } from '../limits.js';
+import type { ByteSource } from '../source.js';
+import {
+  CENTRAL_HEADER_SIZE, END_RECORD_SIZE, FLAG_ENCRYPTED, FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
+  METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeEndRecord,
+  decodeZip64EndRecord, decodeZip64Extra, decodeZip64Locator, type EndRecordValues,
+} from './layout.js';
+
+export interface ZipEntry {
+  name: string;
+  method: number;
+  flags: number;
+  compressedSize: number;
+  size: number;
+  crc32: number;
+  localHeaderOffset: number;
+}
+
+export interface ZipDirectory {
+  entries: ZipEntry[];
+  byName: Map<string, ZipEntry>;
+  /** archive prefix: text before the first '/' of the first central-directory entry (torch's rule); fallback: the folder of the only entry ending in '/data.pkl' */
+  prefix: string;
+  centralDirectoryOffset: number;
+}
+
+/** Largest buffer computeEntryCrc streams through. */
+const CRC_CHUNK_BYTES = 8 << 20;
+
+/** Where entry data must end, per source: its central directory offset (set by readZipDirectory). */
+const dataLimits = new WeakMap<ByteSource, number>();
+/** Absolute offset of each entry's first data byte, once its local header has been read. */
+const dataOffsets = new WeakMap<ZipEntry, number>();
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8Encoder = new TextEncoder();
+
+export async function readZipDirectory(source: ByteSource): Promise<ZipDirectory> {
+  const location = await locateCentralDirectory(source);
+  const cd = await source.read(location.centralDirectoryOffset, location.centralDirectorySize);
+  const { entries, byName, extents } = parseCentralDirectory(source.path, cd, location);
+  checkExtents(source.path, entries, extents);
+  dataLimits.set(source, location.centralDirectoryOffset);
+  return { entries, byName, prefix: archivePrefix(entries), centralDirectoryOffset: location.centralDirectoryOffset };
+}
+
+interface CentralDirectoryLocation extends EndRecordValues {
+  /** First byte of the end records (zip64 end record if present, else the classic one). */
+  endRecordsStart: number;
+}
+
+/** Finds the classic end record (one read of the file's tail), follows the zip64 locator, validates. */
+async function locateCentralDirectory(source: ByteSource): Promise<CentralDirectoryLocation> {
+  const { path, size } = source;
+  const bad = (detail: string) => new CheckpointError('BAD_ZIP', path, detail);
+  // The tail read also covers the locator and torch's zip64 end record, which sit right before.
+  const tailLength = Math.min(size, LIMITS.zipEocdSearch + ZIP64_LOCATOR_SIZE + ZIP64_END_RECORD_SIZE);
+  const tailStart = size - tailLength;
+  const tail = await source.read(tailStart, tailLength);
+  const view = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
+
+  // The end record is the last "PK\5\6" whose comment length reaches exactly the end of the file.
+  const lowest = Math.max(0, size - LIMITS.zipEocdSearch - tailStart);
+  let at = tailLength - END_RECORD_SIZE;
+  for (; at >= lowest; at--) {
+    if (view.getUint32(at, true) === SIGNATURE.endRecord && at + END_RECORD_SIZE + view.getUint16(at + 20, true) === tailLength) break;
+  }
+  if (at < lowest) throw await missingEndRecord(source, view, tailLength);
+  const endRecordOffset = tailStart + at;
+  const end = decodeEndRecord(view, at);
+  if ((end.diskNumber !== 0 && end.diskNumber !== U16_SATURATED) || (end.centralDirectoryDisk !== 0 && end.centralDirectoryDisk !== U16_SATURATED)) {
+    throw bad(`multi-disk archives are not supported (disk ${end.diskNumber}, central directory on disk ${end.centralDirectoryDisk})`);
+  }
+  if (end.entriesOnDisk !== end.entryCount) throw bad(`end record declares ${end.entryCount} entries but ${end.entriesOnDisk} on this disk`);
+
+  let location: CentralDirectoryLocation = { ...end, endRecordsStart: endRecordOffset };
+  const locatorOffset = endRecordOffset - ZIP64_LOCATOR_SIZE;
+  if (locatorOffset >= 0) {
+    const locatorBytes = locatorOffset >= tailStart ? view : await viewAt(source, locatorOffset, ZIP64_LOCATOR_SIZE);
+    const locator = decodeZip64Locator(locatorBytes, locatorOffset >= tailStart ? locatorOffset - tailStart : 0);
+    if (locator.signatureOk) location = await followZip64Locator(source, locator, locatorOffset, end, view, tailStart);
+  }
+
+  const { entryCount, centralDirectoryOffset: cdOffset, centralDirectorySize: cdSize, endRecordsStart } = location;
+  if (entryCount > LIMITS.zipEntries) throw new CheckpointError('LIMIT', path, `zipEntries: ${entryCount} entries declared, limit ${LIMITS.zipEntries}`);
+  if (cdSize > LIMITS.zipCentralDirectoryBytes) {
+    throw new CheckpointError('LIMIT', path, `zipCentralDirectoryBytes: central directory of ${cdSize} bytes, limit ${LIMITS.zipCentralDirectoryBytes}`);
+  }
+  if (cdOffset + cdSize > endRecordsStart) {
+    const where = cdOffset + cdSize > size ? `outside the file of ${size} bytes` : `overlapping the end records at byte ${endRecordsStart}`;
+    throw bad(`central directory (bytes ${cdOffset}..${cdOffset + cdSize}) lies ${where}`);
+  }
+  if (entryCount * CENTRAL_HEADER_SIZE > cdSize) throw bad(`${entryCount} entries declared but the central directory has only ${cdSize} bytes`);
+  return location;
+}
+
+/** Zip64 end record values; the classic ones must agree wherever they are not saturated. */
+async function followZip64Locator(
+  source: ByteSource, locator: ReturnType<typeof decodeZip64Locator>, locatorOffset: number,
+  end: ReturnType<typeof decodeEndRecord>, tail: DataView, tailStart: number,
+): Promise<CentralDirectoryLocation> {
+  const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, detail);
+  const offset = locator.zip64EndRecordOffset;
+  if (locator.zip64EndRecordDisk !== 0 || locator.diskCount > 1) throw bad(`multi-disk archives are not supported (zip64 locator names ${locator.diskCount} disks)`);
+  if (offset + ZIP64_END_RECORD_SIZE > locatorOffset) {
+    throw bad(`zip64 locator points to byte ${offset}, outside the ${locatorOffset} bytes before it`);
+  }
+  const inTail = offset >= tailStart;
+  const record = decodeZip64EndRecord(inTail ? tail : await viewAt(source, offset, ZIP64_END_RECORD_SIZE), inTail ? offset - tailStart : 0);
+  if (!record.signatureOk) throw bad(`zip64 locator points to byte ${offset}, which holds no zip64 end record`);
+  if (record.recordSize < ZIP64_END_RECORD_SIZE - 12 || offset + 12 + record.recordSize > locatorOffset) {
+    throw bad(`zip64 end record at byte ${offset} declares an impossible size ${record.recordSize}`);
+  }
+  if (record.diskNumber !== 0 || record.centralDirectoryDisk !== 0) throw bad('multi-disk archives are not supported (zip64 end record)');
+  if (record.entriesOnDisk !== record.entryCount) throw bad(`zip64 end record declares ${record.entryCount} entries but ${record.entriesOnDisk} on this disk`);
+  const disagrees = (classic: number, saturated: number, zip64: number) => classic !== saturated && classic !== zip64;
+  if (disagrees(end.entryCount, U16_SATURATED, record.entryCount)) {
+    throw bad(`entry count inconsistent: end record says ${end.entryCount}, zip64 end record ${record.entryCount}`);
+  }
+  if (disagrees(end.centralDirectorySize, U32_SATURATED, record.centralDirectorySize) || disagrees(end.centralDirectoryOffset, U32_SATURATED, record.centralDirectoryOffset)) {
+    throw bad('central directory size or offset differs between the end record and the zip64 end record');
+  }
+  return { ...record, endRecordsStart: offset };
+}
+
+/** No end record: a file that starts like a zip was cut short; anything else is not a zip. */
+async function missingEndRecord(source: ByteSource, tail: DataView, tailLength: number): Promise<CheckpointError> {
+  for (let at = Math.max(0, tailLength - END_RECORD_SIZE + 1); at + 4 <= tailLength; at++) {
+    if (tail.getUint32(at, true) === SIGNATURE.endRecord) {
+      return new CheckpointError('TRUNCATED', source.path, `end of central directory record is cut off (${tailLength - at} of ${END_RECORD_SIZE} bytes)`);
+    }
+  }
+  const startsLikeZip = source.size >= 4 && (await viewAt(source, 0, 4)).getUint32(0, true) === SIGNATURE.localHeader;
+  const detail = `no end of central directory record in the last ${Math.min(source.size, LIMITS.zipEocdSearch)} bytes`;
+  return startsLikeZip ? new CheckpointError('TRUNCATED', source.path, `${detail}; the archive is truncated`) : new CheckpointError('BAD_ZIP', source.path, `${detail}; not a zip archive`);
+}
+
+async function viewAt(source: ByteSource, offset: number, length: number): Promise<DataView> {
+  const bytes = await source.read(offset, length);
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * One pass over the central directory. `extents` holds, per entry, the bytes its local record takes
+ * at least ([lho, lho+30+nameLen+compressedSize)), for the overlap check without reading local headers.
+ */
+function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDirectoryLocation) {
+  const bad = (detail: string) => new CheckpointError('BAD_ZIP', path, detail);
+  const { entryCount, centralDirectoryOffset: cdOffset } = location;
+  const view = new DataView(cd.buffer, cd.byteOffset, cd.byteLength);
+  const text = Buffer.from(cd.buffer, cd.byteOffset, cd.byteLength);
+  const entries: ZipEntry[] = new Array(entryCount);
+  const byName = new Map<string, ZipEntry>();
+  const extents = { starts: new Float64Array(entryCount), ends: new Float64Array(entryCount) };
+  let at = 0;
+  for (let i = 0; i < entryCount; i++) {
+    if (at + CENTRAL_HEADER_SIZE > cd.length) throw bad(`entry count inconsistent: the central directory ends after ${i} of ${entryCount} declared entries`);
+    if (view.getUint32(at, true) !== SIGNATURE.centralHeader) {
+      throw bad(`central directory entry ${i} (byte ${cdOffset + at}) has signature 0x${view.getUint32(at, true).toString(16)}, expected 0x${SIGNATURE.centralHeader.toString(16)}`);
+    }
+    const flags = view.getUint16(at + 8, true);
+    const method = view.getUint16(at + 10, true);
+    const crc = view.getUint32(at + 16, true);
+    const compressedSize32 = view.getUint32(at + 20, true);
+    const size32 = view.getUint32(at + 24, true);
+    const nameLength = view.getUint16(at + 28, true);
+    const extraLength = view.getUint16(at + 30, true);
+    const commentLength = view.getUint16(at + 32, true);
+    const localHeaderOffset32 = view.getUint32(at + 42, true);
+    const nameStart = at + CENTRAL_HEADER_SIZE;
+    const extraStart = nameStart + nameLength;
+    const next = extraStart + extraLength + commentLength;
+    if (next > cd.length) throw bad(`central directory entry ${i} runs past the end of the central directory`);
+    if (nameLength > LIMITS.zipNameLength) throw new CheckpointError('LIMIT', path, `zipNameLength: entry ${i} has a ${nameLength}-byte name, limit ${LIMITS.zipNameLength}`);
+    const name = decodeName(text, nameStart, extraStart);
+    if (name === null) throw bad(`central directory entry ${i} has a name that is not valid UTF-8`);
+    if (name === '') throw bad(`central directory entry ${i} has an empty name`);
+    const what = `entry '${name}'`;
+
+    let size = size32, compressedSize = compressedSize32, localHeaderOffset = localHeaderOffset32;
+    if (size32 === U32_SATURATED || compressedSize32 === U32_SATURATED || localHeaderOffset32 === U32_SATURATED) {
+      const saturated = { size: size32 === U32_SATURATED, compressedSize: compressedSize32 === U32_SATURATED, localHeaderOffset: localHeaderOffset32 === U32_SATURATED };
+      const zip64 = decodeZip64Extra(view, extraStart, extraLength, saturated);
+      if (typeof zip64 === 'string') throw bad(`${what}: ${zip64}`);
+      // Without a zip64 block a saturated field is taken literally, as Python's zipfile does.
+      if (zip64) ({ size = size, compressedSize = compressedSize, localHeaderOffset = localHeaderOffset } = zip64);
+    }
+    if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION)) throw bad(`${what} is encrypted`);
+    if (method !== METHOD_STORED && method !== METHOD_DEFLATE) throw bad(`${what} uses compression method ${method}; only stored (0) and deflate (8) are supported`);
+    if (method === METHOD_STORED && compressedSize !== size) throw bad(`${what} is stored but declares ${compressedSize} compressed and ${size} uncompressed bytes`);
+    const start = localHeaderOffset;
+    const minimalEnd = start + LOCAL_HEADER_SIZE + nameLength + compressedSize;
+    if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) throw bad(`${what}: local header offset ${start} is beyond the central directory at ${cdOffset}`);
+    if (!(minimalEnd <= cdOffset)) throw bad(`${what}: ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
+    if (byName.has(name)) throw bad(`duplicate entry name '${name}'`);
+
+    const entry: ZipEntry = { name, method, flags, compressedSize, size, crc32: crc, localHeaderOffset };
+    entries[i] = entry;
+    byName.set(name, entry);
+    extents.starts[i] = start;
+    extents.ends[i] = minimalEnd;
+    at = next;
+  }
+  if (at !== cd.length) throw bad(`entry count inconsistent: ${cd.length - at} bytes of the central directory follow its ${entryCount} declared entries`);
+  return { entries, byName, extents };
+}
+
+/** ASCII names (all of torch's) take the fast latin1 path; anything else must be valid UTF-8. */
+function decodeName(text: Buffer, start: number, end: number): string | null {
+  for (let i = start; i < end; i++) {
+    if (text[i]! >= 0x80) {
+      try {
+        return utf8.decode(text.subarray(start, end));
+      } catch {
+        return null;
+      }
+    }
+  }
+  return text.toString('latin1', start, end);
+}
+
+/** Two entries whose minimal local records overlap share bytes: refuse (a zip bomb trick, or corruption). */
+function checkExtents(path: string, entries: ZipEntry[], extents: { starts: Float64Array; ends: Float64Array }): void {
+  const { starts, ends } = extents;
+  let order: ArrayLike<number> | null = null;
+  for (let i = 1; i < starts.length; i++) {
+    if (starts[i]! < starts[i - 1]!) {
+      order = Uint32Array.from({ length: starts.length }, (_, k) => k).sort((a, b) => starts[a]! - starts[b]!);
+      break;
+    }
+  }
+  let previous = -1;
+  for (let k = 0; k < starts.length; k++) {
+    const i = order ? order[k]! : k;
+    if (previous >= 0 && starts[i]! < ends[previous]!) {
+      throw new CheckpointError('BAD_ZIP', path, `entries '${entries[previous]!.name}' and '${entries[i]!.name}' overlap (bytes ${starts[i]}..${ends[previous]})`);
+    }
+    previous = i;
+  }
+}
+
+function archivePrefix(entries: ZipEntry[]): string {
+  const first = entries[0]?.name;
+  if (first === undefined) return '';
+  const slash = first.indexOf('/');
+  if (slash > 0) return first.slice(0, slash);
+  const pickles = entries.filter((e) => e.name.endsWith('/data.pkl'));
+  return pickles.length === 1 ? pickles[0]!.name.slice(0, -'/data.pkl'.length) : '';
+}
+
+export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {
+  const cached = dataOffsets.get(entry);
+  if (cached !== undefined) return cached;
+  const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
+  const limit = dataLimits.get(source) ?? source.size;
+  const name = utf8Encoder.encode(entry.name);
+  const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + name.length;
+  if (headerEnd > limit) throw bad(`local header at byte ${entry.localHeaderOffset} runs past byte ${limit}`);
+  // Local header: 0 signature, 4 version needed, 6 flags, 8 method, 10 time, 12 date, 14 CRC,
+  // 18 compressed size, 22 size (both 0 in torch files: ignored), 26 name length, 28 extra length, 30 name.
+  const header = await source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE + name.length);
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  const signature = view.getUint32(0, true);
+  if (signature !== SIGNATURE.localHeader) throw bad(`bad local header signature 0x${signature.toString(16)} at byte ${entry.localHeaderOffset}`);
+  const method = view.getUint16(8, true);
+  if (method !== entry.method) throw bad(`local header says method ${method}, central directory ${entry.method}`);
+  const nameLength = view.getUint16(26, true);
+  const localName = header.subarray(LOCAL_HEADER_SIZE);
+  if (nameLength !== name.length || !Buffer.from(localName.buffer, localName.byteOffset, localName.byteLength).equals(name)) {
+    throw bad('local header name differs from the central directory');
+  }
+  const dataOffset = headerEnd + view.getUint16(28, true);
+  if (dataOffset + entry.compressedSize > limit) throw bad(`data (bytes ${dataOffset}..${dataOffset + entry.compressedSize}) runs past byte ${limit}`);
+  dataOffsets.set(entry, dataOffset);
+  return dataOffset;
+}
+
+export async function readEntryBytes(source: ByteSource, entry: ZipEntry, maxBytes: number): Promise<Uint8Array> {
+  if (entry.size > maxBytes) throw new CheckpointError('LIMIT', source.path, `entry '${entry.name}' is ${entry.size} bytes, more than the ${maxBytes} allowed`);
+  const offset = await entryDataOffset(source, entry);
+  if (entry.method === METHOD_STORED) return source.read(offset, entry.size);
+  const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
+  if (entry.size > LIMITS.inflatedBytes) throw new CheckpointError('LIMIT', source.path, `inflatedBytes: entry '${entry.name}' inflates to ${entry.size} bytes, limit ${LIMITS.inflatedBytes}`);
+  // Deflate never expands by more than 5 bytes per 16 KiB block; a larger compressed size is a lie.
+  if (entry.compressedSize > entry.size + Math.ceil(entry.size / 1024) + 64) throw bad(`compressed size ${entry.compressedSize} is impossible for ${entry.size} bytes`);
+  const compressed = await source.read(offset, entry.compressedSize);
+  let inflated: Buffer;
+  try {
+    inflated = inflateRawSync(compressed, { maxOutputLength: Math.max(1, entry.size) });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ERR_BUFFER_TOO_LARGE') throw bad(`inflates to more than its declared ${entry.size} bytes`);
+    throw bad(`corrupt deflate data (${(e as Error).message})`);
+  }
+  if (inflated.length !== entry.size) throw bad(`inflates to ${inflated.length} bytes but declares ${entry.size}`);
+  return inflated;
+}
+
+export async function computeEntryCrc(source: ByteSource, entry: ZipEntry): Promise<number> {
+  const offset = await entryDataOffset(source, entry);
+  const chunk = Buffer.allocUnsafe(Math.min(CRC_CHUNK_BYTES, Math.max(1, entry.compressedSize)));
+  if (entry.method === METHOD_STORED) {
+    let crc = 0;
+    for (let done = 0; done < entry.size; ) {
+      const part = chunk.subarray(0, Math.min(chunk.length, entry.size - done));
+      await source.readInto(offset + done, part);
+      crc = crc32(part, crc);
+      done += part.length;
+    }
+    return crc;
+  }
+  return inflatedCrc(source, entry, offset, chunk);
+}
+
+/** CRC of a deflated entry's inflated bytes, streamed: memory stays at one chunk plus zlib's window. */
+async function inflatedCrc(source: ByteSource, entry: ZipEntry, offset: number, chunk: Buffer): Promise<number> {
+  const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
+  const inflater = createInflateRaw();
+  let crc = 0;
+  let produced = 0;
+  let failure: CheckpointError | null = null;
+  // 'close' follows 'end', 'error' and destroy() alike; a bomb is cut off at the first excess chunk.
+  const closed = new Promise<void>((resolve) => inflater.on('close', resolve));
+  inflater.on('error', (e) => (failure ??= bad(`corrupt deflate data (${e.message})`)));
+  inflater.on('data', (out: Buffer) => {
+    produced += out.length;
+    if (produced <= entry.size) crc = crc32(out, crc);
+    else if (!failure) {
+      failure = bad(`inflates to more than its declared ${entry.size} bytes`);
+      inflater.destroy();
+    }
+  });
+  // The write callback fires once zlib has consumed the chunk, so the buffer can be refilled.
+  const write = (part: Buffer) => new Promise<void>((resolve) => inflater.write(part, () => resolve()));
+  for (let done = 0; done < entry.compressedSize && !failure; ) {
+    const part = chunk.subarray(0, Math.min(chunk.length, entry.compressedSize - done));
+    await source.readInto(offset + done, part);
+    await write(part);
+    done += part.length;
+  }
+  if (!failure) inflater.end();
+  await closed;
+  if (failure) throw failure;
+  if (produced !== entry.size) throw bad(`inflates to ${produced} bytes but declares ${entry.size}`);
+  return crc;
+}

@@ -1,0 +1,195 @@
+/**
+ * Aligned zip64 writer for checkpoints: stored entries whose data starts on a 64-byte boundary (torch's
+ * `FB` padding), zip64 end records always, zip64 extras where a size or offset needs 64 bits.
+ *
+ * Sizes are known before each entry is written (a storage's byte length), so the local header carries
+ * them and no data descriptor follows (flags 0x0800, not torch's 0x0808; torch-format.md §10.1 item 3).
+ * For a streamed entry the CRC-32 is computed while copying and patched into the local header with one
+ * positional write; the central directory, written last, has it from the start.
+ *
+ * Memory stays flat: streamed chunks go straight to the file (small ones are coalesced into one bounded
+ * buffer to spare 100k tiny entries two system calls each), and only the central directory fields of
+ * each entry (name bytes, CRC, size, offset) are kept until finish().
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
+import { CheckpointError } from '../errors.js';
+import { ioError } from '../source.js';
+import { LOCAL_HEADER_CRC_OFFSET, U16_SATURATED, encodeCentralHeader, encodeEndRecords, encodeLocalHeader, type StoredEntryFields } from './layout.js';
+
+/** Bytes coalesced before a write(2): big enough to batch headers of tiny entries, small enough to ignore. */
+const COALESCE_BYTES = 1 << 20;
+/** Chunks at least this large skip the coalescing buffer and go straight to the file. */
+const DIRECT_WRITE_BYTES = COALESCE_BYTES >> 2;
+/** Node refuses single writes of 2^31 bytes and more, and Linux writes at most ~2^31 - 4096 per call. */
+const MAX_SINGLE_WRITE = 1 << 30;
+
+const utf8 = new TextEncoder();
+
+export class ZipWriter {
+  private readonly entries: StoredEntryFields[] = [];
+  private readonly names = new Set<string>();
+  /** File offset of the next byte to write (pending bytes included). */
+  private position = 0;
+  private readonly pending = Buffer.allocUnsafe(COALESCE_BYTES);
+  private pendingLength = 0;
+  /** Set while an add*() or finish() runs; calls must be awaited one at a time. */
+  private busy = false;
+  /** After a failure the file is unusable: every later call repeats the first error. */
+  private failure: CheckpointError | null = null;
+  private finished = false;
+
+  private constructor(
+    private readonly handle: FileHandle,
+    private readonly path: string,
+    private readonly prefix: string,
+  ) {}
+
+  /** Writes into an already-open FileHandle from position 0. prefix e.g. 'archive' (entries become '<prefix>/<name>'). */
+  static create(handle: FileHandle, path: string, prefix: string): ZipWriter {
+    // torch's reader takes the prefix from the first entry, up to its first '/' (torch-format.md §2.1).
+    if (prefix === '' || prefix.includes('/') || prefix.includes('\\')) {
+      throw new CheckpointError('UNWRITABLE', path, `invalid archive prefix '${prefix}': it must be a non-empty name without '/' or '\\'`);
+    }
+    return new ZipWriter(handle, path, prefix);
+  }
+
+  addBuffer(name: string, data: Uint8Array): Promise<void> {
+    return this.guard(async () => {
+      const entry = this.beginEntry(name, data.length, crc32(data));
+      await this.write(encodeLocalHeader(entry));
+      await this.write(data);
+    });
+  }
+
+  /**
+   * An entry of exactly `size` bytes produced by `fill`, which calls `write(chunk)` repeatedly (chunks may
+   * be a reused buffer: each is written, or copied into the coalescing buffer, before `write` resolves).
+   * CRC computed on the fly with zlib.crc32 and patched into the local header after the data; a size
+   * mismatch throws.
+   */
+  addStream(name: string, size: number, fill: (write: (chunk: Uint8Array) => Promise<void>) => Promise<void>): Promise<void> {
+    return this.guard(async () => {
+      const entry = this.beginEntry(name, size, 0);
+      await this.write(encodeLocalHeader(entry));
+      let received = 0;
+      let crc = 0;
+      await fill(async (chunk) => {
+        if (this.failure) throw this.failure;
+        received += chunk.length;
+        if (received > size) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' received more than its declared ${size} bytes`);
+        crc = crc32(chunk, crc);
+        await this.write(chunk);
+      });
+      if (received !== size) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' received ${received} bytes, declared ${size}`);
+      entry.crc32 = crc;
+      const crcBytes = Buffer.alloc(4);
+      crcBytes.writeUInt32LE(crc);
+      await this.patch(entry.localHeaderOffset + LOCAL_HEADER_CRC_OFFSET, crcBytes);
+    });
+  }
+
+  /** Central directory, zip64 end record + locator (always, like torch), classic end record. Returns total bytes written. */
+  finish(): Promise<number> {
+    return this.guard(async () => {
+      const centralDirectoryOffset = this.position;
+      for (const entry of this.entries) await this.write(encodeCentralHeader(entry));
+      const centralDirectorySize = this.position - centralDirectoryOffset;
+      await this.write(encodeEndRecords({ entryCount: this.entries.length, centralDirectoryOffset, centralDirectorySize }));
+      await this.flush();
+      // The handle may point at an older, longer file: anything after the end record would hide it.
+      await this.io('truncate failed', () => this.handle.truncate(this.position));
+      this.finished = true;
+      return this.position;
+    });
+  }
+
+  /** Entries written so far; more than 65,535 is fine (the classic end record saturates, zip64 holds the count). */
+  get entryCount(): number {
+    return this.entries.length;
+  }
+
+  private fullName(name: string): string {
+    return `${this.prefix}/${name}`;
+  }
+
+  private beginEntry(name: string, size: number, crc: number): StoredEntryFields {
+    const full = this.fullName(name);
+    if (name === '' || this.names.has(full)) throw this.fail('UNWRITABLE', `entry name '${full}' is empty or already used`);
+    const nameBytes = utf8.encode(full);
+    if (nameBytes.length > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${full.slice(0, 60)}...' is longer than 65535 bytes`);
+    if (!Number.isSafeInteger(size) || size < 0) throw this.fail('UNWRITABLE', `entry '${full}' has an invalid size ${size}`);
+    this.names.add(full);
+    const entry: StoredEntryFields = { name: nameBytes, crc32: crc, size, localHeaderOffset: this.position };
+    this.entries.push(entry);
+    return entry;
+  }
+
+  /** Runs one public operation: no overlap, no use after failure or finish, errors recorded. */
+  private async guard<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.failure) throw this.failure;
+    if (this.finished) throw this.fail('UNWRITABLE', 'zip writer used after finish()');
+    if (this.busy) throw this.fail('UNWRITABLE', 'zip writer calls overlapped; await each add*() before the next');
+    this.busy = true;
+    try {
+      return await operation();
+    } catch (e) {
+      throw (this.failure ??= e instanceof CheckpointError ? e : new CheckpointError('IO', this.path, `zip writer failed: ${String(e)}`));
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private fail(code: 'UNWRITABLE' | 'IO', detail: string): CheckpointError {
+    return (this.failure ??= new CheckpointError(code, this.path, detail));
+  }
+
+  /** Appends bytes at the current position; `bytes` may be reused by the caller once this resolves. */
+  private async write(bytes: Uint8Array): Promise<void> {
+    if (bytes.length >= DIRECT_WRITE_BYTES) {
+      await this.flush();
+      await this.writeToFile(this.position, bytes);
+    } else {
+      if (this.pendingLength + bytes.length > this.pending.length) await this.flush();
+      this.pending.set(bytes, this.pendingLength);
+      this.pendingLength += bytes.length;
+    }
+    this.position += bytes.length;
+  }
+
+  /** Overwrites bytes already appended (the CRC of a streamed entry), in the buffer if they are still there. */
+  private async patch(position: number, bytes: Uint8Array): Promise<void> {
+    const pendingStart = this.position - this.pendingLength;
+    if (position >= pendingStart && position + bytes.length <= this.position) {
+      this.pending.set(bytes, position - pendingStart);
+      return;
+    }
+    if (position + bytes.length > pendingStart) await this.flush();
+    await this.writeToFile(position, bytes);
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingLength === 0) return;
+    await this.writeToFile(this.position - this.pendingLength, this.pending.subarray(0, this.pendingLength));
+    this.pendingLength = 0;
+  }
+
+  /** Positional write, looping on short writes. */
+  private async writeToFile(position: number, bytes: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < bytes.length) {
+      const length = Math.min(bytes.length - done, MAX_SINGLE_WRITE);
+      const { bytesWritten } = await this.io('write failed', () => this.handle.write(bytes, done, length, position + done));
+      if (bytesWritten === 0) throw this.fail('IO', `write failed: no progress at byte ${position + done}`);
+      done += bytesWritten;
+    }
+  }
+
+  private async io<T>(what: string, action: () => Promise<T>): Promise<T> {
+    try {
+      return await action();
+    } catch (e) {
+      throw (this.failure ??= ioError(this.path, e, what));
+    }
+  }
+}

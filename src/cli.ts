@@ -1,0 +1,117 @@
+/**
+ * Commander wiring only: parse, call a command's collect function, render text or JSON, set the exit code.
+ * Exit codes (every command): 0 success / no differences, 1 findings, 2 usage error, unreadable or
+ * invalid input, I/O error. Errors are one line on stderr: `error: <file>: <what is wrong>`.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { styleText } from 'node:util';
+import { CheckpointError } from './checkpoint/errors.js';
+import { collectInspect, renderInspect } from './commands/inspect.js';
+import { collectConvert, renderConvert } from './commands/convert.js';
+import { collectMerge, type MergeOptions } from './commands/merge.js';
+import { renderMerge } from './commands/merge-render.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FINDINGS = 1;
+export const EXIT_ERROR = 2;
+
+export interface CommandOutcome {
+  report: unknown;
+  text: string;
+  exitCode: number;
+}
+
+function emit(outcome: CommandOutcome, json: boolean): void {
+  process.stdout.write(json ? `${JSON.stringify(outcome.report, null, 2)}\n` : `${outcome.text}\n`);
+  process.exitCode = outcome.exitCode;
+}
+
+function useColour(): boolean {
+  return Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
+}
+
+export function reportError(e: unknown): number {
+  const prefix = useColour() ? styleText('red', 'error:') : 'error:';
+  if (e instanceof CheckpointError) {
+    process.stderr.write(`${prefix} ${e.path ? `${e.path}: ` : ''}${e.detail}\n`);
+  } else {
+    const message = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`${prefix} internal error: ${message.split('\n')[0]} (please report this with the file that caused it)\n`);
+  }
+  return EXIT_ERROR;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('ckpt')
+    .description('Inspect, diff, check and merge PyTorch checkpoints without Python. Never executes a pickle.')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+
+  program
+    .command('inspect')
+    .description('show the format, the state dict (key, dtype, shape), counts, other entries and every non-torch global')
+    .argument('<file>', 'checkpoint (.pth, .pt, .bin, .ckpt)')
+    .option('--json', 'one JSON document (schema ckpt.inspect/1) on stdout')
+    .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint (state_dict, model, model.ema)')
+    .action(async (file: string, opts: { json?: boolean; key?: string }) => {
+      const report = await collectInspect(file, opts.key);
+      emit({ report, text: renderInspect(report), exitCode: EXIT_OK }, Boolean(opts.json));
+    });
+
+  program
+    .command('merge')
+    .description("fill the target's keys with pretrained values where names and shapes agree, and explain every other key")
+    .argument('<pretrained>', 'checkpoint with the weights to load')
+    .argument('<target>', "the modified model's state dict (torch.save(model.state_dict()))")
+    .option('-o, --output <file>', 'where to write the merged state dict (atomically)')
+    .option('--json', 'one JSON document (schema ckpt.merge/1) on stdout')
+    .option('--dry-run', 'match and report, write nothing')
+    .option('--key <path>', 'dotted path of the state dict inside the pretrained file')
+    .option('--target-key <path>', 'dotted path of the state dict inside the target file')
+    .option('--strip-prefix <prefix>', 'remove this prefix from pretrained keys that start with it (repeatable)', collect, [])
+    .option('--add-prefix <prefix>', 'prepend this prefix to every pretrained key (after stripping)')
+    .option('--rename <rule>', "'REGEX=REPLACEMENT' applied to pretrained keys, in order, after the prefix rules (repeatable)", collect, [])
+    .addOption(new Option('--on-shape-mismatch <policy>', 'keep the target value, or fail').choices(['keep', 'error']).default('keep'))
+    .option('--strict', 'exit 1 (and write nothing) when any non-benign key is missing or mismatched')
+    .option('--verbose', 'list every loaded key')
+    .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean }) => {
+      if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
+      const outcome = await collectMerge(pretrained, target, opts);
+      emit({ report: outcome.report, text: renderMerge(outcome.report, Boolean(opts.verbose)), exitCode: outcome.exitCode }, Boolean(opts.json));
+    });
+
+  program
+    .command('convert')
+    .description('rewrite any readable checkpoint (legacy, nested) as a modern zip state dict that torch.load(weights_only=True) accepts')
+    .argument('<in>', 'checkpoint to read')
+    .argument('<out>', 'file to write (written atomically)')
+    .option('--json', 'one JSON document (schema ckpt.convert/1) on stdout')
+    .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint')
+    .action(async (input: string, output: string, opts: { json?: boolean; key?: string }) => {
+      const report = await collectConvert(input, output, opts.key);
+      emit({ report, text: renderConvert(report), exitCode: EXIT_OK }, Boolean(opts.json));
+    });
+
+  return program;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version exit 0; every other parse problem is a usage error.
+      process.exitCode = e.exitCode === 0 ? EXIT_OK : EXIT_ERROR;
+      return;
+    }
+    process.exitCode = reportError(e);
+  }
+}
+

@@ -1,0 +1,52 @@
+/** `ckpt convert IN OUT`: rewrite any readable checkpoint (legacy, nested) as a modern zip state dict. */
+import { openCheckpoint } from '../checkpoint/open.js';
+import { findStateDict } from '../checkpoint/state-dict.js';
+import { writeStateDict, type OutputValue } from '../checkpoint/writer.js';
+import { assertWritableOutput } from './paths.js';
+import { formatBytes, formatCount } from './render.js';
+import { progressLine } from './progress.js';
+
+export interface ConvertReport {
+  schema: 'ckpt.convert/1';
+  input: { path: string; format: string; key: string };
+  output: string;
+  tensors: number;
+  storages: number;
+  bytes: number;
+  metadata: boolean;
+}
+
+export async function collectConvert(input: string, output: string, keyPath?: string): Promise<ConvertReport> {
+  await assertWritableOutput(output);
+  const ckpt = await openCheckpoint(input);
+  try {
+    const sd = findStateDict(ckpt.root, input, keyPath);
+    const entries: Array<[string, OutputValue]> = [];
+    for (const [key, value] of sd.dict.entries) {
+      const name = String(key);
+      entries.push([name, typeof value === 'object' && value !== null && value.kind === 'tensor' ? { tensor: value } : { value }]);
+    }
+    const progress = progressLine('copying');
+    const result = await writeStateDict(output, entries, { metadata: sd.metadata, onProgress: progress.update });
+    progress.done();
+    return {
+      schema: 'ckpt.convert/1',
+      input: { path: input, format: ckpt.format, key: sd.key },
+      output,
+      tensors: result.tensors,
+      storages: result.storages,
+      bytes: result.bytes,
+      metadata: sd.metadata !== null,
+    };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+export function renderConvert(r: ConvertReport): string {
+  const from = r.input.key === '' ? r.input.path : `${r.input.path} [${r.input.key}]`;
+  return [
+    `read    ${from} (${r.input.format})`,
+    `wrote   ${r.output}: ${formatCount(r.tensors)} tensors in ${formatCount(r.storages)} storages, ${formatBytes(r.bytes)}, zip format${r.metadata ? ', _metadata kept' : ''}`,
+  ].join('\n');
+}

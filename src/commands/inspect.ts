@@ -1,0 +1,94 @@
+/** `ckpt inspect FILE`: what is in a checkpoint, from its metadata alone (no tensor byte is read). */
+import { openCheckpoint } from '../checkpoint/open.js';
+import { findStateDict } from '../checkpoint/state-dict.js';
+import { describeValue } from '../checkpoint/describe.js';
+import { globalVerdict, type GlobalVerdict } from '../checkpoint/pickle/globals.js';
+import { PyDict } from '../checkpoint/pickle/value.js';
+import { numelOf } from '../checkpoint/tensor-ref.js';
+import { formatBytes, formatCount, table } from './render.js';
+
+export interface InspectReport {
+  schema: 'ckpt.inspect/1';
+  path: string;
+  format: string;
+  format_detail: string;
+  /** Where the state dict was found; '' for the top level. */
+  key: string;
+  alternatives: string[];
+  tensors: Array<{ key: string; dtype: string; shape: number[] }>;
+  summary: { tensors: number; parameters: number; bytes: number };
+  /** Modules listed in the state dict's `_metadata`, or null when it has none (pre-0.4 files, plain dict copies). */
+  metadata_modules: number | null;
+  /** Devices other than cpu that storages were saved from. */
+  locations: string[];
+  /** Entries outside the state dict (and non-tensor entries inside it), summarised. */
+  others: Array<{ key: string; value: string }>;
+  /** Every global that is not plain torch machinery, with its verdict. */
+  globals: Array<{ name: string; verdict: GlobalVerdict }>;
+}
+
+export async function collectInspect(path: string, keyPath?: string): Promise<InspectReport> {
+  const ckpt = await openCheckpoint(path);
+  try {
+    const sd = findStateDict(ckpt.root, path, keyPath);
+    const storages = new Set(sd.tensors.map(([, t]) => t.storage));
+    let parameters = 0;
+    for (const [, t] of sd.tensors) parameters += numelOf(t.shape);
+    const others: InspectReport['others'] = [];
+    if (sd.key !== '' && ckpt.root instanceof PyDict) {
+      for (const [k, v] of ckpt.root.entries) {
+        const name = String(k);
+        if (name !== sd.key.split('.')[0]) others.push({ key: name, value: describeValue(v) });
+      }
+    }
+    for (const [k, v] of sd.others) others.push({ key: sd.key ? `${sd.key}.${k}` : k, value: describeValue(v) });
+    return {
+      schema: 'ckpt.inspect/1',
+      path,
+      format: ckpt.format,
+      format_detail: ckpt.formatDetail,
+      key: sd.key,
+      alternatives: [...sd.alternatives],
+      tensors: sd.tensors.map(([key, t]) => ({ key, dtype: t.dtype.name, shape: [...t.shape] })),
+      summary: { tensors: sd.tensors.length, parameters, bytes: [...storages].reduce((n, s) => n + s.byteLength, 0) },
+      metadata_modules: sd.metadata ? sd.metadata.entries.size : null,
+      locations: [...new Set(ckpt.storages.map((s) => s.location))].filter((l) => l !== 'cpu'),
+      others,
+      globals: ckpt.globals
+        .map((g) => ({ name: g.qualname, verdict: globalVerdict(g) }))
+        .filter((g) => g.verdict !== 'torch'),
+    };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+export function renderInspect(r: InspectReport): string {
+  const lines: string[] = [];
+  lines.push(`file      ${r.path}`);
+  lines.push(`format    ${r.format_detail}`);
+  const where = r.key === '' ? 'top level' : r.key;
+  lines.push(`state     ${where}${r.alternatives.length ? ` (also found: ${r.alternatives.join(', ')}; choose with --key)` : ''}`);
+  lines.push(`tensors   ${formatCount(r.summary.tensors)} tensors, ${formatCount(r.summary.parameters)} elements, ${formatBytes(r.summary.bytes)}`);
+  lines.push(`metadata  ${r.metadata_modules === null ? 'none (no _metadata: module versions unknown, as in pre-0.4 files or plain dict copies)' : `_metadata for ${r.metadata_modules} modules`}`);
+  if (r.locations.length) lines.push(`devices   saved from ${r.locations.join(', ')} (reading needs no such device)`);
+  r.others.forEach((o, i) => lines.push(`${i === 0 ? 'other     ' : '          '}${o.key}: ${o.value}`));
+  if (r.globals.length === 0) lines.push('globals   plain torch only');
+  r.globals.forEach((g, i) => lines.push(`${i === 0 ? 'globals   ' : '          '}${g.name}  ${verdictText(g.verdict)}`));
+  lines.push('');
+  lines.push(table(['key', 'dtype', 'shape'], r.tensors.map((t) => [t.key, t.dtype, `[${t.shape.join(', ')}]`])));
+  return lines.join('\n');
+}
+
+function verdictText(v: GlobalVerdict): string {
+  switch (v) {
+    case 'dangerous':
+      return 'DANGEROUS: torch.load(weights_only=False) would call it';
+    case 'unknown':
+      return 'unknown: not plain torch; torch.load(weights_only=True) refuses it';
+    case 'allowed':
+      return 'allowed by torch 2.x weights_only loading';
+    default:
+      return v;
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * Automatic prefix alignment, used when the user gives no explicit rule. Candidate mappings are
+ * "strip A from pretrained keys, then add B": A is a chain of wrapper prefixes (`module.`, `_orig_mod.`,
+ * `model.`, `_forward_module.`, in any order) or, with nothing added, one leading component of the
+ * pretrained keys (a detector's `backbone.` taken out for a classifier); B is nothing or a leading
+ * prefix of the target keys (`backbone.`, `module.`). The mapping that fills the most target keys
+ * wins (ties: more shapes agreeing, then the shorter rule). Cost grows with the number of keys only:
+ * each key is split at its first few dots and looked up in hash maps.
+ */
+import type { KeyRule } from './rules.js';
+
+export const WRAPPER_PREFIXES = ['module.', '_orig_mod.', 'model.', '_forward_module.'];
+/** How many leading dotted components a candidate prefix may have. */
+const MAX_PREFIX_DEPTH = 3;
+
+export interface KeyShape {
+  readonly key: string;
+  readonly shape: readonly number[];
+}
+
+export interface Alignment {
+  strip: string;
+  add: string;
+  /** Target keys this mapping fills by name. */
+  names: number;
+  /** Of those, how many agree in shape. */
+  shapes: number;
+}
+
+export function alignmentRules(a: Alignment): KeyRule[] {
+  const rules: KeyRule[] = [];
+  if (a.strip) rules.push({ kind: 'strip-prefix', value: a.strip });
+  if (a.add) rules.push({ kind: 'add-prefix', value: a.add });
+  return rules;
+}
+
+/** Leading prefixes of `key` ending in '.', up to MAX_PREFIX_DEPTH components, shortest first, with '' first. */
+function leadingPrefixes(key: string): string[] {
+  const out = [''];
+  let at = -1;
+  for (let depth = 0; depth < MAX_PREFIX_DEPTH; depth++) {
+    at = key.indexOf('.', at + 1);
+    if (at < 0) break;
+    out.push(key.slice(0, at + 1));
+  }
+  return out;
+}
+
+function isWrapperChain(prefix: string): boolean {
+  if (prefix === '') return true;
+  let rest = prefix;
+  while (rest) {
+    const w = WRAPPER_PREFIXES.find((p) => rest.startsWith(p));
+    if (!w) return false;
+    rest = rest.slice(w.length);
+  }
+  return true;
+}
+
+/** Every candidate mapping that fills at least one target key, best first. */
+export function rankAlignments(pretrained: readonly KeyShape[], target: readonly KeyShape[]): Alignment[] {
+  // rest -> [(strip prefix, pretrained shape)] for every allowed strip of every pretrained key.
+  const byRest = new Map<string, Array<{ strip: string; shape: readonly number[] }>>();
+  for (const p of pretrained) {
+    for (const strip of leadingPrefixes(p.key)) {
+      if (strip !== '' && !isWrapperChain(strip) && strip.split('.').length > 2) continue;
+      const rest = p.key.slice(strip.length);
+      let list = byRest.get(rest);
+      if (!list) byRest.set(rest, (list = []));
+      list.push({ strip, shape: p.shape });
+    }
+  }
+  const scores = new Map<string, Alignment>();
+  for (const t of target) {
+    for (const add of leadingPrefixes(t.key)) {
+      const hits = byRest.get(t.key.slice(add.length));
+      if (!hits) continue;
+      for (const { strip, shape } of hits) {
+        // A non-wrapper strip is only allowed alone: stripping `encoder.` and adding `decoder.` is a guess, not alignment.
+        if (add !== '' && !isWrapperChain(strip)) continue;
+        const id = `${strip}\u0000${add}`;
+        let s = scores.get(id);
+        if (!s) scores.set(id, (s = { strip, add, names: 0, shapes: 0 }));
+        s.names++;
+        if (sameShape(shape, t.shape)) s.shapes++;
+      }
+    }
+  }
+  return [...scores.values()].sort((a, b) => b.names - a.names || b.shapes - a.shapes || a.strip.length + a.add.length - (b.strip.length + b.add.length));
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}

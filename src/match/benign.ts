@@ -1,0 +1,52 @@
+/**
+ * Benign reasons: why a key that did not line up is harmless, each a stable code with a one-line note.
+ * Sources: torch's BatchNorm loading rule (torch-format.md §7.1) and the families users meet in
+ * peers.md §8.2.
+ */
+
+export type BenignReason = 'bn-num-batches-tracked' | 'tied-weight' | 'position-ids' | 'zero3-placeholder';
+
+export const BENIGN_NOTES: Record<BenignReason, string> = {
+  'bn-num-batches-tracked':
+    "BatchNorm's num_batches_tracked buffer arrived in PyTorch 0.4.1; older checkpoints lack it. BatchNorm fills it in itself when the module's metadata version is missing or below 2, and the merged file carries the target's value.",
+  'tied-weight':
+    'shares its storage with another target key that was loaded (tied weights); it is filled with the same pretrained value so the tie holds.',
+  'position-ids':
+    'position_ids is a constant buffer (0, 1, 2, ...) that models rebuild from their config; older checkpoints do not store it, and the target value is kept.',
+  'zero3-placeholder':
+    'the pretrained tensor is empty: a DeepSpeed ZeRO-3 partition placeholder, not real weights. Consolidate the checkpoint (zero_to_fp32.py) first.',
+};
+
+/** What the benign rules need to know about the pretrained file, besides its keys. */
+export interface PretrainedFacts {
+  /** Pretrained keys after the rules (what they are called in the target's namespace). */
+  readonly renamedKeys: ReadonlySet<string>;
+  /** Module versions from the pretrained `_metadata`, by module path in the target's namespace; null when it has none. */
+  readonly moduleVersion: (modulePath: string) => number | null;
+}
+
+function modulePathOf(key: string): string {
+  const at = key.lastIndexOf('.');
+  return at < 0 ? '' : key.slice(0, at);
+}
+
+/**
+ * A missing `num_batches_tracked` is what torch itself fills in: the pretrained file has the module's
+ * running statistics, and its metadata version for that module is missing or below 2.
+ */
+export function isBatchNormCounterGap(key: string, facts: PretrainedFacts): boolean {
+  if (!key.endsWith('num_batches_tracked')) return false;
+  const module = modulePathOf(key);
+  const sibling = (name: string) => facts.renamedKeys.has(module ? `${module}.${name}` : name);
+  if (!sibling('running_mean') || !sibling('running_var')) return false;
+  const version = facts.moduleVersion(module);
+  return version === null || version < 2;
+}
+
+export function isPositionIds(key: string, dtype: string): boolean {
+  return (key === 'position_ids' || key.endsWith('.position_ids')) && dtype === 'int64';
+}
+
+export function isZero3Placeholder(pretrainedShape: readonly number[], targetShape: readonly number[]): boolean {
+  return pretrainedShape.length === 1 && pretrainedShape[0] === 0 && !(targetShape.length === 1 && targetShape[0] === 0);
+}

@@ -1,0 +1,131 @@
+/**
+ * Matching a pretrained state dict against a target: which target keys take pretrained values, which
+ * keep their own, and why. Pure: it sees names, shapes, dtypes and tie identities, never bytes or files.
+ *
+ * Every target key ends up in exactly one of `loaded` (pretrained name and shape agree), `mismatched`
+ * (name agrees, shape does not) or `missing` (no pretrained key of that name). Pretrained keys that fill
+ * nothing are `unexpected`.
+ */
+import { canConvert } from '../tensor/convert.js';
+import { dtypeByName } from '../tensor/dtype.js';
+import { type Alignment, alignmentRules, rankAlignments, sameShape } from './align.js';
+import { BENIGN_NOTES, type BenignReason, type PretrainedFacts, isBatchNormCounterGap, isPositionIds, isZero3Placeholder } from './benign.js';
+import { type AppliedRule, type KeyRule, applyRules } from './rules.js';
+
+export interface TensorInfo {
+  readonly key: string;
+  readonly shape: readonly number[];
+  readonly dtype: string;
+  /** Equal for target keys that are the same tensor (tied weights); undefined when not shared. */
+  readonly tieId?: string;
+}
+
+export interface MatchInput {
+  readonly pretrained: readonly TensorInfo[];
+  readonly target: readonly TensorInfo[];
+  /** Explicit rules, applied in order; null for automatic alignment. */
+  readonly rules: readonly KeyRule[] | null;
+  /** Module path -> version from the pretrained `_metadata` (pretrained namespace); null when the file has none. */
+  readonly pretrainedVersions: ReadonlyMap<string, number | null> | null;
+}
+
+export interface LoadedKey { key: string; from: string; shape: number[]; dtype: string; cast_from?: string }
+export interface MissingKey { key: string; shape: number[]; dtype: string; benign: boolean; reason?: BenignReason; note?: string; tied_to?: string }
+export interface UnexpectedKey { key: string; shape: number[]; dtype: string }
+export interface MismatchedKey { key: string; from: string; target_shape: number[]; pretrained_shape: number[]; reason?: BenignReason | 'dtype'; note?: string }
+
+export interface MatchResult {
+  rules: AppliedRule[];
+  loaded: LoadedKey[];
+  missing: MissingKey[];
+  unexpected: UnexpectedKey[];
+  mismatched: MismatchedKey[];
+  /** The best automatic mapping considered (also when explicit rules were given), for "nothing matched" hints. */
+  closest: Alignment | null;
+}
+
+export function matchStateDicts(input: MatchInput): MatchResult {
+  const pretrainedKeys = input.pretrained.map((p) => p.key);
+  const ranked = rankAlignments(input.pretrained, input.target);
+  const closest = ranked[0] ?? null;
+  let rules: readonly KeyRule[];
+  let auto: boolean;
+  if (input.rules) {
+    rules = input.rules;
+    auto = false;
+  } else {
+    rules = closest ? alignmentRules(closest) : [];
+    auto = true;
+  }
+  // Automatic rules were chosen because they match; explicit ones must each prove themselves.
+  const { renamed, applied } = applyRules(pretrainedKeys, rules, auto, !auto);
+
+  const byRenamed = new Map<string, TensorInfo>();
+  renamed.forEach((name, i) => byRenamed.set(name, input.pretrained[i] as TensorInfo));
+  const facts: PretrainedFacts = { renamedKeys: new Set(renamed), moduleVersion: versionLookup(input, rules) };
+
+  const loaded: LoadedKey[] = [];
+  const missing: MissingKey[] = [];
+  const mismatched: MismatchedKey[] = [];
+  const used = new Set<string>();
+  const loadedByTie = new Map<string, string>();
+
+  for (const t of input.target) {
+    const p = byRenamed.get(t.key);
+    if (!p) continue;
+    used.add(t.key);
+    if (!sameShape(p.shape, t.shape)) {
+      const entry: MismatchedKey = { key: t.key, from: p.key, target_shape: [...t.shape], pretrained_shape: [...p.shape] };
+      if (isZero3Placeholder(p.shape, t.shape)) Object.assign(entry, { reason: 'zero3-placeholder', note: BENIGN_NOTES['zero3-placeholder'] });
+      mismatched.push(entry);
+      continue;
+    }
+    const from = dtypeByName(p.dtype);
+    const to = dtypeByName(t.dtype);
+    if (p.dtype !== t.dtype && !(from && to && canConvert(from, to))) {
+      mismatched.push({ key: t.key, from: p.key, target_shape: [...t.shape], pretrained_shape: [...p.shape], reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
+      continue;
+    }
+    const entry: LoadedKey = { key: t.key, from: p.key, shape: [...t.shape], dtype: t.dtype };
+    if (p.dtype !== t.dtype) entry.cast_from = p.dtype;
+    loaded.push(entry);
+    if (t.tieId !== undefined && !loadedByTie.has(t.tieId)) loadedByTie.set(t.tieId, t.key);
+  }
+
+  for (const t of input.target) {
+    if (used.has(t.key)) continue;
+    const entry: MissingKey = { key: t.key, shape: [...t.shape], dtype: t.dtype, benign: false };
+    const tiedTo = t.tieId !== undefined ? loadedByTie.get(t.tieId) : undefined;
+    const reason: BenignReason | null = tiedTo
+      ? 'tied-weight'
+      : isBatchNormCounterGap(t.key, facts)
+        ? 'bn-num-batches-tracked'
+        : isPositionIds(t.key, t.dtype)
+          ? 'position-ids'
+          : null;
+    if (reason) Object.assign(entry, { benign: true, reason, note: BENIGN_NOTES[reason] });
+    if (tiedTo) entry.tied_to = tiedTo;
+    missing.push(entry);
+  }
+
+  const unexpected: UnexpectedKey[] = [];
+  renamed.forEach((name, i) => {
+    if (used.has(name)) return;
+    const p = input.pretrained[i] as TensorInfo;
+    unexpected.push({ key: p.key, shape: [...p.shape], dtype: p.dtype });
+  });
+
+  return { rules: applied, loaded, missing, unexpected, mismatched, closest };
+}
+
+/** Looks up a pretrained module's metadata version by its name in the target's namespace. */
+function versionLookup(input: MatchInput, rules: readonly KeyRule[]): (module: string) => number | null {
+  const versions = input.pretrainedVersions;
+  if (!versions) return () => null;
+  const modules = [...versions.keys()];
+  // Rename `module + '.'` so that prefix rules treat module paths as they treat keys.
+  const { renamed } = applyRules(modules.map((m) => `${m}.`), rules, true, false);
+  const byName = new Map<string, number | null>();
+  renamed.forEach((name, i) => byName.set(name.slice(0, -1), versions.get(modules[i] as string) ?? null));
+  return (module) => byName.get(module) ?? null;
+}
