@@ -10,6 +10,10 @@ import { collectInspect, renderInspect } from './commands/inspect.js';
 import { collectConvert, renderConvert } from './commands/convert.js';
 import { collectMerge, type MergeOptions } from './commands/merge.js';
 import { renderMerge } from './commands/merge-render.js';
+import { collectDiff, type DiffOptions } from './commands/diff.js';
+import { renderDiff } from './commands/diff-render.js';
+import { collectCheck, parseFailOn } from './commands/check.js';
+import { renderCheck } from './commands/check-render.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FINDINGS = 1;
@@ -83,6 +87,42 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('diff')
+    .description('compare two checkpoints: keys, shapes, dtypes, and with --values the values (exit 0 same, 1 different)')
+    .argument('<a>', 'first checkpoint')
+    .argument('<b>', 'second checkpoint')
+    .option('--json', 'one JSON document (schema ckpt.diff/1) on stdout')
+    .option('--key <path>', 'dotted path of the state dict inside both files')
+    .option('--key-b <path>', 'dotted path of the state dict inside B, when it differs from --key')
+    .option('--strip-prefix <prefix>', 'remove this prefix from keys of both files that start with it (repeatable)', collect, [])
+    .option('--values', 'also compare values (streams both files; bitwise equal counts as equal)')
+    .option('--atol <x>', 'absolute tolerance for --values', parseNumber, 0)
+    .option('--rtol <x>', 'relative tolerance for --values', parseNumber, 0)
+    .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean }) => {
+      const outcome = await collectDiff(a, b, opts);
+      emit({ report: outcome.report, text: renderDiff(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
+    });
+
+  program
+    .command('check')
+    .description('integrity, safety, --finite values, and --against an architecture (exit 0 ok, 1 findings)')
+    .argument('<file>', 'checkpoint to check')
+    .option('--json', 'one JSON document (schema ckpt.check/1) on stdout')
+    .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint')
+    .option('--against <target>', 'a checkpoint or a manifest (ckpt inspect --json output) the file must load into with strict=True')
+    .option('--finite', 'scan float tensors for NaN and Inf')
+    .option('--fail-on <kinds>', 'comma-separated finding kinds that fail: missing,unexpected,shape,dtype,unsafe,global,nonfinite,corrupt')
+    .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string }) => {
+      const outcome = await collectCheck(file, {
+        key: opts.key,
+        against: opts.against,
+        finite: opts.finite,
+        failOn: opts.failOn === undefined ? undefined : parseFailOn(opts.failOn),
+      });
+      emit({ report: outcome.report, text: renderCheck(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
+    });
+
+  program
     .command('convert')
     .description('rewrite any readable checkpoint (legacy, nested) as a modern zip state dict that torch.load(weights_only=True) accepts')
     .argument('<in>', 'checkpoint to read')
@@ -95,6 +135,12 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+function parseNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new CheckpointError('USAGE', '', `expected a non-negative number, got "${value}"`);
+  return n;
 }
 
 function collect(value: string, previous: string[]): string[] {

@@ -55,6 +55,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
     globals,
     storages: decoder.storages,
     problems: decoder.problems,
+    zip: dir,
     close: () => source.close(),
   };
 }

@@ -3,6 +3,7 @@ import type { PyGlobal, PyValue } from './pickle/value.js';
 import type { ByteSource } from './source.js';
 import type { StorageRef } from './tensor-ref.js';
 import type { Problem } from './torch.js';
+import type { ZipDirectory } from './zip/reader.js';
 
 export type CheckpointFormat = 'zip' | 'legacy';
 
@@ -20,6 +21,8 @@ export interface Checkpoint {
   readonly storages: readonly StorageRef[];
   /** Storage-level problems found while opening (only when opened with `strict: false`). */
   readonly problems: readonly Problem[];
+  /** The zip central directory, for integrity checks (zip format only). */
+  readonly zip?: ZipDirectory;
   close(): Promise<void>;
 }
 

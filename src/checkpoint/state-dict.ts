@@ -123,3 +123,14 @@ function topKeys(root: PyValue): string {
   const keys = [...root.entries.keys()].map((k) => String(k));
   return keys.length > 8 ? `${keys.slice(0, 8).join(', ')}, ...` : keys.join(', ') || 'none';
 }
+
+/** Module path -> `version` from a `_metadata` OrderedDict (null where a module has no version), or null without metadata. */
+export function moduleVersions(metadata: PyDict | null): Map<string, number | null> | null {
+  if (!metadata) return null;
+  const out = new Map<string, number | null>();
+  for (const [module, entry] of metadata.entries) {
+    const version = entry instanceof PyDict ? entry.entries.get('version') : undefined;
+    out.set(String(module), typeof version === 'number' ? version : null);
+  }
+  return out;
+}

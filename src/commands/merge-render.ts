@@ -3,7 +3,7 @@ import { BENIGN_NOTES, type BenignReason } from '../match/benign.js';
 import { fold } from '../match/fold.js';
 import { describeRule } from '../match/rules.js';
 import type { MergeReport } from './merge.js';
-import { shapeText, table } from './render.js';
+import { indent, shapeText, table } from './render.js';
 
 export function renderMerge(r: MergeReport, verbose = false): string {
   const s = r.summary;
@@ -73,11 +73,4 @@ function mappingText(strip: string, add: string): string {
 /** Folds rows that agree on everything but a layer index; the key column shows the pattern. */
 function foldRows<T extends { key: string }>(rows: readonly T[], columns: (row: T) => string[]): string[][] {
   return fold(rows, (row) => row.key, (row) => columns(row).join('\u0000')).map((f) => [f.pattern, ...columns(f.rows[0] as T)]);
-}
-
-function indent(text: string): string {
-  return text
-    .split('\n')
-    .map((l) => `  ${l}`)
-    .join('\n');
 }

@@ -6,8 +6,8 @@
  */
 import { openCheckpoint } from '../checkpoint/open.js';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { findStateDict, type StateDict } from '../checkpoint/state-dict.js';
-import { PyDict, type PyValue, isTensor } from '../checkpoint/pickle/value.js';
+import { findStateDict, moduleVersions, type StateDict } from '../checkpoint/state-dict.js';
+import { type PyValue, isTensor } from '../checkpoint/pickle/value.js';
 import type { TensorRef } from '../checkpoint/tensor-ref.js';
 import { type OutputValue, writeStateDict } from '../checkpoint/writer.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
@@ -175,14 +175,4 @@ function targetInfos(tsd: StateDict): TensorInfo[] {
   const counts = new Map<string, number>();
   for (const [, t] of tsd.tensors) counts.set(viewId(t), (counts.get(viewId(t)) ?? 0) + 1);
   return tsd.tensors.map(([key, t]) => info(key, t, (counts.get(viewId(t)) ?? 0) > 1 ? viewId(t) : undefined));
-}
-
-function moduleVersions(metadata: PyDict | null): Map<string, number | null> | null {
-  if (!metadata) return null;
-  const out = new Map<string, number | null>();
-  for (const [module, entry] of metadata.entries) {
-    const version = entry instanceof PyDict ? entry.entries.get('version') : undefined;
-    out.set(String(module), typeof version === 'number' ? version : null);
-  }
-  return out;
 }

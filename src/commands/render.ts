@@ -28,3 +28,10 @@ export function formatBytes(n: number): string {
 export function shapeText(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
+
+export function indent(text: string, by = '  '): string {
+  return text
+    .split('\n')
+    .map((l) => `${by}${l}`)
+    .join('\n');
+}

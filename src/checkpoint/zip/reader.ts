@@ -341,8 +341,9 @@ async function inflatedCrc(source: ByteSource, entry: ZipEntry, offset: number, 
       inflater.destroy();
     }
   });
-  // The write callback fires once zlib has consumed the chunk, so the buffer can be refilled.
-  const write = (part: Buffer) => new Promise<void>((resolve) => inflater.write(part, () => resolve()));
+  // The write callback fires once zlib has consumed the chunk, so the buffer can be refilled; after an
+  // error it never fires, hence the race with 'close'.
+  const write = (part: Buffer) => Promise.race([new Promise<void>((resolve) => inflater.write(part, () => resolve())), closed]);
   for (let done = 0; done < entry.compressedSize && !failure; ) {
     const part = chunk.subarray(0, Math.min(chunk.length, entry.compressedSize - done));
     await source.readInto(offset + done, part);

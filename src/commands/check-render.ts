@@ -1,0 +1,31 @@
+/** Text rendering of the check report: one line per finding, grouped by kind, failing kinds first. */
+import type { CheckReport, FindingKind } from './check.js';
+
+const TITLES: Record<FindingKind, string> = {
+  corrupt: 'corrupt',
+  unsafe: 'unsafe globals',
+  global: 'non-torch globals',
+  nonfinite: 'non-finite values',
+  missing: 'missing keys',
+  unexpected: 'unexpected keys',
+  shape: 'shape mismatches',
+  dtype: 'dtype differences',
+};
+
+export function renderCheck(r: CheckReport): string {
+  const lines: string[] = [];
+  const c = r.checked;
+  lines.push(`file      ${r.path} (${r.format})${r.key ? ` [${r.key}]` : ''}`);
+  lines.push(`records   ${c.records} checked${c.crc === 'verified' ? ', CRC-32 verified' : c.crc === 'absent' ? ', CRC-32 absent (written without checksums)' : ''}`);
+  lines.push(`tensors   ${c.tensors}${c.finite ? ', scanned for NaN/Inf' : ''}`);
+  if (c.against) lines.push(`against   ${c.against}`);
+  for (const kind of Object.keys(TITLES) as FindingKind[]) {
+    const found = r.findings.filter((f) => f.kind === kind);
+    if (!found.length) continue;
+    const failing = found.filter((f) => !f.benign).length > 0 && r.fail_on.includes(kind);
+    lines.push('', `${TITLES[kind]} (${found.length})${failing ? '' : ' (not failing)'}`);
+    for (const f of found) lines.push(`  ${f.detail}`);
+  }
+  lines.push('', r.ok ? 'ok' : `FAILED (failing kinds: ${r.fail_on.join(',')})`);
+  return lines.join('\n');
+}

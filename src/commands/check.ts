@@ -1,0 +1,187 @@
+/**
+ * `ckpt check FILE`: is it intact (every record present, of the right length, its CRC-32 as the directory
+ * says, every view in range), is it safe (every global that is not plain torch, with its verdict), are its
+ * floats finite (--finite), and would it load with strict=True into an architecture (--against a
+ * checkpoint or an inspect manifest). Exit 1 when a finding of a kind in --fail-on is present.
+ */
+import { readFile } from 'node:fs/promises';
+import { openCheckpoint } from '../checkpoint/open.js';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { CheckpointError } from '../checkpoint/errors.js';
+import { findStateDict, moduleVersions, type StateDict } from '../checkpoint/state-dict.js';
+import { globalVerdict, type GlobalVerdict } from '../checkpoint/pickle/globals.js';
+import { computeEntryCrc, entryDataOffset } from '../checkpoint/zip/reader.js';
+import { type TensorInfo, matchStateDicts } from '../match/match.js';
+import { FiniteScanner } from '../tensor/finite.js';
+import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
+import { ioError } from '../checkpoint/source.js';
+
+export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
+export type FindingKind = (typeof FINDING_KINDS)[number];
+/** `global` (a non-torch global that is not known to be dangerous) is reported but fails only when asked. */
+export const DEFAULT_FAIL_ON: FindingKind[] = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'nonfinite', 'corrupt'];
+
+export interface Finding {
+  kind: FindingKind;
+  key?: string;
+  detail: string;
+  /** Benign findings (explained by a reason code) never fail the check. */
+  benign?: boolean;
+  reason?: string;
+}
+
+export interface CheckOptions {
+  key?: string;
+  against?: string;
+  finite?: boolean;
+  failOn?: FindingKind[];
+}
+
+export interface CheckReport {
+  schema: 'ckpt.check/1';
+  path: string;
+  format: string;
+  key: string;
+  ok: boolean;
+  fail_on: FindingKind[];
+  checked: { records: number; crc: 'verified' | 'absent' | 'not in format'; tensors: number; finite: boolean; against: string | null };
+  globals: Array<{ name: string; verdict: GlobalVerdict }>;
+  findings: Finding[];
+}
+
+export function parseFailOn(list: string): FindingKind[] {
+  const kinds = list.split(',').map((k) => k.trim()).filter(Boolean);
+  for (const k of kinds) {
+    if (!(FINDING_KINDS as readonly string[]).includes(k)) throw new CheckpointError('USAGE', '', `--fail-on: unknown kind "${k}" (kinds: ${FINDING_KINDS.join(', ')})`);
+  }
+  return kinds as FindingKind[];
+}
+
+export async function collectCheck(path: string, options: CheckOptions): Promise<{ report: CheckReport; exitCode: number }> {
+  const failOn = options.failOn ?? DEFAULT_FAIL_ON;
+  const expected = options.against ? await loadArchitecture(options.against) : null;
+  const ckpt = await openCheckpoint(path, { strict: false });
+  try {
+    const findings: Finding[] = ckpt.problems.map((p) => (p.key === undefined ? { kind: 'corrupt', detail: p.detail } : { kind: 'corrupt', key: p.key, detail: p.detail }));
+    const integrity = await checkRecords(ckpt, findings);
+    const globals = ckpt.globals.map((g) => ({ name: g.qualname, verdict: globalVerdict(g) })).filter((g) => g.verdict !== 'torch');
+    for (const g of globals) {
+      if (g.verdict === 'dangerous') findings.push({ kind: 'unsafe', detail: `${g.name}: torch.load(weights_only=False) would call it` });
+      else if (g.verdict === 'unknown') findings.push({ kind: 'global', detail: `${g.name}: not plain torch; torch.load(weights_only=True) refuses it` });
+    }
+    const sd = findStateDict(ckpt.root, path, options.key);
+    if (options.finite) await checkFinite(sd, path, findings);
+    if (expected) findings.push(...compareArchitecture(sd, expected.tensors));
+    const ok = !findings.some((f) => !f.benign && failOn.includes(f.kind));
+    const report: CheckReport = {
+      schema: 'ckpt.check/1',
+      path,
+      format: ckpt.format,
+      key: sd.key,
+      ok,
+      fail_on: failOn,
+      checked: { records: integrity.records, crc: integrity.crc, tensors: sd.tensors.length, finite: Boolean(options.finite), against: options.against ?? null },
+      globals,
+      findings,
+    };
+    return { report, exitCode: ok ? 0 : 1 };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** Every zip record: a valid local header, data inside the file, CRC-32 equal to the directory's. */
+async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
+  if (!ckpt.zip) return { records: ckpt.storages.length, crc: 'not in format' };
+  const entries = ckpt.zip.entries;
+  // torch 2.6+ can write files without CRCs (set_crc32_options(False)): every CRC field is 0.
+  const crcAbsent = entries.length > 0 && entries.every((e) => e.crc32 === 0 && e.size > 0);
+  for (const entry of entries) {
+    try {
+      await entryDataOffset(ckpt.source, entry);
+      if (crcAbsent) continue;
+      const crc = await computeEntryCrc(ckpt.source, entry);
+      if (crc !== entry.crc32) {
+        findings.push({ kind: 'corrupt', key: entry.name, detail: `record ${entry.name}: CRC-32 is ${hex(crc)} but the directory says ${hex(entry.crc32)} (bytes changed after writing)` });
+      }
+    } catch (e) {
+      if (!(e instanceof CheckpointError)) throw e;
+      findings.push({ kind: 'corrupt', key: entry.name, detail: e.detail });
+    }
+  }
+  return { records: entries.length, crc: crcAbsent ? 'absent' : 'verified' };
+}
+
+function hex(n: number): string {
+  return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+async function checkFinite(sd: StateDict, path: string, findings: Finding[]): Promise<void> {
+  const buffer = new Uint8Array(SCAN_CHUNK_BYTES);
+  for (const [key, t] of sd.tensors) {
+    if (t.dtype.kind !== 'float' && t.dtype.kind !== 'complex') continue;
+    const scanner = new FiniteScanner(t.dtype);
+    for await (const chunk of tensorChunks(t, path, Math.floor(SCAN_CHUNK_BYTES / t.dtype.itemSize), buffer)) scanner.update(chunk.bytes, chunk.count);
+    const r = scanner.result();
+    if (r.nan + r.posInf + r.negInf === 0) continue;
+    const parts = [r.nan && `${r.nan} NaN`, r.posInf && `${r.posInf} +inf`, r.negInf && `${r.negInf} -inf`].filter(Boolean);
+    findings.push({ kind: 'nonfinite', key, detail: `${key}: ${parts.join(', ')} (first at element ${r.firstBadIndex})` });
+  }
+}
+
+/** strict=True loading semantics: no prefix alignment, benign reasons as in merge. */
+function compareArchitecture(sd: StateDict, expected: TensorInfo[]): Finding[] {
+  const result = matchStateDicts({
+    pretrained: sd.tensors.map(([key, t]) => ({ key, shape: t.shape, dtype: t.dtype.name })),
+    target: expected,
+    rules: [],
+    pretrainedVersions: moduleVersions(sd.metadata),
+  });
+  const findings: Finding[] = [];
+  for (const m of result.missing) {
+    const f: Finding = { kind: 'missing', key: m.key, detail: `${m.key} ${fmt(m.shape)} ${m.dtype} is expected but absent` };
+    if (m.benign) Object.assign(f, { benign: true, reason: m.reason, detail: `${f.detail} (benign: ${m.reason})` });
+    findings.push(f);
+  }
+  for (const u of result.unexpected) findings.push({ kind: 'unexpected', key: u.key, detail: `${u.key} ${fmt(u.shape)} is not in the architecture` });
+  for (const m of result.mismatched) findings.push({ kind: 'shape', key: m.key, detail: `${m.key} is ${fmt(m.pretrained_shape)}, the architecture expects ${fmt(m.target_shape)}` });
+  for (const l of result.loaded) if (l.cast_from) findings.push({ kind: 'dtype', key: l.key, detail: `${l.key} is ${l.cast_from}, the architecture expects ${l.dtype}` });
+  return findings;
+}
+
+function fmt(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/** The expected keys, shapes and dtypes: from a checkpoint, or from `ckpt inspect --json` output (a manifest). */
+async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {
+  if (path.endsWith('.json')) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(await readFile(path, 'utf8'));
+    } catch (e) {
+      if (e instanceof SyntaxError) throw new CheckpointError('NOT_A_CHECKPOINT', path, `not valid JSON (${e.message})`);
+      throw ioError(path, e, 'cannot read');
+    }
+    const m = doc as { schema?: unknown; tensors?: unknown };
+    if (m.schema !== 'ckpt.inspect/1' || !Array.isArray(m.tensors)) {
+      throw new CheckpointError('NOT_A_CHECKPOINT', path, 'not a manifest: expected the JSON of `ckpt inspect --json` (schema ckpt.inspect/1)');
+    }
+    return {
+      tensors: m.tensors.map((t: unknown, i: number) => {
+        const e = t as { key?: unknown; dtype?: unknown; shape?: unknown };
+        if (typeof e.key !== 'string' || typeof e.dtype !== 'string' || !Array.isArray(e.shape) || !e.shape.every((x) => Number.isSafeInteger(x) && x >= 0)) {
+          throw new CheckpointError('NOT_A_CHECKPOINT', path, `manifest tensor ${i} needs key, dtype and shape`);
+        }
+        return { key: e.key, dtype: e.dtype, shape: e.shape as number[] };
+      }),
+    };
+  }
+  const ckpt = await openCheckpoint(path);
+  try {
+    const sd = findStateDict(ckpt.root, path);
+    return { tensors: sd.tensors.map(([key, t]) => ({ key, shape: t.shape, dtype: t.dtype.name })) };
+  } finally {
+    await ckpt.close();
+  }
+}

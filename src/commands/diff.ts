@@ -1,0 +1,156 @@
+/**
+ * `ckpt diff A B`: keys only in A, only in B, shape and dtype differences on common keys, and with
+ * --values the value differences (equal bytes are equal without decoding; otherwise the largest absolute
+ * difference and how many elements lie beyond atol + rtol·|b|). Exit 0 when the same, 1 when different.
+ */
+import { openCheckpoint } from '../checkpoint/open.js';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { findStateDict } from '../checkpoint/state-dict.js';
+import type { TensorRef } from '../checkpoint/tensor-ref.js';
+import { CheckpointError } from '../checkpoint/errors.js';
+import { type AppliedRule, type KeyRule, applyRules, describeRule } from '../match/rules.js';
+import { sameShape } from '../match/align.js';
+import { canConvert } from '../tensor/convert.js';
+import { ValueComparer } from '../tensor/compare.js';
+import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
+
+export interface DiffOptions {
+  key?: string;
+  keyB?: string;
+  stripPrefix?: string[];
+  values?: boolean;
+  atol?: number;
+  rtol?: number;
+}
+
+export interface ValueDiff {
+  key: string;
+  /** Largest |a - b| over the elements; null when only NaN positions differ. */
+  max_abs_diff: number | null;
+  /** Elements with |a - b| > atol + rtol·|b|, plus NaN in one file and not the other. */
+  beyond_tolerance: number;
+  nan_mismatch: number;
+  elements: number;
+}
+
+export interface DiffReport {
+  schema: 'ckpt.diff/1';
+  a: { path: string; format: string; key: string; tensors: number };
+  b: { path: string; format: string; key: string; tensors: number };
+  rules: AppliedRule[];
+  same: boolean;
+  summary: { common: number; only_in_a: number; only_in_b: number; shape_differs: number; dtype_differs: number; value_differs: number | null };
+  only_in_a: string[];
+  only_in_b: string[];
+  shape_differs: Array<{ key: string; a: number[]; b: number[] }>;
+  dtype_differs: Array<{ key: string; a: string; b: string }>;
+  /** Present with --values: common keys of equal shape whose values differ (bitwise equal counts as equal). */
+  value_differs?: ValueDiff[];
+  tolerance?: { atol: number; rtol: number };
+}
+
+export async function collectDiff(pathA: string, pathB: string, options: DiffOptions): Promise<{ report: DiffReport; exitCode: number }> {
+  const a = await openCheckpoint(pathA);
+  try {
+    const b = await openCheckpoint(pathB);
+    try {
+      const report = await diff(a, b, options);
+      return { report, exitCode: report.same ? 0 : 1 };
+    } finally {
+      await b.close();
+    }
+  } finally {
+    await a.close();
+  }
+}
+
+async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise<DiffReport> {
+  const sa = findStateDict(a.root, a.path, options.key);
+  const sb = findStateDict(b.root, b.path, options.keyB ?? options.key);
+  const rules: KeyRule[] = (options.stripPrefix ?? []).map((value) => ({ kind: 'strip-prefix', value }));
+  const ra = applyRules(sa.tensors.map(([k]) => k), rules, false, false);
+  const rb = applyRules(sb.tensors.map(([k]) => k), rules, false, false);
+  const applied = rules.map((_, i) => ({ ...(ra.applied[i] as AppliedRule), matched: (ra.applied[i]?.matched ?? 0) + (rb.applied[i]?.matched ?? 0) }));
+  for (const rule of applied) if (rule.matched === 0) throw new CheckpointError('BAD_RULE', '', `${describeRule(rule)} matches no key in either file`);
+
+  const mapA = uniqueMap(a.path, ra.renamed, sa.tensors.map(([, t]) => t));
+  const mapB = uniqueMap(b.path, rb.renamed, sb.tensors.map(([, t]) => t));
+  const onlyInA = [...mapA.keys()].filter((k) => !mapB.has(k));
+  const onlyInB = [...mapB.keys()].filter((k) => !mapA.has(k));
+  const shapeDiffers: DiffReport['shape_differs'] = [];
+  const dtypeDiffers: DiffReport['dtype_differs'] = [];
+  const comparable: Array<[string, TensorRef, TensorRef]> = [];
+  let common = 0;
+  for (const [key, ta] of mapA) {
+    const tb = mapB.get(key);
+    if (!tb) continue;
+    common++;
+    if (!sameShape(ta.shape, tb.shape)) shapeDiffers.push({ key, a: [...ta.shape], b: [...tb.shape] });
+    if (ta.dtype !== tb.dtype) dtypeDiffers.push({ key, a: ta.dtype.name, b: tb.dtype.name });
+    if (sameShape(ta.shape, tb.shape)) comparable.push([key, ta, tb]);
+  }
+
+  let valueDiffers: ValueDiff[] | undefined;
+  const atol = options.atol ?? 0;
+  const rtol = options.rtol ?? 0;
+  if (options.values) {
+    valueDiffers = [];
+    const bufA = new Uint8Array(SCAN_CHUNK_BYTES);
+    const bufB = new Uint8Array(SCAN_CHUNK_BYTES);
+    for (const [key, ta, tb] of comparable) {
+      const d = await compareValues(key, ta, tb, a.path, b.path, atol, rtol, bufA, bufB);
+      if (d) valueDiffers.push(d);
+    }
+  }
+
+  const same = onlyInA.length + onlyInB.length + shapeDiffers.length + dtypeDiffers.length + (valueDiffers?.length ?? 0) === 0;
+  const report: DiffReport = {
+    schema: 'ckpt.diff/1',
+    a: { path: a.path, format: a.format, key: sa.key, tensors: sa.tensors.length },
+    b: { path: b.path, format: b.format, key: sb.key, tensors: sb.tensors.length },
+    rules: applied,
+    same,
+    summary: {
+      common,
+      only_in_a: onlyInA.length,
+      only_in_b: onlyInB.length,
+      shape_differs: shapeDiffers.length,
+      dtype_differs: dtypeDiffers.length,
+      value_differs: valueDiffers ? valueDiffers.length : null,
+    },
+    only_in_a: onlyInA,
+    only_in_b: onlyInB,
+    shape_differs: shapeDiffers,
+    dtype_differs: dtypeDiffers,
+  };
+  if (valueDiffers) {
+    report.value_differs = valueDiffers;
+    report.tolerance = { atol, rtol };
+  }
+  return report;
+}
+
+function uniqueMap(path: string, names: string[], tensors: TensorRef[]): Map<string, TensorRef> {
+  const out = new Map<string, TensorRef>();
+  names.forEach((n, i) => {
+    if (out.has(n)) throw new CheckpointError('BAD_RULE', path, `--strip-prefix makes two keys both ${n}`);
+    out.set(n, tensors[i] as TensorRef);
+  });
+  return out;
+}
+
+/** Streams both tensors in lockstep; returns null when they are equal within tolerance. */
+async function compareValues(key: string, ta: TensorRef, tb: TensorRef, pathA: string, pathB: string, atol: number, rtol: number, bufA: Uint8Array, bufB: Uint8Array): Promise<ValueDiff | null> {
+  if (ta.dtype !== tb.dtype && !canConvert(ta.dtype, tb.dtype) && !canConvert(tb.dtype, ta.dtype)) return null;
+  const perChunk = Math.floor(SCAN_CHUNK_BYTES / Math.max(ta.dtype.itemSize, tb.dtype.itemSize));
+  const comparer = new ValueComparer(ta.dtype, tb.dtype, atol, rtol);
+  const itB = tensorChunks(tb, pathB, perChunk, bufB);
+  for await (const chunkA of tensorChunks(ta, pathA, perChunk, bufA)) {
+    const chunkB = await itB.next();
+    if (chunkB.done) break;
+    comparer.update(chunkA.bytes, chunkB.value.bytes, chunkA.count);
+  }
+  const r = comparer.result();
+  if (r.equalBytes || (r.countBeyondTolerance === 0 && r.nanMismatch === 0)) return null;
+  return { key, max_abs_diff: r.maxAbsDiff, beyond_tolerance: r.countBeyondTolerance, nan_mismatch: r.nanMismatch, elements: r.compared };
+}
