@@ -45,7 +45,6 @@ const words = (name: string, b: Uint8Array): number[] => {
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   return Array.from({ length: b.length / size }, (_, i) => (size === 2 ? v.getUint16(i * 2, true) : v.getUint32(i * 4, true)));
 };
-const f32bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0];
 const f64 = (xs: number[]) => new Uint8Array(new Float64Array(xs).buffer);
 const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
 

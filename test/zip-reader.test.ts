@@ -7,24 +7,13 @@ import { CheckpointError, type CheckpointErrorCode } from '../src/checkpoint/err
 import { LIMITS } from '../src/checkpoint/limits.js';
 import { BufferSource, FileSource } from '../src/checkpoint/source.js';
 import { computeEntryCrc, entryDataOffset, readEntryBytes, readZipDirectory } from '../src/checkpoint/zip/reader.js';
-import { buildZip, patch, python, skipWithoutPython, skipWithoutTorch, type BuildEntry } from './helpers/zip-builders.js';
+import { buildZip, failure, patch, python, skipWithoutPython, skipWithoutTorch, type BuildEntry } from './helpers/zip-builders.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-zip-reader-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const source = (bytes: Uint8Array, path = 'test.zip') => new BufferSource(path, bytes);
 const bytesOf = (text: string) => new Uint8Array(Buffer.from(text, 'latin1'));
-
-/** Runs `action` and returns the CheckpointError it throws (fails the test on anything else). */
-async function failure(action: () => Promise<unknown>): Promise<CheckpointError> {
-  try {
-    await action();
-  } catch (e) {
-    if (e instanceof CheckpointError) return e;
-    throw e;
-  }
-  throw new Error('expected a CheckpointError, nothing was thrown');
-}
 
 async function expectError(action: () => Promise<unknown>, code: CheckpointErrorCode, detail: RegExp): Promise<void> {
   const e = await failure(action);

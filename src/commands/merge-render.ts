@@ -61,7 +61,7 @@ export function renderMerge(r: MergeReport, verbose = false): string {
 }
 
 function rulesText(r: MergeReport): string {
-  if (r.rules.length === 0) return 'none (names already agree)';
+  if (r.rules.length === 0) return r.summary.loaded > 0 ? 'none (names already agree)' : 'none';
   return r.rules.map((rule) => `${describeRule(rule)} (${rule.auto ? 'automatic, ' : ''}${rule.matched} keys)`).join(', then ');
 }
 

@@ -3,9 +3,12 @@
  * "strip A from pretrained keys, then add B": A is a chain of wrapper prefixes (`module.`, `_orig_mod.`,
  * `model.`, `_forward_module.`, in any order) or, with nothing added, one leading component of the
  * pretrained keys (a detector's `backbone.` taken out for a classifier); B is nothing or a leading
- * prefix of the target keys (`backbone.`, `module.`). The mapping that fills the most target keys
- * wins (ties: more shapes agreeing, then the shorter rule). Cost grows with the number of keys only:
- * each key is split at its first few dots and looked up in hash maps.
+ * prefix of the target keys (`backbone.`, `module.`). The mapping that fills the most target keys (name
+ * and shape agree) wins; ties go to more names, then to the shorter rule. A mapping other than "no
+ * change" must also fill at least half of the smaller key set: two unrelated models always share a few
+ * small tensors under some prefix, and a rule chosen on that evidence would load garbage.
+ * Cost grows with the number of keys only: each key is split at its first few dots and looked up in
+ * hash maps.
  */
 import type { KeyRule } from './rules.js';
 
@@ -86,7 +89,16 @@ export function rankAlignments(pretrained: readonly KeyShape[], target: readonly
       }
     }
   }
-  return [...scores.values()].sort((a, b) => b.names - a.names || b.shapes - a.shapes || a.strip.length + a.add.length - (b.strip.length + b.add.length));
+  return [...scores.values()].sort((a, b) => b.shapes - a.shapes || b.names - a.names || a.strip.length + a.add.length - (b.strip.length + b.add.length));
+}
+
+/** The automatic choice: the best-ranked mapping when it is convincing (see above), else no change. */
+export function chooseAlignment(ranked: readonly Alignment[], pretrainedCount: number, targetCount: number): Alignment | null {
+  const best = ranked[0];
+  if (!best || (best.strip === '' && best.add === '')) return null;
+  const identity = ranked.find((a) => a.strip === '' && a.add === '');
+  const convincing = best.shapes * 2 >= Math.min(pretrainedCount, targetCount) && best.shapes > (identity?.shapes ?? 0);
+  return convincing ? best : null;
 }
 
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {

@@ -8,7 +8,7 @@
  */
 import { canConvert } from '../tensor/convert.js';
 import { dtypeByName } from '../tensor/dtype.js';
-import { type Alignment, alignmentRules, rankAlignments, sameShape } from './align.js';
+import { type Alignment, alignmentRules, chooseAlignment, rankAlignments, sameShape } from './align.js';
 import { BENIGN_NOTES, type BenignReason, type PretrainedFacts, isBatchNormCounterGap, isPositionIds, isZero3Placeholder } from './benign.js';
 import { type AppliedRule, type KeyRule, applyRules } from './rules.js';
 
@@ -54,7 +54,8 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     rules = input.rules;
     auto = false;
   } else {
-    rules = closest ? alignmentRules(closest) : [];
+    const chosen = chooseAlignment(ranked, input.pretrained.length, input.target.length);
+    rules = chosen ? alignmentRules(chosen) : [];
     auto = true;
   }
   // Automatic rules were chosen because they match; explicit ones must each prove themselves.

@@ -10,13 +10,15 @@
  * torch behaviours matched on purpose (see the tests and fixtures/casts/index.json):
  * - NaN payloads: float16 -> float32/64 quiets and keeps the payload; bfloat16 -> float32 is a pure shift
  *   (a signalling NaN stays signalling); float32 <-> float64 quiet and shift the payload (cvtss2sd /
- *   cvtsd2ss); any NaN -> float16 is sign | 0x7E00; float32/float64 -> bfloat16 NaN is 0xFFFF (AVX2 body,
- *   see half.ts); float16 -> bfloat16 NaN is 0x7FC0.
+ *   cvtsd2ss); any NaN -> float16 is sign | 0x7E00; float16 -> bfloat16 NaN is 0x7FC0; float32/float64
+ *   -> bfloat16 NaN is 0xFFFF, torch's AVX2 result. torch itself writes 0x7FC0 for float64 NaNs in the
+ *   scalar tail (last n % 16 elements of each run its threads convert) and for all float NaNs on
+ *   non-SIMD CPUs; that depends on thread splits, so a chunked stream cannot follow it (see half.ts).
  * - float -> integer truncates toward zero. NaN, infinities and out-of-range values give what x86's
  *   cvttss2si/cvttsd2si give, the "integer indefinite" INT_MIN: int64 -> -2^63, int32 -> -2^31. int16
  *   and int8 go through int32 and keep its low bits (NaN -> 0, 3e9 -> int16 0), uint8 through int64
  *   (300.5 -> 44, -1.5 -> 255, float64 2^53 + 2 -> 2). Identical on every element position and CPU
- *   capability tested; ARM builds of torch saturate instead, and we do not follow them.
+ *   capability tested. (ARM's fcvtzs saturates instead; torch on ARM was not tested and is not followed.)
  * - int -> int wraps (two's complement); anything -> bool is `!= 0` (NaN -> true, -0.0 -> false); bool
  *   bytes other than 0/1 read as true.
  * - int64 -> float32/float64 round once, to nearest even (cvtsi2ss/cvtsi2sd), never via a double first.
@@ -137,26 +139,28 @@ function narrowBf16(bits: Uint32Array, o: Uint16Array, n: number, nan: number): 
   for (let i = 0; i < n; i++) o[i] = f32BitsToBf16Bits(bits[i], nan);
 }
 
+function widenF32(bits: Uint32Array, vals: Float32Array, o: Float64Array, w: Uint32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = bits[i];
+    if ((b & 0x7fffffff) > 0x7f800000) {
+      // cvtss2sd: set the quiet bit, shift the 23-bit payload to the top of the 52-bit one. Written as
+      // words: storing a NaN through a Float64Array may canonicalise it.
+      const m = (b & 0x7fffff) | 0x400000;
+      w[2 * i] = (m << 29) >>> 0;
+      w[2 * i + 1] = ((b & 0x80000000) | 0x7ff00000 | (m >>> 3)) >>> 0;
+    } else o[i] = vals[i];
+  }
+}
+
 /** From float32 bits (and the same memory as values). `bf16Nan` is the NaN torch writes on that path. */
 function fromF32(bits: Uint32Array, vals: Float32Array, n: number, to: string, db: ArrayBufferLike, dof: number, bf16Nan: number): void {
   switch (to) {
     case 'float32':
       new Uint32Array(db, dof, n).set(bits.subarray(0, n));
       return;
-    case 'float64': {
-      const o = new Float64Array(db, dof, n);
-      const w = new Uint32Array(db, dof, 2 * n);
-      for (let i = 0; i < n; i++) {
-        const b = bits[i];
-        if ((b & 0x7fffffff) > 0x7f800000) {
-          // cvtss2sd: set the quiet bit, shift the 23-bit payload to the top of the 52-bit one.
-          const m = (b & 0x7fffff) | 0x400000;
-          w[2 * i] = (m << 29) >>> 0;
-          w[2 * i + 1] = ((b & 0x80000000) | 0x7ff00000 | (m >>> 3)) >>> 0;
-        } else o[i] = vals[i];
-      }
+    case 'float64':
+      widenF32(bits, vals, new Float64Array(db, dof, n), new Uint32Array(db, dof, 2 * n), n);
       return;
-    }
     case 'float16': {
       narrowF16(bits, new Uint16Array(db, dof, n), n);
       return;

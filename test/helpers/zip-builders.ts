@@ -146,7 +146,7 @@ export function patch(bytes: Uint8Array, offset: number, width: 2 | 4 | 8, value
 
 /**
  * A file kept as a sparse list of written ranges: ZipWriter writes into it through a fake FileHandle
- * (large all-zero data chunks are counted, not stored) and the reader reads it back as a ByteSource.
+ * (writes over 1 MiB must be zeros: they are counted, not stored) and the reader reads it back as a ByteSource.
  */
 export class SparseFile {
   private readonly ranges: { offset: number; bytes: Uint8Array }[] = [];
@@ -160,7 +160,8 @@ export class SparseFile {
         this.writeCalls++;
         const n = Math.min(length, this.maxBytesPerWrite);
         const chunk = buffer.subarray(offset, offset + n);
-        if (n <= 1 << 20 || chunk.some((b) => b !== 0)) this.ranges.push({ offset: position, bytes: Uint8Array.from(chunk) });
+        // Chunks over 1 MiB are taken to be zeros (what the tests stream) and not stored: reads give zeros.
+        if (n <= 1 << 20) this.ranges.push({ offset: position, bytes: Uint8Array.from(chunk) });
         this.size = Math.max(this.size, position + n);
         return { bytesWritten: n, buffer };
       },
@@ -189,6 +190,17 @@ export class SparseFile {
   writtenRanges(): readonly { offset: number; bytes: Uint8Array }[] {
     return this.ranges;
   }
+}
+
+/** Runs `action` and returns the CheckpointError it throws (rethrows anything else; fails if nothing is thrown). */
+export async function failure(action: () => Promise<unknown>): Promise<CheckpointError> {
+  try {
+    await action();
+  } catch (e) {
+    if (e instanceof CheckpointError) return e;
+    throw e;
+  }
+  throw new Error('expected a CheckpointError, nothing was thrown');
 }
 
 export const PYTHON = '/usr/bin/python3';

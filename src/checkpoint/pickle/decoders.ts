@@ -6,7 +6,7 @@
  */
 import { PyBytes, PyDict, PyList, PySet, PyTuple, type PyGlobal, type PyValue } from './value.js';
 
-type Decoder = (args: PyValue[]) => PyValue | undefined;
+export type Decoder = (args: PyValue[]) => PyValue | undefined;
 
 const DECODERS = new Map<string, Decoder>([
   ['collections.OrderedDict', (args) => dictFrom(args, true)],
@@ -18,10 +18,9 @@ const DECODERS = new Map<string, Decoder>([
   ['_codecs.encode', (args) => (args.length === 2 ? encodeText(args[0]!, args[1]!) : undefined)],
 ]);
 
-/** `callable(*args)` for a callable we understand, else undefined. `g` is already mapped to Python 3 names. */
-export function decodeCall(g: PyGlobal, args: PyValue[]): PyValue | undefined {
-  const decoder = DECODERS.get(`${g.module}.${g.name}`);
-  return decoder ? decoder(args) : undefined;
+/** The decoder of `callable(*args)` for a callable we understand. `g` is already mapped to Python 3 names. */
+export function decoderFor(g: PyGlobal): Decoder | undefined {
+  return DECODERS.get(g.qualname);
 }
 
 function itemsOf(v: PyValue): PyValue[] | undefined {

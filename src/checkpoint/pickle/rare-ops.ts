@@ -112,9 +112,9 @@ export function runRareOp(m: Machine, op: number): void {
     case 0x70: m.put(indexLine(m)); return; // PUT
     case 0x6c: stack.push(new PyList(m.popMark())); return; // LIST
     case 0x64: { // DICT: key/value pairs since the MARK
-      const kv = m.popMark();
-      stack.push(new PyDict(false));
-      m.setItems(kv);
+      const at = m.closeMark();
+      stack.splice(at, 0, new PyDict(false)); // the dict goes below its items
+      m.setItems(at + 1);
       return;
     }
     case 0x91: stack.push(new PySet(m.popMark(), true)); return; // FROZENSET

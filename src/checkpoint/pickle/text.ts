@@ -6,20 +6,13 @@
 
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-/** Above this many bytes a string is handed to TextDecoder straight away (its per-call cost dominates below). */
-const SHORT_STRING = 48;
-
 /**
  * UTF-8 → string, or null when invalid. With `surrogatePass`, UTF-8-encoded lone surrogates (ED A0..BF xx),
  * which Python writes for str values holding them (`'\ud800'.encode('utf-8', 'surrogatepass')`), decode to
- * the same lone surrogate in the JS string instead of failing.
+ * the same lone surrogate in the JS string instead of failing. (TextDecoder beat String.fromCharCode and
+ * a JS loop on short ASCII keys in a micro-benchmark; no fast path needed.)
  */
 export function decodeUtf8(b: Uint8Array, start: number, end: number, surrogatePass: boolean): string | null {
-  if (end - start <= SHORT_STRING) {
-    let i = start;
-    while (i < end && b[i]! < 0x80) i++;
-    if (i === end) return String.fromCharCode.apply(null, b.subarray(start, end) as unknown as number[]);
-  }
   try {
     return fatalUtf8.decode(b.subarray(start, end));
   } catch {

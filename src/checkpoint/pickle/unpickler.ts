@@ -15,7 +15,7 @@
  */
 import { CheckpointError } from '../errors.js';
 import { LIMITS } from '../limits.js';
-import { decodeCall, describe } from './decoders.js';
+import { decoderFor, describe, type Decoder } from './decoders.js';
 import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';
 import { runRareOp } from './rare-ops.js';
@@ -77,6 +77,8 @@ export class Machine {
   /** object → memo slots holding it; built only once a BUILD hook replaces its target. */
   private memoSlots: Map<object, number[]> | null = null;
   readonly globals = new Map<string, PyGlobal>();
+  /** Built-in decoder per distinct global (null: none), so a call costs no string building. */
+  private readonly decoders = new Map<PyGlobal, Decoder | null>();
   readonly view: DataView;
 
   constructor(
@@ -159,10 +161,7 @@ export class Machine {
 
   /** The items above the topmost MARK, which is removed. */
   popMark(): PyValue[] {
-    const at = this.marks.pop();
-    if (at === undefined) throw this.error('BAD_PICKLE', 'has no MARK to pop');
-    this.base = this.marks.length ? this.marks[this.marks.length - 1]! : 0;
-    return this.stack.splice(at);
+    return this.stack.splice(this.closeMark());
   }
 
   /** Memo index check shared by PUT, BINPUT, LONG_BINPUT and MEMOIZE. */
@@ -204,7 +203,9 @@ export class Machine {
       const hookVia = via === 'newobj' ? 'newobj' : 'reduce';
       const hooked = this.hooks.call?.(callable, args, hookVia);
       if (hooked !== undefined) return hooked;
-      const builtin = decodeCall(callable, args);
+      let decoder = this.decoders.get(callable);
+      if (decoder === undefined) this.decoders.set(callable, (decoder = decoderFor(callable) ?? null));
+      const builtin = decoder ? decoder(args) : undefined;
       if (builtin !== undefined) return builtin;
     }
     return new PyObject(callable, args, via);
@@ -252,34 +253,48 @@ export class Machine {
     return this.hooks.persistentLoad ? this.hooks.persistentLoad(pid) : new PyPersistentId(pid);
   }
 
-  /** APPEND/APPENDS/ADDITEMS target: the value below the items. */
-  extend(items: PyValue[], sets: boolean): void {
-    const target = this.top();
+  /** APPEND/APPENDS/ADDITEMS: adds stack[from..] to the value below them, then drops them from the stack. */
+  extend(from: number, sets: boolean): void {
+    const stack = this.stack;
+    const target = stack[from - 1];
+    if (from - 1 < this.base || target === undefined) throw this.underflow();
     let into: PyValue[];
     if (target instanceof PyList && !sets) into = target.items;
     else if (target instanceof PySet && sets && !target.frozen) into = target.items;
     else if (target instanceof PyObject) into = target.listItems;
     else throw this.error('BAD_PICKLE', `cannot add items to a ${describe(target)}`);
-    if (into.length + items.length > LIMITS.pickleContainerItems) {
+    if (into.length + stack.length - from > LIMITS.pickleContainerItems) {
       throw this.error('LIMIT', `grows a container past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
     }
-    for (let i = 0; i < items.length; i++) into.push(items[i]!);
+    for (let i = from; i < stack.length; i++) into.push(stack[i]!);
+    stack.length = from;
   }
 
-  /** SETITEM/SETITEMS: `kv` holds keys and values alternately. */
-  setItems(kv: PyValue[]): void {
-    if (kv.length % 2 !== 0) throw this.error('BAD_PICKLE', 'has a key without a value');
-    const target = this.top();
+  /** SETITEM/SETITEMS: stack[from..] holds keys and values alternately; they go into the value below them. */
+  setItems(from: number): void {
+    const stack = this.stack;
+    const target = stack[from - 1];
+    if (from - 1 < this.base || target === undefined) throw this.underflow();
+    if ((stack.length - from) % 2 !== 0) throw this.error('BAD_PICKLE', 'has a key without a value');
     if (target instanceof PyDict) {
-      if (target.entries.size + kv.length / 2 > LIMITS.pickleContainerItems) {
+      if (target.entries.size + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
         throw this.error('LIMIT', `grows a dict past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
       }
-      for (let i = 0; i < kv.length; i += 2) target.entries.set(kv[i]!, kv[i + 1]!);
+      for (let i = from; i < stack.length; i += 2) target.entries.set(stack[i]!, stack[i + 1]!);
     } else if (target instanceof PyObject) {
-      for (let i = 0; i < kv.length; i += 2) target.dictItems.push([kv[i]!, kv[i + 1]!]);
+      for (let i = from; i < stack.length; i += 2) target.dictItems.push([stack[i]!, stack[i + 1]!]);
     } else {
       throw this.error('BAD_PICKLE', `cannot set items on a ${describe(target)}`);
     }
+    stack.length = from;
+  }
+
+  /** Removes the topmost MARK and returns where its items start on the stack (they stay in place). */
+  closeMark(): number {
+    const at = this.marks.pop();
+    if (at === undefined) throw this.error('BAD_PICKLE', 'has no MARK to pop');
+    this.base = this.marks.length ? this.marks[this.marks.length - 1]! : 0;
+    return at;
   }
 
   /** UTF-8 payload of BINUNICODE & co. (Python writes lone surrogates with surrogatepass). */
@@ -399,16 +414,17 @@ export class Machine {
         case 0x5d: stack.push(new PyList([])); break; // EMPTY_LIST
         case 0x7d: stack.push(new PyDict(false)); break; // EMPTY_DICT
         case 0x8f: stack.push(new PySet([], false)); break; // EMPTY_SET
-        case 0x61: this.extend([this.pop()], false); break; // APPEND
-        case 0x65: this.extend(this.popMark(), false); break; // APPENDS
-        case 0x90: this.extend(this.popMark(), true); break; // ADDITEMS
-        case 0x73: { // SETITEM
-          const v = this.pop();
-          const k = this.pop();
-          this.setItems([k, v]);
+        case 0x61: // APPEND
+          if (stack.length <= this.base) throw this.underflow();
+          this.extend(stack.length - 1, false);
           break;
-        }
-        case 0x75: this.setItems(this.popMark()); break; // SETITEMS
+        case 0x65: this.extend(this.closeMark(), false); break; // APPENDS
+        case 0x90: this.extend(this.closeMark(), true); break; // ADDITEMS
+        case 0x73: // SETITEM
+          if (stack.length - 2 < this.base) throw this.underflow();
+          this.setItems(stack.length - 2);
+          break;
+        case 0x75: this.setItems(this.closeMark()); break; // SETITEMS
         case 0x71: this.put(this.u8()); break; // BINPUT
         case 0x72: this.put(this.u32()); break; // LONG_BINPUT
         case 0x94: this.put(this.memoCount); break; // MEMOIZE

@@ -186,28 +186,26 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
     const name = decodeName(text, nameStart, extraStart);
     if (name === null) throw bad(`central directory entry ${i} has a name that is not valid UTF-8`);
     if (name === '') throw bad(`central directory entry ${i} has an empty name`);
-    const what = `entry '${name}'`;
 
     let size = size32, compressedSize = compressedSize32, localHeaderOffset = localHeaderOffset32;
     if (size32 === U32_SATURATED || compressedSize32 === U32_SATURATED || localHeaderOffset32 === U32_SATURATED) {
       const saturated = { size: size32 === U32_SATURATED, compressedSize: compressedSize32 === U32_SATURATED, localHeaderOffset: localHeaderOffset32 === U32_SATURATED };
       const zip64 = decodeZip64Extra(view, extraStart, extraLength, saturated);
-      if (typeof zip64 === 'string') throw bad(`${what}: ${zip64}`);
+      if (typeof zip64 === 'string') throw bad(`entry '${name}': ${zip64}`);
       // Without a zip64 block a saturated field is taken literally, as Python's zipfile does.
       if (zip64) ({ size = size, compressedSize = compressedSize, localHeaderOffset = localHeaderOffset } = zip64);
     }
-    if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION)) throw bad(`${what} is encrypted`);
-    if (method !== METHOD_STORED && method !== METHOD_DEFLATE) throw bad(`${what} uses compression method ${method}; only stored (0) and deflate (8) are supported`);
-    if (method === METHOD_STORED && compressedSize !== size) throw bad(`${what} is stored but declares ${compressedSize} compressed and ${size} uncompressed bytes`);
+    if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION)) throw bad(`entry '${name}' is encrypted`);
+    if (method !== METHOD_STORED && method !== METHOD_DEFLATE) throw bad(`entry '${name}' uses compression method ${method}; only stored (0) and deflate (8) are supported`);
+    if (method === METHOD_STORED && compressedSize !== size) throw bad(`entry '${name}' is stored but declares ${compressedSize} compressed and ${size} uncompressed bytes`);
     const start = localHeaderOffset;
     const minimalEnd = start + LOCAL_HEADER_SIZE + nameLength + compressedSize;
-    if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) throw bad(`${what}: local header offset ${start} is beyond the central directory at ${cdOffset}`);
-    if (!(minimalEnd <= cdOffset)) throw bad(`${what}: ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
-    if (byName.has(name)) throw bad(`duplicate entry name '${name}'`);
-
+    if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) throw bad(`entry '${name}': local header offset ${start} is beyond the central directory at ${cdOffset}`);
+    if (!(minimalEnd <= cdOffset)) throw bad(`entry '${name}': ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
     const entry: ZipEntry = { name, method, flags, compressedSize, size, crc32: crc, localHeaderOffset };
     entries[i] = entry;
-    byName.set(name, entry);
+    byName.set(name, entry); // one hash lookup instead of has() + set(): a duplicate leaves the size unchanged
+    if (byName.size !== i + 1) throw bad(`duplicate entry name '${name}'`);
     extents.starts[i] = start;
     extents.ends[i] = minimalEnd;
     at = next;

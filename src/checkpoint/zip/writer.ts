@@ -74,12 +74,20 @@ export class ZipWriter {
       await this.write(encodeLocalHeader(entry));
       let received = 0;
       let crc = 0;
+      let writing = false;
       await fill(async (chunk) => {
         if (this.failure) throw this.failure;
+        // Chunks land at the running position: a second write before the first resolved would interleave.
+        if (writing) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}': write() called again before the previous one resolved`);
         received += chunk.length;
         if (received > size) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' received more than its declared ${size} bytes`);
         crc = crc32(chunk, crc);
-        await this.write(chunk);
+        writing = true;
+        try {
+          await this.write(chunk);
+        } finally {
+          writing = false;
+        }
       });
       if (received !== size) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' received ${received} bytes, declared ${size}`);
       entry.crc32 = crc;

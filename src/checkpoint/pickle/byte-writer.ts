@@ -1,0 +1,121 @@
+/**
+ * A growable output buffer for the pickler, with the few encoders it needs: little-endian ints, UTF-8
+ * with Python's `surrogatepass` (a lone surrogate in a JS string is written as its 3-byte form, exactly
+ * as Python writes a str holding one), and minimal two's-complement longs.
+ */
+export class ByteWriter {
+  private buf = new Uint8Array(1 << 16);
+  private view = new DataView(this.buf.buffer);
+  length = 0;
+
+  private ensure(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.length + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.length));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  byte(b: number): void {
+    this.ensure(1);
+    this.buf[this.length++] = b;
+  }
+
+  byte2(a: number, b: number): void {
+    this.ensure(2);
+    this.buf[this.length++] = a;
+    this.buf[this.length++] = b;
+  }
+
+  /** Opcode followed by a 2-byte little-endian unsigned value. */
+  opU16(op: number, v: number): void {
+    this.ensure(3);
+    this.buf[this.length] = op;
+    this.view.setUint16(this.length + 1, v, true);
+    this.length += 3;
+  }
+
+  /** Opcode followed by a 4-byte little-endian value (signed or unsigned by range). */
+  opU32(op: number, v: number): void {
+    this.ensure(5);
+    this.buf[this.length] = op;
+    if (v < 0) this.view.setInt32(this.length + 1, v, true);
+    else this.view.setUint32(this.length + 1, v, true);
+    this.length += 5;
+  }
+
+  bytes(data: Uint8Array | readonly number[]): void {
+    this.ensure(data.length);
+    this.buf.set(data, this.length);
+    this.length += data.length;
+  }
+
+  /** Latin-1/ASCII text (GLOBAL lines). */
+  ascii(s: string): void {
+    this.ensure(s.length);
+    for (let i = 0; i < s.length; i++) this.buf[this.length++] = s.charCodeAt(i) & 0xff;
+  }
+
+  /** `op`, u32 byte length, then UTF-8 (surrogatepass): BINUNICODE. */
+  opUtf8(op: number, s: string): void {
+    this.ensure(5 + s.length * 3);
+    const buf = this.buf;
+    const start = this.length + 5;
+    let p = start;
+    for (let i = 0; i < s.length; i++) {
+      let c = s.charCodeAt(i);
+      if (c < 0x80) {
+        buf[p++] = c;
+      } else if (c < 0x800) {
+        buf[p++] = 0xc0 | (c >> 6);
+        buf[p++] = 0x80 | (c & 0x3f);
+      } else {
+        if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+          const d = s.charCodeAt(i + 1);
+          if (d >= 0xdc00 && d <= 0xdfff) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+            i++;
+            buf[p++] = 0xf0 | (c >> 18);
+            buf[p++] = 0x80 | ((c >> 12) & 0x3f);
+            buf[p++] = 0x80 | ((c >> 6) & 0x3f);
+            buf[p++] = 0x80 | (c & 0x3f);
+            continue;
+          }
+        }
+        // BMP character, or a lone surrogate written as Python's surrogatepass does.
+        buf[p++] = 0xe0 | (c >> 12);
+        buf[p++] = 0x80 | ((c >> 6) & 0x3f);
+        buf[p++] = 0x80 | (c & 0x3f);
+      }
+    }
+    buf[this.length] = op;
+    this.view.setUint32(this.length + 1, p - start, true);
+    this.length = p;
+  }
+
+  result(): Uint8Array {
+    return this.buf.slice(0, this.length);
+  }
+}
+
+/**
+ * Python's `pickle.encode_long`: little-endian two's complement in the fewest bytes that keep the sign
+ * (`2**40` → 00 00 00 00 00 01, `-1` → ff, `255` → ff 00, `-256` → 00 ff).
+ */
+export function encodeLong(x: bigint): Uint8Array {
+  if (x === 0n) return new Uint8Array(0);
+  const abs = x < 0n ? -x : x;
+  const nbytes = (abs.toString(2).length >> 3) + 1;
+  let v = x < 0n ? x + (1n << BigInt(8 * nbytes)) : x;
+  const out = new Uint8Array(nbytes);
+  for (let i = 0; i < nbytes; i++) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  if (x < 0n && nbytes > 1 && out[nbytes - 1] === 0xff && (out[nbytes - 2]! & 0x80) !== 0) {
+    return out.subarray(0, nbytes - 1);
+  }
+  return out;
+}

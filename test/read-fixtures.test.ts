@@ -1,0 +1,92 @@
+/**
+ * Every fixture written by real torch 1.13 reads with the keys, dtypes, shapes, strides, offsets,
+ * sharing and values (sha256 of the contiguous bytes) that torch itself reported.
+ */
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { openCheckpoint } from '../src/checkpoint/open.js';
+import { findStateDict, moduleVersions } from '../src/checkpoint/state-dict.js';
+import { readTensorBytes } from '../src/checkpoint/read-bytes.js';
+import { PyDict, type PyValue } from '../src/checkpoint/pickle/value.js';
+import { globalVerdict } from '../src/checkpoint/pickle/globals.js';
+import type { StorageRef } from '../src/checkpoint/tensor-ref.js';
+import { expectedFixtures, fixturePath } from './helpers/fixtures.js';
+
+const withTensors = expectedFixtures().filter((e) => e.key !== null);
+
+function toJson(v: PyValue): unknown {
+  if (v instanceof PyDict) return Object.fromEntries([...v.entries].map(([k, x]) => [String(k), toJson(x)]));
+  return v;
+}
+
+describe.each(withTensors.map((e) => [e.file, e] as const))('%s', (file, expected) => {
+  it('matches torch: format, state-dict location, keys, dtypes, shapes, strides, offsets, sharing, values', async () => {
+    const ckpt = await openCheckpoint(fixturePath(file));
+    try {
+      expect(ckpt.format).toBe(expected.format);
+      if (expected.prefix) expect(ckpt.zip?.prefix).toBe(expected.prefix);
+      const sd = findStateDict(ckpt.root, file);
+      expect(sd.key).toBe(expected.key);
+      if (expected.alternatives) expect([...sd.alternatives]).toEqual(expected.alternatives);
+      expect(sd.tensors.map(([k]) => k)).toEqual(expected.tensors.map((t) => t.key));
+      const firstKeyOf = new Map<StorageRef, string>();
+      for (const [i, [key, t]] of sd.tensors.entries()) {
+        const want = expected.tensors[i]!;
+        const got = {
+          key,
+          dtype: t.dtype.name,
+          shape: [...t.shape],
+          stride: [...t.stride],
+          storage_offset: t.storageOffset,
+          storage_numel: Math.floor(t.storage.byteLength / t.dtype.itemSize),
+          is_parameter: t.parameter,
+          requires_grad: t.requiresGrad,
+          sha256: createHash('sha256').update(await readTensorBytes(t)).digest('hex'),
+          shares_storage_with: firstKeyOf.get(t.storage) ?? null,
+        };
+        if (!firstKeyOf.has(t.storage)) firstKeyOf.set(t.storage, key);
+        const { sum: _sum, ...wanted } = want;
+        expect(got).toEqual(wanted);
+      }
+      if (expected.metadata !== undefined) expect(sd.metadata ? toJson(sd.metadata) : null).toEqual(expected.metadata);
+      if (expected.locations) expect([...new Set(ckpt.storages.map((s) => s.location))].sort()).toEqual([...expected.locations].sort());
+      if (expected.globals) {
+        const nonTorch = ckpt.globals.filter((g) => globalVerdict(g) !== 'torch').map((g) => g.qualname);
+        expect(nonTorch.sort()).toEqual(expected.globals.map((g) => g.replace(/^__builtin__\./, 'builtins.')).sort());
+      }
+    } finally {
+      await ckpt.close();
+    }
+  });
+});
+
+describe('state dict details', () => {
+  it('the old-style resnet18 has 102 keys, no _metadata, and reads from the legacy format', async () => {
+    const ckpt = await openCheckpoint(fixturePath('resnet18_old_legacy.pth'));
+    const sd = findStateDict(ckpt.root, 'x');
+    await ckpt.close();
+    expect(ckpt.format).toBe('legacy');
+    expect(sd.tensors).toHaveLength(102);
+    expect(sd.metadata).toBeNull();
+    expect(sd.tensors.some(([k]) => k.endsWith('num_batches_tracked'))).toBe(false);
+  });
+
+  it('a current state dict carries BatchNorm version 2 in _metadata', async () => {
+    const ckpt = await openCheckpoint(fixturePath('resnet18_tiny.pth'));
+    const sd = findStateDict(ckpt.root, 'x');
+    await ckpt.close();
+    const versions = moduleVersions(sd.metadata)!;
+    expect(versions.get('bn1')).toBe(2);
+    expect(versions.get('layer1.0.conv1')).toBe(1);
+  });
+
+  it('--key picks a named state dict and an unknown --key names the top-level keys', async () => {
+    const ckpt = await openCheckpoint(fixturePath('ema_checkpoint.pth'));
+    try {
+      expect(findStateDict(ckpt.root, 'x', 'model_ema').key).toBe('model_ema');
+      expect(() => findStateDict(ckpt.root, 'x', 'nope')).toThrow(/--key nope: no such entry \(top-level keys: model, model_ema\)/);
+    } finally {
+      await ckpt.close();
+    }
+  });
+});

@@ -1,0 +1,439 @@
+import { describe, expect, it } from 'vitest';
+import { CheckpointError } from '../src/checkpoint/errors.js';
+import { LIMITS } from '../src/checkpoint/limits.js';
+import { OPCODES, opcodeName } from '../src/checkpoint/pickle/opcodes.js';
+import { pickleValue } from '../src/checkpoint/pickle/pickler.js';
+import { unpickle, type UnpickleHooks } from '../src/checkpoint/pickle/unpickler.js';
+import {
+  PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyPersistentId, PySet, PyTuple, type PyValue,
+} from '../src/checkpoint/pickle/value.js';
+import { dtypeByName } from '../src/tensor/dtype.js';
+import { PY_PRELUDE, describePy, enc, runPy, storageRef, tensorRef, testTorchHooks, unhex } from './helpers/pickle-py.js';
+
+/** Pickle bytes from parts: numbers are bytes, strings are latin-1 text, arrays are byte lists. */
+function p(...parts: Array<number | string | number[] | Uint8Array>): Uint8Array {
+  const out: number[] = [];
+  for (const part of parts) {
+    if (typeof part === 'number') out.push(part);
+    else if (typeof part === 'string') for (const c of part) out.push(c.charCodeAt(0));
+    else out.push(...part);
+  }
+  return new Uint8Array(out);
+}
+const u32 = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
+const load = (b: Uint8Array, hooks?: UnpickleHooks): PyValue => unpickle(b, { path: 'data.pkl', hooks }).value;
+
+function error(f: () => unknown): CheckpointError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof CheckpointError) return e;
+    throw new Error(`expected a CheckpointError, got ${String(e)}`);
+  }
+  throw new Error('expected a CheckpointError, nothing was thrown');
+}
+
+describe('opcode table', () => {
+  it('lists the 68 opcodes of protocols 0-5 with torch weights_only acceptance', () => {
+    const all = OPCODES.filter((o) => o !== undefined);
+    expect(all).toHaveLength(68);
+    expect(all.filter((o) => o.t113)).toHaveLength(33);
+    expect(all.filter((o) => o.t2 && !o.t113).map((o) => o.name)).toEqual(['BINFLOAT']);
+    expect(opcodeName(0x58)).toBe('BINUNICODE');
+    expect(opcodeName(0xff)).toBe('opcode 0xff');
+  });
+});
+
+describe('unpickle: values', () => {
+  it('decodes LONG1/LONG4 as little-endian two\'s complement, number when safe else bigint', () => {
+    expect(load(p(0x80, 2, 0x8a, 0, '.'))).toBe(0);
+    expect(load(p(0x8a, 1, 0xff, '.'))).toBe(-1);
+    expect(load(p(0x8a, 2, 0x00, 0x80, '.'))).toBe(-32768);
+    expect(load(p(0x8a, 6, 0, 0, 0, 0, 0, 1, '.'))).toBe(2 ** 40);
+    expect(load(p(0x8a, 6, 0, 0, 0, 0, 0, 0xff, '.'))).toBe(-(2 ** 40));
+    expect(load(p(0x8a, 8, 0, 0, 0, 0, 0, 0, 0, 0x80, '.'))).toBe(-(2n ** 63n));
+    expect(load(p(0x8a, 7, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, '.'))).toBe(2 ** 53 - 1);
+    expect(load(p(0x8a, 7, 0, 0, 0, 0, 0, 0, 0x20, '.'))).toBe(2n ** 53n);
+    expect(load(p(0x8b, u32(9), 0, 0, 0, 0, 0, 0, 0, 0, 0x40, '.'))).toBe(2n ** 70n);
+  });
+
+  it('decodes protocol 0 text opcodes (Python 2 style)', () => {
+    expect(load(p('I01\n.'))).toBe(true);
+    expect(load(p('I00\n.'))).toBe(false);
+    expect(load(p('I-42\n.'))).toBe(-42);
+    expect(load(p('L123456789012345678901234567890L\n.'))).toBe(123456789012345678901234567890n);
+    expect(load(p('F-1.5\n.'))).toEqual(new PyFloat(-1.5));
+    expect(load(p("S'a\\x00b\\n\\'c'\n."))).toBe("a\0b\n'c");
+    expect(load(p('Vabc\\u20ac\\U0001f600\n.'))).toBe('abc€😀');
+    expect(load(p('(lp0\nI1\naI2\na.'))).toEqual(new PyList([1, 2]));
+    const d = load(p("(dp0\nS'k'\np1\nI7\nsg1\ng1\ns.")) as PyDict;
+    expect([...d.entries]).toEqual([['k', 'k']]);
+  });
+
+  it('keeps a Python 2 str as a string when it is UTF-8, as PyBytes otherwise', () => {
+    expect(load(p(0x55, 3, 'abc', '.'))).toBe('abc');
+    expect(load(p(0x55, 2, 0xc3, 0xa9, '.'))).toBe('é');
+    expect(load(p(0x54, u32(2), 0xff, 0x00, '.'))).toEqual(new PyBytes(new Uint8Array([0xff, 0])));
+  });
+
+  it('decodes BINUNICODE strictly, passing UTF-8-encoded lone surrogates like Python\'s surrogatepass', () => {
+    expect(load(p(0x58, u32(3), 0xed, 0xa0, 0x80, '.'))).toBe('\ud800');
+    expect(load(p(0x58, u32(3), 0xef, 0xbb, 0xbf, '.'))).toBe('\ufeff'); // a BOM is kept
+    const e = error(() => load(p(0x80, 2, 0x58, u32(2), 0xc3, 0x28, '.')));
+    expect(e.code).toBe('BAD_PICKLE');
+    expect(e.detail).toBe('BINUNICODE at byte 2 holds 2 bytes that are not valid UTF-8');
+  });
+
+  it('copies bytes instead of aliasing the input', () => {
+    const b = p(0x80, 3, 0x43, 2, 1, 2, '.');
+    const v = load(b) as PyBytes;
+    b[4] = 99;
+    expect([...v.data]).toEqual([1, 2]);
+  });
+
+  it('gives memoised values one identity (shared storages, tied weights)', () => {
+    // [x, x] where x = [] memoised at 0
+    const v = load(p(0x80, 2, ']', 'q', 0, ']', 'q', 1, 'h', 1, 'h', 1, 0x86, 'a', '.')) as PyList;
+    const pair = v.items[0] as PyTuple;
+    expect(pair.items[0]).toBe(pair.items[1]);
+  });
+
+  it('survives a billion-laughs memo graph without copying', () => {
+    // l0 = [1]*10; l(k+1) = [lk]*10 for 30 levels: 10^30 leaves if copied.
+    const parts: Array<number | number[] | string> = [0x80, 2, ']', '(', ...Array(10).fill([0x4b, 1]).flat(), 'e', 'q', 0];
+    for (let k = 1; k <= 30; k++) parts.push(']', '(', ...Array(10).fill(['h', k - 1]).flat(), 'e', 'q', k);
+    parts.push('.');
+    const t0 = performance.now();
+    const v = load(p(...parts)) as PyList;
+    expect(performance.now() - t0).toBeLessThan(200);
+    expect(v.items[0]).toBe(v.items[9]);
+  });
+
+  it('reads consecutive pickles with start/end (legacy files)', () => {
+    const b = p(0x80, 2, 0x4b, 7, '.', 0x80, 2, 0x58, u32(2), 'hi', '.');
+    const first = unpickle(b, { path: 'x' });
+    expect(first).toMatchObject({ value: 7, end: 5 });
+    expect(unpickle(b, { path: 'x', start: first.end })).toMatchObject({ value: 'hi', end: b.length });
+  });
+
+  it('turns a protocol 4 pickle with frames, MEMOIZE and STACK_GLOBAL into the same values', () => {
+    const b = p(0x80, 4, 0x95, 8, 0, 0, 0, 0, 0, 0, 0, 0x8c, 11, 'collections', 0x94, 0x8c, 11, 'OrderedDict', 0x94,
+      0x93, 0x94, ')', 'R', 0x94, 0x8c, 1, 'a', 0x94, 'h', 4, 's', '.');
+    const r = unpickle(b, { path: 'x' });
+    expect(r.value).toBeInstanceOf(PyDict);
+    expect((r.value as PyDict).ordered).toBe(true);
+    expect([...(r.value as PyDict).entries]).toEqual([['a', 'a']]);
+    expect(r.globals.map((g) => g.qualname)).toEqual(['collections.OrderedDict']);
+  });
+});
+
+describe('unpickle: calls, BUILD and hooks', () => {
+  const G = (m: string, n: string): string => `c${m}\n${n}\n`;
+
+  it('builds OrderedDict() and its _metadata state through BUILD', () => {
+    const b = p(0x80, 2, G('collections', 'OrderedDict'), 'q', 0, ')', 'R', 'X', u32(1), 'w', 0x4b, 1, 's',
+      '}', 'X', u32(9), '_metadata', 'h', 0, ')', 'R', 'X', u32(0), '}', 'X', u32(7), 'version', 0x4b, 1, 's', 's', 's', 'b', '.');
+    const v = load(b) as PyDict;
+    expect(v.ordered).toBe(true);
+    expect([...v.entries]).toEqual([['w', 1]]);
+    const meta = (v.state as PyDict).entries.get('_metadata') as PyDict;
+    expect(meta.ordered).toBe(true);
+    expect(((meta.entries.get('') as PyDict).entries.get('version'))).toBe(1);
+  });
+
+  it('accepts the Python 2.7 OrderedDict form (one list of [key, value] pairs) and maps __builtin__', () => {
+    const b = p(0x80, 2, G('collections', 'OrderedDict'), ']', '(', ']', '(', 0x55, 1, 'a', 0x4b, 1, 'e',
+      0x55, 1, 'b', 0x4b, 2, 0x86, 'e', 0x85, 'R', 0x85, G('__builtin__', 'set'), ']', 0x4b, 3, 'a', 0x85, 'R', 0x86, '.');
+    const r = unpickle(b, { path: 'x' });
+    const [d, s] = (r.value as PyTuple).items as [PyTuple, PySet];
+    expect([...(d.items[0] as PyDict).entries]).toEqual([['a', 1], ['b', 2]]);
+    expect(s).toEqual(new PySet([3], false));
+    expect(r.globals.map((g) => g.qualname)).toEqual(['collections.OrderedDict', 'builtins.set']);
+  });
+
+  it('decodes _codecs.encode, bytearray, bytes, dict and frozenset; leaves anything else opaque', () => {
+    const b = p(0x80, 2, '(', G('_codecs', 'encode'), 'X', u32(2), 0xc3, 0xbf, 'X', u32(6), 'latin1', 0x86, 'R',
+      G('__builtin__', 'bytearray'), ')', 'R', G('__builtin__', 'bytes'), ')', 'R', G('__builtin__', 'dict'), ')', 'R',
+      G('__builtin__', 'frozenset'), ']', 0x85, 'R', G('numpy.core.multiarray', '_reconstruct'), 0x4b, 1, 0x85, 'R', 't', '.');
+    const items = (load(b) as PyTuple).items;
+    expect(items[0]).toEqual(new PyBytes(new Uint8Array([0xff])));
+    expect(items[1]).toEqual(new PyBytes(new Uint8Array(0)));
+    expect(items[2]).toEqual(new PyBytes(new Uint8Array(0)));
+    expect(items[3]).toEqual(new PyDict(false));
+    expect(items[4]).toEqual(new PySet([], true));
+    expect(items[5]).toEqual(new PyObject(new PyGlobal('numpy.core.multiarray', '_reconstruct'), [1], 'reduce'));
+  });
+
+  it('records BUILD, APPENDS and SETITEMS on an opaque object instead of performing them', () => {
+    const b = p(0x80, 2, G('m', 'C'), ')', 0x81, '(', 0x4b, 1, 0x4b, 2, 'e', 0x4b, 3, 0x4b, 4, 's', 0x4e, 'b', '.');
+    const o = load(b) as PyObject;
+    expect(o.via).toBe('newobj');
+    expect(o.listItems).toEqual([1, 2]);
+    expect(o.dictItems).toEqual([[3, 4]]);
+    expect(o.state).toBe(null);
+  });
+
+  it('keeps BUILD state on a plain dict instead of crashing', () => {
+    const d = load(p(0x80, 2, '}', '}', 'b', '.')) as PyDict;
+    expect(d.state).toEqual(new PyDict(false));
+  });
+
+  it('builds INST/OBJ as opaque nodes and NEWOBJ_EX with kwargs as copyreg.__newobj_ex__', () => {
+    expect(load(p('(I1\nimod\nK\n.'))).toEqual(new PyObject(new PyGlobal('mod', 'K'), [1], 'inst'));
+    const kw = load(p(0x80, 4, G('m', 'C'), ')', '}', 0x8c, 1, 'k', 0x4e, 's', 0x92, '.')) as PyObject;
+    expect(kw.callable).toEqual(new PyGlobal('copyreg', '__newobj_ex__'));
+    expect(kw.args[0]).toEqual(new PyGlobal('m', 'C'));
+  });
+
+  it('passes PyGlobal callables to hooks.call first and persistent ids to hooks.persistentLoad', () => {
+    const seen: string[] = [];
+    const hooks: UnpickleHooks = {
+      call: (g, args, via) => (seen.push(`${g.qualname}/${via}/${args.length}`), g.name === 'f' ? 'decoded' : undefined),
+      persistentLoad: (pid) => `pid:${String((pid as PyTuple).items[0])}`,
+    };
+    const b = p(0x80, 2, '(', G('m', 'f'), 0x4b, 1, 0x85, 'R', G('collections', 'OrderedDict'), ')', 'R',
+      0x58, u32(1), 's', 0x85, 'Q', 't', '.');
+    const items = (load(b, hooks) as PyTuple).items;
+    expect(items[0]).toBe('decoded');
+    expect(items[1]).toEqual(new PyDict(true));
+    expect(items[2]).toBe('pid:s');
+    expect(seen).toEqual(['m.f/reduce/1', 'collections.OrderedDict/reduce/0']);
+    expect(load(p(0x80, 2, 0x4b, 5, 'Q', '.'))).toEqual(new PyPersistentId(5));
+  });
+
+  it('moves memo slots to the value a BUILD hook returns', () => {
+    const hooks: UnpickleHooks = { build: (target, state) => (target instanceof PyObject ? new PyTuple([state]) : undefined) };
+    const b = p(0x80, 2, '(', G('m', 'T'), ')', 'R', 'q', 0, 0x4b, 9, 'b', 'h', 0, 't', '.');
+    const [a, c] = (load(b, hooks) as PyTuple).items;
+    expect(a).toEqual(new PyTuple([9]));
+    expect(c).toBe(a);
+  });
+
+  it('returns every distinct global once, first seen first, with Python 2 names mapped', () => {
+    const b = p(0x80, 2, '(', G('copy_reg', '_reconstructor'), G('__builtin__', 'object'), G('copy_reg', '_reconstructor'),
+      G('exceptions', 'ValueError'), G('__builtin__', 'unicode'), 't', '.');
+    expect(unpickle(b, { path: 'x' }).globals.map((g) => g.qualname)).toEqual([
+      'copyreg._reconstructor', 'builtins.object', 'builtins.ValueError', 'builtins.str',
+    ]);
+  });
+});
+
+describe('unpickle: hostile and broken input', () => {
+  it('4 GB BINUNICODE length in a 100-byte file → LIMIT at once, before any allocation', () => {
+    const b = p(0x80, 2, 0x58, u32(0xffffffff), new Array(80).fill(0x41), '.');
+    const t0 = performance.now();
+    const e = error(() => load(b));
+    expect(performance.now() - t0).toBeLessThan(50);
+    expect(e.code).toBe('LIMIT');
+    expect(e.path).toBe('data.pkl');
+    expect(e.detail).toBe(`BINUNICODE at byte 2 declares 4294967295 bytes, over the pickleStringBytes limit of ${LIMITS.pickleStringBytes}`);
+  });
+
+  it('a declared length beyond the remaining bytes → TRUNCATED naming both', () => {
+    const e = error(() => load(p(0x80, 2, 0x58, u32(1000), new Array(80).fill(0x41))));
+    expect(e.code).toBe('TRUNCATED');
+    expect(e.message).toBe('data.pkl: BINUNICODE at byte 2 declares 1000 bytes but 80 remain');
+    expect(error(() => load(p(0x80, 5, 0x8e, 0, 0, 0, 0, 0, 0, 0, 0x10, '.'))).code).toBe('LIMIT'); // BINBYTES8 2^60
+    expect(error(() => load(p(0x80, 5, 0x95, 0, 0, 1, 0, 0, 0, 0, 0, 0x4e, '.'))).code).toBe('TRUNCATED'); // FRAME 64 KiB
+  });
+
+  it('1 million MARKs → LIMIT on pickleDepth', () => {
+    const b = new Uint8Array(1_000_003).fill(0x28);
+    b.set([0x80, 2], 0);
+    const e = error(() => load(b));
+    expect(e.code).toBe('LIMIT');
+    expect(e.detail).toBe(`MARK at byte ${LIMITS.pickleDepth + 2} opens more than ${LIMITS.pickleDepth} nested MARKs (pickleDepth)`);
+  });
+
+  it('a million nested EMPTY_LIST+APPEND levels decode without recursion (depth is the caller\'s concern)', () => {
+    const n = 1_000_000;
+    const b = new Uint8Array(2 + n + (n - 1) + 1);
+    b.set([0x80, 2]);
+    b.fill(0x5d, 2, 2 + n);
+    b.fill(0x61, 2 + n, 2 + n + n - 1);
+    b[b.length - 1] = 0x2e;
+    let v = load(b) as PyList;
+    let depth = 1;
+    while (v.items.length) {
+      v = v.items[0] as PyList;
+      depth++;
+    }
+    expect(depth).toBe(n);
+  });
+
+  it('LONG_BINGET of an unset memo slot → BAD_PICKLE', () => {
+    const e = error(() => load(p(0x80, 2, 0x4e, 'r', u32(0), 'j', u32(7), '.')));
+    expect(e.code).toBe('BAD_PICKLE');
+    expect(e.detail).toBe('LONG_BINGET at byte 8 reads memo slot 7, which was never set');
+  });
+
+  it('memo index 4e9 → LIMIT for LONG_BINPUT, BAD_PICKLE for LONG_BINGET, without allocating', () => {
+    const e = error(() => load(p(0x80, 2, 0x4e, 'r', u32(4e9), '.')));
+    expect(e.code).toBe('LIMIT');
+    expect(e.detail).toBe(`LONG_BINPUT at byte 3 memo index 4000000000 is over the pickleMemo limit of ${LIMITS.pickleMemo}`);
+    expect(error(() => load(p(0x80, 2, 'j', u32(4e9), '.'))).code).toBe('BAD_PICKLE');
+    expect(error(() => load(p('g4000000000\n.'))).code).toBe('BAD_PICKLE');
+  });
+
+  it('unknown opcode 0xFF → BAD_PICKLE naming the byte and offset', () => {
+    const e = error(() => load(p(0x80, 2, 0xff, '.')));
+    expect(e.code).toBe('BAD_PICKLE');
+    expect(e.detail).toBe('opcode 0xff at byte 2 is not a pickle opcode');
+  });
+
+  it('STOP with an empty stack, two values or an open MARK → BAD_PICKLE', () => {
+    expect(error(() => load(p(0x80, 2, '.'))).detail).toBe('STOP at byte 2 finds 0 values on the stack instead of 1');
+    expect(error(() => load(p(0x80, 2, 0x4e, 0x4e, '.'))).detail).toBe('STOP at byte 4 finds 2 values on the stack instead of 1');
+    expect(error(() => load(p(0x80, 2, 0x4e, '(', '.'))).detail).toBe('STOP at byte 4 leaves 1 MARKs open');
+  });
+
+  it('refuses extensions, out-of-band buffers, future protocols and misuse of the stack', () => {
+    const cases: Array<[Uint8Array, string]> = [
+      [p(0x80, 2, 0x82, 1, '.'), 'EXT1 at byte 2 uses the extension registry (copyreg), which is not supported'],
+      [p(0x80, 5, 0x97, '.'), 'NEXT_BUFFER at byte 2 needs an out-of-band buffer (protocol 5), which is not supported'],
+      [p(0x80, 6, 0x4e, '.'), 'PROTO at byte 0 declares unsupported protocol 6'],
+      [p(0x80, 2, ')', 0x4b, 1, 'a', '.'), 'APPEND at byte 5 cannot add items to a tuple'],
+      [p(0x80, 2, ']', 'K', 1, 'K', 2, 's', '.'), 'SETITEM at byte 7 cannot set items on a list'],
+      [p(0x80, 2, 'N', '(', 'a', '.'), 'APPEND at byte 4 needs a value above the MARK'],
+      [p(0x80, 2, 'a', '.'), 'APPEND at byte 2 finds the stack empty'],
+      [p(0x80, 2, 'N', 'N', 'R', '.'), 'REDUCE at byte 4 needs an argument tuple, not a None'],
+      [p(0x80, 2, ']', 'N', 'b', '.'), 'BUILD at byte 4 cannot apply state to a list'],
+      [p(0x80, 2, 'e', '.'), 'APPENDS at byte 2 has no MARK to pop'],
+      [p(0x80, 2, 0x8b, 0xff, 0xff, 0xff, 0xff, '.'), 'LONG4 at byte 2 declares a negative length -1'],
+      [p(0x80, 2, 0x8b, u32(5000), '.'), `LONG4 at byte 2 declares 5000 bytes, over the pickleLongBytes limit of ${LIMITS.pickleLongBytes}`],
+      [p(0x80, 4, 'K', 1, 'K', 2, 0x93, '.'), 'STACK_GLOBAL at byte 6 needs two str values, not int and int'],
+      [p("S'abc\n."), 'STRING at byte 0 has an argument that is not quoted'],
+    ];
+    for (const [b, detail] of cases) expect(error(() => load(b)).detail).toBe(detail);
+  });
+
+  it('running out of bytes mid-stream → TRUNCATED', () => {
+    expect(error(() => load(p(0x80, 2, 0x4a, 1, 2))).detail).toBe('BININT at byte 2 needs 4 bytes but 2 remain');
+    expect(error(() => load(p(0x80, 2, 'ctorch\nFloat'))).detail).toBe('GLOBAL at byte 2 has no end of line before the pickle ends');
+    expect(error(() => load(p(0x80, 2, 0x4e))).detail).toBe('pickle ends at byte 3 before its STOP opcode');
+  });
+
+  it('truncated at every offset of a real state dict pickle → only TRUNCATED escapes', () => {
+    const real = stateDictPickle(20);
+    expect(() => load(real, testTorchHooks())).not.toThrow();
+    for (let n = 0; n < real.length; n++) {
+      expect(error(() => load(real.subarray(0, n), testTorchHooks())).code).toBe('TRUNCATED');
+    }
+  });
+
+  it('random mutations of a real pickle → only CheckpointError escapes', () => {
+    const real = stateDictPickle(10);
+    let seed = 12345;
+    const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    for (let iter = 0; iter < 3000; iter++) {
+      const b = real.slice();
+      for (let k = 1 + rnd(4); k > 0; k--) b[rnd(b.length)] = rnd(256);
+      try {
+        load(b);
+      } catch (e) {
+        if (!(e instanceof CheckpointError)) throw e;
+      }
+    }
+  });
+});
+
+/** A state dict of `n` float32 tensors pickled by our pickler (structure identical to torch's). */
+function stateDictPickle(n: number): Uint8Array {
+  const sd = new PyDict(true);
+  const f32 = dtypeByName('float32')!;
+  for (let i = 0; i < n; i++) sd.entries.set(`layer${i >> 2}.block${i & 3}.conv.weight`, tensorRef(storageRef(String(i), f32, 12), [3, 4]));
+  const meta = new PyDict(true);
+  const v = new PyDict(false);
+  v.entries.set('version', 1);
+  meta.entries.set('', v);
+  sd.state = new PyDict(false);
+  sd.state.entries.set('_metadata', meta);
+  return pickleValue(sd, { path: 'x', storageKey: (s) => s.key });
+}
+
+describe('unpickle: speed', () => {
+  it('decodes a 100k-tensor state dict pickle in well under a second', () => {
+    const b = stateDictPickle(100_000);
+    const t0 = performance.now();
+    const v = load(b, testTorchHooks()) as PyDict;
+    const ms = performance.now() - t0;
+    expect(v.entries.size).toBe(100_000);
+    console.log(`100k tensors, ${(b.length / 1e6).toFixed(1)} MB pickled by ckpt: ${ms.toFixed(0)} ms`);
+    expect(ms).toBeLessThan(1000);
+  });
+});
+
+describePy('unpickle: against CPython', () => {
+  it('decodes a corpus pickled by Python at protocols 0-5 to the same values', () => {
+    const script = `${PY_PRELUDE}
+s = '\\ud800'
+od = collections.OrderedDict(a=1); od._metadata = collections.OrderedDict({'': {'version': 1}})
+corpus = [None, True, False, 0, 1, -1, 255, 256, 65535, 65536, 2**31 - 1, -2**31, 2**31, -2**31 - 1, 2**53, -2**53,
+  2**63, -2**63, 2**64, 2**70, -2**70, 10**30, -10**300, 0.5, -1.25, 1e300, float('inf'), float('-inf'), -0.0, float('nan'),
+  '', 'abc', 'héllo wörld', '日本語', '😀', 'a\\nb\\\\c\\'"', '\\x00\\r\\x1a', s, 'x' * 300, '\\\\u0041', '\\ufeffbom',
+  b'', b'\\x00\\xff abc', bytearray(b'xyz'), bytes(range(256)), (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [], [1, [2, [3]]],
+  list(range(1500)), {}, {'a': 1, 2: 'b', (1, 2): None}, {i: str(i) for i in range(1500)}, collections.OrderedDict(),
+  collections.OrderedDict([('x', 1), ('y', [1, 2])]), od, set(), {1, 2, 3}, frozenset(), frozenset({'a'}),
+  {'nested': [(1, 'a'), {'b': [None, True]}]}]
+for proto in range(6):
+    for i, v in enumerate(corpus):
+        out({'proto': proto, 'i': i, 'hex': pickle.dumps(v, protocol=proto).hex(), 'repr': enc(v)})
+`;
+    const lines = runPy(script).trim().split('\n').map((l) => JSON.parse(l) as { proto: number; i: number; hex: string; repr: unknown });
+    expect(lines.length).toBeGreaterThan(300);
+    for (const { proto, i, hex, repr } of lines) {
+      const b = unhex(hex);
+      const r = unpickle(b, { path: `proto${proto}#${i}` });
+      expect(r.end).toBe(b.length);
+      expect({ proto, i, v: enc(r.value) }).toEqual({ proto, i, v: repr });
+    }
+  });
+
+  it('keeps shared and self-referencing objects shared at every protocol', () => {
+    const script = `${PY_PRELUDE}
+x = [1]; l = []; l.append(l)
+for proto in range(6):
+    out([pickle.dumps([x, x, (x,)], protocol=proto).hex(), pickle.dumps(l, protocol=proto).hex()])
+`;
+    for (const line of runPy(script).trim().split('\n')) {
+      const [shared, cyclic] = JSON.parse(line) as [string, string];
+      const v = load(unhex(shared)) as PyList;
+      expect(v.items[0]).toBe(v.items[1]);
+      expect((v.items[2] as PyTuple).items[0]).toBe(v.items[0]);
+      const c = load(unhex(cyclic)) as PyList;
+      expect(c.items[0]).toBe(c);
+    }
+  });
+
+  it('decodes a 100k-tensor data.pkl laid out by CPython\'s pickler like torch.save', () => {
+    // Fake torch modules so the C pickler writes torch.save's exact structure without importing torch.
+    const script = String.raw`
+import collections, io, pickle, sys, types
+torch = types.ModuleType('torch'); utils = types.ModuleType('torch._utils'); torch._utils = utils
+sys.modules['torch'] = torch; sys.modules['torch._utils'] = utils
+def _rebuild_tensor_v2(*a): pass
+_rebuild_tensor_v2.__module__ = 'torch._utils'; utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+class FloatStorage: pass
+FloatStorage.__module__ = 'torch'; torch.FloatStorage = FloatStorage
+class S:
+    def __init__(self, k): self.k = k
+class T:
+    def __init__(self, k): self.s = S(k)
+    def __reduce_ex__(self, proto): return (_rebuild_tensor_v2, (self.s, 0, (3, 4), (4, 1), False, collections.OrderedDict()))
+class P(pickle.Pickler):
+    def persistent_id(self, o): return ('storage', FloatStorage, str(o.k), 'cpu', 12) if isinstance(o, S) else None
+sd = collections.OrderedDict()
+for i in range(100000): sd['layer%d.block%d.conv.weight' % (i // 100, i % 100)] = T(i)
+sd._metadata = collections.OrderedDict([('', {'version': 1})])
+b = io.BytesIO(); P(b, protocol=2).dump(sd); sys.stdout.write(b.getvalue().hex())
+`;
+    const b = unhex(runPy(script));
+    const t0 = performance.now();
+    const r = unpickle(b, { path: 'data.pkl', hooks: testTorchHooks() });
+    const ms = performance.now() - t0;
+    console.log(`100k tensors, ${(b.length / 1e6).toFixed(1)} MB pickled by CPython: ${ms.toFixed(0)} ms`);
+    expect((r.value as PyDict).entries.size).toBe(100_000);
+    expect(r.globals.map((g) => g.qualname)).toEqual(['collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch.FloatStorage']);
+    expect(ms).toBeLessThan(1000);
+  });
+});
