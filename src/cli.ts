@@ -49,7 +49,6 @@ export function buildProgram(): Command {
   const program = new Command('ckpt')
     .description('Inspect, diff, check and merge PyTorch checkpoints without Python. Never executes a pickle.')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
 

@@ -1,5 +1,6 @@
 /** Text rendering of the check report: one line per finding, grouped by kind, failing kinds first. */
-import type { CheckReport, FindingKind } from './check.js';
+import { fold } from '../match/fold.js';
+import type { CheckReport, Finding, FindingKind } from './check.js';
 
 const TITLES: Record<FindingKind, string> = {
   corrupt: 'corrupt',
@@ -24,7 +25,12 @@ export function renderCheck(r: CheckReport): string {
     if (!found.length) continue;
     const failing = found.filter((f) => !f.benign).length > 0 && r.fail_on.includes(kind);
     lines.push('', `${TITLES[kind]} (${found.length})${failing ? '' : ' (not failing)'}`);
-    for (const f of found) lines.push(`  ${f.detail}`);
+    // Fold rows that say the same thing about keys differing only by a layer index.
+    const folded = fold(found, (f) => f.key ?? '', (f) => `${f.benign ?? false}|${f.key ? f.detail.split(f.key).join('\u0000') : f.detail}`);
+    for (const group of folded) {
+      const first = group.rows[0] as Finding;
+      lines.push(`  ${first.key ? first.detail.split(first.key).join(group.pattern) : first.detail}`);
+    }
   }
   lines.push('', r.ok ? 'ok' : `FAILED (failing kinds: ${r.fail_on.join(',')})`);
   return lines.join('\n');

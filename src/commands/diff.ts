@@ -25,9 +25,9 @@ export interface DiffOptions {
 
 export interface ValueDiff {
   key: string;
-  /** Largest |a - b| over the elements; null when only NaN positions differ. */
-  max_abs_diff: number | null;
-  /** Elements with |a - b| > atol + rtol·|b|, plus NaN in one file and not the other. */
+  /** Largest |a - b| over the elements; "inf" when an infinity meets a finite value; null when only NaN positions differ. */
+  max_abs_diff: number | 'inf' | null;
+  /** Elements with |a - b| > atol + rtol·|b| (NaN in one file and not the other is counted in nan_mismatch instead). */
   beyond_tolerance: number;
   nan_mismatch: number;
   elements: number;
@@ -152,5 +152,6 @@ async function compareValues(key: string, ta: TensorRef, tb: TensorRef, pathA: s
   }
   const r = comparer.result();
   if (r.equalBytes || (r.countBeyondTolerance === 0 && r.nanMismatch === 0)) return null;
-  return { key, max_abs_diff: r.maxAbsDiff, beyond_tolerance: r.countBeyondTolerance, nan_mismatch: r.nanMismatch, elements: r.compared };
+  const maxAbs = r.maxAbsDiff === null ? null : Number.isFinite(r.maxAbsDiff) ? r.maxAbsDiff : 'inf';
+  return { key, max_abs_diff: maxAbs, beyond_tolerance: r.countBeyondTolerance, nan_mismatch: r.nanMismatch, elements: r.compared };
 }
