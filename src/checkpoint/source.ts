@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { CheckpointError } from './errors.js';
 
 /**
@@ -19,26 +19,33 @@ export interface ByteSource {
 /** Linux returns at most 0x7ffff000 bytes per read(2); Node refuses lengths of 2^31 and above. */
 const MAX_SINGLE_READ = 0x40000000;
 
+/**
+ * A file read with synchronous positional reads behind the async interface: a pread costs ~2 µs where
+ * a FileHandle.read round trip costs ~50 µs, which dominates files with 100k small records. Long loops
+ * over a source yield to the event loop themselves (see StorageCopier) so signals are still handled.
+ */
 export class FileSource implements ByteSource {
+  private closed = false;
+
   private constructor(
     readonly path: string,
     readonly size: number,
-    private readonly handle: FileHandle,
+    private readonly fd: number,
   ) {}
 
   static async open(path: string): Promise<FileSource> {
-    let handle: FileHandle;
+    let fd: number;
     try {
-      handle = await open(path, 'r');
+      fd = openSync(path, 'r');
     } catch (e) {
       throw ioError(path, e, 'cannot open');
     }
     try {
-      const stat = await handle.stat();
+      const stat = fstatSync(fd);
       if (!stat.isFile()) throw new CheckpointError('NOT_FOUND', path, 'not a regular file');
-      return new FileSource(path, stat.size, handle);
+      return new FileSource(path, stat.size, fd);
     } catch (e) {
-      await handle.close().catch(() => undefined);
+      closeSync(fd);
       throw e instanceof CheckpointError ? e : ioError(path, e, 'cannot stat');
     }
   }
@@ -57,7 +64,7 @@ export class FileSource implements ByteSource {
       const want = Math.min(target.length - done, MAX_SINGLE_READ);
       let bytesRead: number;
       try {
-        ({ bytesRead } = await this.handle.read(target, done, want, offset + done));
+        bytesRead = readSync(this.fd, target, done, want, offset + done);
       } catch (e) {
         throw ioError(this.path, e, 'read failed');
       }
@@ -69,7 +76,13 @@ export class FileSource implements ByteSource {
   }
 
   async close(): Promise<void> {
-    await this.handle.close().catch(() => undefined);
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // Closing a read-only descriptor cannot lose data; nothing to report.
+    }
   }
 
   private checkRange(offset: number, length: number): void {

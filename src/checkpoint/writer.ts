@@ -13,6 +13,7 @@ import { PyDict, type PyValue } from './pickle/value.js';
 import { pickleValue } from './pickle/pickler.js';
 import type { StorageRef, TensorRef } from './tensor-ref.js';
 import { ZipWriter } from './zip/writer.js';
+import type { ByteSource } from './source.js';
 import { writeAtomically } from './output.js';
 import { type DType } from '../tensor/dtype.js';
 import { canConvert, convertElements } from '../tensor/convert.js';
@@ -20,6 +21,8 @@ import { canConvert, convertElements } from '../tensor/convert.js';
 export const ARCHIVE_PREFIX = 'archive';
 /** One reused buffer per copy: large enough to amortise syscalls, small enough to keep memory flat. */
 export const COPY_CHUNK_BYTES = 4 << 20;
+/** Reads are synchronous underneath; give the event loop a turn this often so SIGINT/SIGTERM are handled. */
+const YIELD_EVERY_BYTES = 64 << 20;
 
 export interface WriteOptions {
   /** The `_metadata` OrderedDict (module versions) to attach, as `model.state_dict()` does. */
@@ -121,11 +124,38 @@ function planTensor(path: string, key: string, t: TensorRef, dtype: DType, castC
   return { ...t, dtype, storage };
 }
 
+/** Storages smaller than this are served from a read-ahead window: 100k tiny records, one read each, add up. */
+const SMALL_STORAGE_BYTES = 64 << 10;
+
+/**
+ * Reads small records through one window of the source, so that records lying next to each other in
+ * the input (the usual case: torch writes them in key order) cost one read per window, not one each.
+ */
+class ReadAhead {
+  private readonly window = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+  private source: ByteSource | null = null;
+  private start = 0;
+  private length = 0;
+
+  async read(source: ByteSource, offset: number, target: Uint8Array): Promise<void> {
+    const end = offset + target.length;
+    if (source !== this.source || offset < this.start || end > this.start + this.length) {
+      this.source = source;
+      this.start = offset;
+      this.length = Math.min(this.window.length, source.size - offset);
+      await source.readInto(offset, this.window.subarray(0, this.length));
+    }
+    target.set(this.window.subarray(offset - this.start, end - this.start));
+  }
+}
+
 /** Copies storages into zip entries through one reused buffer (two when casting). */
 class StorageCopier {
   private readonly buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+  private readonly readAhead = new ReadAhead();
   private castBuffer: Buffer | null = null;
   private done = 0;
+  private sinceYield = 0;
 
   constructor(
     private readonly path: string,
@@ -146,7 +176,8 @@ class StorageCopier {
     for (let element = 0; element < from.numel; element += perChunk) {
       const count = Math.min(perChunk, from.numel - element);
       const input = this.buffer.subarray(0, count * inItem);
-      await source.readInto(offset + element * inItem, input);
+      if (from.byteLength <= SMALL_STORAGE_BYTES) await this.readAhead.read(source, offset + element * inItem, input);
+      else await source.readInto(offset + element * inItem, input);
       if (cast) {
         const output = (this.castBuffer as Buffer).subarray(0, count * outItem);
         convertElements(from.dtype, storage.dtype, input, output, count);
@@ -155,6 +186,11 @@ class StorageCopier {
         await write(input);
       }
       this.done += count * outItem;
+      this.sinceYield += count * outItem + 4096;
+      if (this.sinceYield >= YIELD_EVERY_BYTES) {
+        this.sinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       this.onProgress?.(this.done, this.total);
     }
   }

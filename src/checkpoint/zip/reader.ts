@@ -260,14 +260,66 @@ function archivePrefix(entries: ZipEntry[]): string {
 export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {
   const cached = dataOffsets.get(entry);
   if (cached !== undefined) return cached;
-  const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
   const limit = dataLimits.get(source) ?? source.size;
-  const name = utf8Encoder.encode(entry.name);
-  const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + name.length;
-  if (headerEnd > limit) throw bad(`local header at byte ${entry.localHeaderOffset} runs past byte ${limit}`);
+  const nameLength = utf8Encoder.encode(entry.name).length;
+  const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameLength;
+  if (headerEnd > limit) throw badEntry(source, entry, `local header at byte ${entry.localHeaderOffset} runs past byte ${limit}`);
+  const header = await source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE + nameLength);
+  return checkLocalHeader(source, entry, header, limit);
+}
+
+/** Two local headers closer than this are read in one request when prefetching. */
+const PREFETCH_GAP = 64 << 10;
+/** The largest single read a prefetch makes. */
+const PREFETCH_WINDOW = 4 << 20;
+
+/**
+ * Locates the data of many entries with few reads: headers that sit close together (small records, as
+ * in a 100k-tensor file) are read in one window instead of one request each. Never reads more than
+ * PREFETCH_GAP bytes of record data per header, so large files cost one small read per record.
+ */
+export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[]): Promise<void> {
+  const limit = dataLimits.get(source) ?? source.size;
+  const pending = entries.filter((e) => !dataOffsets.has(e)).sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+  const headerEndOf = (e: ZipEntry) => e.localHeaderOffset + LOCAL_HEADER_SIZE + Buffer.byteLength(e.name, 'utf8');
+  for (let i = 0; i < pending.length; ) {
+    const start = pending[i]!.localHeaderOffset;
+    let end = headerEndOf(pending[i]!);
+    let j = i + 1;
+    while (j < pending.length) {
+      const next = pending[j]!;
+      const nextEnd = headerEndOf(next);
+      if (next.localHeaderOffset - end > PREFETCH_GAP || nextEnd - start > PREFETCH_WINDOW) break;
+      end = nextEnd;
+      j++;
+    }
+    if (end > limit) {
+      // Let the one-by-one path name the entry whose header runs past the end.
+      for (let k = i; k < j; k++) await entryDataOffset(source, pending[k]!);
+      i = j;
+      continue;
+    }
+    const window = await source.read(start, end - start);
+    for (let k = i; k < j; k++) {
+      const e = pending[k]!;
+      const at = e.localHeaderOffset - start;
+      checkLocalHeader(source, e, window.subarray(at, headerEndOf(e) - start), limit);
+    }
+    i = j;
+  }
+}
+
+function badEntry(source: ByteSource, entry: ZipEntry, detail: string): CheckpointError {
+  return new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
+}
+
+/** Validates a local header against the central directory and caches the entry's data offset. */
+function checkLocalHeader(source: ByteSource, entry: ZipEntry, header: Uint8Array, limit: number): number {
+  const bad = (detail: string) => badEntry(source, entry, detail);
+  const nameBytes = Buffer.byteLength(entry.name, 'utf8');
+  const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes;
   // Local header: 0 signature, 4 version needed, 6 flags, 8 method, 10 time, 12 date, 14 CRC,
   // 18 compressed size, 22 size (both 0 in torch files: ignored), 26 name length, 28 extra length, 30 name.
-  const header = await source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE + name.length);
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
   const signature = view.getUint32(0, true);
   if (signature !== SIGNATURE.localHeader) throw bad(`bad local header signature 0x${signature.toString(16)} at byte ${entry.localHeaderOffset}`);
@@ -275,7 +327,7 @@ export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Prom
   if (method !== entry.method) throw bad(`local header says method ${method}, central directory ${entry.method}`);
   const nameLength = view.getUint16(26, true);
   const localName = header.subarray(LOCAL_HEADER_SIZE);
-  if (nameLength !== name.length || !Buffer.from(localName.buffer, localName.byteOffset, localName.byteLength).equals(name)) {
+  if (nameLength !== nameBytes || Buffer.from(localName.buffer, localName.byteOffset, localName.byteLength).toString('utf8') !== entry.name) {
     throw bad('local header name differs from the central directory');
   }
   const dataOffset = headerEnd + view.getUint16(28, true);
