@@ -25,7 +25,7 @@ export interface DiffOptions {
 
 export interface ValueDiff {
   key: string;
-  /** Largest |a - b| over the elements; "inf" when an infinity meets a finite value; null when only NaN positions differ. */
+  /** Largest |a - b| over the elements where neither side is NaN; "inf" when an infinity meets a finite value. */
   max_abs_diff: number | 'inf' | null;
   /** Elements with |a - b| > atol + rtol·|b| (NaN in one file and not the other is counted in nan_mismatch instead). */
   beyond_tolerance: number;

@@ -229,6 +229,8 @@ export interface WriteEntry {
   declaredSize?: number;
   declaredCompressedSize?: number;
   declaredCrc?: number;
+  /** Saturate the central directory's size, compressed size and offset fields and give them in a zip64 extra. */
+  zip64?: boolean;
 }
 
 export interface WriteOptions {
@@ -283,18 +285,29 @@ export function writeZip(entries: WriteEntry[], options: WriteOptions = {}): Uin
     }
     push(local);
     push(stored);
-    const cd = new Uint8Array(46 + name.length);
+    const zip64 = e.zip64 || size >= 0xffffffff || csize >= 0xffffffff || lho >= 0xffffffff;
+    const cd = new Uint8Array(46 + name.length + (zip64 ? 28 : 0));
     const cv = view(cd);
     cv.setUint32(0, SIG.central, true);
-    cv.setUint16(4, 20, true);
-    cv.setUint16(6, 20, true);
+    cv.setUint16(4, zip64 ? 45 : 20, true);
+    cv.setUint16(6, zip64 ? 45 : 20, true);
     cv.setUint16(10, method, true);
     cv.setUint32(16, crc, true);
-    cv.setUint32(20, Math.min(csize, 0xffffffff), true);
-    cv.setUint32(24, Math.min(size, 0xffffffff), true);
+    cv.setUint32(20, zip64 ? 0xffffffff : csize, true);
+    cv.setUint32(24, zip64 ? 0xffffffff : size, true);
     cv.setUint16(28, name.length, true);
-    cv.setUint32(42, lho, true);
+    cv.setUint16(30, zip64 ? 28 : 0, true);
+    cv.setUint32(42, zip64 ? 0xffffffff : lho, true);
     cd.set(name, 46);
+    if (zip64) {
+      // APPNOTE 4.5.3: id 1, then size, compressed size, local header offset (the saturated fields, in order).
+      const x = 46 + name.length;
+      cv.setUint16(x, 1, true);
+      cv.setUint16(x + 2, 24, true);
+      cv.setBigUint64(x + 4, BigInt(size), true);
+      cv.setBigUint64(x + 12, BigInt(csize), true);
+      cv.setBigUint64(x + 20, BigInt(lho), true);
+    }
     central.push(cd);
   }
   const cdOffset = position;

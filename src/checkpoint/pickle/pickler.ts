@@ -359,7 +359,7 @@ class Pickler {
 function checkTensor(t: TensorRef, fail: (what: string) => never): void {
   const s = t.storage;
   if (typeof s !== 'object' || s === null || s.kind !== 'storage') fail('a tensor without a storage cannot be written');
-  if (s.dtype.name !== t.dtype.name) fail(`a ${t.dtype.name} tensor over a ${s.dtype.name} storage cannot be written`);
+  if (s.dtype.name !== t.dtype.name) fail(`a tensor of dtype ${t.dtype.name} over a ${s.dtype.name} storage cannot be written`);
   if (t.shape.length !== t.stride.length) fail(`a tensor with ${t.shape.length} sizes and ${t.stride.length} strides cannot be written`);
   if (t.shape.length > LIMITS.tensorRank) fail(`a tensor of rank ${t.shape.length} cannot be written`);
   const bad = (v: number): boolean => !Number.isSafeInteger(v) || v < 0;
@@ -385,5 +385,6 @@ function pathOf(parent: Frame | null, seg: Seg): string {
     f = f.parent;
   }
   const path = parts.reverse().join('').replace(/^\./, '');
+  if (path.length > 240) return `${path.slice(0, 120)}…${path.slice(-120)}`; // a hostile 10,000-deep path
   return path || '(top level)';
 }
