@@ -397,7 +397,7 @@ BENCH.diff = () => {
 
 BENCH.big = () => {
   const B = 'big 5 GB (opt-in)';
-  log(`== 2b. write a ${g(5)} GiB checkpoint (zip64 when > 4 GiB) with ckpt convert, then torch.load(weights_only=True) it (1 run each)`);
+  log(`== 2b. write a ${g(5)} GiB checkpoint (zip64 when > 4 GiB) with ckpt convert, then torch.load(weights_only=True) it (1 untimed warm-up round, then 1 timed run each)`);
   const src = input('big');
   warmAll(src);
   const ckOut = outFile('big-convert.pth');
@@ -405,7 +405,7 @@ BENCH.big = () => {
   const res = interleave([
     { name: 'cps', argv: ['sh', '-c', `cp ${shellQuote([src, cpOut])} && sync ${shellQuote([cpOut])}`], before: () => rmf(cpOut), after: () => rmf(cpOut) },
     { name: 'ck', argv: [...CKPT, 'convert', src, ckOut], before: () => rmf(ckOut), stdout: 'pipe' },
-  ], { reps: 1, timeFile: TIME_FILE, log });
+  ], { reps: 1, warmup: 1, timeFile: TIME_FILE, log });
   showRuns(res, [['cps', 'cp + sync FILE'], ['ck', 'ckpt convert (fsyncs)']]);
   const outSize = fileSize(ckOut);
   log(`  ckpt    ${res.get('ck').best.stdout.trim().split('\n').pop()}`);
@@ -414,14 +414,16 @@ BENCH.big = () => {
   log(`  $ ${shellQuote(verifyArgv)}`);
   let v;
   let verifyWall = NaN;
+  let verifyRss = NaN;
   try {
     const r = runOnce(verifyArgv, { stdout: 'pipe', okCodes: [0, 1], timeFile: TIME_FILE });
     verifyWall = r.wall;
+    verifyRss = r.rssKB;
     v = JSON.parse(r.stdout.trim().split('\n').pop());
   } catch (e) {
     v = { ok: false, error: e.message };
   }
-  log(`  torch   ${JSON.stringify(v)}  (whole check ${fmtS(verifyWall)}, peak RSS n/a)`);
+  log(`  torch   ${JSON.stringify(v)}  (whole check ${fmtS(verifyWall)}, peak RSS ${fmtMB(verifyRss)})`);
   rmf(ckOut);
   const ck = res.get('ck').best.wall;
   target(B, 'torch.load(weights_only=True): count + sums equal', v.ok ? `${v.tensors} tensors, sum ${v.sum}` : (v.error ?? 'DIFFERENT'), v.ok === true);

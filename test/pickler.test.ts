@@ -202,6 +202,8 @@ describe('pickleValue: refusals name where in the tree', () => {
     const t = tensorRef(storageRef('0', F32, 4), [4]);
     expect(unwritable(list({ ...t, dtype: I64 }))).toBe('[0]: a tensor of dtype int64 over a float32 storage cannot be written');
     expect(unwritable(list({ ...t, shape: [-1] }))).toMatch(/^\[0\]: a tensor whose offset, sizes, strides/);
+    const q = tensorRef(storageRef('0', dtypeByName('qint8')!, 4), [4]);
+    expect(unwritable(q)).toMatch(/^\(top level\): a quantized \(qint8\) tensor cannot be written/);
   });
 });
 
@@ -241,14 +243,17 @@ for h in json.loads(sys.stdin.read()):
 
   it('loads tensors, views of one storage and parameters with weights_only', () => {
     const s = storageRef('0', F32, 12);
+    const w = tensorRef(s, [3, 4]);
     const sd = dict(true, [
-      ['conv.weight', tensorRef(s, [3, 4])], ['conv.view', tensorRef(s, [2, 3], { storageOffset: 2, stride: [3, 1] })],
+      ['conv.weight', w], ['tied', w], ['conv.view', tensorRef(s, [2, 3], { storageOffset: 2, stride: [3, 1] })],
       ['bn.num_batches_tracked', tensorRef(storageRef('1', I64, 1), [])], ['half', tensorRef(storageRef('2', BF16, 6), [2, 3])],
       ['p', tensorRef(storageRef('3', F32, 2), [2], { parameter: true, requiresGrad: true })],
       ['t', tensorRef(storageRef('4', F32, 5), [5], { stride: [1], requiresGrad: true })],
     ], metadata());
     const [r] = pythonLoads([dump(sd)]);
     expect(r!.wo).toEqual(enc(sd));
+    const same = runPy(`${PY_PRELUDE}\nsd = load_wo(bytes.fromhex(sys.stdin.read()))\nprint(sd['conv.weight'] is sd['tied'])`, hex(dump(sd)));
+    expect(same.trim()).toBe('True');
   });
 
   it('emits an OrderedDict state dict of 2 tensors that torch.load(weights_only=True) loads from a zip', () => {

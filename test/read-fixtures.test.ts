@@ -61,6 +61,17 @@ describe.each(withTensors.map((e) => [e.file, e] as const))('%s', (file, expecte
 });
 
 describe('state dict details', () => {
+  it('collects the tensors of a pickled whole model (torch.save(model)) in state_dict() order', async () => {
+    const ckpt = await openCheckpoint(fixturePath('full_model_pickle.pth'));
+    const sd = findStateDict(ckpt.root, 'x');
+    const want = expectedFixtures().find((e) => e.file === 'small_mlp.pth')!;
+    const got = [];
+    for (const [key, t] of sd.tensors) got.push({ key, sha256: createHash('sha256').update(await readTensorBytes(t)).digest('hex') });
+    await ckpt.close();
+    expect(sd.origin).toBe('module');
+    expect(got).toEqual(want.tensors.map((t) => ({ key: t.key, sha256: t.sha256 })));
+  });
+
   it('the old-style resnet18 has 102 keys, no _metadata, and reads from the legacy format', async () => {
     const ckpt = await openCheckpoint(fixturePath('resnet18_old_legacy.pth'));
     const sd = findStateDict(ckpt.root, 'x');

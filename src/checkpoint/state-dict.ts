@@ -4,7 +4,7 @@
  * dotted path the user gave with --key. The choice and the other candidates are reported.
  */
 import { CheckpointError } from './errors.js';
-import { PyDict, type PyValue, isTensor } from './pickle/value.js';
+import { PyDict, PyObject, PySet, type PyValue, isTensor } from './pickle/value.js';
 import type { TensorRef } from './tensor-ref.js';
 
 export interface StateDict {
@@ -19,6 +19,8 @@ export interface StateDict {
   readonly metadata: PyDict | null;
   /** Other dotted paths that would also qualify as a state dict. */
   readonly alternatives: readonly string[];
+  /** 'module' when the tensors were collected from a pickled nn.Module (`torch.save(model)`). */
+  readonly origin: 'dict' | 'module';
 }
 
 /** Wrapper keys in order of preference: training loops, tutorials, detectron2/DeiT, DataParallel dumps, EMA. */
@@ -29,21 +31,25 @@ export function findStateDict(root: PyValue, path: string, keyPath?: string): St
   if (keyPath !== undefined && keyPath !== '') {
     const found = resolveKeyPath(root, keyPath);
     if (!found) throw new CheckpointError('KEY_NOT_FOUND', path, `--key ${keyPath}: no such entry (top-level keys: ${topKeys(root)})`);
+    const fromModule = found.value instanceof PyObject ? moduleStateDict(found.value) : null;
+    if (fromModule) return build(fromModule, found.key, [], 'module');
     if (!(found.value instanceof PyDict) || !hasTensors(found.value)) {
       throw new CheckpointError('NO_STATE_DICT', path, `--key ${keyPath}: not a dict of tensors`);
     }
-    return build(found.value, found.key, []);
+    return build(found.value, found.key, [], 'dict');
   }
-  const candidates: Array<{ key: string; dict: PyDict; tensors: number }> = [];
+  const candidates: Candidate[] = [];
   collect(root, '', 0, candidates);
   if (candidates.length === 0) {
     throw new CheckpointError('NO_STATE_DICT', path, `no dict of tensors found (top-level keys: ${topKeys(root)}); use --key`);
   }
   const chosen = candidates.find((c) => c.key === '') ?? preferred(candidates);
-  return build(chosen.dict, chosen.key, candidates.filter((c) => c !== chosen).map((c) => c.key));
+  return build(chosen.dict, chosen.key, candidates.filter((c) => c !== chosen).map((c) => c.key), chosen.origin);
 }
 
-function preferred(candidates: Array<{ key: string; dict: PyDict; tensors: number }>) {
+type Candidate = { key: string; dict: PyDict; tensors: number; origin: 'dict' | 'module' };
+
+function preferred(candidates: Candidate[]) {
   for (const name of WELL_KNOWN_KEYS) {
     const hit = candidates.find((c) => c.key === name) ?? candidates.find((c) => c.key.split('.').pop() === name);
     if (hit) return hit;
@@ -66,11 +72,17 @@ function hasTensors(d: PyDict): boolean {
   return false;
 }
 
-function collect(v: PyValue, key: string, depth: number, out: Array<{ key: string; dict: PyDict; tensors: number }>): void {
-  if (!(v instanceof PyDict) || depth > MAX_SEARCH_DEPTH) return;
+function collect(v: PyValue, key: string, depth: number, out: Candidate[]): void {
+  if (depth > MAX_SEARCH_DEPTH) return;
+  if (v instanceof PyObject) {
+    const dict = moduleStateDict(v);
+    if (dict && !out.some((c) => c.key === key)) out.push({ key, dict, tensors: dict.entries.size, origin: 'module' });
+    return;
+  }
+  if (!(v instanceof PyDict)) return;
   const tensors = qualifies(v);
   if (tensors > 0) {
-    if (!out.some((c) => c.dict === v)) out.push({ key, dict: v, tensors });
+    if (!out.some((c) => c.dict === v)) out.push({ key, dict: v, tensors, origin: 'dict' });
     return;
   }
   for (const [k, child] of v.entries) {
@@ -100,7 +112,7 @@ export function resolveKeyPath(root: PyValue, keyPath: string): { key: string; v
   return { key: keyPath, value: node };
 }
 
-function build(dict: PyDict, key: string, alternatives: string[]): StateDict {
+function build(dict: PyDict, key: string, alternatives: string[], origin: 'dict' | 'module'): StateDict {
   const tensors: Array<[string, TensorRef]> = [];
   const others: Array<[string, PyValue]> = [];
   for (const [k, v] of dict.entries) {
@@ -108,7 +120,7 @@ function build(dict: PyDict, key: string, alternatives: string[]): StateDict {
     if (isTensor(v)) tensors.push([name, v]);
     else others.push([name, v]);
   }
-  return { key, dict, tensors, others, metadata: metadataOf(dict), alternatives };
+  return { key, dict, tensors, others, metadata: metadataOf(dict), alternatives, origin };
 }
 
 function metadataOf(dict: PyDict): PyDict | null {
@@ -133,4 +145,44 @@ export function moduleVersions(metadata: PyDict | null): Map<string, number | nu
     out.set(String(module), typeof version === 'number' ? version : null);
   }
   return out;
+}
+
+/** The pickled `__dict__` of an nn.Module: it has `_parameters` and `_modules` OrderedDicts. */
+function moduleDict(v: PyValue): PyDict | null {
+  if (!(v instanceof PyObject) || !(v.state instanceof PyDict)) return null;
+  const state = v.state;
+  return state.entries.get('_parameters') instanceof PyDict && state.entries.get('_modules') instanceof PyDict ? state : null;
+}
+
+/**
+ * `torch.save(model)` pickles the module tree, not a state dict. Rebuild what `model.state_dict()` holds,
+ * in its order: each module's parameters, then its persistent buffers, then its children, depth first.
+ * Iterative, and each module is visited once, so a hostile tree cannot recurse or loop forever.
+ */
+export function moduleStateDict(root: PyObject): PyDict | null {
+  if (!moduleDict(root)) return null;
+  const out = new PyDict(true);
+  const seen = new Set<PyValue>();
+  const stack: Array<[PyValue, string]> = [[root, '']];
+  while (stack.length) {
+    const [module, prefix] = stack.pop() as [PyValue, string];
+    const state = moduleDict(module);
+    if (!state || seen.has(module)) continue;
+    seen.add(module);
+    const nonPersistent = state.entries.get('_non_persistent_buffers_set');
+    const skip = new Set(nonPersistent instanceof PySet ? nonPersistent.items : []);
+    for (const field of ['_parameters', '_buffers']) {
+      const tensors = state.entries.get(field);
+      if (!(tensors instanceof PyDict)) continue;
+      for (const [name, t] of tensors.entries) {
+        if (isTensor(t) && !(field === '_buffers' && skip.has(name))) out.entries.set(`${prefix}${String(name)}`, t);
+      }
+    }
+    const children = [...(state.entries.get('_modules') as PyDict).entries];
+    for (let i = children.length - 1; i >= 0; i--) {
+      const [name, child] = children[i] as [PyValue, PyValue];
+      stack.push([child, `${prefix}${String(name)}.`]);
+    }
+  }
+  return out.entries.size ? out : null;
 }

@@ -1,4 +1,5 @@
 /** `ckpt convert IN OUT`: rewrite any readable checkpoint (legacy, nested) as a modern zip state dict. */
+import { CheckpointError } from '../checkpoint/errors.js';
 import { openCheckpoint } from '../checkpoint/open.js';
 import { findStateDict } from '../checkpoint/state-dict.js';
 import { writeStateDict, type OutputValue } from '../checkpoint/writer.js';
@@ -27,7 +28,10 @@ export async function collectConvert(input: string, output: string, keyPath?: st
       entries.push([name, typeof value === 'object' && value !== null && value.kind === 'tensor' ? { tensor: value } : { value }]);
     }
     const progress = progressLine('copying');
-    const result = await writeStateDict(output, entries, { metadata: sd.metadata, onProgress: progress.update });
+    const result = await writeStateDict(output, entries, { metadata: sd.metadata, onProgress: progress.update }).catch((e: unknown) => {
+      // An entry torch's weights_only loader could not take is a property of the input, not of the output path.
+      throw e instanceof CheckpointError && e.code === 'UNWRITABLE' ? e.withPath(input) : e;
+    });
     progress.done();
     return {
       schema: 'ckpt.convert/1',

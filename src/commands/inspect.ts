@@ -14,6 +14,8 @@ export interface InspectReport {
   format_detail: string;
   /** Where the state dict was found; '' for the top level. */
   key: string;
+  /** 'module' when the tensors were collected from a pickled nn.Module (`torch.save(model)`). */
+  origin: 'dict' | 'module';
   alternatives: string[];
   tensors: Array<{ key: string; dtype: string; shape: number[] }>;
   summary: { tensors: number; parameters: number; bytes: number };
@@ -48,6 +50,7 @@ export async function collectInspect(path: string, keyPath?: string): Promise<In
       format: ckpt.format,
       format_detail: ckpt.formatDetail,
       key: sd.key,
+      origin: sd.origin,
       alternatives: [...sd.alternatives],
       tensors: sd.tensors.map(([key, t]) => ({ key, dtype: t.dtype.name, shape: [...t.shape] })),
       summary: { tensors: sd.tensors.length, parameters, bytes: [...storages].reduce((n, s) => n + s.byteLength, 0) },
@@ -68,7 +71,7 @@ export function renderInspect(r: InspectReport): string {
   lines.push(`file      ${r.path}`);
   lines.push(`format    ${r.format_detail}`);
   const where = r.key === '' ? 'top level' : r.key;
-  lines.push(`state     ${where}${r.alternatives.length ? ` (also found: ${r.alternatives.join(', ')}; choose with --key)` : ''}`);
+  lines.push(`state     ${where}${r.origin === 'module' ? ' (collected from a pickled nn.Module, as model.state_dict() would)' : ''}${r.alternatives.length ? ` (also found: ${r.alternatives.join(', ')}; choose with --key)` : ''}`);
   lines.push(`tensors   ${formatCount(r.summary.tensors)} tensors, ${formatCount(r.summary.parameters)} elements, ${formatBytes(r.summary.bytes)}`);
   lines.push(`metadata  ${r.metadata_modules === null ? 'none (no _metadata: module versions unknown, as in pre-0.4 files or plain dict copies)' : `_metadata for ${r.metadata_modules} modules`}`);
   if (r.locations.length) lines.push(`devices   saved from ${r.locations.join(', ')} (reading needs no such device)`);

@@ -157,10 +157,18 @@ export function floatData(numel: number): Uint8Array {
   return new Uint8Array(out.buffer);
 }
 
+export interface RecordSpec {
+  key: string;
+  data: Uint8Array;
+  method?: number;
+  compressed?: Uint8Array;
+  declaredSize?: number;
+}
+
 export interface ZipCheckpointOptions {
   prefix?: string;
   /** Records data/<key>; default: derived from the tensors (numel × 4 bytes of floatData). */
-  records?: ReadonlyArray<{ key: string; data: Uint8Array; method?: number; compressed?: Uint8Array; declaredSize?: number }>;
+  records?: readonly RecordSpec[];
   version?: string;
   /** Store data.pkl deflated, or replace its compressed bytes outright (bombs). */
   pickleMethod?: number;
@@ -171,7 +179,7 @@ export interface ZipCheckpointOptions {
 /** A zip checkpoint in torch's record order: data.pkl, data/<key>..., version. */
 export function zipCheckpoint(pickle: Uint8Array, tensors: readonly TensorSpec[], options: ZipCheckpointOptions = {}): Uint8Array {
   const prefix = options.prefix ?? 'archive';
-  const records = options.records ?? uniqueStorages(tensors).map((t) => ({ key: t.storage, data: floatData(Number(t.numel)) }));
+  const records: readonly RecordSpec[] = options.records ?? uniqueStorages(tensors).map((t) => ({ key: t.storage, data: floatData(Number(t.numel)) }));
   const entries: WriteEntry[] = [
     {
       name: `${prefix}/data.pkl`,

@@ -16,7 +16,7 @@ export const PY = '/usr/bin/python3';
 export const hasTorch = spawnSync(PY, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
 
 /** Python-backed tests skip only when torch is missing outside CI; under CI=true they run (and fail). */
-export const describePy: typeof describe = hasTorch || process.env.CI === 'true' ? describe : describe.skip;
+export const describePy = (hasTorch || process.env.CI === 'true' ? describe : describe.skip) as typeof describe;
 
 export function runPy(script: string, stdin = ''): string {
   const r = spawnSync(PY, ['-c', script], { input: stdin, encoding: 'utf8', maxBuffer: 1 << 30 });
@@ -146,20 +146,27 @@ export function testTorchHooks(): UnpickleHooks {
   return {
     persistentLoad(pid) {
       if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new Error('unexpected pid');
-      const [, cls, key, location, numel] = pid.items as [string, PyGlobal, string, string, number];
-      const dtype = cls.name === 'UntypedStorage' ? dtypeByName('uint8')! : dtypeByStorageClass(cls.name)!;
+      const items = pid.items;
+      const key = items[2] as string;
       let s = storages.get(key);
-      if (!s) storages.set(key, (s = storageRef(key, dtype, numel, location)));
+      if (!s) {
+        const cls = items[1] as PyGlobal;
+        const dtype = cls.name === 'UntypedStorage' ? dtypeByName('uint8')! : dtypeByStorageClass(cls.name)!;
+        storages.set(key, (s = storageRef(key, dtype, items[4] as number, items[3] as string)));
+      }
       return s;
     },
     call(g, args) {
-      if (g.qualname === 'torch._utils._rebuild_tensor_v2') {
-        const [storage, offset, size, stride, requiresGrad] = args as [StorageRef, number, PyTuple, PyTuple, boolean];
-        return tensorRef(storage, size.items as number[], {
-          stride: stride.items as number[], storageOffset: offset, requiresGrad,
-        });
+      if (g.module !== 'torch._utils') return undefined;
+      if (g.name === '_rebuild_tensor_v2') {
+        const storage = args[0] as StorageRef;
+        return {
+          kind: 'tensor', dtype: storage.dtype, shape: (args[2] as PyTuple).items as number[],
+          stride: (args[3] as PyTuple).items as number[], storageOffset: args[1] as number, storage,
+          requiresGrad: args[4] as boolean, parameter: false, conj: false, neg: false,
+        } satisfies TensorRef;
       }
-      if (g.qualname === 'torch._utils._rebuild_parameter') {
+      if (g.name === '_rebuild_parameter') {
         const [t, requiresGrad] = args as [TensorRef, boolean];
         return { ...t, parameter: true, requiresGrad };
       }

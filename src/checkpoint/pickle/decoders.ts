@@ -101,7 +101,7 @@ function encodeText(text: PyValue, encoding: PyValue): PyBytes | undefined {
 }
 
 /** Python type name of a value, for messages. */
-export function describe(v: PyValue): string {
+export function pyTypeName(v: PyValue): string {
   if (v === null) return 'None';
   switch (typeof v) {
     case 'boolean':

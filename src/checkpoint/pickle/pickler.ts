@@ -13,7 +13,7 @@ import { CheckpointError } from '../errors.js';
 import { LIMITS } from '../limits.js';
 import type { StorageRef, TensorRef } from '../tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
-import { describe } from './decoders.js';
+import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';
 import { PyDict, PyList, PyTuple, type PyValue } from './value.js';
 
@@ -169,7 +169,7 @@ class Pickler {
           out.byte(OP.EMPTY_DICT);
         }
         if (v.state !== undefined && !(v.state instanceof PyDict)) {
-          this.fail(parent, seg, `the state of an OrderedDict must be a dict, not a ${describe(v.state)}`);
+          this.fail(parent, seg, `the state of an OrderedDict must be a dict, not a ${pyTypeName(v.state)}`);
         }
         this.memoize(v);
         if (v.entries.size || v.state !== undefined) this.open(v, parent, seg, v.entries.size, v.entries.entries());
@@ -228,7 +228,7 @@ class Pickler {
   private key(k: PyValue, f: Frame): void {
     if (typeof k === 'string') return this.out.opUtf8(OP.BINUNICODE, k);
     if (typeof k === 'number' || typeof k === 'bigint') return this.int(k, f, { kind: 'key', k });
-    this.fail(f, null, `a dict key of type ${describe(k)} cannot be written (only str and int keys are supported)`);
+    this.fail(f, null, `a dict key of type ${pyTypeName(k)} cannot be written (only str and int keys are supported)`);
   }
 
   private memoize(obj: object): void {
@@ -359,6 +359,9 @@ class Pickler {
 function checkTensor(t: TensorRef, fail: (what: string) => never): void {
   const s = t.storage;
   if (typeof s !== 'object' || s === null || s.kind !== 'storage') fail('a tensor without a storage cannot be written');
+  if (t.dtype.kind === 'quantized') {
+    fail(`a quantized (${t.dtype.name}) tensor cannot be written: torch rebuilds it with _rebuild_qtensor and quantizer parameters`);
+  }
   if (s.dtype.name !== t.dtype.name) fail(`a tensor of dtype ${t.dtype.name} over a ${s.dtype.name} storage cannot be written`);
   if (t.shape.length !== t.stride.length) fail(`a tensor with ${t.shape.length} sizes and ${t.stride.length} strides cannot be written`);
   if (t.shape.length > LIMITS.tensorRank) fail(`a tensor of rank ${t.shape.length} cannot be written`);

@@ -4,8 +4,8 @@
  * the hot switch in unpickler.ts.
  */
 import { LIMITS } from '../limits.js';
-import { describe } from './decoders.js';
-import type { Machine } from './unpickler.js';
+import { pyTypeName } from './decoders.js';
+import type { Machine } from './machine.js';
 import { decodeRawUnicodeEscape, decodeStringEscape, decodeUtf8, latin1, parseFloatText, parseIntText } from './text.js';
 import { PyDict, PyFloat, PyGlobal, PyList, PyObject, PySet, PyTuple } from './value.js';
 
@@ -31,7 +31,7 @@ export function runRareOp(m: Machine, op: number): void {
       const name = m.pop();
       const module = m.pop();
       if (typeof module !== 'string' || typeof name !== 'string') {
-        throw m.error('BAD_PICKLE', `needs two str values, not ${describe(module)} and ${describe(name)}`);
+        throw m.error('BAD_PICKLE', `needs two str values, not ${pyTypeName(module)} and ${pyTypeName(name)}`);
       }
       stack.push(m.global(module, name));
       return;
@@ -53,7 +53,7 @@ export function runRareOp(m: Machine, op: number): void {
       const args = m.pop();
       const cls = m.pop();
       if (!(args instanceof PyTuple) || !(kwargs instanceof PyDict)) {
-        throw m.error('BAD_PICKLE', `needs a tuple and a dict, not ${describe(args)} and ${describe(kwargs)}`);
+        throw m.error('BAD_PICKLE', `needs a tuple and a dict, not ${pyTypeName(args)} and ${pyTypeName(kwargs)}`);
       }
       if (kwargs.entries.size === 0) {
         stack.push(m.call(cls, args.items, 'newobj'));

@@ -1,0 +1,269 @@
+/**
+ * @internal The unpickler's state and the operations its opcodes share: a value stack with MARK
+ * positions, the memo, bounded readers that name the opcode and byte in every error, and the meaning of
+ * calls, BUILD and container updates on the inert value model. unpickler.ts runs the opcode loop.
+ */
+import { CheckpointError } from '../errors.js';
+import { LIMITS } from '../limits.js';
+import { decoderFor, pyTypeName, type Decoder } from './decoders.js';
+import { mapPython2Name } from './globals.js';
+import { opcodeName } from './opcodes.js';
+import { decodeUtf8 } from './text.js';
+import { PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
+import type { UnpickleHooks } from './unpickler.js';
+
+export class Machine {
+  pos: number;
+  /** Offset and byte of the opcode being executed, for messages. */
+  opStart = 0;
+  op = 0;
+  readonly stack: PyValue[] = [];
+  /** Stack positions of open MARKs; `base` is the topmost (items below it are not reachable). */
+  readonly marks: number[] = [];
+  base = 0;
+  readonly memo: Array<PyValue | undefined> = [];
+  memoCount = 0;
+  /** object → memo slots holding it; built only once a BUILD hook replaces its target. */
+  private memoSlots: Map<object, number[]> | null = null;
+  readonly globals = new Map<string, PyGlobal>();
+  /** Built-in decoder per distinct global (null: none), so a call costs no string building. */
+  private readonly decoders = new Map<PyGlobal, Decoder | null>();
+  readonly view: DataView;
+
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly path: string,
+    start: number,
+    readonly hooks: UnpickleHooks,
+  ) {
+    this.pos = start;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  error(code: 'BAD_PICKLE' | 'TRUNCATED' | 'LIMIT', what: string): CheckpointError {
+    return new CheckpointError(code, this.path, `${opcodeName(this.op)} at byte ${this.opStart} ${what}`);
+  }
+
+  /** Ensures `n` more argument bytes exist. */
+  need(n: number): void {
+    if (n > this.bytes.length - this.pos) {
+      throw this.error('TRUNCATED', `needs ${n} bytes but ${this.bytes.length - this.pos} remain`);
+    }
+  }
+
+  /** A declared length: checked against its limit, then against what remains, before any allocation. */
+  length(n: number, limit: 'pickleStringBytes' | 'pickleLongBytes'): number {
+    if (n > LIMITS[limit]) throw this.error('LIMIT', `declares ${n} bytes, over the ${limit} limit of ${LIMITS[limit]}`);
+    const remain = this.bytes.length - this.pos;
+    if (n > remain) throw this.error('TRUNCATED', `declares ${n} bytes but ${remain} remain`);
+    return n;
+  }
+
+  u8(): number {
+    this.need(1);
+    return this.bytes[this.pos++]!;
+  }
+
+  u32(): number {
+    this.need(4);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+
+  i32(): number {
+    this.need(4);
+    const v = this.view.getInt32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+
+  /** u64 as a number: exact below 2^53, and anything larger is far beyond every limit anyway. */
+  u64(): number {
+    this.need(8);
+    const v = this.view.getUint32(this.pos + 4, true) * 2 ** 32 + this.view.getUint32(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+
+  pop(): PyValue {
+    if (this.stack.length <= this.base) throw this.underflow();
+    return this.stack.pop()!;
+  }
+
+  top(): PyValue {
+    if (this.stack.length <= this.base) throw this.underflow();
+    return this.stack[this.stack.length - 1]!;
+  }
+
+  underflow(): CheckpointError {
+    return this.error('BAD_PICKLE', this.marks.length ? 'needs a value above the MARK' : 'finds the stack empty');
+  }
+
+  mark(): void {
+    if (this.marks.length >= LIMITS.pickleDepth) {
+      throw this.error('LIMIT', `opens more than ${LIMITS.pickleDepth} nested MARKs (pickleDepth)`);
+    }
+    this.marks.push(this.stack.length);
+    this.base = this.stack.length;
+  }
+
+  /** The items above the topmost MARK, which is removed. */
+  popMark(): PyValue[] {
+    return this.stack.splice(this.closeMark());
+  }
+
+  /** Memo index check shared by PUT, BINPUT, LONG_BINPUT and MEMOIZE. */
+  put(index: number): void {
+    if (index > LIMITS.pickleMemo) throw this.error('LIMIT', `memo index ${index} is over the pickleMemo limit of ${LIMITS.pickleMemo}`);
+    const v = this.top();
+    if (this.memo[index] === undefined) {
+      if (++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
+    }
+    this.memo[index] = v;
+    if (this.memoSlots && typeof v === 'object' && v !== null) {
+      const slots = this.memoSlots.get(v);
+      if (slots) slots.push(index);
+      else this.memoSlots.set(v, [index]);
+    }
+  }
+
+  get(index: number): void {
+    const v = index < this.memo.length ? this.memo[index] : undefined;
+    if (v === undefined) throw this.error('BAD_PICKLE', `reads memo slot ${index}, which was never set`);
+    this.stack.push(v);
+  }
+
+  /** A GLOBAL / INST / STACK_GLOBAL reference: mapped to Python 3 names, one PyGlobal per distinct name. */
+  global(module: string, name: string): PyGlobal {
+    const [mod, nm] = mapPython2Name(module, name);
+    const key = `${mod}\n${nm}`;
+    let g = this.globals.get(key);
+    if (!g) {
+      g = new PyGlobal(mod, nm);
+      this.globals.set(key, g);
+    }
+    return g;
+  }
+
+  /** REDUCE, NEWOBJ, INST and OBJ: hook, then built-in decoder, then an opaque node. */
+  call(callable: PyValue, args: PyValue[], via: 'reduce' | 'newobj' | 'inst'): PyValue {
+    if (callable instanceof PyGlobal) {
+      const hookVia = via === 'newobj' ? 'newobj' : 'reduce';
+      const hooked = this.hooks.call?.(callable, args, hookVia);
+      if (hooked !== undefined) return hooked;
+      let decoder = this.decoders.get(callable);
+      if (decoder === undefined) this.decoders.set(callable, (decoder = decoderFor(callable) ?? null));
+      const builtin = decoder ? decoder(args) : undefined;
+      if (builtin !== undefined) return builtin;
+    }
+    return new PyObject(callable, args, via);
+  }
+
+  build(): void {
+    const state = this.pop();
+    const target = this.top();
+    const hooked = this.hooks.build?.(target, state);
+    if (hooked !== undefined) {
+      if (hooked !== target) this.replaceTop(target, hooked);
+      return;
+    }
+    if (target instanceof PyDict || target instanceof PyObject) {
+      // OrderedDict: how a state dict's `_metadata` arrives. A plain dict has no __dict__: keep it here too.
+      target.state = state;
+      return;
+    }
+    throw this.error('BAD_PICKLE', `cannot apply state to a ${pyTypeName(target)}`);
+  }
+
+  /** A BUILD hook returned a new value for `old`: the memo slots that held `old` follow it. */
+  private replaceTop(old: PyValue, value: PyValue): void {
+    this.stack[this.stack.length - 1] = value;
+    if (typeof old !== 'object' || old === null) return;
+    if (!this.memoSlots) {
+      this.memoSlots = new Map();
+      this.memo.forEach((v, i) => {
+        if (typeof v === 'object' && v !== null) {
+          const slots = this.memoSlots!.get(v);
+          if (slots) slots.push(i);
+          else this.memoSlots!.set(v, [i]);
+        }
+      });
+    }
+    const slots = this.memoSlots.get(old);
+    if (!slots) return;
+    this.memoSlots.delete(old);
+    const moved = slots.filter((i) => this.memo[i] === old);
+    for (const i of moved) this.memo[i] = value;
+    if (moved.length && typeof value === 'object' && value !== null) this.memoSlots.set(value, moved);
+  }
+
+  persistentLoad(pid: PyValue): PyValue {
+    return this.hooks.persistentLoad ? this.hooks.persistentLoad(pid) : new PyPersistentId(pid);
+  }
+
+  /** APPEND/APPENDS/ADDITEMS: adds stack[from..] to the value below them, then drops them from the stack. */
+  extend(from: number, sets: boolean): void {
+    const stack = this.stack;
+    const target = stack[from - 1];
+    if (from - 1 < this.base || target === undefined) throw this.underflow();
+    let into: PyValue[];
+    if (target instanceof PyList && !sets) into = target.items;
+    else if (target instanceof PySet && sets && !target.frozen) into = target.items;
+    else if (target instanceof PyObject) into = target.listItems;
+    else throw this.error('BAD_PICKLE', `cannot add items to a ${pyTypeName(target)}`);
+    if (into.length + stack.length - from > LIMITS.pickleContainerItems) {
+      throw this.error('LIMIT', `grows a container past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
+    }
+    for (let i = from; i < stack.length; i++) into.push(stack[i]!);
+    stack.length = from;
+  }
+
+  /** SETITEM/SETITEMS: stack[from..] holds keys and values alternately; they go into the value below them. */
+  setItems(from: number): void {
+    const stack = this.stack;
+    const target = stack[from - 1];
+    if (from - 1 < this.base || target === undefined) throw this.underflow();
+    if ((stack.length - from) % 2 !== 0) throw this.error('BAD_PICKLE', 'has a key without a value');
+    if (target instanceof PyDict) {
+      if (target.entries.size + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
+        throw this.error('LIMIT', `grows a dict past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
+      }
+      for (let i = from; i < stack.length; i += 2) target.entries.set(stack[i]!, stack[i + 1]!);
+    } else if (target instanceof PyObject) {
+      if (target.dictItems.length + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
+        throw this.error('LIMIT', `grows an object past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
+      }
+      for (let i = from; i < stack.length; i += 2) target.dictItems.push([stack[i]!, stack[i + 1]!]);
+    } else {
+      throw this.error('BAD_PICKLE', `cannot set items on a ${pyTypeName(target)}`);
+    }
+    stack.length = from;
+  }
+
+  /** Removes the topmost MARK and returns where its items start on the stack (they stay in place). */
+  closeMark(): number {
+    const at = this.marks.pop();
+    if (at === undefined) throw this.error('BAD_PICKLE', 'has no MARK to pop');
+    this.base = this.marks.length ? this.marks[this.marks.length - 1]! : 0;
+    return at;
+  }
+
+  /** UTF-8 payload of BINUNICODE & co. (Python writes lone surrogates with surrogatepass). */
+  utf8(n: number): string {
+    const s = decodeUtf8(this.bytes, this.pos, this.pos + n, true);
+    if (s === null) throw this.error('BAD_PICKLE', `holds ${n} bytes that are not valid UTF-8`);
+    this.pos += n;
+    return s;
+  }
+
+  /**
+   * Python 2 str payload (BINSTRING, SHORT_BINSTRING, STRING). torch.load decodes these as UTF-8 by
+   * default; we do the same when the bytes are valid UTF-8 (lossless: strict UTF-8 re-encodes to the same
+   * bytes) and keep them as PyBytes otherwise, where torch would fail.
+   */
+  str2(data: Uint8Array, start: number, end: number): PyValue {
+    const s = decodeUtf8(data, start, end, false);
+    return s !== null ? s : new PyBytes(data.slice(start, end));
+  }
+}

@@ -1,0 +1,189 @@
+import { describe, expect, it } from 'vitest';
+import { CheckpointError } from '../src/checkpoint/errors.js';
+import { LIMITS } from '../src/checkpoint/limits.js';
+import { pickleValue } from '../src/checkpoint/pickle/pickler.js';
+import { unpickle, type UnpickleHooks } from '../src/checkpoint/pickle/unpickler.js';
+import { PyDict, PyList, type PyValue } from '../src/checkpoint/pickle/value.js';
+import { dtypeByName } from '../src/tensor/dtype.js';
+import { storageRef, tensorRef, testTorchHooks } from './helpers/pickle-py.js';
+
+/** Pickle bytes from parts: numbers are bytes, strings are latin-1 text, arrays are byte lists. */
+function p(...parts: Array<number | string | number[] | Uint8Array>): Uint8Array {
+  const out: number[] = [];
+  for (const part of parts) {
+    if (typeof part === 'number') out.push(part);
+    else if (typeof part === 'string') for (const c of part) out.push(c.charCodeAt(0));
+    else out.push(...part);
+  }
+  return new Uint8Array(out);
+}
+const u32 = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
+const load = (b: Uint8Array, hooks?: UnpickleHooks): PyValue => unpickle(b, { path: 'data.pkl', hooks }).value;
+
+function error(f: () => unknown): CheckpointError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof CheckpointError) return e;
+    throw new Error(`expected a CheckpointError, got ${String(e)}`);
+  }
+  throw new Error('expected a CheckpointError, nothing was thrown');
+}
+
+describe('unpickle: hostile and broken input', () => {
+  it('4 GB BINUNICODE length in a 100-byte file → LIMIT at once, before any allocation', () => {
+    const b = p(0x80, 2, 0x58, u32(0xffffffff), new Array(80).fill(0x41), '.');
+    const t0 = performance.now();
+    const e = error(() => load(b));
+    expect(performance.now() - t0).toBeLessThan(50);
+    expect(e.code).toBe('LIMIT');
+    expect(e.path).toBe('data.pkl');
+    expect(e.detail).toBe(`BINUNICODE at byte 2 declares 4294967295 bytes, over the pickleStringBytes limit of ${LIMITS.pickleStringBytes}`);
+  });
+
+  it('a declared length beyond the remaining bytes → TRUNCATED naming both', () => {
+    const e = error(() => load(p(0x80, 2, 0x58, u32(1000), new Array(80).fill(0x41))));
+    expect(e.code).toBe('TRUNCATED');
+    expect(e.message).toBe('data.pkl: BINUNICODE at byte 2 declares 1000 bytes but 80 remain');
+    expect(error(() => load(p(0x80, 5, 0x8e, 0, 0, 0, 0, 0, 0, 0, 0x10, '.'))).code).toBe('LIMIT'); // BINBYTES8 2^60
+    expect(error(() => load(p(0x80, 5, 0x95, 0, 0, 1, 0, 0, 0, 0, 0, 0x4e, '.'))).code).toBe('TRUNCATED'); // FRAME 64 KiB
+  });
+
+  it('1 million MARKs → LIMIT on pickleDepth', () => {
+    const b = new Uint8Array(1_000_003).fill(0x28);
+    b.set([0x80, 2], 0);
+    const e = error(() => load(b));
+    expect(e.code).toBe('LIMIT');
+    expect(e.detail).toBe(`MARK at byte ${LIMITS.pickleDepth + 2} opens more than ${LIMITS.pickleDepth} nested MARKs (pickleDepth)`);
+  });
+
+  it('a million nested EMPTY_LIST+APPEND levels decode without recursion (depth is the caller\'s concern)', () => {
+    const n = 1_000_000;
+    const b = new Uint8Array(2 + n + (n - 1) + 1);
+    b.set([0x80, 2]);
+    b.fill(0x5d, 2, 2 + n);
+    b.fill(0x61, 2 + n, 2 + n + n - 1);
+    b[b.length - 1] = 0x2e;
+    let v = load(b) as PyList;
+    let depth = 1;
+    while (v.items.length) {
+      v = v.items[0] as PyList;
+      depth++;
+    }
+    expect(depth).toBe(n);
+  });
+
+  it('LONG_BINGET of an unset memo slot → BAD_PICKLE', () => {
+    const e = error(() => load(p(0x80, 2, 0x4e, 'r', u32(0), 'j', u32(7), '.')));
+    expect(e.code).toBe('BAD_PICKLE');
+    expect(e.detail).toBe('LONG_BINGET at byte 8 reads memo slot 7, which was never set');
+  });
+
+  it('memo index 4e9 → LIMIT for LONG_BINPUT, BAD_PICKLE for LONG_BINGET, without allocating', () => {
+    const e = error(() => load(p(0x80, 2, 0x4e, 'r', u32(4e9), '.')));
+    expect(e.code).toBe('LIMIT');
+    expect(e.detail).toBe(`LONG_BINPUT at byte 3 memo index 4000000000 is over the pickleMemo limit of ${LIMITS.pickleMemo}`);
+    expect(error(() => load(p(0x80, 2, 'j', u32(4e9), '.'))).code).toBe('BAD_PICKLE');
+    expect(error(() => load(p('g4000000000\n.'))).code).toBe('BAD_PICKLE');
+  });
+
+  it('unknown opcode 0xFF → BAD_PICKLE naming the byte and offset', () => {
+    const e = error(() => load(p(0x80, 2, 0xff, '.')));
+    expect(e.code).toBe('BAD_PICKLE');
+    expect(e.detail).toBe('opcode 0xff at byte 2 is not a pickle opcode');
+  });
+
+  it('STOP with an empty stack, two values or an open MARK → BAD_PICKLE', () => {
+    expect(error(() => load(p(0x80, 2, '.'))).detail).toBe('STOP at byte 2 finds 0 values on the stack instead of 1');
+    expect(error(() => load(p(0x80, 2, 0x4e, 0x4e, '.'))).detail).toBe('STOP at byte 4 finds 2 values on the stack instead of 1');
+    expect(error(() => load(p(0x80, 2, 0x4e, '(', '.'))).detail).toBe('STOP at byte 4 leaves 1 MARKs open');
+  });
+
+  it('refuses extensions, out-of-band buffers, future protocols and misuse of the stack', () => {
+    const cases: Array<[Uint8Array, string]> = [
+      [p(0x80, 2, 0x82, 1, '.'), 'EXT1 at byte 2 uses the extension registry (copyreg), which is not supported'],
+      [p(0x80, 5, 0x97, '.'), 'NEXT_BUFFER at byte 2 needs an out-of-band buffer (protocol 5), which is not supported'],
+      [p(0x80, 6, 0x4e, '.'), 'PROTO at byte 0 declares unsupported protocol 6'],
+      [p(0x80, 2, ')', 0x4b, 1, 'a', '.'), 'APPEND at byte 5 cannot add items to a tuple'],
+      [p(0x80, 2, ']', 'K', 1, 'K', 2, 's', '.'), 'SETITEM at byte 7 cannot set items on a list'],
+      [p(0x80, 2, 'N', '(', 'a', '.'), 'APPEND at byte 4 needs a value above the MARK'],
+      [p(0x80, 2, 'a', '.'), 'APPEND at byte 2 finds the stack empty'],
+      [p(0x80, 2, 'N', 'N', 'R', '.'), 'REDUCE at byte 4 needs an argument tuple, not a None'],
+      [p(0x80, 2, ']', 'N', 'b', '.'), 'BUILD at byte 4 cannot apply state to a list'],
+      [p(0x80, 2, 'e', '.'), 'APPENDS at byte 2 has no MARK to pop'],
+      [p(0x80, 2, 0x8b, 0xff, 0xff, 0xff, 0xff, '.'), 'LONG4 at byte 2 declares a negative length -1'],
+      [p(0x80, 2, 0x8b, u32(5000), '.'), `LONG4 at byte 2 declares 5000 bytes, over the pickleLongBytes limit of ${LIMITS.pickleLongBytes}`],
+      [p(0x80, 4, 'K', 1, 'K', 2, 0x93, '.'), 'STACK_GLOBAL at byte 6 needs two str values, not int and int'],
+      [p("S'abc\n."), 'STRING at byte 0 has an argument that is not quoted'],
+    ];
+    for (const [b, detail] of cases) expect(error(() => load(b)).detail).toBe(detail);
+  });
+
+  it('running out of bytes mid-stream → TRUNCATED', () => {
+    expect(error(() => load(p(0x80, 2, 0x4a, 1, 2))).detail).toBe('BININT at byte 2 needs 4 bytes but 2 remain');
+    expect(error(() => load(p(0x80, 2, 'ctorch\nFloat'))).detail).toBe('GLOBAL at byte 2 has no end of line before the pickle ends');
+    expect(error(() => load(p(0x80, 2, 0x4e))).detail).toBe('pickle ends at byte 3 before its STOP opcode');
+  });
+
+  it('truncated at every offset of a real state dict pickle → only TRUNCATED escapes', () => {
+    const real = stateDictPickle(20);
+    expect(() => load(real, testTorchHooks())).not.toThrow();
+    for (let n = 0; n < real.length; n++) {
+      expect(error(() => load(real.subarray(0, n), testTorchHooks())).code).toBe('TRUNCATED');
+    }
+  });
+
+  it('random mutations of a real pickle → only CheckpointError escapes', () => {
+    const real = stateDictPickle(10);
+    let seed = 12345;
+    const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    for (let iter = 0; iter < 3000; iter++) {
+      const b = real.slice();
+      for (let k = 1 + rnd(4); k > 0; k--) b[rnd(b.length)] = rnd(256);
+      try {
+        load(b);
+      } catch (e) {
+        if (!(e instanceof CheckpointError)) throw e;
+      }
+    }
+  });
+});
+
+/** A state dict of `n` float32 tensors pickled by our pickler (structure identical to torch's). */
+function stateDictPickle(n: number): Uint8Array {
+  const sd = new PyDict(true);
+  const f32 = dtypeByName('float32')!;
+  for (let i = 0; i < n; i++) sd.entries.set(`layer${i >> 2}.block${i & 3}.conv.weight`, tensorRef(storageRef(String(i), f32, 12), [3, 4]));
+  const meta = new PyDict(true);
+  const v = new PyDict(false);
+  v.entries.set('version', 1);
+  meta.entries.set('', v);
+  sd.state = new PyDict(false);
+  sd.state.entries.set('_metadata', meta);
+  return pickleValue(sd, { path: 'x', storageKey: (s) => s.key });
+}
+
+/**
+ * Wall and CPU time of one cold run. The assertion takes the smaller: on a shared machine waiting for a
+ * core inflates wall time, and parallel GC threads inflate process CPU time.
+ */
+function timed<T>(f: () => T): { value: T; ms: { wall: number; cpu: number; toString(): string } } {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = f();
+  const wall = Math.round(performance.now() - t0);
+  const c = process.cpuUsage(c0);
+  const cpu = Math.round((c.user + c.system) / 1000);
+  return { value, ms: { wall, cpu, toString: () => `${wall} ms wall, ${cpu} ms CPU` } };
+}
+
+describe('unpickle: speed', () => {
+  it('decodes a 100k-tensor state dict pickle in well under a second', () => {
+    const b = stateDictPickle(100_000);
+    const { value, ms } = timed(() => load(b, testTorchHooks()));
+    expect((value as PyDict).entries.size).toBe(100_000);
+    console.log(`100k tensors, ${(b.length / 1e6).toFixed(1)} MB pickled by ckpt: ${ms}`);
+    expect(Math.min(ms.wall, ms.cpu)).toBeLessThan(1000);
+  });
+});
+
