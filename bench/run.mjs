@@ -12,7 +12,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import {
-  CommandError, GNU_TIME, ensureDir, fileSize, interleave, rmf, runOnce, runPlain, shellQuote, syncAll, warm,
+  CommandError, GNU_TIME, ensureDir, fileSize, interleave, rmf, runOnce, runPlain, shellQuote, waitIdle, warm,
 } from './lib/measure.mjs';
 import { haveStrace, overlap, traceReads } from './lib/readbytes.mjs';
 
@@ -31,7 +31,7 @@ const DEFAULT = ALL.filter((n) => n !== 'big');
 
 // ---------------------------------------------------------------------------------------------- options
 function usage(code) {
-  const text = `usage: node bench/run.mjs [--only NAME[,NAME...]] [--keep] [--scale S] [--big] [--reps N] [--py-reps N] [--dir DIR]
+  const text = `usage: node bench/run.mjs [--only NAME[,NAME...]] [--keep] [--scale S] [--big] [--reps N] [--py-reps N] [--dir DIR] [--wait-idle T]
 
   --only NAMES  run only these benchmarks (${ALL.join(', ')}); repeatable or comma-separated
   --scale S     multiply every size and tensor count by S (default 1: 1 GB / 2 GB files; 0.1 = smoke run)
@@ -39,13 +39,15 @@ function usage(code) {
   --keep        keep the generated input checkpoints in DIR (reused by the next run with the same scale)
   --reps N      timed repetitions per ckpt/cp measurement, best taken (default 3)
   --py-reps N   timed repetitions of each Python baseline (default 2)
-  --dir DIR     working folder for big files (default /tmp/ckpt-bench; never inside the repository)`;
+  --dir DIR     working folder for big files (default /tmp/ckpt-bench; never inside the repository)
+  --wait-idle T before each benchmark, wait up to T seconds for other processes to leave the CPU idle
+                (< 0.2 busy cores); default 0: only measure and warn`;
   (code ? process.stderr : process.stdout).write(text + '\n');
   process.exit(code);
 }
 
 function parseArgs(argv) {
-  const o = { only: [], keep: false, scale: 1, big: false, reps: 3, pyReps: 2, dir: '/tmp/ckpt-bench' };
+  const o = { only: [], keep: false, scale: 1, big: false, reps: 3, pyReps: 2, dir: '/tmp/ckpt-bench', waitIdle: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -59,6 +61,7 @@ function parseArgs(argv) {
     else if (a === '--reps') o.reps = Number(val());
     else if (a === '--py-reps') o.pyReps = Number(val());
     else if (a === '--dir') o.dir = path.resolve(val());
+    else if (a === '--wait-idle') o.waitIdle = Number(val());
     else if (a === '-h' || a === '--help') usage(0);
     else {
       process.stderr.write(`error: unknown argument ${a}\n`);
@@ -71,7 +74,7 @@ function parseArgs(argv) {
       process.exit(2);
     }
   }
-  if (!(o.scale > 0) || !(o.reps >= 1) || !(o.pyReps >= 1)) usage(2);
+  if (!(o.scale > 0) || !(o.reps >= 1) || !(o.pyReps >= 1) || !(o.waitIdle >= 0)) usage(2);
   if (o.dir === ROOT || o.dir.startsWith(ROOT + path.sep)) {
     process.stderr.write('error: --dir must be outside the repository\n');
     process.exit(2);
@@ -117,14 +120,18 @@ function info(bench, desc, measured) {
 }
 
 /** Prints the measured sides of one comparison. */
+let benchOthers = 0; // max CPU (in cores) used by other processes during this benchmark's timed runs
 function showRuns(res, labels) {
   const rows = [];
   for (const [name, label] of labels) {
     const v = res.get(name);
-    rows.push([label, fmtS(v.best.wall), v.walls.map((w) => w.toFixed(3)).join(' / '), fmtS(v.best.cpu), fmtMB(v.rssKB)]);
+    benchOthers = Math.max(benchOthers, v.others);
+    rows.push([label, fmtS(v.best.wall), v.walls.map((w) => w.toFixed(3)).join(' / '), fmtS(v.best.cpu), fmtMB(v.rssKB),
+      `${v.others.toFixed(2)}${v.others >= BUSY ? ' !' : ''}`]);
   }
-  for (const l of table(rows, ['side', 'best wall', `all runs (s)`, 'user+sys', 'peak RSS'])) log(`    ${l}`);
+  for (const l of table(rows, ['side', 'best wall', `all runs (s)`, 'user+sys', 'peak RSS', 'others'])) log(`    ${l}`);
 }
+const BUSY = 0.2; // cores used by other processes above which a measurement is flagged as disturbed
 
 // ---------------------------------------------------------------------------------------------- inputs
 function inputSpecs() {
@@ -257,13 +264,16 @@ function convertOne(B, key, label) {
   const cpOut = outFile('cp.pth');
   const cpsOut = outFile('cp-sync.pth');
   const ckOut = outFile('convert.pth');
+  const ddOut = outFile('dd.pth');
   log(`  ${opt.reps} interleaved rounds after 1 untimed warm-up round; each side deletes its previous output first, then a global sync (untimed)`);
   const res = interleave([
     { name: 'cp', argv: ['cp', src, cpOut], before: () => rmf(cpOut) },
     { name: 'cps', argv: ['sh', '-c', `cp ${shellQuote([src, cpsOut])} && sync ${shellQuote([cpsOut])}`], before: () => rmf(cpsOut) },
+    { name: 'dd', argv: ['sh', '-c', `dd if=${shellQuote([src])} of=${shellQuote([ddOut])} bs=4M status=none && sync ${shellQuote([ddOut])}`], before: () => rmf(ddOut) },
     { name: 'ck', argv: [...CKPT, 'convert', src, ckOut], before: () => rmf(ckOut), stdout: 'pipe' },
   ], { reps: opt.reps, warmup: 1, timeFile: TIME_FILE, log });
-  showRuns(res, [['cp', 'cp'], ['cps', 'cp + sync FILE'], ['ck', 'ckpt convert (fsyncs)']]);
+  showRuns(res, [['cp', 'cp'], ['cps', 'cp + sync FILE'], ['dd', 'dd bs=4M + sync (info)'], ['ck', 'ckpt convert (fsyncs)']]);
+  log(`  (dd = a plain userspace read/write copy with ckpt's 4 MiB chunk size, for reading where ckpt's time goes; cp uses copy_file_range in the kernel)`);
   log(`  ckpt    ${res.get('ck').best.stdout.trim().split('\n').pop()}`);
   const d = runOnce([...CKPT, 'diff', src, ckOut], { stdout: 'pipe', okCodes: [0, 1], timeFile: TIME_FILE });
   log(`  check   $ ckpt diff ${path.basename(src)} ${path.basename(ckOut)}: exit ${d.status} (${d.status === 0 ? 'same keys, shapes, dtypes' : 'DIFFERENT'})`);
@@ -276,7 +286,8 @@ function convertOne(B, key, label) {
   target(B, `${label}: ckpt / (cp + sync) < 1.3`, `${fmtX(r2)} (${fmtS(ck)} vs ${fmtS(res.get('cps').best.wall)})`, r2 < 1.3);
   target(B, `${label}: ckpt convert peak RSS < 150 MB`, fmtMB(rss), rss * 1024 < 150 * MB);
   target(B, `${label}: output equals input (ckpt diff)`, d.status === 0 ? 'same' : 'different', d.status === 0);
-  rmf(cpOut, cpsOut, ckOut);
+  info(B, `${label}: ckpt / (dd bs=4M + sync) (info)`, `${fmtX(ck / res.get('dd').best.wall)} (${fmtS(ck)} vs ${fmtS(res.get('dd').best.wall)})`);
+  rmf(cpOut, cpsOut, ckOut, ddOut);
   return src;
 }
 
@@ -473,6 +484,10 @@ log();
 const t0 = performance.now();
 for (const name of opt.selected) {
   const before = summary.length;
+  benchOthers = 0;
+  const idle = waitIdle(opt.waitIdle, BUSY);
+  const loadNote = `machine before "${name}": ${idle.load.toFixed(2)} busy cores from other processes${idle.waited > 1.5 ? ` (after waiting ${idle.waited.toFixed(0)} s)` : ''}`;
+  log(idle.load >= BUSY ? `  WARNING ${loadNote}: timings will be inflated (see --wait-idle)` : `  (${loadNote})`);
   try {
     BENCH[name]();
   } catch (e) {
@@ -483,14 +498,18 @@ for (const name of opt.selected) {
     rmf(OUT);
   }
   if (summary.length === before) summary.push({ bench: name, target: 'benchmark ran', measured: 'no result', pass: false });
+  for (const r of summary.slice(before)) r.others = Math.max(benchOthers, idle.load);
+  log(`  others = CPU cores used by other processes during a run (max over runs; "!" when >= ${BUSY}): max ${benchOthers.toFixed(2)} in this benchmark`);
   log();
 }
 cleanup();
 
 log(`== summary (scale ${S}; total ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
-const rows = summary.map((r) => [r.bench, r.target, r.measured, r.pass === null ? 'info' : r.pass ? 'PASS' : 'FAIL']);
-for (const l of table(rows, ['benchmark', 'target', 'measured', 'result'])) log(l);
+const rows = summary.map((r) => [r.bench, r.target, r.measured, r.pass === null ? 'info' : r.pass ? 'PASS' : 'FAIL',
+  Number.isFinite(r.others) ? `${r.others.toFixed(2)}${r.others >= BUSY ? ' !' : ''}` : '']);
+for (const l of table(rows, ['benchmark', 'target', 'measured', 'result', 'others'])) log(l);
 const fails = summary.filter((r) => r.pass === false).length;
 const passes = summary.filter((r) => r.pass === true).length;
 log(`${passes} passed, ${fails} failed`);
+log(`others = max CPU cores other processes used before or during the benchmark's timed runs; "!" (>= ${BUSY}) marks disturbed timings`);
 process.exitCode = fails ? 1 : 0;

@@ -24,12 +24,12 @@ import { ROOT, tempDir } from './helpers/cli.js';
 const UNWRITABLE_FIXTURES: Record<string, { code: CheckpointError['code']; detail: RegExp }> = {
   // {'w': tensor, 'x': obj whose __reduce__ is os.system}: the state dict is found, 'x' cannot be pickled.
   'payload_os_system.pth': { code: 'UNWRITABLE', detail: /^x: an object built by posix\.system cannot be written/ },
-  // torch.save(model): a pickled nn.Module, no dict of tensors anywhere.
-  'full_model_pickle.pth': { code: 'NO_STATE_DICT', detail: /no dict of tensors found/ },
 };
+/** torch.save(model) of small_mlp: no state dict in the file; convert writes what model.state_dict() holds. */
+const WHOLE_MODEL = 'full_model_pickle.pth';
 
 const all = expectedFixtures();
-const writable = all.filter((e) => !(e.file in UNWRITABLE_FIXTURES));
+const writable = all.filter((e) => !(e.file in UNWRITABLE_FIXTURES) && e.file !== WHOLE_MODEL);
 const dir = tempDir('ckpt-roundtrip-');
 
 function toJson(v: PyValue | null): unknown {
@@ -111,6 +111,22 @@ describe.each(writable.map((e) => [e.file, e] as const))('convert %s', (file, ex
   });
 });
 
+describe(`convert ${WHOLE_MODEL} (torch.save(model) of small_mlp)`, () => {
+  it("writes what model.state_dict() holds: small_mlp's tensors as plain tensors, in its order; rewriting gives the same bytes", async () => {
+    const out = join(dir, 'whole-model.pth');
+    const report = await collectConvert(fixturePath(WHOLE_MODEL), out);
+    expect(report.input.key).toBe('');
+    const got = await view(out);
+    // Parameters come back detached (is_parameter false, requires_grad false), as state_dict() gives them.
+    expect(got.tensors).toEqual(withoutSum(all.find((e) => e.file === 'small_mlp.pth')!));
+    // The module classes' _version lives in Python code, not in the pickle: no _metadata to carry over.
+    expect(got.metadata).toBeNull();
+    const again = join(dir, 'whole-model-2.pth');
+    await collectConvert(out, again);
+    expect(Buffer.compare(readFileSync(again), readFileSync(out))).toBe(0);
+  });
+});
+
 describe('views, sharing and strides survive (dtypes.pth)', () => {
   it('view_a/view_b share one 12-element storage, tied_a/tied_b share, expanded keeps stride 0, offsets stay', async () => {
     const out = join(dir, 'views.pth');
@@ -178,6 +194,15 @@ describe('inputs the writer refuses', () => {
       expect(readdirSync(folder)).toEqual([]);
     });
   }
+
+  it('a file without any tensor: NO_STATE_DICT, no output, no temporary file', async () => {
+    const folder = tempDir('ckpt-refused-');
+    const input = join(folder, 'no-tensors.pth');
+    await writeStateDict(input, [['epoch', { value: 7 }], ['name', { value: 'run' }]]);
+    const out = join(folder, 'out.pth');
+    await expect(collectConvert(input, out)).rejects.toMatchObject({ code: 'NO_STATE_DICT', path: input, detail: expect.stringMatching(/^no dict of tensors found \(top-level keys: epoch, name\)/) });
+    expect(readdirSync(folder)).toEqual(['no-tensors.pth']);
+  });
 
   it('an existing output stays untouched when the conversion fails', async () => {
     const folder = tempDir('ckpt-refused-');

@@ -7,6 +7,40 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 export const GNU_TIME = '/usr/bin/time';
+const USER_HZ = 100; // /proc/stat unit on Linux
+
+/** CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq, steal) since boot. */
+export function machineBusySeconds() {
+  try {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] || 0)) / USER_HZ;
+  } catch {
+    return NaN;
+  }
+}
+
+function sleepMs(ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Average number of busy cores over `ms` while this process runs nothing. */
+export function machineLoad(ms = 1000) {
+  const b0 = machineBusySeconds();
+  const t0 = performance.now();
+  sleepMs(ms);
+  return (machineBusySeconds() - b0) / ((performance.now() - t0) / 1000);
+}
+
+/**
+ * Samples machineLoad(1 s) until it is below `threshold` cores or `maxSeconds` have passed. Returns the
+ * last sample and how long it waited.
+ */
+export function waitIdle(maxSeconds, threshold = 0.2) {
+  const t0 = performance.now();
+  let load = machineLoad(1000);
+  while (load >= threshold && (performance.now() - t0) / 1000 < maxSeconds) load = machineLoad(1000);
+  return { load, waited: (performance.now() - t0) / 1000 };
+}
 
 /** Shell-style rendering of an argv, for printing the exact commands used. */
 export function shellQuote(argv) {
@@ -33,6 +67,7 @@ export function runOnce(argv, { stdout = 'null', okCodes = [0], timeFile, cwd, e
   try { fs.rmSync(tf, { force: true }); } catch { /* ignore */ }
   const nullFd = stdout === 'null' ? fs.openSync('/dev/null', 'w') : null;
   let r;
+  const busy0 = machineBusySeconds();
   const t0 = performance.now();
   try {
     r = spawnSync(GNU_TIME, ['-f', '%e %U %S %M', '-o', tf, ...argv], {
@@ -45,6 +80,7 @@ export function runOnce(argv, { stdout = 'null', okCodes = [0], timeFile, cwd, e
     if (nullFd !== null) fs.closeSync(nullFd);
   }
   const wall = (performance.now() - t0) / 1000;
+  const busy = machineBusySeconds() - busy0;
   if (r.error) throw new CommandError(argv, null, null, String(r.error));
   const stderr = r.stderr ? r.stderr.toString() : '';
   const out = r.stdout ? r.stdout.toString() : '';
@@ -55,7 +91,10 @@ export function runOnce(argv, { stdout = 'null', okCodes = [0], timeFile, cwd, e
     [, user, sys, rssKB] = m;
   } catch { /* time file missing: leave NaN */ }
   if (r.signal || !okCodes.includes(r.status)) throw new CommandError(argv, r.status, r.signal, stderr);
-  return { wall, user, sys, cpu: user + sys, rssKB, status: r.status, stdout: out, stderr };
+  // CPU used by everything else on the machine during the run (other processes, kernel writeback threads),
+  // in cores: a measurement with a high value was disturbed.
+  const others = Math.max(0, busy - (user + sys)) / wall;
+  return { wall, user, sys, cpu: user + sys, rssKB, others, status: r.status, stdout: out, stderr };
 }
 
 /** Untimed helper process; throws on failure. */
@@ -104,6 +143,7 @@ export function interleave(entries, { reps, warmup = 0, timeFile, log }) {
     v.best = v.runs.reduce((a, b) => (b.wall < a.wall ? b : a));
     v.rssKB = Math.max(...v.runs.map((r) => r.rssKB));
     v.walls = v.runs.map((r) => r.wall);
+    v.others = Math.max(...v.runs.map((r) => r.others));
   }
   return res;
 }

@@ -13,7 +13,6 @@ import { ioError } from './source.js';
 
 /** Temporary files currently being written, removed by the signal handler. */
 const pending = new Set<string>();
-let handlersInstalled = false;
 
 function removePendingAndExit(signal: NodeJS.Signals): void {
   for (const file of pending) rmSync(file, { force: true });
@@ -22,11 +21,19 @@ function removePendingAndExit(signal: NodeJS.Signals): void {
   process.exit(signal === 'SIGINT' ? 130 : 143);
 }
 
-function installSignalHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('SIGINT', removePendingAndExit);
-  process.on('SIGTERM', removePendingAndExit);
+/** The handlers are present only while a temporary file exists, so a library caller's own handlers rule otherwise. */
+function track(tmp: string): void {
+  if (pending.size === 0) {
+    process.on('SIGINT', removePendingAndExit);
+    process.on('SIGTERM', removePendingAndExit);
+  }
+  pending.add(tmp);
+}
+
+function untrack(tmp: string): void {
+  if (!pending.delete(tmp) || pending.size > 0) return;
+  process.off('SIGINT', removePendingAndExit);
+  process.off('SIGTERM', removePendingAndExit);
 }
 
 export function temporaryPathFor(destination: string): string {
@@ -45,8 +52,7 @@ export async function writeAtomically<T>(destination: string, write: (handle: Fi
   } catch (e) {
     throw ioError(destination, e, 'cannot create the output file');
   }
-  installSignalHandlers();
-  pending.add(tmp);
+  track(tmp);
   let committed = false;
   try {
     const result = await write(handle, tmp);
@@ -68,7 +74,7 @@ export async function writeAtomically<T>(destination: string, write: (handle: Fi
     const isOsError = typeof (e as NodeJS.ErrnoException)?.code === 'string';
     throw e instanceof CheckpointError || !isOsError ? e : ioError(destination, e, 'write failed');
   } finally {
-    pending.delete(tmp);
+    untrack(tmp);
     if (!committed) {
       await handle.close().catch(() => undefined);
       await unlink(tmp).catch(() => undefined);

@@ -97,8 +97,8 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
 
 function planTensor(path: string, key: string, t: TensorRef, dtype: DType, castCache: Map<StorageRef, Map<DType, CastStorage>>): TensorRef {
   if (t.conj || t.neg) {
-    // The lazy bits would have to be written as _rebuild_tensor_v2 metadata; keep the tensor as it is.
-    if (dtype !== t.dtype) throw new CheckpointError('UNWRITABLE', path, `${key}: cannot cast a tensor carrying torch's conj/neg bit`);
+    // torch 1.13's _rebuild_tensor_v2 takes no metadata argument, so the lazy bit cannot be written for it.
+    throw new CheckpointError('UNWRITABLE', path, `${key}: the tensor carries torch's lazy ${t.conj ? 'conjugate' : 'negative'} bit, which torch 1.13 cannot load; save it with .resolve_conj() / .resolve_neg() first`);
   }
   if (dtype === t.dtype) return t;
   if (!canConvert(t.dtype, dtype)) {

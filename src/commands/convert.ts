@@ -2,6 +2,7 @@
 import { CheckpointError } from '../checkpoint/errors.js';
 import { openCheckpoint } from '../checkpoint/open.js';
 import { findStateDict } from '../checkpoint/state-dict.js';
+import type { TensorRef } from '../checkpoint/tensor-ref.js';
 import { writeStateDict, type OutputValue } from '../checkpoint/writer.js';
 import { assertWritableOutput } from './paths.js';
 import { formatBytes, formatCount } from './render.js';
@@ -23,9 +24,18 @@ export async function collectConvert(input: string, output: string, keyPath?: st
   try {
     const sd = findStateDict(ckpt.root, input, keyPath);
     const entries: Array<[string, OutputValue]> = [];
+    // From a pickled nn.Module, write what model.state_dict() holds: param.detach(), a plain tensor without
+    // requires_grad (torch-format.md §3.5), not the Parameter objects; one copy per object keeps ties tied.
+    const detached = new Map<TensorRef, TensorRef>();
+    const detach = (t: TensorRef): TensorRef => {
+      if (sd.origin !== 'module' || (!t.parameter && !t.requiresGrad)) return t;
+      let d = detached.get(t);
+      if (!d) detached.set(t, (d = { ...t, parameter: false, requiresGrad: false }));
+      return d;
+    };
     for (const [key, value] of sd.dict.entries) {
       const name = String(key);
-      entries.push([name, typeof value === 'object' && value !== null && value.kind === 'tensor' ? { tensor: value } : { value }]);
+      entries.push([name, typeof value === 'object' && value !== null && value.kind === 'tensor' ? { tensor: detach(value) } : { value }]);
     }
     const progress = progressLine('copying');
     const result = await writeStateDict(output, entries, { metadata: sd.metadata, onProgress: progress.update }).catch((e: unknown) => {

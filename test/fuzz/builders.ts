@@ -340,6 +340,17 @@ export const BOMBS = {
     return zipCheckpoint(p.bytes(), SMALL_TENSORS);
   },
 
+  /** The same dict laughs as the root's only entry, and no state dict anywhere: the search must give up quickly. */
+  dictLaughsNoStateDict(levels = 5, width = 200): Uint8Array {
+    const p = new PickleBuilder().proto(2).emptyDict().str('laughs').emptyDict().put(0);
+    for (let l = 1; l <= levels; l++) {
+      p.emptyDict().mark();
+      for (let i = 0; i < width; i++) p.str(`k${i}`).get(l - 1);
+      p.setitems().put(l);
+    }
+    return zipCheckpoint(p.setitem().stop().bytes(), [], { records: [] });
+  },
+
   /** BINUNICODE declaring 0xFFFFFFFF bytes (4 GiB) in a 100-byte pickle. */
   string4GiB(): Uint8Array {
     const len = new Uint8Array(4).fill(0xff);
