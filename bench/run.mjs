@@ -31,7 +31,7 @@ const DEFAULT = ALL.filter((n) => n !== 'big');
 
 // ---------------------------------------------------------------------------------------------- options
 function usage(code) {
-  const text = `usage: node bench/run.mjs [--only NAME[,NAME...]] [--keep] [--scale S] [--big] [--reps N] [--py-reps N] [--dir DIR] [--wait-idle T]
+  const text = `usage: node bench/run.mjs [--only NAME[,NAME...]] [--keep] [--scale S] [--big] [--reps N] [--py-reps N] [--dir DIR] [--wait-idle T] [--prepare]
 
   --only NAMES  run only these benchmarks (${ALL.join(', ')}); repeatable or comma-separated
   --scale S     multiply every size and tensor count by S (default 1: 1 GB / 2 GB files; 0.1 = smoke run)
@@ -40,6 +40,7 @@ function usage(code) {
   --reps N      timed repetitions per ckpt/cp measurement, best taken (default 3)
   --py-reps N   timed repetitions of each Python baseline (default 2)
   --dir DIR     working folder for big files (default /tmp/ckpt-bench; never inside the repository)
+  --prepare     only generate the inputs of the selected benchmarks (kept) and exit
   --wait-idle T before each benchmark, wait up to T seconds for other processes to leave the CPU idle
                 (< 0.2 busy cores); default 0: only measure and warn`;
   (code ? process.stderr : process.stdout).write(text + '\n');
@@ -56,6 +57,7 @@ function parseArgs(argv) {
     };
     if (a === '--only') o.only.push(...val().split(',').filter(Boolean));
     else if (a === '--keep') o.keep = true;
+    else if (a === '--prepare') o.prepare = o.keep = true;
     else if (a === '--big') o.big = true;
     else if (a === '--scale') o.scale = Number(val());
     else if (a === '--reps') o.reps = Number(val());
@@ -156,6 +158,8 @@ function inputSpecs() {
   };
 }
 const SPECS = inputSpecs();
+const NEEDS = { inspect: ['pre'], open100k: ['t100k'], convert: ['z2g', 'l2g'], merge: ['pre', 'tgt'],
+  merge70k: ['k70pre', 'k70tgt'], diff: ['pre', 'tgt'], big: ['big'] };
 const made = new Set();
 
 /** Generates an input once (reused across benchmarks, and across runs with --keep). */
@@ -459,8 +463,11 @@ function preflight() {
 function cleanup() {
   rmf(OUT, path.join(DIR, 'strace'), TIME_FILE);
   if (!opt.keep) {
-    rmf(INPUTS);
-    try { fs.rmdirSync(DIR); } catch { /* not empty or gone: leave it */ }
+    // only the inputs this run made or used; files another run kept (other scales) stay
+    for (const key of made) rmf(SPECS[key].file, `${SPECS[key].file}.cmd`);
+    for (const d of [INPUTS, DIR]) {
+      try { fs.rmdirSync(d); } catch { /* not empty or gone: leave it */ }
+    }
   }
 }
 
@@ -482,6 +489,11 @@ log(`  ckpt = ${shellQuote(CKPT)}`);
 log();
 
 const t0 = performance.now();
+if (opt.prepare) {
+  log('== preparing inputs (kept)');
+  for (const key of new Set(opt.selected.flatMap((b) => NEEDS[b]))) input(key);
+  process.exit(0);
+}
 for (const name of opt.selected) {
   const before = summary.length;
   benchOthers = 0;

@@ -60,13 +60,33 @@ function isWrapperChain(prefix: string): boolean {
   return true;
 }
 
-/** Every candidate mapping that fills at least one target key, best first. */
+/**
+ * Prefixes (besides '') that at least `floor` keys start with. A mapping built on a rarer prefix could not
+ * fill half of the smaller key set, so it is never chosen; skipping it keeps ranking linear in the keys.
+ */
+function frequentPrefixes(keys: readonly KeyShape[], floor: number, allowed: (prefix: string) => boolean): Set<string> {
+  const counts = new Map<string, number>();
+  for (const k of keys) {
+    for (const prefix of leadingPrefixes(k.key)) {
+      if (prefix !== '' && allowed(prefix)) counts.set(prefix, (counts.get(prefix) ?? 0) + 1);
+    }
+  }
+  const out = new Set<string>(['']);
+  for (const [prefix, n] of counts) if (n >= floor) out.add(prefix);
+  return out;
+}
+
+/** Candidate mappings that fill at least one target key, best first. */
 export function rankAlignments(pretrained: readonly KeyShape[], target: readonly KeyShape[]): Alignment[] {
+  const floor = Math.max(1, Math.ceil(Math.min(pretrained.length, target.length) / 2));
+  // A non-wrapper strip is a single leading component (`backbone.`); deeper ones are guesses.
+  const strips = frequentPrefixes(pretrained, floor, (p) => isWrapperChain(p) || p.indexOf('.') === p.length - 1);
+  const adds = frequentPrefixes(target, floor, () => true);
   // rest -> [(strip prefix, pretrained shape)] for every allowed strip of every pretrained key.
   const byRest = new Map<string, Array<{ strip: string; shape: readonly number[] }>>();
   for (const p of pretrained) {
     for (const strip of leadingPrefixes(p.key)) {
-      if (strip !== '' && !isWrapperChain(strip) && strip.split('.').length > 2) continue;
+      if (!strips.has(strip)) continue;
       const rest = p.key.slice(strip.length);
       let list = byRest.get(rest);
       if (!list) byRest.set(rest, (list = []));
@@ -76,6 +96,7 @@ export function rankAlignments(pretrained: readonly KeyShape[], target: readonly
   const scores = new Map<string, Alignment>();
   for (const t of target) {
     for (const add of leadingPrefixes(t.key)) {
+      if (!adds.has(add)) continue;
       const hits = byRest.get(t.key.slice(add.length));
       if (!hits) continue;
       for (const { strip, shape } of hits) {

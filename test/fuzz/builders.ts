@@ -52,6 +52,7 @@ export class PickleBuilder {
   reduce(): this { return this.raw(OP.REDUCE!); }
   build(): this { return this.raw(OP.BUILD!); }
   binpersid(): this { return this.raw(OP.BINPERSID!); }
+  pop(): this { return this.raw(OP.POP!); }
 
   put(i: number): this {
     if (i < 256) return this.raw(OP.BINPUT!, i);
@@ -311,13 +312,13 @@ export const BOMBS = {
    * previous one; 10^levels leaves from a few hundred bytes. The root is the top list.
    */
   listLaughs(levels = 40, width = 10): Uint8Array {
-    const p = new PickleBuilder().proto(2).emptyList().str('lol').append().put(0);
+    const p = new PickleBuilder().proto(2).emptyList().str('lol').append().put(0).pop();
     for (let l = 1; l <= levels; l++) {
       p.emptyList().mark();
       for (let i = 0; i < width; i++) p.get(l - 1);
-      p.appends().put(l);
+      p.appends().put(l).pop();
     }
-    return zipCheckpoint(p.stop().bytes(), [], { records: [] });
+    return zipCheckpoint(p.get(levels).stop().bytes(), [], { records: [] });
   },
 
   /**
@@ -327,12 +328,8 @@ export const BOMBS = {
    */
   dictLaughs(levels = 5, width = 200): Uint8Array {
     const p = new PickleBuilder().proto(2).emptyDict().mark();
-    p.str('laughs').emptyDict().put(0);
-    for (let l = 1; l <= levels; l++) {
-      p.emptyDict().mark();
-      for (let i = 0; i < width; i++) p.str(`k${i}`).get(l - 1);
-      p.setitems().put(l);
-    }
+    p.str('laughs');
+    dictLaughsOps(p, levels, width);
     p.str('state_dict').orderedDict().mark();
     for (const t of SMALL_TENSORS) tensorOps(p.str(t.key), t);
     p.setitems();
@@ -342,12 +339,8 @@ export const BOMBS = {
 
   /** The same dict laughs as the root's only entry, and no state dict anywhere: the search must give up quickly. */
   dictLaughsNoStateDict(levels = 5, width = 200): Uint8Array {
-    const p = new PickleBuilder().proto(2).emptyDict().str('laughs').emptyDict().put(0);
-    for (let l = 1; l <= levels; l++) {
-      p.emptyDict().mark();
-      for (let i = 0; i < width; i++) p.str(`k${i}`).get(l - 1);
-      p.setitems().put(l);
-    }
+    const p = new PickleBuilder().proto(2).emptyDict().str('laughs');
+    dictLaughsOps(p, levels, width);
     return zipCheckpoint(p.setitem().stop().bytes(), [], { records: [] });
   },
 
@@ -525,6 +518,17 @@ export const BOMBS = {
 } as const;
 
 export type BombName = keyof typeof BOMBS;
+
+/** Pushes d(levels), where d0 = {} and d(l) maps `width` keys to the one memoised d(l-1). */
+function dictLaughsOps(p: PickleBuilder, levels: number, width: number): void {
+  p.emptyDict().put(0).pop();
+  for (let l = 1; l <= levels; l++) {
+    p.emptyDict().mark();
+    for (let i = 0; i < width; i++) p.str(`k${i}`).get(l - 1);
+    p.setitems().put(l);
+    if (l < levels) p.pop();
+  }
+}
 
 /** CRC-32 of `n` zero bytes, in 16 MiB steps. */
 function zeroCrc(n: number): number {
