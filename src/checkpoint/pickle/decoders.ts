@@ -4,7 +4,7 @@
  * `_codecs.encode`). Anything they do not recognise (an unexpected argument shape included) is left to
  * the caller, which builds an opaque PyObject. Nothing here imports or runs anything.
  */
-import { PyBytes, PyDict, PyList, PySet, PyTuple, type PyGlobal, type PyValue } from './value.js';
+import { PyBytes, PyDict, PyList, PySet, PyTuple, kindOf, type PyGlobal, type PyValue } from './value.js';
 
 export type Decoder = (args: PyValue[]) => PyValue | undefined;
 
@@ -102,16 +102,8 @@ function encodeText(text: PyValue, encoding: PyValue): PyBytes | undefined {
 
 /** Python type name of a value, for messages. */
 export function pyTypeName(v: PyValue): string {
-  if (v === null) return 'None';
-  switch (typeof v) {
-    case 'boolean':
-      return 'bool';
-    case 'number':
-    case 'bigint':
-      return 'int';
-    case 'string':
-      return 'str';
-    default:
-      return v.kind === 'dict' ? (v.ordered ? 'OrderedDict' : 'dict') : v.kind === 'persid' ? 'persistent id' : v.kind;
-  }
+  const kind = kindOf(v);
+  if (kind === 'none') return 'None';
+  if (kind === 'persid') return 'persistent id';
+  return kind === 'dict' && (v as PyDict).ordered ? 'OrderedDict' : kind;
 }
