@@ -37,7 +37,8 @@ const cases: Array<[string, string, RegExp]> = [
   ['a flipped byte in data.pkl', file('pkl.pth', flipped(zip, dataPkl + 40)), /./],
   ['a legacy file truncated in its pickle', file('legacy-half.pth', legacy.subarray(0, 2000)), /./],
   ['a legacy file truncated in its storages', file('legacy-tail.pth', legacy.subarray(0, legacy.length - 100)), /./],
-  ['safetensors', file('model.safetensors', Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{}')])), /safetensors/],
+  // a malformed safetensors file (valid ones read): the header declares 8 data bytes that are not there
+  ['a truncated safetensors file', file('model.safetensors', Buffer.concat([Buffer.from([56, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  ')])), /safetensors/],
 ];
 
 describe.each(cases)('%s', (_name, path, message) => {

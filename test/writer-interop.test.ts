@@ -20,13 +20,16 @@ import { expectedFixtures, fixturePath } from './helpers/fixtures.js';
 import { PYTHON, python, skipInterop, torchSummary } from './helpers/torch.js';
 import type { MergeReport } from '../src/commands/merge.js';
 
-const UNWRITABLE = new Set(['payload_os_system.pth']);
+// Refused by the writer (see writer-roundtrip.test.ts): a payload object, torch 2.6's lazy conj/neg bits.
+const UNWRITABLE = new Set(['payload_os_system.pth', 'torch26_conj.pth']);
 const fixtures = expectedFixtures();
 const smallMlp = fixtures.find((e) => e.file === 'small_mlp.pth')!;
+/** float8, uint16/32/64, complex32: written with _rebuild_tensor_v3 over an UntypedStorage, which only torch >= 2.1 reads. */
+const newerThan113 = (dtype: string) => dtypeByName(dtype)?.storageClass === null;
 // torch.save(model) of small_mlp: convert writes what model.state_dict() holds, without _metadata (the
 // module classes' versions are Python code, not pickled).
 const writable = fixtures
-  .filter((e) => !UNWRITABLE.has(e.file))
+  .filter((e) => !UNWRITABLE.has(e.file) && !e.tensors.some((t) => newerThan113(t.dtype)))
   .map((e) => (e.file === 'full_model_pickle.pth' ? { ...e, tensors: smallMlp.tensors, metadata: null } : e));
 
 describe.skipIf(skipInterop)('torch 1.13 loads what ckpt writes (weights_only=True)', () => {

@@ -18,12 +18,15 @@ import type { StorageRef, TensorRef } from '../src/checkpoint/tensor-ref.js';
 import { writeStateDict, type OutputValue } from '../src/checkpoint/writer.js';
 import { collectConvert } from '../src/commands/convert.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
+import { FileSource } from '../src/checkpoint/source.js';
 import { expectedFixtures, fixturePath, type Expected } from './helpers/fixtures.js';
 import { ROOT, tempDir } from './helpers/cli.js';
 
 const UNWRITABLE_FIXTURES: Record<string, { code: CheckpointError['code']; detail: RegExp }> = {
   // {'w': tensor, 'x': obj whose __reduce__ is os.system}: the state dict is found, 'x' cannot be pickled.
   'payload_os_system.pth': { code: 'UNWRITABLE', detail: /^x: an object built by posix\.system cannot be written/ },
+  // torch 2.6 keeps lazy conj/neg bits as a 7th _rebuild_tensor_v2 argument, which torch 1.13 cannot load.
+  'torch26_conj.pth': { code: 'UNWRITABLE', detail: /^conj: the tensor carries torch's lazy conjugate bit, which torch 1\.13 cannot load/ },
 };
 /** torch.save(model) of small_mlp: no state dict in the file; convert writes what model.state_dict() holds. */
 const WHOLE_MODEL = 'full_model_pickle.pth';
@@ -93,6 +96,7 @@ describe.each(writable.map((e) => [e.file, e] as const))('convert %s', (file, ex
     expect(got.key).toBe(''); // the state dict is now the top level, whatever wrapper it came from
     expect(got.locations).toEqual(expected.tensors.length ? ['cpu'] : []); // cuda_location.pth comes back as cpu
     expect(got.tensors).toEqual(withoutSum(expected));
+    expect(got.others).toEqual([]); // training_checkpoint.pth & co: only the nested state dict, no epoch/optimizer
     expect(got.metadata).toEqual(expected.metadata ?? null);
     expect(report.metadata).toBe(expected.metadata != null);
     // One record per distinct storage, numbered in first-use order, and nothing torch would misread.
@@ -326,6 +330,51 @@ describe('casts through the writer', () => {
     } finally {
       await src.close();
     }
+  });
+});
+
+describe('dtypes without a typed storage class (torch >= 2.1: float8, uint16, ...)', () => {
+  // Bug (fixed in src/checkpoint/writer.ts): torch >= 2.1 saves these with _rebuild_tensor_v3 over an
+  // UntypedStorage, which the reader gives as uint8 bytes under a float8/uint16 tensor; the pickler refused
+  // such a tensor ("a tensor of dtype float8_e4m3fn over a uint8 storage cannot be written"), so every
+  // torch 2.x file holding one failed to convert or merge.
+  it('a file holding them (_rebuild_tensor_v3 over UntypedStorage) converts, views and sharing kept', async () => {
+    const folder = tempDir('ckpt-v3-');
+    const bin = join(folder, 'bytes.bin');
+    const bytes = Uint8Array.from({ length: 24 }, (_, i) => (i * 37 + 11) & 0xff);
+    writeFileSync(bin, bytes);
+    const source = await FileSource.open(bin);
+    const input = join(folder, 'torch2.pth');
+    try {
+      const storage = (dtype: string, numel: number, offset: number): StorageRef => {
+        const dt = dtypeByName(dtype)!;
+        return { kind: 'storage', key: dtype, dtype: dt, location: 'cpu', numel, byteLength: numel * dt.itemSize, record: { name: dtype, length: numel * dt.itemSize, crc32: null, resolve: async () => ({ source, offset }) } };
+      };
+      const tensor = (s: StorageRef, shape: number[], stride: number[], storageOffset = 0): TensorRef => ({ kind: 'tensor', dtype: s.dtype, shape, stride, storageOffset, storage: s, requiresGrad: false, parameter: false, conj: false, neg: false });
+      const f8 = storage('float8_e4m3fn', 8, 0);
+      const u16 = storage('uint16', 4, 8);
+      const u32 = storage('uint32', 2, 16);
+      await writeStateDict(input, [
+        ['f8', { tensor: tensor(f8, [2, 4], [4, 1]) }],
+        ['f8_view', { tensor: tensor(f8, [2, 2], [1, 2], 3) }],
+        ['u16', { tensor: tensor(u16, [4], [1]) }],
+        ['u32', { tensor: tensor(u32, [2], [1]) }],
+      ]);
+    } finally {
+      await source.close();
+    }
+    const out = join(folder, 'out.pth');
+    await collectConvert(input, out);
+    const got = await view(out);
+    expect(got.tensors).toEqual((await view(input)).tensors);
+    expect(got.tensors.map((t) => [t.key, t.dtype, t.storage_offset, t.stride, t.shares_storage_with])).toEqual([
+      ['f8', 'float8_e4m3fn', 0, [4, 1], null],
+      ['f8_view', 'float8_e4m3fn', 3, [1, 2], 'f8'],
+      ['u16', 'uint16', 0, [1], null],
+      ['u32', 'uint32', 0, [1], null],
+    ]);
+    expect(got.tensors[2]!.sha256).toBe(createHash('sha256').update(bytes.subarray(8, 16)).digest('hex'));
+    expect(Buffer.compare(readFileSync(out), readFileSync(input))).toBe(0);
   });
 });
 

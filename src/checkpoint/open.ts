@@ -1,11 +1,13 @@
 /**
- * Sniff, then dispatch (torch-format.md §1): zip local-header magic at offset 0, the legacy magic-number
- * pickle, or the ancient tar layout, which is recognised and refused.
+ * Sniff, then dispatch (torch-format.md §1, §9): zip local-header magic at offset 0, the legacy magic-number
+ * pickle, a safetensors file (8-byte header length, then `{`), or the ancient tar layout, which is
+ * recognised and refused.
  */
 import { CheckpointError } from './errors.js';
 import { type ByteSource, FileSource } from './source.js';
 import { openArchive } from './archive.js';
 import { isLegacyMagic, openLegacy } from './legacy.js';
+import { looksLikeSafetensors, openSafetensors } from './safetensors.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
@@ -31,9 +33,7 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
     throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
   }
   // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
-  if (head.length >= 9 && head[8] === 0x7b) {
-    throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'safetensors file; safetensors support is not implemented yet');
-  }
+  if (looksLikeSafetensors(head)) return openSafetensors(source, options);
   if (head[0] === 0x80) {
     throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'a plain pickle, not a torch.save checkpoint (no zip container and no legacy magic number)');
   }

@@ -49,6 +49,7 @@ interface CastStorage extends StorageRef {
 export async function writeStateDict(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, options: WriteOptions = {}): Promise<WriteResult> {
   const dict = new PyDict(true);
   const castCache = new Map<StorageRef, Map<DType, CastStorage>>();
+  const typedCache = new Map<StorageRef, Map<DType, StorageRef>>();
   let tensorCount = 0;
   for (const [key, out] of entries) {
     if ('value' in out) {
@@ -56,7 +57,7 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
       continue;
     }
     tensorCount++;
-    dict.entries.set(key, planTensor(path, key, out.tensor, out.dtype ?? out.tensor.dtype, castCache));
+    dict.entries.set(key, planTensor(path, key, out.tensor, out.dtype ?? out.tensor.dtype, castCache, typedCache));
   }
   if (options.metadata) {
     const state = new PyDict(false);
@@ -95,7 +96,8 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
   });
 }
 
-function planTensor(path: string, key: string, t: TensorRef, dtype: DType, castCache: Map<StorageRef, Map<DType, CastStorage>>): TensorRef {
+function planTensor(path: string, key: string, tensor: TensorRef, dtype: DType, castCache: Map<StorageRef, Map<DType, CastStorage>>, typedCache: Map<StorageRef, Map<DType, StorageRef>>): TensorRef {
+  const t = typedView(tensor, typedCache);
   if (t.conj || t.neg) {
     // torch 1.13's _rebuild_tensor_v2 takes no metadata argument, so the lazy bit cannot be written for it.
     throw new CheckpointError('UNWRITABLE', path, `${key}: the tensor carries torch's lazy ${t.conj ? 'conjugate' : 'negative'} bit, which torch 1.13 cannot load; save it with .resolve_conj() / .resolve_neg() first`);
@@ -122,6 +124,25 @@ function planTensor(path: string, key: string, t: TensorRef, dtype: DType, castC
     perDtype.set(dtype, storage);
   }
   return { ...t, dtype, storage };
+}
+
+/**
+ * torch >= 2.1 saves the dtypes without a typed storage class (float8, uint16/32/64, ...) with
+ * `_rebuild_tensor_v3` over an UntypedStorage, which the reader gives as uint8 bytes. The pickler writes a
+ * storage in its tensor's dtype, so give such a tensor the same bytes as a storage of its own dtype, one per
+ * source storage and dtype (views of one storage stay shared).
+ */
+function typedView(t: TensorRef, typedCache: Map<StorageRef, Map<DType, StorageRef>>): TensorRef {
+  const s = t.storage;
+  if (s.dtype.name === t.dtype.name || s.dtype.name !== 'uint8' || s.byteLength % t.dtype.itemSize !== 0) return t;
+  let perDtype = typedCache.get(s);
+  if (!perDtype) typedCache.set(s, (perDtype = new Map()));
+  let storage = perDtype.get(t.dtype);
+  if (!storage) {
+    storage = { ...s, dtype: t.dtype, numel: s.byteLength / t.dtype.itemSize };
+    perDtype.set(t.dtype, storage);
+  }
+  return { ...t, storage };
 }
 
 /** Storages smaller than this are served from a read-ahead window: 100k tiny records, one read each, add up. */

@@ -94,8 +94,9 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
 async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
   if (!ckpt.zip) return { records: ckpt.storages.length, crc: 'not in format' };
   const entries = ckpt.zip.entries;
-  // torch 2.6+ can write files without CRCs (set_crc32_options(False)): every CRC field is 0.
-  const crcAbsent = entries.length > 0 && entries.every((e) => e.crc32 === 0 && e.size > 0);
+  // torch 2.6+ can write files without CRCs (set_crc32_options(False)): every CRC field is 0. An empty
+  // record's real CRC is 0 too, so it neither proves nor disproves this (torch26_no_crc.pth has one).
+  const crcAbsent = entries.some((e) => e.size > 0) && entries.every((e) => e.crc32 === 0);
   for (const entry of entries) {
     try {
       await entryDataOffset(ckpt.source, entry);

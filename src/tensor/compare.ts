@@ -11,7 +11,9 @@
  * Values are compared as float64 (every float16/bfloat16/float32 value and every integer below 2^53 is
  * exact there). Two integer tensors of which one is int64 are compared on exact 64-bit words, so values
  * beyond 2^53 that differ by 1 are seen as different. Chunks whose bytes are identical (same dtype) are
- * equal without decoding, through one memcmp.
+ * equal without decoding, through one memcmp. Two tensors of one dtype that convert.ts cannot decode
+ * (complex, float8, uint16/32/64) are compared on element bytes: every differing element counts as beyond
+ * tolerance and maxAbsDiff stays null.
  */
 import { Buffer } from 'node:buffer';
 import type { DType } from './dtype.js';
@@ -39,6 +41,8 @@ const INTEGER_KINDS = new Set(['int', 'uint', 'bool']);
 
 export class ValueComparer {
   private readonly sameType: boolean;
+  /** Same dtype that convert.ts cannot decode: element bytes are compared, nothing is decoded. */
+  private readonly bytewise: boolean;
   /** Decode both sides to int64 words instead of float64 values. */
   private readonly exactInt: boolean;
   private readonly scratchA = new Float64Array(BLOCK);
@@ -55,11 +59,14 @@ export class ValueComparer {
     private readonly atol: number,
     private readonly rtol: number,
   ) {
-    if (!canConvert(a, FLOAT64) || !canConvert(b, FLOAT64)) {
+    this.sameType = a.name === b.name;
+    // Same dtype without a decoder here (complex, float8, uint16/32/64, quantized): compared element by
+    // element on their bytes; any difference counts as beyond tolerance, with no max |a - b|.
+    this.bytewise = this.sameType && (!canConvert(a, FLOAT64) || !canConvert(b, FLOAT64));
+    if (!this.bytewise && (!canConvert(a, FLOAT64) || !canConvert(b, FLOAT64))) {
       throw new TypeError(`cannot compare values of ${a.name} and ${b.name}`);
     }
     if (!(atol >= 0) || !(rtol >= 0)) throw new RangeError(`tolerances must be >= 0 (atol ${atol}, rtol ${rtol})`);
-    this.sameType = a.name === b.name;
     this.equalBytes = this.sameType;
     this.exactInt = INTEGER_KINDS.has(a.kind) && INTEGER_KINDS.has(b.kind) && (a.name === 'int64' || b.name === 'int64');
   }
@@ -78,6 +85,13 @@ export class ValueComparer {
       return;
     }
     this.equalBytes = false;
+    if (this.bytewise) {
+      for (let i = 0; i < count; i++) {
+        if (Buffer.compare(aBytes.subarray(i * as, (i + 1) * as), bBytes.subarray(i * as, (i + 1) * as)) !== 0) this.countBeyondTolerance++;
+      }
+      this.compared += count;
+      return;
+    }
     const bytesA = new Uint8Array(this.scratchA.buffer);
     const bytesB = new Uint8Array(this.scratchB.buffer);
     const target = this.exactInt ? INT64 : FLOAT64;

@@ -56,6 +56,7 @@ export const DTYPES: readonly DType[] = [
 ];
 
 const byName = new Map(DTYPES.map((t) => [t.name, t]));
+const bySafetensors = new Map(DTYPES.filter((t) => t.safetensors).map((t) => [t.safetensors as string, t]));
 const byStorageClass = new Map(DTYPES.filter((t) => t.storageClass).map((t) => [t.storageClass as string, t]));
 
 /** Aliases that appear as `GLOBAL torch <alias>` in hand-written pickles; torch itself writes canonical names. */
@@ -73,6 +74,11 @@ const ALIASES: Record<string, string> = {
 
 export function dtypeByName(name: string): DType | undefined {
   return byName.get(name) ?? byName.get(ALIASES[name] ?? '');
+}
+
+/** A safetensors dtype code (`F32`, `BF16`, `F8_E4M3`, ...) → its torch dtype. */
+export function dtypeBySafetensors(code: string): DType | undefined {
+  return bySafetensors.get(code);
 }
 
 /** `FloatStorage` (any module: torch maps `torch.cuda.FloatStorage` the same way) → float32. */

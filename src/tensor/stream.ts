@@ -2,11 +2,12 @@
  * Streaming a tensor's elements in row-major order, chunk by chunk through one reused buffer, for the
  * value scans (diff --values, check --finite). Contiguous views are read straight from the file;
  * other views are gathered from their storage, which is then read whole (views are small in practice:
- * state_dict() tensors are almost always contiguous).
+ * state_dict() tensors are almost always contiguous). torch's lazy conj/neg bits are applied (the values
+ * are what torch shows, not the raw storage).
  */
 import type { TensorRef } from '../checkpoint/tensor-ref.js';
 import { isContiguous, numelOf } from '../checkpoint/tensor-ref.js';
-import { readTensorBytes } from '../checkpoint/read-bytes.js';
+import { readTensorBytes, resolveLazyBits } from '../checkpoint/read-bytes.js';
 import { CheckpointError } from '../checkpoint/errors.js';
 
 export const SCAN_CHUNK_BYTES = 4 << 20;
@@ -35,6 +36,7 @@ export async function* tensorChunks(tensor: TensorRef, path: string, elementsPer
     const count = Math.min(elementsPerChunk, numel - at);
     const view = buffer.subarray(0, count * item);
     await source.readInto(start + at * item, view);
+    if (tensor.conj || tensor.neg) resolveLazyBits(tensor, view, path);
     yield { bytes: view, count };
   }
 }

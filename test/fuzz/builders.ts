@@ -468,6 +468,24 @@ export const BOMBS = {
     return zipCheckpoint(pickle, SMALL_TENSORS, { pickleMethod: 8, pickleCompressed: deflateBomb(pickle, 1 << 30) });
   },
 
+  /**
+   * data.pkl honestly declaring 1 GiB - 1 KiB (a valid state-dict pickle, then zeros after its STOP), deflated
+   * about 1000:1 into a 1 MB file: within LIMITS.pickleBytes and LIMITS.inflatedBytes, so only a
+   * compression-ratio guard or a streaming inflate keeps it from costing a gigabyte of memory.
+   */
+  deflatedHugePickle(): Uint8Array {
+    const pickle = stateDictPickle(SMALL_TENSORS);
+    const declared = (1 << 30) - 1024;
+    const zeros = declared - pickle.length;
+    const exact = deflateExact(pickle, zeros);
+    const crc = zeroCrcFrom(crc32(pickle), zeros);
+    return writeZip([
+      { name: 'archive/data.pkl', data: new Uint8Array(0), method: 8, compressed: exact, declaredSize: declared, declaredCrc: crc },
+      ...['0', '1'].map((k, i) => ({ name: `archive/data/${k}`, data: floatData(i === 0 ? 12 : 3) })),
+      { name: 'archive/version', data: new Uint8Array(Buffer.from('3\n')) },
+    ]);
+  },
+
   /** data/0 declared as 48 bytes (12 floats), deflated to inflate to 1 GiB. */
   deflateBombStorage(): Uint8Array {
     const pickle = stateDictPickle(SMALL_TENSORS);
@@ -532,10 +550,27 @@ function dictLaughsOps(p: PickleBuilder, levels: number, width: number): void {
 
 /** CRC-32 of `n` zero bytes, in 16 MiB steps. */
 function zeroCrc(n: number): number {
-  const chunk = new Uint8Array(Math.min(n, 16 << 20));
-  let crc = 0;
+  return zeroCrcFrom(0, n);
+}
+
+/** CRC-32 continued over `n` zero bytes. */
+function zeroCrcFrom(crc: number, n: number): number {
+  const chunk = new Uint8Array(Math.min(Math.max(n, 1), 16 << 20));
   for (let done = 0; done < n; done += chunk.length) crc = crc32(chunk.subarray(0, Math.min(chunk.length, n - done)), crc);
   return crc;
+}
+
+/** Raw deflate of `prefix` followed by exactly `zeroBytes` zeros, without materialising them. */
+function deflateExact(prefix: Uint8Array, zeroBytes: number): Uint8Array {
+  const CHUNK = 16 << 20;
+  const parts: Uint8Array[] = [deflateRawSync(prefix, { finishFlush: zlibConstants.Z_SYNC_FLUSH })];
+  const whole = deflateRawSync(new Uint8Array(CHUNK), { level: 9, finishFlush: zlibConstants.Z_SYNC_FLUSH });
+  const full = Math.floor(zeroBytes / CHUNK);
+  for (let i = 0; i < full; i++) parts.push(whole);
+  const rest = zeroBytes - full * CHUNK;
+  if (rest) parts.push(deflateRawSync(new Uint8Array(rest), { level: 9, finishFlush: zlibConstants.Z_SYNC_FLUSH }));
+  parts.push(FINAL_EMPTY_BLOCK);
+  return concat(...parts);
 }
 
 /** Replaces the end records (zip64 end + locator + classic, 98 bytes at the end of writeZip output). */

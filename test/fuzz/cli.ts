@@ -21,20 +21,34 @@ export interface CliRun {
   ms: number;
   /** Peak resident set size of the node process, in MB (NaN when it could not be measured). */
   maxRssMb: number;
+  /** The timeout fired and the child was killed. */
+  killed: boolean;
 }
 
 export function cliBuilt(): boolean {
   return existsSync(CLI);
 }
 
-export async function runCli(args: readonly string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
+export interface RunOptions {
+  /** Kill the child (SIGKILL) after this long; `killed` is then true (default 30 s). */
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** `node dist/bin/ckpt.js ...args`, measured. */
+export function runCli(args: readonly string[], options: RunOptions = {}): Promise<CliRun> {
+  return runNode([CLI, ...args], options);
+}
+
+/** `node ...argv` (this Node binary), measured. */
+export async function runNode(nodeArgs: readonly string[], options: RunOptions = {}): Promise<CliRun> {
   const useTime = existsSync(TIME);
   const scratch = useTime ? mkdtempSync(join(tmpdir(), 'ckpt-cli-rss-')) : null;
   const rssFile = scratch ? join(scratch, 'rss') : '';
   const command = useTime ? TIME : process.execPath;
-  const argv = useTime ? ['-f', '%M', '-o', rssFile, process.execPath, CLI, ...args] : [CLI, ...args];
+  const argv = useTime ? ['-f', '%M', '-o', rssFile, process.execPath, ...nodeArgs] : [...nodeArgs];
   const started = performance.now();
-  const child = spawn(command, argv, { env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, argv, { env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', ...options.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
@@ -50,7 +64,16 @@ export async function runCli(args: readonly string[], options: { timeoutMs?: num
           // the process has exited
         }
       }, 5);
-  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    // Under /usr/bin/time the node process is time's child: kill the whole group we started.
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
+  }, options.timeoutMs ?? 30_000);
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
   const ms = performance.now() - started;
   clearTimeout(timer);
@@ -66,5 +89,5 @@ export async function runCli(args: readonly string[], options: { timeoutMs?: num
     }
     rmSync(scratch, { recursive: true, force: true });
   }
-  return { code, signal, stdout, stderr, ms, maxRssMb };
+  return { code, signal, stdout, stderr, ms, maxRssMb, killed };
 }
