@@ -86,8 +86,18 @@ describe('ValueComparer', () => {
     expect(c.result()).toEqual({ equalBytes: false, maxAbsDiff: 1, countBeyondTolerance: 1, nanMismatch: 0, compared: 2 });
   });
 
-  it('refuses dtypes it cannot decode and negative tolerances', () => {
-    expect(() => new ValueComparer(dt('complex64'), dt('complex64'), 0, 0)).toThrow(TypeError);
+  it('refuses two different dtypes it cannot decode, and negative tolerances', () => {
+    expect(() => new ValueComparer(dt('complex64'), dt('float32'), 0, 0)).toThrow(TypeError);
+    expect(() => new ValueComparer(dt('uint16'), dt('uint32'), 0, 0)).toThrow(TypeError);
     expect(() => new ValueComparer(dt('float32'), dt('float32'), -1, 0)).toThrow(RangeError);
+  });
+
+  it('compares one dtype it cannot decode (complex64, uint16) element by element on its bytes', () => {
+    const c = new ValueComparer(dt('complex64'), dt('complex64'), 1, 1);
+    c.update(f32([1, 2, 3, 4]), f32([1, 2, 3, 4.5]), 2);
+    expect(c.result()).toEqual({ equalBytes: false, maxAbsDiff: null, countBeyondTolerance: 1, nanMismatch: 0, compared: 2 });
+    const u = new ValueComparer(dt('uint16'), dt('uint16'), 0, 0);
+    u.update(Uint8Array.from([1, 0, 2, 0]), Uint8Array.from([1, 0, 2, 0]), 2);
+    expect(u.result()).toEqual({ equalBytes: true, maxAbsDiff: 0, countBeyondTolerance: 0, nanMismatch: 0, compared: 2 });
   });
 });
