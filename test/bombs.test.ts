@@ -54,7 +54,7 @@ async function explode(name: BombName, bytes: Uint8Array, expectation: Expectati
   rmSync(out, { force: true });
   if (!ops) {
     results.push(`  ${name.padEnd(30)} killed after ${run.ms.toFixed(0)} ms`);
-    return [run.killed ? `still running after ${KILL_MS} ms: killed (a hang)` : `the child printed no report (exit ${run.code}, signal ${run.signal}): ${run.stderr.slice(0, 300)}`];
+    return [run.killed ? `still running after ${KILL_MS} ms: killed (a hang, or six commands far over their ${BOUND_MS} ms bound)` : `the child printed no report (exit ${run.code}, signal ${run.signal}): ${run.stderr.slice(0, 300)}`];
   }
   const problems: string[] = [];
   const fails = new Set(expectation.fails ?? DETONATE_OPS);

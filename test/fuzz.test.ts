@@ -10,9 +10,9 @@
  *
  * Each file in fixtures/regressions/ is an input that found a bug, named for it, with a test below.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError } from '../src/checkpoint/errors.js';
 import { openCheckpoint, openSource } from '../src/checkpoint/open.js';
@@ -32,8 +32,8 @@ import { FIXTURES } from './helpers/fixtures.js';
 
 /** Fixed, so CI runs the same cases every time; change it to explore, or use scripts/fuzz.mjs. */
 const SEED = 20261127;
-const CASES = 3000;
-const CHUNKS = 6;
+const CASES = 5000;
+const CHUNKS = 10;
 const CASE_MS = 2000;
 const RSS_GROWTH_MB = 300;
 const REGRESSIONS = join(FIXTURES, 'regressions');
@@ -78,6 +78,30 @@ describe('fuzz helpers', () => {
       };
       expect(keys(b)).toEqual(keys(a));
     }
+  });
+
+  it('the runner catches what it is there to catch: an escaping error, a leftover temp file, a partial output, a slow case', async () => {
+    const scratch = mkdtempSync(join(dir, 'oracle-'));
+    const broken: FuzzLib = {
+      ...lib,
+      collectInspect: async () => {
+        throw new TypeError('boom');
+      },
+      collectConvert: async (_input, output) => {
+        writeFileSync(join(scratch, `.${basename(output)}.ckpt-tmp-1-abcd`), 'partial');
+        writeFileSync(output, 'partial');
+        throw new CheckpointError('IO', output, 'write failed');
+      },
+      collectCheck: async () => {
+        await new Promise((r) => setTimeout(r, 30));
+        return { report: {} as never, exitCode: 0 };
+      },
+    };
+    const mutant = generateCase(corpus, SEED, 0);
+    const result = await runCase(mutant, { lib: broken, dir: scratch, caseMs: 20, ops: ['inspect', 'check', 'convert'] });
+    const kinds = result.findings.map((f) => `${f.kind}:${f.op}`).sort();
+    expect(kinds).toEqual(['escape:inspect', 'leftover:convert', 'leftover:convert', 'slow:all']);
+    expect(readdirSync(scratch).filter((n) => n.includes('.ckpt-tmp-'))).toEqual([]);
   });
 
   it('a case is a pure function of (seed, index)', () => {

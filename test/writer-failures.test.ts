@@ -104,6 +104,13 @@ describe('unwritable destinations (as root: chmod does not stop writes, these do
     }
   }
 
+  it('an output that cannot be created is reported as such: IO "cannot create the output file", not NOT_FOUND "no such file"', async () => {
+    // /proc exists and is a directory, so the folder check passes; open(2) of the temporary file then
+    // fails with ENOENT, which ioError() maps to NOT_FOUND "no such file", as if the output were an input.
+    const e = await failure(() => collectConvert(INPUT, '/proc/ckpt-writer-failures-out.pth'));
+    expect({ code: e.code, detail: e.detail }).toMatchObject({ code: 'IO', detail: expect.stringMatching(/^cannot create the output file/) });
+  });
+
   it('convert to a read-only mount: IO error, nothing left', async (ctx) => {
     const dir = mkdtempSync(join(work, 'ro-'));
     const problem = tryMount(dir, 'ro,size=1m');

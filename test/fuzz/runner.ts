@@ -128,7 +128,7 @@ async function checkOutput(op: string, failed: boolean, result: unknown, output:
   const reported = op === 'convert' ? !failed : (result as { report?: { output?: string | null } } | undefined)?.report?.output === output;
   if (exists && !reported) findings.push({ kind: 'leftover', op, detail: failed ? 'a failed command left its output file' : 'an output file exists but the report says nothing was written' });
   if (!exists && reported) findings.push({ kind: 'output', op, detail: 'the report names an output file that does not exist' });
-  if (exists) {
+  if (exists && reported) {
     // What ckpt wrote, ckpt must read back.
     try {
       await lib.collectInspect(output);
@@ -136,8 +136,8 @@ async function checkOutput(op: string, failed: boolean, result: unknown, output:
       const err = e as Error;
       findings.push({ kind: 'output', op, detail: `the written output does not open again: ${err?.name}: ${String(err?.message).split('\n')[0]}`, stack: stackTop(err) });
     }
-    rmSync(output, { force: true });
   }
+  if (exists) rmSync(output, { force: true });
 }
 
 /** The first frames of a stack, without the message line and without node internals. */
