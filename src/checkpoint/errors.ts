@@ -26,17 +26,27 @@ export class CheckpointError extends Error {
   readonly detail: string;
 
   constructor(code: CheckpointErrorCode, path: string, detail: string) {
-    super(path ? `${path}: ${detail}` : detail);
+    const safeDetail = printable(detail);
+    super(path ? `${path}: ${safeDetail}` : safeDetail);
     this.name = 'CheckpointError';
     this.code = code;
     this.path = path;
-    this.detail = detail;
+    this.detail = safeDetail;
   }
 
   /** The same problem, attributed to another file name (used when a reader is handed a path late). */
   withPath(path: string): CheckpointError {
     return new CheckpointError(this.code, path, this.detail);
   }
+}
+
+/**
+ * Details quote names taken from the file (zip entry names, pickle strings): control characters are
+ * escaped so that an error stays one line and a hostile file cannot send terminal escape sequences.
+ */
+function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }
 
 export function isCheckpointError(e: unknown): e is CheckpointError {

@@ -17,8 +17,9 @@ export async function readTensorBytes(tensor: TensorRef, path = ''): Promise<Uin
   const item = tensor.dtype.itemSize;
   const numel = numelOf(tensor.shape);
   if (!tensor.storage.record) throw new CheckpointError('BAD_TENSOR', path, `storage ${tensor.storage.key} has no record`);
-  const { source, offset } = await tensor.storage.record.resolve();
   if (numel === 0) return new Uint8Array(0);
+  assertViewInStorage(tensor, path);
+  const { source, offset } = await tensor.storage.record.resolve();
   if (isContiguous(tensor)) {
     const bytes = await source.read(offset + tensor.storageOffset * item, numel * item);
     // The source may hand out a view of its own memory (BufferSource): resolve a copy, never in place.
@@ -26,20 +27,49 @@ export async function readTensorBytes(tensor: TensorRef, path = ''): Promise<Uin
     return bytes;
   }
   const storage = await source.read(offset, tensor.storage.byteLength);
+  return resolveLazyBits(tensor, gather(tensor, storage, numel), path);
+}
+
+/**
+ * A view must address only elements of its storage; the reader records a view that does not as a
+ * problem (`ckpt check` opens leniently), so check again before sizing any buffer from the shape.
+ */
+function assertViewInStorage(tensor: TensorRef, path: string): void {
+  const elements = Math.floor(tensor.storage.byteLength / tensor.dtype.itemSize);
+  let last = tensor.storageOffset;
+  for (let d = 0; d < tensor.shape.length; d++) last += ((tensor.shape[d] as number) - 1) * (tensor.stride[d] as number);
+  if (!(last < elements) || numelOf(tensor.shape) * tensor.dtype.itemSize > Number.MAX_SAFE_INTEGER) {
+    throw new CheckpointError('BAD_TENSOR', path, `view of storage ${tensor.storage.key} reaches element ${last} but the storage has ${elements}`);
+  }
+}
+
+/** Row-major copy of a strided view; runs along a unit-stride last dimension are copied whole. */
+function gather(tensor: TensorRef, storage: Uint8Array, numel: number): Uint8Array {
+  const item = tensor.dtype.itemSize;
   const out = new Uint8Array(numel * item);
   const rank = tensor.shape.length;
-  const index = new Array<number>(rank).fill(0);
-  for (let n = 0; n < numel; n++) {
+  const lastSize = rank ? (tensor.shape[rank - 1] as number) : 1;
+  const lastStride = rank ? (tensor.stride[rank - 1] as number) : 1;
+  const outer = rank ? rank - 1 : 0;
+  const index = new Array<number>(outer).fill(0);
+  for (let n = 0; n < numel; n += lastSize) {
     let at = tensor.storageOffset;
-    for (let d = 0; d < rank; d++) at += (index[d] as number) * (tensor.stride[d] as number);
-    out.set(storage.subarray(at * item, at * item + item), n * item);
-    for (let d = rank - 1; d >= 0; d--) {
+    for (let d = 0; d < outer; d++) at += (index[d] as number) * (tensor.stride[d] as number);
+    if (lastStride === 1) {
+      out.set(storage.subarray(at * item, (at + lastSize) * item), n * item);
+    } else {
+      for (let j = 0; j < lastSize; j++) {
+        const from = (at + j * lastStride) * item;
+        out.set(storage.subarray(from, from + item), (n + j) * item);
+      }
+    }
+    for (let d = outer - 1; d >= 0; d--) {
       index[d] = (index[d] as number) + 1;
       if ((index[d] as number) < (tensor.shape[d] as number)) break;
       index[d] = 0;
     }
   }
-  return resolveLazyBits(tensor, out, path);
+  return out;
 }
 
 /** float8 formats without a negative zero: 0x80 is their NaN, and -0 is 0. */

@@ -119,10 +119,19 @@ function hex(n: number): string {
 
 async function checkFinite(sd: StateDict, path: string, findings: Finding[]): Promise<void> {
   const buffer = new Uint8Array(SCAN_CHUNK_BYTES);
+  // Storages already found corrupt (missing, short, or viewed out of range) are not scanned.
+  const corrupt = new Set(findings.filter((f) => f.kind === 'corrupt').map((f) => f.key));
   for (const [key, t] of sd.tensors) {
     if (t.dtype.kind !== 'float' && t.dtype.kind !== 'complex') continue;
+    if (corrupt.has(t.storage.key)) continue;
     const scanner = new FiniteScanner(t.dtype);
-    for await (const chunk of tensorChunks(t, path, Math.floor(SCAN_CHUNK_BYTES / t.dtype.itemSize), buffer)) scanner.update(chunk.bytes, chunk.count);
+    try {
+      for await (const chunk of tensorChunks(t, path, Math.floor(SCAN_CHUNK_BYTES / t.dtype.itemSize), buffer)) scanner.update(chunk.bytes, chunk.count);
+    } catch (e) {
+      if (!(e instanceof CheckpointError)) throw e;
+      findings.push({ kind: 'corrupt', key, detail: `${key}: ${e.detail}` });
+      continue;
+    }
     const r = scanner.result();
     if (r.nan + r.posInf + r.negInf === 0) continue;
     const parts = [r.nan && `${r.nan} NaN`, r.posInf && `${r.posInf} +inf`, r.negInf && `${r.negInf} -inf`].filter(Boolean);

@@ -182,13 +182,17 @@ export class Machine {
     if (typeof old !== 'object' || old === null) return;
     if (!this.memoSlots) {
       this.memoSlots = new Map();
-      this.memo.forEach((v, i) => {
+      // Object.keys visits only the slots that were set: a single LONG_BINPUT 49999999 makes the array
+      // sparse, and walking its length would cost seconds (fixtures/regressions/pickle-sparse-memo-build-slow.pth).
+      for (const key of Object.keys(this.memo)) {
+        const i = Number(key);
+        const v = this.memo[i];
         if (typeof v === 'object' && v !== null) {
-          const slots = this.memoSlots!.get(v);
+          const slots = this.memoSlots.get(v);
           if (slots) slots.push(i);
-          else this.memoSlots!.set(v, [i]);
+          else this.memoSlots.set(v, [i]);
         }
-      });
+      }
     }
     const slots = this.memoSlots.get(old);
     if (!slots) return;
