@@ -12,6 +12,8 @@ import type { Checkpoint, OpenOptions } from './checkpoint.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 const SNIFF_BYTES = 512;
+/** Enough for the zip local-header magic and the 15-byte legacy magic number. */
+const MAGIC_BYTES = 16;
 const TAR_MAGIC_OFFSET = 257;
 
 export async function openCheckpoint(path: string, options: OpenOptions = {}): Promise<Checkpoint> {
@@ -26,9 +28,11 @@ export async function openCheckpoint(path: string, options: OpenOptions = {}): P
 
 export async function openSource(source: ByteSource, options: OpenOptions = {}): Promise<Checkpoint> {
   if (source.size === 0) throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'file is empty');
-  const head = await source.read(0, Math.min(SNIFF_BYTES, source.size));
+  // A few bytes decide zip, legacy and safetensors; only a file that is none of them is read further.
+  let head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
   if (ZIP_MAGIC.every((b, i) => head[i] === b)) return openArchive(source, options);
   if (isLegacyMagic(head)) return openLegacy(source, options);
+  head = await source.read(0, Math.min(SNIFF_BYTES, source.size));
   if (head.length >= TAR_MAGIC_OFFSET + 5 && Buffer.from(head.subarray(TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5)).toString('latin1') === 'ustar') {
     throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
   }

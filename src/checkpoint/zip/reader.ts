@@ -64,11 +64,21 @@ interface CentralDirectoryLocation extends EndRecordValues {
 async function locateCentralDirectory(source: ByteSource): Promise<CentralDirectoryLocation> {
   const { path, size } = source;
   const bad = (detail: string) => new CheckpointError('BAD_ZIP', path, detail);
-  // The tail read also covers the locator and torch's zip64 end record, which sit right before.
-  const tailLength = Math.min(size, LIMITS.zipEocdSearch + ZIP64_LOCATOR_SIZE + ZIP64_END_RECORD_SIZE);
-  const tailStart = size - tailLength;
-  const tail = await source.read(tailStart, tailLength);
-  const view = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
+  // First read only the end records a comment-less archive (every torch file) ends with: the classic
+  // end record, the zip64 locator and the zip64 end record right before it. Reading the 64 KiB a comment
+  // could occupy would, in a small file, read tensor bytes (DESIGN: metadata first).
+  let tailLength = Math.min(size, END_RECORD_SIZE + ZIP64_LOCATOR_SIZE + ZIP64_END_RECORD_SIZE);
+  let tailStart = size - tailLength;
+  let tail = await source.read(tailStart, tailLength);
+  let view = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
+  const last = tailLength - END_RECORD_SIZE;
+  const commentless = last >= 0 && view.getUint32(last, true) === SIGNATURE.endRecord && view.getUint16(last + 20, true) === 0;
+  if (!commentless) {
+    tailLength = Math.min(size, LIMITS.zipEocdSearch + ZIP64_LOCATOR_SIZE + ZIP64_END_RECORD_SIZE);
+    tailStart = size - tailLength;
+    tail = await source.read(tailStart, tailLength);
+    view = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
+  }
 
   // The end record is the last "PK\5\6" whose comment length reaches exactly the end of the file.
   const lowest = Math.max(0, size - LIMITS.zipEocdSearch - tailStart);
