@@ -5,6 +5,7 @@
  *   npx tsc -p tsconfig.build.json          # or: npm run build
  *   node scripts/fuzz.mjs --cases 100000 --seed 1 [--jobs 2] [--out DIR]
  *   node scripts/fuzz.mjs --seed 1 --only 4711 [--save case.pth]   # replay one case, verbosely
+ *   --ops inspect,diff ... runs only those commands; --no-finite runs check without --finite
  *
  * Every case is a pure function of (seed, index): a mutant of one fixture (test/fuzz/mutate.ts), run
  * through inspect, check --finite, diff --values, merge (both ways) and convert in a worker process
@@ -30,7 +31,7 @@ const DIST = join(ROOT, 'dist');
 function parseArgs(argv) {
   const args = {
     cases: 100_000, seed: 1, start: 0, jobs: Math.max(1, Math.min(cpus().length, 8)), out: join(tmpdir(), 'ckpt-fuzz-findings'),
-    caseMs: 2000, hangMs: 20_000, rssMb: 300, batch: 50, only: null, save: null, child: false, build: false, quiet: false, ops: null,
+    caseMs: 2000, hangMs: 20_000, rssMb: 300, batch: 50, only: null, save: null, child: false, build: false, quiet: false, ops: null, finite: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -57,6 +58,7 @@ function parseArgs(argv) {
       case '--only': args.only = num(); break;
       case '--save': args.save = resolve(next()); break;
       case '--ops': args.ops = next().split(',').filter(Boolean); break;
+      case '--no-finite': args.finite = false; break;
       case '--build': args.build = true; break;
       case '--quiet': args.quiet = true; break;
       case '--child': args.child = true; break;
@@ -68,7 +70,7 @@ function parseArgs(argv) {
 }
 
 function usage(problem) {
-  const text = 'usage: node scripts/fuzz.mjs [--cases N] [--seed S] [--start I] [--jobs J] [--out DIR] [--case-ms MS] [--hang-ms MS] [--rss-mb MB] [--ops inspect,check,diff,merge,merge-target,convert] [--build] [--quiet]\n       node scripts/fuzz.mjs --seed S --only I [--save FILE]';
+  const text = 'usage: node scripts/fuzz.mjs [--cases N] [--seed S] [--start I] [--jobs J] [--out DIR] [--case-ms MS] [--hang-ms MS] [--rss-mb MB] [--ops inspect,check,diff,merge,merge-target,convert] [--no-finite] [--build] [--quiet]\n       node scripts/fuzz.mjs --seed S --only I [--save FILE]';
   if (problem) {
     process.stderr.write(`error: ${problem}\n${text}\n`);
     process.exit(2);
@@ -153,7 +155,7 @@ async function childMain(args) {
     for (let i = msg.start; i < msg.end; i++) {
       process.send({ t: 'start', i });
       const mutant = mutate.generateCase(corpus, args.seed, i);
-      const result = await runner.runCase(mutant, { lib, dir, caseMs: args.caseMs, ...(args.ops ? { ops: args.ops } : {}) });
+      const result = await runner.runCase(mutant, { lib, dir, caseMs: args.caseMs, finite: args.finite, ...(args.ops ? { ops: args.ops } : {}) });
       const rss = process.memoryUsage.rss();
       if (++done === 50) baseline = rss;
       const findings = result.findings;
@@ -165,7 +167,7 @@ async function childMain(args) {
     }
     process.send({ t: 'idle' });
   });
-  process.send({ t: 'ready', corpus: corpus.length });
+  process.send({ t: 'ready', corpus: corpus.length, dir });
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -185,7 +187,7 @@ async function replay(args) {
       writeFileSync(args.save, mutant.bytes);
       console.log(`  saved to ${args.save}`);
     }
-    const result = await runner.runCase(mutant, { lib, dir, caseMs: args.caseMs, ...(args.ops ? { ops: args.ops } : {}) });
+    const result = await runner.runCase(mutant, { lib, dir, caseMs: args.caseMs, finite: args.finite, ...(args.ops ? { ops: args.ops } : {}) });
     for (const o of result.outcomes) console.log(`  ${o.op.padEnd(13)} ${o.outcome.padEnd(20)} ${o.ms.toFixed(1)} ms`);
     for (const f of result.findings) console.log(`  FINDING ${f.kind} (${f.op}): ${f.detail}${f.stack ? `\n    at ${f.stack}` : ''}`);
     process.exitCode = result.findings.length ? 1 : 0;
@@ -239,9 +241,9 @@ async function parentMain(args) {
   await new Promise((resolveAll) => {
     const workers = new Set();
     const spawnWorker = () => {
-      const childArgs = ['--child', '--seed', String(args.seed), '--case-ms', String(args.caseMs), '--rss-mb', String(args.rssMb), ...(args.ops ? ['--ops', args.ops.join(',')] : [])];
+      const childArgs = ['--child', '--seed', String(args.seed), '--case-ms', String(args.caseMs), '--rss-mb', String(args.rssMb), ...(args.ops ? ['--ops', args.ops.join(',')] : []), ...(args.finite ? [] : ['--no-finite'])];
       const child = fork(fileURLToPath(import.meta.url), childArgs, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      const w = { child, current: null, currentSince: 0, batch: null, finished: false };
+      const w = { child, current: null, currentSince: 0, batch: null, finished: false, hung: false, dir: null };
       workers.add(w);
       const giveWork = () => {
         const next = queue.shift();
@@ -254,6 +256,7 @@ async function parentMain(args) {
         child.send({ t: 'batch', ...next });
       };
       child.on('message', (msg) => {
+        if (msg.t === 'ready') w.dir = msg.dir;
         if (msg.t === 'ready' || msg.t === 'idle') return giveWork();
         if (msg.t === 'start') {
           w.current = msg.i;
@@ -281,6 +284,8 @@ async function parentMain(args) {
       });
       child.on('exit', (code, signal) => {
         workers.delete(w);
+        // A worker killed by the watchdog never ran its own cleanup.
+        if (w.dir) rmSync(w.dir, { recursive: true, force: true });
         if (!w.finished) {
           // Killed by the watchdog or crashed: the case it was on is a finding; the rest of its batch goes back.
           const i = w.current;
@@ -312,7 +317,7 @@ async function parentMain(args) {
 
   const secs = (Date.now() - started) / 1000;
   const lines = [];
-  lines.push(`fuzz: seed ${args.seed}, cases ${first}..${last - 1}${args.ops ? ` (ops ${args.ops.join(',')})` : ''}: ${cases} cases in ${secs.toFixed(1)} s (${(cases / secs).toFixed(0)} cases/s, ${args.jobs} workers), corpus ${corpus.length} fixtures`);
+  lines.push(`fuzz: seed ${args.seed}, cases ${first}..${last - 1}${args.ops ? ` (ops ${args.ops.join(',')})` : ''}${args.finite ? '' : ' (check without --finite)'}: ${cases} cases in ${secs.toFixed(1)} s (${(cases / secs).toFixed(0)} cases/s, ${args.jobs} workers), corpus ${corpus.length} fixtures`);
   lines.push(`  slowest case ${maxMs.toFixed(0)} ms (case ${maxMsCase}), mean ${(totalMs / Math.max(1, cases)).toFixed(1)} ms, max worker RSS ${(maxRss / 2 ** 20).toFixed(0)} MB (after case ${maxRssCase})`);
   for (const [op, h] of histogram) {
     const parts = [...h].sort((a, b) => b[1] - a[1]).map(([o, n]) => `${o} ${n}`);

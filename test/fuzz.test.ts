@@ -145,6 +145,13 @@ describe(`mutation fuzzing, CI slice: seed ${SEED}, cases 0..${CASES - 1}`, () =
   }
 });
 
+describe('after the slice', () => {
+  it('no fixture changed', () => {
+    const changed = corpus.filter((c) => !readFileSync(c.path).equals(c.bytes)).map((c) => c.name);
+    expect(changed).toEqual([]);
+  });
+});
+
 function describeFinding(i: number, fixture: string, steps: readonly string[], f: Finding): string {
   return `seed ${SEED} case ${i} (${fixture}: ${steps.join('; ')}): ${f.kind} in ${f.op}: ${f.detail}${f.stack ? ` at ${f.stack.split(' | ')[0]}` : ''}`;
 }
@@ -192,8 +199,25 @@ describe('fuzz regressions (fixtures/regressions)', () => {
     expect(performance.now() - started).toBeLessThan(500);
   });
 
+  it('error-message-entry-name-newline.pth: a zip entry name holding a newline and control bytes gives a one-line error (it printed two lines and raw control bytes)', async () => {
+    const f = file('error-message-entry-name-newline.pth');
+    const e = await collectInspect(f).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(CheckpointError);
+    // One line, and no byte a terminal would interpret (C0 controls, DEL, C1 controls such as CSI).
+    expect((e as CheckpointError).message).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+  });
+
+  it.skipIf(!cliBuilt())('error-message-entry-name-newline.pth through the CLI: exactly one `error: ` line on stderr, exit 2', async () => {
+    const f = file('error-message-entry-name-newline.pth');
+    const run = await runCli(['inspect', f]);
+    expect({ code: run.code, lines: run.stderr.split('\n').filter((l) => l !== '').length, prefix: run.stderr.startsWith(`error: ${f}: `) }).toEqual({ code: 2, lines: 1, prefix: true });
+  });
+
   it('every file in fixtures/regressions/ has a test here and a line in its README', () => {
-    const tested = ['check-finite-view-past-storage-hang.pth', 'check-finite-view-past-storage-rangeerror.pth', 'diff-values-complex64.pth', 'pickle-sparse-memo-build-slow.pth'];
+    const tested = ['check-finite-view-past-storage-hang.pth', 'check-finite-view-past-storage-rangeerror.pth', 'diff-values-complex64.pth', 'error-message-entry-name-newline.pth', 'pickle-sparse-memo-build-slow.pth'];
     const readme = readFileSync(join(REGRESSIONS, 'README.md'), 'utf8');
     expect(readdirSync(REGRESSIONS).filter((n) => n !== 'README.md').sort()).toEqual(tested);
     for (const n of tested) expect(readme).toContain(n);

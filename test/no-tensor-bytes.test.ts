@@ -4,7 +4,7 @@
  * and not one byte of any `data/<k>` record. A ByteSource wrapper records every read; the data ranges
  * come from the zip reader afterwards (entryDataOffset + compressed size, on a second source).
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { openSource } from '../src/checkpoint/open.js';
 import { findStateDict } from '../src/checkpoint/state-dict.js';
@@ -84,18 +84,21 @@ async function readsDuringOpen(source: ByteSource): Promise<{ reads: Array<[numb
   return { reads: [...recording.reads], ranges: await storageDataRanges(source) };
 }
 
+/**
+ * Zip fixtures with a state dict. Legacy files are left out: their storages sit between 8-byte element
+ * counts that must be read to find the next one, so a legacy open reads storage bytes by design.
+ */
 const zipFixtures = readdirSync(FIXTURES)
   .filter((n) => /\.(pth|ckpt)$/.test(n))
   .sort()
-  .filter((n) => !['full_model_pickle.pth'].includes(n));
+  .filter((n) => n !== 'full_model_pickle.pth')
+  .filter((n) => readFileSync(fixturePath(n)).subarray(0, 2).toString('latin1') === 'PK');
 
 describe('open + findStateDict + inspect-level work read no tensor byte', () => {
   for (const name of zipFixtures) {
     it(name, async () => {
       const source = await FileSource.open(fixturePath(name));
       try {
-        const head = await source.read(0, 2);
-        if (head[0] !== 0x50 || head[1] !== 0x4b) return; // legacy: storages are interleaved with their headers (see below)
         const { reads, ranges } = await readsDuringOpen(source);
         expect(ranges.length).toBeGreaterThan(0);
         expect(overlaps(reads, ranges)).toEqual([]);

@@ -32,12 +32,12 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   let head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
   if (ZIP_MAGIC.every((b, i) => head[i] === b)) return openArchive(source, options);
   if (isLegacyMagic(head)) return openLegacy(source, options);
+  // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
+  if (looksLikeSafetensors(head)) return openSafetensors(source, options);
   head = await source.read(0, Math.min(SNIFF_BYTES, source.size));
   if (head.length >= TAR_MAGIC_OFFSET + 5 && Buffer.from(head.subarray(TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5)).toString('latin1') === 'ustar') {
     throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
   }
-  // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
-  if (looksLikeSafetensors(head)) return openSafetensors(source, options);
   if (head[0] === 0x80) {
     throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'a plain pickle, not a torch.save checkpoint (no zip container and no legacy magic number)');
   }

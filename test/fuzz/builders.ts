@@ -322,6 +322,33 @@ export const BOMBS = {
   },
 
   /**
+   * A real state dict with one more entry: a memo-shared DAG of lists (`kind` 'list') or tuples ('tuple'),
+   * 40 levels of 10 references each (10^40 leaves). Readers never expand it; a writer must memoise
+   * shared containers (as CPython's pickler does) or it writes forever.
+   */
+  laughsInStateDict(kind: 'list' | 'tuple' = 'list', levels = 40, width = 10): Uint8Array {
+    const pickle = stateDictPickle(SMALL_TENSORS, {
+      extra: [['laughs', (p) => {
+        p.str('lol').put(1000).pop();
+        for (let l = 1; l <= levels; l++) {
+          if (kind === 'list') p.emptyList();
+          p.mark();
+          for (let i = 0; i < width; i++) p.get(1000 + l - 1);
+          if (kind === 'list') p.appends();
+          else p.tuple();
+          p.put(1000 + l);
+          if (l < levels) p.pop();
+        }
+      }]],
+    });
+    return zipCheckpoint(pickle, SMALL_TENSORS);
+  },
+
+  tupleLaughsInStateDict(): Uint8Array {
+    return BOMBS.laughsInStateDict('tuple');
+  },
+
+  /**
    * Billion laughs on dicts, next to a real state dict: {'model': d5, 'state_dict': {tensors}} where
    * d0 = {} and d(l) maps `width` keys to d(l-1). A search that follows every key of every nested dict
    * without remembering what it has seen walks width^levels paths.

@@ -60,6 +60,8 @@ export interface CaseOptions {
   caseMs?: number;
   /** Which commands to run (default all). */
   ops?: readonly OpName[];
+  /** Run check with --finite, which reads every float tensor (default true). */
+  finite?: boolean;
 }
 
 export const OP_NAMES = ['inspect', 'check', 'diff', 'merge', 'merge-target', 'convert'] as const;
@@ -105,7 +107,7 @@ export async function runCase(mutant: Mutant, options: CaseOptions): Promise<Cas
 
   const ops = new Set(options.ops ?? OP_NAMES);
   if (ops.has('inspect')) await run('inspect', () => lib.collectInspect(input), false);
-  if (ops.has('check')) await run('check', () => lib.collectCheck(input, { finite: true }), false);
+  if (ops.has('check')) await run('check', () => lib.collectCheck(input, { finite: options.finite ?? true }), false);
   if (ops.has('diff')) await run('diff', () => lib.collectDiff(input, original, { values: true }), false);
   if (ops.has('merge')) await run('merge', () => lib.collectMerge(input, original, { output }), true);
   if (ops.has('merge-target')) await run('merge-target', () => lib.collectMerge(original, input, { output }), true);
@@ -160,8 +162,9 @@ export function signature(f: Finding): string {
 }
 
 /**
- * The corpus: every `*.pth` / `*.ckpt` directly in `fixturesDir`, parsed. Legacy storage header offsets
- * come from the library (record offset − 8), since finding them needs each storage's element size.
+ * The corpus: every zip or legacy `*.pth` / `*.ckpt` directly in `fixturesDir`, parsed. Legacy storage
+ * header offsets come from the library (record offset − 8), since finding them needs each storage's
+ * element size.
  */
 export async function loadCorpus(fixturesDir: string, lib: FuzzLib): Promise<CorpusFile[]> {
   const names = readdirSync(fixturesDir).filter((n) => /\.(pth|ckpt)$/.test(n)).sort();
@@ -169,8 +172,12 @@ export async function loadCorpus(fixturesDir: string, lib: FuzzLib): Promise<Cor
   for (const name of names) {
     const path = join(fixturesDir, name);
     const bytes = new Uint8Array(readFileSync(path));
+    const zip = bytes[0] === 0x50 && bytes[1] === 0x4b;
+    // Legacy files start with the magic-number pickle: PROTO 2, LONG1 of 10 bytes.
+    const legacy = bytes[0] === 0x80 && bytes[1] === 0x02 && bytes[2] === 0x8a && bytes[3] === 0x0a;
+    if (!zip && !legacy) continue; // a format the mutators do not model (e.g. a safetensors fixture)
     let headers: number[] = [];
-    if (bytes[0] !== 0x50) {
+    if (legacy) {
       const ckpt = await lib.openCheckpoint(path);
       try {
         for (const s of ckpt.storages) {
