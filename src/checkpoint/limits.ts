@@ -34,6 +34,11 @@ export const LIMITS = {
   storageBytes: Number.MAX_SAFE_INTEGER,
   /** Tensors found in one state dict. */
   tensors: 10_000_000,
+  /**
+   * Bytes of one tensor gathered into memory (non-contiguous views, readTensorBytes). An expanded view
+   * (stride 0) of a tiny storage can declare billions of elements; streaming paths never gather.
+   */
+  gatherBytes: 1 << 30,
   /** Bytes of a legacy file's pickled prefix (everything before the raw storages). */
   legacyPrefixBytes: 1 << 30,
 } as const;

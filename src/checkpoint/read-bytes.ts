@@ -1,5 +1,6 @@
 /** Reading tensor bytes on demand: the only place (with the streaming copy) that touches storage data. */
 import { CheckpointError } from './errors.js';
+import { LIMITS } from './limits.js';
 import { isContiguous, numelOf, type StorageRef, type TensorRef } from './tensor-ref.js';
 
 /** Whole storage bytes (little-endian, as in the file). For tests and small tensors; copies stream instead. */
@@ -19,6 +20,9 @@ export async function readTensorBytes(tensor: TensorRef, path = ''): Promise<Uin
   if (!tensor.storage.record) throw new CheckpointError('BAD_TENSOR', path, `storage ${tensor.storage.key} has no record`);
   if (numel === 0) return new Uint8Array(0);
   assertViewInStorage(tensor, path);
+  if (numel * item > LIMITS.gatherBytes) {
+    throw new CheckpointError('LIMIT', path, `tensor of shape [${tensor.shape.join(', ')}] needs ${numel * item} bytes in memory, over the gatherBytes limit of ${LIMITS.gatherBytes}`);
+  }
   const { source, offset } = await tensor.storage.record.resolve();
   if (isContiguous(tensor)) {
     const bytes = await source.read(offset + tensor.storageOffset * item, numel * item);
