@@ -147,6 +147,11 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `ckpt inspect big.pth | head`: the reader went away; that is not an error worth a stack trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -96,3 +96,12 @@ describe('usage errors', () => {
     expect(ckpt(['merge', '--help']).code).toBe(0);
   });
 });
+
+describe('stdout closed early', () => {
+  it('`ckpt inspect | head -1` ends quietly when the reader goes away (no EPIPE stack trace)', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync('sh', ['-c', `node dist/bin/ckpt.js inspect ${fixturePath('resnet18_tiny.pth')} | head -1`], { encoding: 'utf8' });
+    expect(r.stdout.split('\n')[0]).toMatch(/^file /);
+    expect(r.stderr).toBe('');
+  });
+});

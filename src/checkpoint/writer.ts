@@ -172,9 +172,14 @@ class ReadAhead {
 
 /** Copies storages into zip entries through one reused buffer (two when casting). */
 class StorageCopier {
-  private readonly buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+  /**
+   * Two buffers per side, used in turn: the next chunk is read (a synchronous pread) while the previous
+   * one is still being written by the thread pool, so reading and writing overlap.
+   */
+  private readonly buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
+  private castBuffers: Buffer[] | null = null;
   private readonly readAhead = new ReadAhead();
-  private castBuffer: Buffer | null = null;
+  private turn = 0;
   private done = 0;
   private sinceYield = 0;
 
@@ -191,28 +196,36 @@ class StorageCopier {
     const { source, offset } = await from.record.resolve();
     const inItem = from.dtype.itemSize;
     const outItem = storage.dtype.itemSize;
-    // Elements per chunk, so that neither the input nor the output side exceeds the buffer.
+    // Elements per chunk, so that neither the input nor the output side exceeds a buffer.
     const perChunk = Math.floor(COPY_CHUNK_BYTES / Math.max(inItem, outItem));
-    if (cast && !this.castBuffer) this.castBuffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
-    for (let element = 0; element < from.numel; element += perChunk) {
-      const count = Math.min(perChunk, from.numel - element);
-      const input = this.buffer.subarray(0, count * inItem);
-      if (from.byteLength <= SMALL_STORAGE_BYTES) await this.readAhead.read(source, offset + element * inItem, input);
-      else await source.readInto(offset + element * inItem, input);
-      if (cast) {
-        const output = (this.castBuffer as Buffer).subarray(0, count * outItem);
-        convertElements(from.dtype, storage.dtype, input, output, count);
-        await write(output);
-      } else {
-        await write(input);
+    if (cast && !this.castBuffers) this.castBuffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
+    let writing: Promise<void> | null = null;
+    try {
+      for (let element = 0; element < from.numel; element += perChunk) {
+        const count = Math.min(perChunk, from.numel - element);
+        this.turn ^= 1;
+        const input = (this.buffers[this.turn] as Buffer).subarray(0, count * inItem);
+        if (from.byteLength <= SMALL_STORAGE_BYTES) await this.readAhead.read(source, offset + element * inItem, input);
+        else await source.readInto(offset + element * inItem, input);
+        let output = input;
+        if (cast) {
+          output = (this.castBuffers as Buffer[])[this.turn]!.subarray(0, count * outItem);
+          convertElements(from.dtype, storage.dtype, input, output, count);
+        }
+        if (writing) await writing;
+        writing = write(output);
+        this.done += count * outItem;
+        this.sinceYield += count * outItem + 4096;
+        if (this.sinceYield >= YIELD_EVERY_BYTES) {
+          this.sinceYield = 0;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        this.onProgress?.(this.done, this.total);
       }
-      this.done += count * outItem;
-      this.sinceYield += count * outItem + 4096;
-      if (this.sinceYield >= YIELD_EVERY_BYTES) {
-        this.sinceYield = 0;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-      this.onProgress?.(this.done, this.total);
+    } finally {
+      // Never leave a write in flight on a buffer the next chunk will reuse, even after a read failed.
+      if (writing) await writing.catch(() => undefined);
     }
+    if (writing) await writing;
   }
 }
