@@ -100,7 +100,16 @@ describe('usage errors', () => {
 describe('stdout closed early', () => {
   it('`ckpt inspect | head -1` ends quietly when the reader goes away (no EPIPE stack trace)', async () => {
     const { spawnSync } = await import('node:child_process');
-    const r = spawnSync('sh', ['-c', `node dist/bin/ckpt.js inspect ${fixturePath('resnet18_tiny.pth')} | head -1`], { encoding: 'utf8' });
+    const { openCheckpoint } = await import('../src/checkpoint/open.js');
+    const { findStateDict } = await import('../src/checkpoint/state-dict.js');
+    const { writeStateDict } = await import('../src/checkpoint/writer.js');
+    // Far more output than a pipe buffers (64 KiB), so the writer is still writing when head exits.
+    const source = await openCheckpoint(fixturePath('resnet18_tiny.pth'));
+    const [, tensor] = findStateDict(source.root, 'x').tensors[0]!;
+    const many = join(dir, 'many-keys.pth');
+    await writeStateDict(many, Array.from({ length: 5000 }, (_, i) => [`block.${i}.weight`, { tensor }] as const));
+    await source.close();
+    const r = spawnSync('sh', ['-c', `node dist/bin/ckpt.js inspect ${many} | head -1`], { encoding: 'utf8' });
     expect(r.stdout.split('\n')[0]).toMatch(/^file /);
     expect(r.stderr).toBe('');
   });
