@@ -131,9 +131,9 @@ function showRuns(res, labels) {
   const rows = [];
   for (const [name, label] of labels) {
     const v = res.get(name);
-    benchOthers = Math.max(benchOthers, v.others);
+    if (Number.isFinite(v.others)) benchOthers = Math.max(benchOthers, v.others);
     rows.push([label, fmtS(v.best.wall), v.walls.map((w) => w.toFixed(3)).join(' / '), fmtS(v.best.cpu), fmtMB(v.rssKB),
-      `${v.others.toFixed(2)}${v.others >= BUSY ? ' !' : ''}`]);
+      Number.isFinite(v.others) ? `${v.others.toFixed(2)}${v.others >= BUSY ? ' !' : ''}` : '-']);
   }
   for (const l of table(rows, ['side', 'best wall', `all runs (s)`, 'user+sys', 'peak RSS', 'others'])) log(`    ${l}`);
 }
@@ -431,7 +431,8 @@ BENCH.big = () => {
   const cpOut = outFile('big-cp.pth');
   const res = interleave([
     { name: 'cps', argv: ['sh', '-c', `cp ${shellQuote([src, cpOut])} && sync ${shellQuote([cpOut])}`], before: () => rmf(cpOut), after: () => rmf(cpOut) },
-    { name: 'ck', argv: [...CKPT, 'convert', src, ckOut], before: () => rmf(ckOut), stdout: 'pipe' },
+    // both sides free their warm-up output at once, so the timed runs start from the same free memory
+    { name: 'ck', argv: [...CKPT, 'convert', src, ckOut], before: () => rmf(ckOut), after: (r, warmup) => warmup && rmf(ckOut), stdout: 'pipe' },
   ], { reps: 1, warmup: 1, timeFile: TIME_FILE, log });
   showRuns(res, [['cps', 'cp + sync FILE'], ['ck', 'ckpt convert (fsyncs)']]);
   const outSize = fileSize(ckOut);
@@ -530,7 +531,7 @@ for (const name of opt.selected) {
   }
   if (summary.length === before) summary.push({ bench: name, target: 'benchmark ran', measured: 'no result', pass: false });
   for (const r of summary.slice(before)) r.others = Math.max(benchOthers, idle.load);
-  log(`  others = CPU cores used by other processes during a run (max over runs; "!" when >= ${BUSY}): max ${benchOthers.toFixed(2)} in this benchmark`);
+  log(`  others = CPU cores used by other processes during a run (max over runs; "!" when >= ${BUSY}; "-" for runs under 0.25 s, too short for 10 ms ticks): max ${benchOthers.toFixed(2)} in this benchmark`);
   log();
 }
 cleanup();

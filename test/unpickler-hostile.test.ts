@@ -57,20 +57,23 @@ describe('unpickle: hostile and broken input', () => {
     expect(e.detail).toBe(`MARK at byte ${LIMITS.pickleDepth + 2} opens more than ${LIMITS.pickleDepth} nested MARKs (pickleDepth)`);
   });
 
-  it('a million nested EMPTY_LIST+APPEND levels decode without recursion (depth is the caller\'s concern)', () => {
+  it('a million nested EMPTY_LIST+APPEND levels stop at the pickleStack limit, without recursion', () => {
     const n = 1_000_000;
     const b = new Uint8Array(2 + n + (n - 1) + 1);
     b.set([0x80, 2]);
     b.fill(0x5d, 2, 2 + n);
     b.fill(0x61, 2 + n, 2 + n + n - 1);
     b[b.length - 1] = 0x2e;
-    let v = load(b) as PyList;
-    let depth = 1;
-    while (v.items.length) {
-      v = v.items[0] as PyList;
-      depth++;
-    }
-    expect(depth).toBe(n);
+    expect(() => load(b)).toThrow(/pickleStack/);
+  });
+
+  it('a tuple nested a million deep (TUPLE1 never grows the stack) stops at pickleDepth', () => {
+    const n = 1_000_000;
+    const b = new Uint8Array(2 + 1 + n + 1);
+    b.set([0x80, 2, 0x29]);
+    b.fill(0x85, 3, 3 + n);
+    b[b.length - 1] = 0x2e;
+    expect(() => load(b)).toThrow(/pickleDepth/);
   });
 
   it('LONG_BINGET of an unset memo slot → BAD_PICKLE', () => {

@@ -63,8 +63,8 @@ describe('unpickle: values', () => {
     expect(load(p("S'a\\x00b\\n\\'c'\n."))).toBe("a\0b\n'c");
     expect(load(p('Vabc\\u20ac\\U0001f600\n.'))).toBe('abc€😀');
     expect(load(p('(lp0\nI1\naI2\na.'))).toEqual(new PyList([1, 2]));
-    const d = load(p("(dp0\nS'k'\np1\nI7\nsg1\ng1\ns.")) as PyDict;
-    expect([...d.entries]).toEqual([['k', 'k']]);
+    const d = load(p("(dp0\nS'k'\np1\nI7\nsS'j'\ng1\ns.")) as PyDict;
+    expect([...d.entries]).toEqual([['k', 7], ['j', 'k']]);
   });
 
   it('keeps a Python 2 str as a string when it is UTF-8, as PyBytes otherwise', () => {

@@ -93,7 +93,8 @@ export function runOnce(argv, { stdout = 'null', okCodes = [0], timeFile, cwd, e
   if (r.signal || !okCodes.includes(r.status)) throw new CommandError(argv, r.status, r.signal, stderr);
   // CPU used by everything else on the machine during the run (other processes, kernel writeback threads),
   // in cores: a measurement with a high value was disturbed.
-  const others = Math.max(0, busy - (user + sys)) / wall;
+  // /proc/stat and GNU time count in 10 ms ticks: below 0.25 s of wall time the figure is noise (NaN).
+  const others = wall >= 0.25 ? Math.max(0, busy - (user + sys)) / wall : NaN;
   return { wall, user, sys, cpu: user + sys, rssKB, others, status: r.status, stdout: out, stderr };
 }
 
@@ -143,7 +144,8 @@ export function interleave(entries, { reps, warmup = 0, timeFile, log }) {
     v.best = v.runs.reduce((a, b) => (b.wall < a.wall ? b : a));
     v.rssKB = Math.max(...v.runs.map((r) => r.rssKB));
     v.walls = v.runs.map((r) => r.wall);
-    v.others = Math.max(...v.runs.map((r) => r.others));
+    const o = v.runs.map((r) => r.others).filter(Number.isFinite);
+    v.others = o.length ? Math.max(...o) : NaN;
   }
   return res;
 }

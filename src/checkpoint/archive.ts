@@ -87,7 +87,7 @@ function storageRecord(source: ByteSource, entry: ZipEntry, locateAll: () => Pro
           ? locateAll()
               .then(() => entryDataOffset(source, entry))
               .then((offset) => ({ source, offset }))
-          : readEntryBytes(source, entry, LIMITS.inflatedBytes).then((bytes) => ({ source: new BufferSource(source.path, bytes), offset: 0 }));
+          : readEntryBytes(source, entry, LIMITS.inflatedStorageBytes).then((bytes) => ({ source: new BufferSource(source.path, bytes), offset: 0 }));
       return located;
     },
   };

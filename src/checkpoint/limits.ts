@@ -16,6 +16,16 @@ export const LIMITS = {
   pickleBytes: 1 << 30,
   /** Inflated size allowed for a deflated entry we must read into memory (data.pkl, version): stops deflate bombs. */
   inflatedBytes: 1 << 30,
+  /**
+   * Inflated/compressed ratio of a deflated entry. Pickles compress ~10x; deflate's ceiling is ~1032x,
+   * which only crafted data reaches (a 1 MB file honestly declaring 1 GiB).
+   */
+  deflateRatio: 100,
+  /**
+   * Inflated size of one deflated storage record. torch never compresses storages (only re-zipped files
+   * do), and a deflated record is inflated in memory to be read at random offsets.
+   */
+  inflatedStorageBytes: 256 << 20,
   /** Pickle opcodes executed. Each opcode costs at least one byte, so this only bites on amplification tricks. */
   pickleOps: 200_000_000,
   /** Nesting depth of containers (MARK stack and nested values). Real checkpoints nest < 20 deep. */
@@ -24,6 +34,11 @@ export const LIMITS = {
   pickleMemo: 50_000_000,
   /** One string or bytes value inside a pickle. */
   pickleStringBytes: 256 << 20,
+  /**
+   * Values on the pickle stack at once. CPython batches APPENDS/SETITEMS by 1000, so a real stream holds a
+   * few thousand; a crafted one pushes a million empty lists to nest them (hundreds of MB).
+   */
+  pickleStack: 100_000,
   /** Items in one container built by APPENDS/SETITEMS/TUPLE. */
   pickleContainerItems: 50_000_000,
   /** LONG1/LONG4 integer width in bytes; the legacy magic number needs 10, real ints < 64. */

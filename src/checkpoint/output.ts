@@ -50,7 +50,9 @@ export async function writeAtomically<T>(destination: string, write: (handle: Fi
   try {
     handle = await open(tmp, 'wx', 0o644);
   } catch (e) {
-    throw ioError(destination, e, 'cannot create the output file');
+    // ENOENT here means the folder cannot hold files (not "no such input file"): always an IO error.
+    const code = (e as NodeJS.ErrnoException)?.code ?? String(e);
+    throw new CheckpointError('IO', destination, `cannot create the output file (${code})`);
   }
   track(tmp);
   let committed = false;

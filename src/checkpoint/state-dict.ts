@@ -39,7 +39,7 @@ export function findStateDict(root: PyValue, path: string, keyPath?: string): St
     return build(found.value, found.key, [], 'dict');
   }
   const candidates: Candidate[] = [];
-  collect(root, '', 0, candidates);
+  collect(root, '', 0, candidates, new Set(), { visits: 0 });
   if (candidates.length === 0) {
     throw new CheckpointError('NO_STATE_DICT', path, `no dict of tensors found (top-level keys: ${topKeys(root)}); use --key`);
   }
@@ -72,8 +72,16 @@ function hasTensors(d: PyDict): boolean {
   return false;
 }
 
-function collect(v: PyValue, key: string, depth: number, out: Candidate[]): void {
-  if (depth > MAX_SEARCH_DEPTH) return;
+/** Dict entries the search looks at, at most: the wrappers it looks for sit near the top of a file. */
+const MAX_SEARCH_VISITS = 100_000;
+
+/** Each container is searched once (memo-shared dicts would otherwise be walked along every path to them). */
+function collect(v: PyValue, key: string, depth: number, out: Candidate[], seen: Set<PyValue>, budget: { visits: number }): void {
+  if (depth > MAX_SEARCH_DEPTH || ++budget.visits > MAX_SEARCH_VISITS) return;
+  if (typeof v === 'object' && v !== null) {
+    if (seen.has(v)) return;
+    seen.add(v);
+  }
   if (v instanceof PyObject) {
     const dict = moduleStateDict(v);
     if (dict && !out.some((c) => c.key === key)) out.push({ key, dict, tensors: dict.entries.size, origin: 'module' });
@@ -86,7 +94,7 @@ function collect(v: PyValue, key: string, depth: number, out: Candidate[]): void
     return;
   }
   for (const [k, child] of v.entries) {
-    if (typeof k === 'string') collect(child, key === '' ? k : `${key}.${k}`, depth + 1, out);
+    if (typeof k === 'string') collect(child, key === '' ? k : `${key}.${k}`, depth + 1, out, seen, budget);
   }
 }
 

@@ -233,7 +233,12 @@ export class Machine {
       if (target.entries.size + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
         throw this.error('LIMIT', `grows a dict past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
       }
-      for (let i = from; i < stack.length; i += 2) target.entries.set(stack[i]!, stack[i + 1]!);
+      for (let i = from; i < stack.length; i += 2) {
+        const key = stack[i]!;
+        // Python never writes a key twice; a file that does would have its last value win silently.
+        if (target.entries.has(key)) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
+        target.entries.set(key, stack[i + 1]!);
+      }
     } else if (target instanceof PyObject) {
       if (target.dictItems.length + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
         throw this.error('LIMIT', `grows an object past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);

@@ -61,6 +61,13 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): UnpickleR
   }
 }
 
+/** Tuples nest without growing the stack (TUPLE1 pops one and pushes one), so their depth is bounded here. */
+function boundedTuple(m: Machine, items: PyValue[]): PyTuple {
+  const t = new PyTuple(items);
+  if (t.depth > LIMITS.pickleDepth) throw m.error('LIMIT', `nests tuples more than ${LIMITS.pickleDepth} deep (pickleDepth)`);
+  return t;
+}
+
 /** The opcode loop: hot opcodes inline, the rest in rare-ops.ts. Returns the value STOP finds. */
 function run(m: Machine): PyValue {
   const b = m.bytes;
@@ -74,8 +81,8 @@ function run(m: Machine): PyValue {
     const op = (m.op = b[m.pos++]!);
     if ((++ops & STACK_CHECK_MASK) === 0) {
       if (ops > LIMITS.pickleOps) throw m.error('LIMIT', `exceeds the pickleOps limit of ${LIMITS.pickleOps} opcodes`);
-      if (stack.length > LIMITS.pickleContainerItems) {
-        throw m.error('LIMIT', `leaves more than ${LIMITS.pickleContainerItems} values on the stack (pickleContainerItems)`);
+      if (stack.length > LIMITS.pickleStack) {
+        throw m.error('LIMIT', `leaves more than ${LIMITS.pickleStack} values on the stack (pickleStack)`);
       }
     }
     switch (op) {
@@ -145,17 +152,17 @@ function run(m: Machine): PyValue {
         break;
       }
       case 0x29: stack.push(new PyTuple([])); break; // EMPTY_TUPLE
-      case 0x74: stack.push(new PyTuple(m.popMark())); break; // TUPLE
-      case 0x85: stack.push(new PyTuple([m.pop()])); break; // TUPLE1
+      case 0x74: stack.push(boundedTuple(m, m.popMark())); break; // TUPLE
+      case 0x85: stack.push(boundedTuple(m, [m.pop()])); break; // TUPLE1
       case 0x86: { // TUPLE2
         const y = m.pop();
-        stack.push(new PyTuple([m.pop(), y]));
+        stack.push(boundedTuple(m, [m.pop(), y]));
         break;
       }
       case 0x87: { // TUPLE3
         const z = m.pop();
         const y = m.pop();
-        stack.push(new PyTuple([m.pop(), y, z]));
+        stack.push(boundedTuple(m, [m.pop(), y, z]));
         break;
       }
       case 0x5d: stack.push(new PyList([])); break; // EMPTY_LIST

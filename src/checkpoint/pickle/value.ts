@@ -37,7 +37,13 @@ export class PyBytes {
 
 export class PyTuple {
   readonly kind = 'tuple' as const;
-  constructor(readonly items: PyValue[]) {}
+  /** Nesting depth of tuples in tuples (1 for a flat tuple): lets the unpickler refuse a tuple nested a million deep. */
+  readonly depth: number;
+  constructor(readonly items: PyValue[]) {
+    let inner = 0;
+    for (const x of items) if (x instanceof PyTuple && x.depth > inner) inner = x.depth;
+    this.depth = inner + 1;
+  }
 }
 
 export class PyList {

@@ -352,6 +352,9 @@ export async function readEntryBytes(source: ByteSource, entry: ZipEntry, maxByt
   if (entry.method === METHOD_STORED) return source.read(offset, entry.size);
   const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
   if (entry.size > LIMITS.inflatedBytes) throw new CheckpointError('LIMIT', source.path, `inflatedBytes: entry '${entry.name}' inflates to ${entry.size} bytes, limit ${LIMITS.inflatedBytes}`);
+  if (entry.size > LIMITS.deflateRatio * entry.compressedSize + (1 << 20)) {
+    throw new CheckpointError('LIMIT', source.path, `deflateRatio: entry '${entry.name}' declares ${entry.size} bytes from ${entry.compressedSize} compressed, over ${LIMITS.deflateRatio}x`);
+  }
   // Deflate never expands by more than 5 bytes per 16 KiB block; a larger compressed size is a lie.
   if (entry.compressedSize > entry.size + Math.ceil(entry.size / 1024) + 64) throw bad(`compressed size ${entry.compressedSize} is impossible for ${entry.size} bytes`);
   const compressed = await source.read(offset, entry.compressedSize);
