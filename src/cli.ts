@@ -26,8 +26,14 @@ export interface CommandOutcome {
 }
 
 function emit(outcome: CommandOutcome, json: boolean): void {
-  process.stdout.write(json ? `${JSON.stringify(outcome.report, null, 2)}\n` : `${outcome.text}\n`);
+  process.stdout.write(json ? `${JSON.stringify(outcome.report, null, 2)}\n` : `${terminalSafe(outcome.text)}\n`);
   process.exitCode = outcome.exitCode;
+}
+
+/** Keys come from the file: escape control characters (ANSI sequences, carriage returns) in text reports. */
+function terminalSafe(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 function useColour(): boolean {

@@ -114,3 +114,21 @@ describe('stdout closed early', () => {
     expect(r.stderr).toBe('');
   });
 });
+
+describe('keys from the file in text reports', () => {
+  it('escape terminal control sequences (a key holding an ANSI escape prints as \\x1b)', async () => {
+    const { openCheckpoint } = await import('../src/checkpoint/open.js');
+    const { findStateDict } = await import('../src/checkpoint/state-dict.js');
+    const { writeStateDict } = await import('../src/checkpoint/writer.js');
+    const source = await openCheckpoint(fixturePath('resnet18_tiny.pth'));
+    const [, tensor] = findStateDict(source.root, 'x').tensors[0]!;
+    const path = join(dir, 'ansi-key.pth');
+    await writeStateDict(path, [['\u001b[2Jcleared\rweight', { tensor }]]);
+    await source.close();
+    const r = ckpt(['inspect', path]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toContain('\u001b');
+    expect(r.stdout).not.toContain('\r');
+    expect(r.stdout).toContain('\\x1b[2Jcleared\\x0dweight');
+  });
+});
