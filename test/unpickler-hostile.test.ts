@@ -2,33 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { CheckpointError } from '../src/checkpoint/errors.js';
 import { LIMITS } from '../src/checkpoint/limits.js';
 import { pickleValue } from '../src/checkpoint/pickle/pickler.js';
-import { unpickle, type UnpickleHooks } from '../src/checkpoint/pickle/unpickler.js';
-import { PyDict, PyList, type PyValue } from '../src/checkpoint/pickle/value.js';
+import { PyDict } from '../src/checkpoint/pickle/value.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { storageRef, tensorRef, testTorchHooks } from './helpers/pickle-py.js';
 
-/** Pickle bytes from parts: numbers are bytes, strings are latin-1 text, arrays are byte lists. */
-function p(...parts: Array<number | string | number[] | Uint8Array>): Uint8Array {
-  const out: number[] = [];
-  for (const part of parts) {
-    if (typeof part === 'number') out.push(part);
-    else if (typeof part === 'string') for (const c of part) out.push(c.charCodeAt(0));
-    else out.push(...part);
-  }
-  return new Uint8Array(out);
-}
-const u32 = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
-const load = (b: Uint8Array, hooks?: UnpickleHooks): PyValue => unpickle(b, { path: 'data.pkl', hooks }).value;
-
-function error(f: () => unknown): CheckpointError {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof CheckpointError) return e;
-    throw new Error(`expected a CheckpointError, got ${String(e)}`);
-  }
-  throw new Error('expected a CheckpointError, nothing was thrown');
-}
+import { error, load, p, u32 } from './helpers/pickle-bytes.js';
 
 describe('unpickle: hostile and broken input', () => {
   it('4 GB BINUNICODE length in a 100-byte file → LIMIT at once, before any allocation', () => {

@@ -1,34 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { CheckpointError } from '../src/checkpoint/errors.js';
 import { OPCODES, opcodeName } from '../src/checkpoint/pickle/opcodes.js';
 import { unpickle, type UnpickleHooks } from '../src/checkpoint/pickle/unpickler.js';
 import {
-  PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyPersistentId, PySet, PyTuple, type PyValue,
+  PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyPersistentId, PySet, PyTuple,
 } from '../src/checkpoint/pickle/value.js';
 import { PY_PRELUDE, describePy, enc, runPy, testTorchHooks, unhex } from './helpers/pickle-py.js';
 
-/** Pickle bytes from parts: numbers are bytes, strings are latin-1 text, arrays are byte lists. */
-function p(...parts: Array<number | string | number[] | Uint8Array>): Uint8Array {
-  const out: number[] = [];
-  for (const part of parts) {
-    if (typeof part === 'number') out.push(part);
-    else if (typeof part === 'string') for (const c of part) out.push(c.charCodeAt(0));
-    else out.push(...part);
-  }
-  return new Uint8Array(out);
-}
-const u32 = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
-const load = (b: Uint8Array, hooks?: UnpickleHooks): PyValue => unpickle(b, { path: 'data.pkl', hooks }).value;
-
-function error(f: () => unknown): CheckpointError {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof CheckpointError) return e;
-    throw new Error(`expected a CheckpointError, got ${String(e)}`);
-  }
-  throw new Error('expected a CheckpointError, nothing was thrown');
-}
+import { error, load, p, u32 } from './helpers/pickle-bytes.js';
 
 describe('opcode table', () => {
   it('lists the 68 opcodes of protocols 0-5 with torch weights_only acceptance', () => {

@@ -19,7 +19,7 @@ import { writeStateDict, type OutputValue } from '../src/checkpoint/writer.js';
 import { collectConvert } from '../src/commands/convert.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { FileSource } from '../src/checkpoint/source.js';
-import { expectedFixtures, fixturePath, type Expected } from './helpers/fixtures.js';
+import { expectedFixtures, fixturePath, tensorSummaries, type Expected } from './helpers/fixtures.js';
 import { ROOT, tempDir } from './helpers/cli.js';
 
 const UNWRITABLE_FIXTURES: Record<string, { code: CheckpointError['code']; detail: RegExp }> = {
@@ -45,23 +45,7 @@ async function view(path: string, key?: string) {
   const ckpt = await openCheckpoint(path);
   try {
     const sd = findStateDict(ckpt.root, path, key);
-    const firstKeyOf = new Map<StorageRef, string>();
-    const tensors = [];
-    for (const [k, t] of sd.tensors) {
-      tensors.push({
-        key: k,
-        dtype: t.dtype.name,
-        shape: [...t.shape],
-        stride: [...t.stride],
-        storage_offset: t.storageOffset,
-        storage_numel: Math.floor(t.storage.byteLength / t.dtype.itemSize),
-        is_parameter: t.parameter,
-        requires_grad: t.requiresGrad,
-        sha256: createHash('sha256').update(await readTensorBytes(t)).digest('hex'),
-        shares_storage_with: firstKeyOf.get(t.storage) ?? null,
-      });
-      if (!firstKeyOf.has(t.storage)) firstKeyOf.set(t.storage, k);
-    }
+    const tensors = await tensorSummaries(sd);
     return {
       format: ckpt.format,
       prefix: ckpt.zip?.prefix ?? null,

@@ -1,7 +1,11 @@
 /** Access to the committed real-torch fixtures and their expected summaries (fixtures/*.expected.json). */
 import { readFileSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readTensorBytes } from '../../src/checkpoint/read-bytes.js';
+import type { StateDict } from '../../src/checkpoint/state-dict.js';
+import type { StorageRef } from '../../src/checkpoint/tensor-ref.js';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
 
@@ -47,4 +51,26 @@ export function expectedFixtures(): Expected[] {
 export function expectedFor(file: string): Expected {
   const base = file.replace(/\.(pth|pt|ckpt|bin)$/, '');
   return JSON.parse(readFileSync(join(FIXTURES, `${base}.expected.json`), 'utf8')) as Expected;
+}
+
+/** Our reader's view of a state dict in the fields of torch_summary.py (all but `sum`). */
+export async function tensorSummaries(sd: StateDict): Promise<Array<Omit<ExpectedTensor, 'sum'>>> {
+  const firstKeyOf = new Map<StorageRef, string>();
+  const out: Array<Omit<ExpectedTensor, 'sum'>> = [];
+  for (const [key, t] of sd.tensors) {
+    out.push({
+      key,
+      dtype: t.dtype.name,
+      shape: [...t.shape],
+      stride: [...t.stride],
+      storage_offset: t.storageOffset,
+      storage_numel: Math.floor(t.storage.byteLength / t.dtype.itemSize),
+      is_parameter: t.parameter,
+      requires_grad: t.requiresGrad,
+      sha256: createHash('sha256').update(await readTensorBytes(t)).digest('hex'),
+      shares_storage_with: firstKeyOf.get(t.storage) ?? null,
+    });
+    if (!firstKeyOf.has(t.storage)) firstKeyOf.set(t.storage, key);
+  }
+  return out;
 }

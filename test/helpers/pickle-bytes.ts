@@ -1,0 +1,30 @@
+/** Hand-assembled pickle streams for the unpickler tests. */
+import { CheckpointError } from '../../src/checkpoint/errors.js';
+import { unpickle, type UnpickleHooks } from '../../src/checkpoint/pickle/unpickler.js';
+import type { PyValue } from '../../src/checkpoint/pickle/value.js';
+
+/** Pickle bytes from parts: numbers are bytes, strings are latin-1 text, arrays are byte lists. */
+export function p(...parts: Array<number | string | number[] | Uint8Array>): Uint8Array {
+  const out: number[] = [];
+  for (const part of parts) {
+    if (typeof part === 'number') out.push(part);
+    else if (typeof part === 'string') for (const c of part) out.push(c.charCodeAt(0));
+    else out.push(...part);
+  }
+  return new Uint8Array(out);
+}
+
+export const u32 = (n: number): number[] => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
+
+export const load = (b: Uint8Array, hooks?: UnpickleHooks): PyValue => unpickle(b, { path: 'data.pkl', hooks }).value;
+
+/** The CheckpointError `f` throws; anything else (or nothing) fails the test. */
+export function error(f: () => unknown): CheckpointError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof CheckpointError) return e;
+    throw new Error(`expected a CheckpointError, got ${String(e)}`);
+  }
+  throw new Error('expected a CheckpointError, nothing was thrown');
+}
