@@ -16,7 +16,6 @@ import { collectCheck, parseFailOn } from './commands/check.js';
 import { renderCheck } from './commands/check-render.js';
 
 export const EXIT_OK = 0;
-export const EXIT_FINDINGS = 1;
 export const EXIT_ERROR = 2;
 
 export interface CommandOutcome {

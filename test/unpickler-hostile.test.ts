@@ -6,7 +6,7 @@ import { PyDict } from '../src/checkpoint/pickle/value.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { storageRef, tensorRef, testTorchHooks } from './helpers/pickle-py.js';
 
-import { error, load, p, u32 } from './helpers/pickle-bytes.js';
+import { error, load, p, timed, u32 } from './helpers/pickle-bytes.js';
 
 describe('unpickle: hostile and broken input', () => {
   it('4 GB BINUNICODE length in a 100-byte file → LIMIT at once, before any allocation', () => {
@@ -144,19 +144,6 @@ function stateDictPickle(n: number): Uint8Array {
   return pickleValue(sd, { path: 'x', storageKey: (s) => s.key });
 }
 
-/**
- * Wall and CPU time of one cold run. The assertion takes the smaller: on a shared machine waiting for a
- * core inflates wall time, and parallel GC threads inflate process CPU time.
- */
-function timed<T>(f: () => T): { value: T; ms: { wall: number; cpu: number; toString(): string } } {
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  const value = f();
-  const wall = Math.round(performance.now() - t0);
-  const c = process.cpuUsage(c0);
-  const cpu = Math.round((c.user + c.system) / 1000);
-  return { value, ms: { wall, cpu, toString: () => `${wall} ms wall, ${cpu} ms CPU` } };
-}
 
 describe('unpickle: speed', () => {
   it('decodes a 100k-tensor state dict pickle in well under a second', () => {

@@ -6,7 +6,7 @@ import {
 } from '../src/checkpoint/pickle/value.js';
 import { PY_PRELUDE, describePy, enc, runPy, testTorchHooks, unhex } from './helpers/pickle-py.js';
 
-import { error, load, p, u32 } from './helpers/pickle-bytes.js';
+import { error, load, p, timed, u32 } from './helpers/pickle-bytes.js';
 
 describe('opcode table', () => {
   it('lists the 68 opcodes of protocols 0-5 with torch weights_only acceptance', () => {
@@ -194,19 +194,6 @@ describe('unpickle: calls, BUILD and hooks', () => {
   });
 });
 
-/**
- * Wall and CPU time of one cold run. The assertion takes the smaller: on a shared machine waiting for a
- * core inflates wall time, and parallel GC threads inflate process CPU time.
- */
-function timed<T>(f: () => T): { value: T; ms: { wall: number; cpu: number; toString(): string } } {
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  const value = f();
-  const wall = Math.round(performance.now() - t0);
-  const c = process.cpuUsage(c0);
-  const cpu = Math.round((c.user + c.system) / 1000);
-  return { value, ms: { wall, cpu, toString: () => `${wall} ms wall, ${cpu} ms CPU` } };
-}
 
 describePy('unpickle: against CPython', () => {
   it('decodes a corpus pickled by Python at protocols 0-5 to the same values', () => {

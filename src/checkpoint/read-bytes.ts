@@ -1,7 +1,7 @@
 /** Reading tensor bytes on demand: the only place (with the streaming copy) that touches storage data. */
 import { CheckpointError } from './errors.js';
 import { LIMITS } from './limits.js';
-import { isContiguous, numelOf, type StorageRef, type TensorRef } from './tensor-ref.js';
+import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from './tensor-ref.js';
 
 /** Whole storage bytes (little-endian, as in the file). For tests and small tensors; copies stream instead. */
 export async function readStorageBytes(storage: StorageRef, path = ''): Promise<Uint8Array> {
@@ -40,9 +40,8 @@ export async function readTensorBytes(tensor: TensorRef, path = ''): Promise<Uin
  */
 function assertViewInStorage(tensor: TensorRef, path: string): void {
   const elements = Math.floor(tensor.storage.byteLength / tensor.dtype.itemSize);
-  let last = tensor.storageOffset;
-  for (let d = 0; d < tensor.shape.length; d++) last += ((tensor.shape[d] as number) - 1) * (tensor.stride[d] as number);
-  if (!(last < elements) || numelOf(tensor.shape) * tensor.dtype.itemSize > Number.MAX_SAFE_INTEGER) {
+  const { numel, last } = viewExtent(tensor.shape, tensor.stride, tensor.storageOffset);
+  if (!(last < elements) || numel * tensor.dtype.itemSize > Number.MAX_SAFE_INTEGER) {
     throw new CheckpointError('BAD_TENSOR', path, `view of storage ${tensor.storage.key} reaches element ${last} but the storage has ${elements}`);
   }
 }

@@ -53,6 +53,22 @@ export function numelOf(shape: readonly number[]): number {
   return n;
 }
 
+/**
+ * The view's element count and the storage element its last element sits on
+ * (offset + Σ (size_i − 1)·stride_i, torch-format.md §3.6). Either may exceed 2^53 for a hostile file:
+ * callers check Number.isSafeInteger before trusting them.
+ */
+export function viewExtent(shape: readonly number[], stride: readonly number[], storageOffset: number): { numel: number; last: number } {
+  let numel = 1;
+  let last = storageOffset;
+  for (let i = 0; i < shape.length; i++) {
+    const size = shape[i] as number;
+    numel *= size;
+    if (size > 0) last += (size - 1) * (stride[i] as number);
+  }
+  return { numel, last };
+}
+
 /** True when the view covers its storage from the start, densely, in row-major order. */
 export function isContiguous(t: TensorRef): boolean {
   let expected = 1;

@@ -6,9 +6,9 @@
  */
 import { CheckpointError } from './errors.js';
 import { LIMITS } from './limits.js';
-import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt } from './pickle/value.js';
+import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor } from './pickle/value.js';
 import type { UnpickleHooks } from './pickle/unpickler.js';
-import type { StorageRecord, StorageRef, TensorRef } from './tensor-ref.js';
+import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from './tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 
 /** A storage-level inconsistency. Strict opening throws the first; `ckpt check` lists them all. */
@@ -49,7 +49,7 @@ export class TorchDecoder {
   hooks(): UnpickleHooks {
     return {
       persistentLoad: (pid) => this.persistentLoad(pid),
-      call: (callable, args, via) => this.call(callable, args, via),
+      call: (callable, args) => this.call(callable, args),
       build: (target, state) => this.build(target, state),
     };
   }
@@ -129,7 +129,7 @@ export class TorchDecoder {
     return { kind: 'storage', key: viewKey, dtype: root.dtype, location: root.location, numel, byteLength: numel * itemSize, record };
   }
 
-  private call(callable: PyGlobal, args: PyValue[], via: 'reduce' | 'newobj'): PyValue | undefined {
+  private call(callable: PyGlobal, args: PyValue[]): PyValue | undefined {
     const name = callable.qualname;
     switch (name) {
       case 'torch._utils._rebuild_tensor':
@@ -145,7 +145,7 @@ export class TorchDecoder {
       case 'torch._utils._rebuild_parameter':
       case 'torch._utils._rebuild_parameter_with_state':
       case 'torch.nn.parameter.Parameter':
-        return this.parameter(args, via);
+        return this.parameter(args);
       case 'torch._tensor._rebuild_from_type_v2':
         return this.fromType(args);
       case 'torch.Size':
@@ -205,13 +205,7 @@ export class TorchDecoder {
   /** offset + Σ (size_i − 1)·stride_i must address an element inside the storage (torch-format.md §3.6). */
   private checkView(t: TensorRef): void {
     const storageElements = Math.floor(t.storage.byteLength / t.dtype.itemSize);
-    let numel = 1;
-    let last = t.storageOffset;
-    for (let i = 0; i < t.shape.length; i++) {
-      const size = t.shape[i] as number;
-      numel *= size;
-      if (size > 0) last += (size - 1) * (t.stride[i] as number);
-    }
+    const { numel, last } = viewExtent(t.shape, t.stride, t.storageOffset);
     if (!Number.isSafeInteger(numel) || !Number.isSafeInteger(last)) {
       throw new CheckpointError('LIMIT', this.path, `tensor of shape [${t.shape.join(', ')}] is too large to address (storageBytes)`);
     }
@@ -224,9 +218,9 @@ export class TorchDecoder {
   }
 
   /** `_rebuild_parameter(tensor, requires_grad, hooks[, state])` or `Parameter(tensor, requires_grad)` via NEWOBJ. */
-  private parameter(args: PyValue[], via: 'reduce' | 'newobj'): PyValue | undefined {
+  private parameter(args: PyValue[]): PyValue | undefined {
     const [data, requiresGrad] = args;
-    if (!isTensorRef(data)) return via === 'newobj' ? undefined : undefined;
+    if (data === undefined || !isTensor(data)) return undefined;
     return { ...data, parameter: true, requiresGrad: requiresGrad !== false };
   }
 
@@ -234,14 +228,10 @@ export class TorchDecoder {
   private fromType(args: PyValue[]): PyValue | undefined {
     const [func, , inner] = args;
     if (!(func instanceof PyGlobal) || !(inner instanceof PyTuple)) return undefined;
-    return this.call(func, inner.items, 'reduce');
+    return this.call(func, inner.items);
   }
 }
 
 function isStorage(v: PyValue | undefined): v is StorageRef {
   return typeof v === 'object' && v !== null && (v as { kind?: string }).kind === 'storage';
-}
-
-function isTensorRef(v: PyValue | undefined): v is TensorRef {
-  return typeof v === 'object' && v !== null && (v as { kind?: string }).kind === 'tensor';
 }

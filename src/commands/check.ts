@@ -10,7 +10,7 @@ import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
 import { findStateDict, moduleVersions, type StateDict } from '../checkpoint/state-dict.js';
 import { globalVerdict, type GlobalVerdict } from '../checkpoint/pickle/globals.js';
-import { computeEntryCrc, entryDataOffset } from '../checkpoint/zip/reader.js';
+import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../checkpoint/zip/reader.js';
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
@@ -94,6 +94,11 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
 async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
   if (!ckpt.zip) return { records: ckpt.storages.length, crc: 'not in format' };
   const entries = ckpt.zip.entries;
+  // Locate every record in a few batched reads; a bad header makes the batch fail, and the per-entry
+  // pass below then names each bad record on its own.
+  await prefetchDataOffsets(ckpt.source, entries).catch((e: unknown) => {
+    if (!(e instanceof CheckpointError)) throw e;
+  });
   // torch 2.6+ can write files without CRCs (set_crc32_options(False)): every CRC field is 0. An empty
   // record's real CRC is 0 too, so it neither proves nor disproves this (torch26_no_crc.pth has one).
   const crcAbsent = entries.some((e) => e.size > 0) && entries.every((e) => e.crc32 === 0);

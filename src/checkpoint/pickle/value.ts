@@ -128,7 +128,3 @@ export function isInt(v: PyValue): v is number | bigint {
 export function isTensor(v: PyValue): v is TensorRef {
   return typeof v === 'object' && v !== null && v.kind === 'tensor';
 }
-
-export function isDict(v: PyValue): v is PyDict {
-  return typeof v === 'object' && v !== null && v.kind === 'dict';
-}
