@@ -88,7 +88,7 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
     const copier = new StorageCopier(path, total, options.onProgress);
     for (let i = 0; i < order.length; i++) {
       const storage = order[i] as StorageRef;
-      await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copy(storage, write));
+      await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copy(storage, write), reusableCrc(storage));
     }
     await zip.addBuffer('version', Buffer.from('3\n', 'latin1'));
     const bytes = await zip.finish();
@@ -143,6 +143,19 @@ function typedView(t: TensorRef, typedCache: Map<StorageRef, Map<DType, StorageR
     perDtype.set(t.dtype, storage);
   }
   return { ...t, storage };
+}
+
+/**
+ * The source record's CRC-32, when the output record will hold exactly the source record's bytes: the
+ * storage is copied uncast and covers the whole record. Bytes damaged in the source then stay detectably
+ * damaged in the output (`ckpt check` names the record), as when `zip` copies an entry between archives.
+ * A CRC of 0 is not reused: torch >= 2.6 writes 0 everywhere under `set_crc32_options(False)`.
+ */
+function reusableCrc(storage: StorageRef): number | undefined {
+  if ((storage as CastStorage).castFrom) return undefined;
+  const record = storage.record;
+  if (!record || record.crc32 === null || record.crc32 === 0 || record.length !== storage.byteLength) return undefined;
+  return record.crc32;
 }
 
 /** Storages smaller than this are served from a read-ahead window: 100k tiny records, one read each, add up. */

@@ -152,6 +152,8 @@ export class SparseFile {
   private readonly ranges: { offset: number; bytes: Uint8Array }[] = [];
   size = 0;
   writeCalls = 0;
+  /** Background datasyncs the writer started (early writeback, src/checkpoint/writeback.ts). */
+  datasyncCalls = 0;
   constructor(private readonly maxBytesPerWrite = Number.POSITIVE_INFINITY) {}
 
   handle(): FileHandle {
@@ -167,6 +169,9 @@ export class SparseFile {
       },
       truncate: async (length: number) => {
         this.size = length;
+      },
+      datasync: async () => {
+        this.datasyncCalls++;
       },
     };
     return fake as unknown as FileHandle;

@@ -1,0 +1,55 @@
+/**
+ * Early writeback for a file that will be fsynced when complete.
+ *
+ * The kernel starts writing dirty pages back only once they exceed vm.dirty_background_ratio (10% of RAM:
+ * 2.4 GB on a 24 GB machine), so a 2 GB checkpoint would sit in the page cache until the final fsync and
+ * then take as long to flush as it took to write (0.55 s of 1.4 s, measured). Node has no
+ * sync_file_range(2); a datasync started on the thread pool every WRITEBACK_EVERY_BYTES, while the next
+ * chunks keep being written, does the same job: the disk works while we copy, and the final fsync finds
+ * little left to do. Measured on a 2 GiB copy (read + write through 4 MiB buffers, then fsync):
+ * 1.35-2.5 s without, 0.60-0.99 s with (`cp` alone, which never fsyncs: 0.51-0.63 s).
+ *
+ * At most one datasync is in flight. A failure (EIO, ENOSPC at block allocation) is kept and thrown by
+ * the next note() or by settle(), so it fails the write like any other I/O error.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import type { CheckpointError } from './errors.js';
+import { ioError } from './source.js';
+
+/** Bytes written between two background datasyncs: large enough that each one is a big sequential flush. */
+export const WRITEBACK_EVERY_BYTES = 128 << 20;
+
+export class WritebackPacer {
+  private sinceLast = 0;
+  private inFlight: Promise<void> | null = null;
+  private failure: CheckpointError | null = null;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly path: string,
+    private readonly everyBytes = WRITEBACK_EVERY_BYTES,
+  ) {}
+
+  /** Call after each write of `bytes`; may start a background datasync, never waits for one. */
+  note(bytes: number): void {
+    if (this.failure) throw this.failure;
+    this.sinceLast += bytes;
+    if (this.sinceLast < this.everyBytes || this.inFlight) return;
+    this.sinceLast = 0;
+    this.inFlight = this.handle.datasync().then(
+      () => {
+        this.inFlight = null;
+      },
+      (e: unknown) => {
+        this.inFlight = null;
+        this.failure ??= ioError(this.path, e, 'writeback failed');
+      },
+    );
+  }
+
+  /** Waits for the datasync in flight, if any, and throws what any of them failed with. */
+  async settle(): Promise<void> {
+    if (this.inFlight) await this.inFlight;
+    if (this.failure) throw this.failure;
+  }
+}
