@@ -171,8 +171,11 @@ function info(key: string, t: TensorRef, tieId?: string): TensorInfo {
 
 /** Target keys that are the same view of the same storage are tied weights; give them a common id. */
 function targetInfos(tsd: StateDict): TensorInfo[] {
-  const viewId = (t: TensorRef) => `${t.storage.key}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`;
+  const ids = tsd.tensors.map(([, t]) => `${t.storage.key}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`);
   const counts = new Map<string, number>();
-  for (const [, t] of tsd.tensors) counts.set(viewId(t), (counts.get(viewId(t)) ?? 0) + 1);
-  return tsd.tensors.map(([key, t]) => info(key, t, (counts.get(viewId(t)) ?? 0) > 1 ? viewId(t) : undefined));
+  for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+  return tsd.tensors.map(([key, t], i) => {
+    const id = ids[i] as string;
+    return info(key, t, (counts.get(id) as number) > 1 ? id : undefined);
+  });
 }

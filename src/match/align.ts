@@ -7,8 +7,7 @@
  * and shape agree) wins; ties go to more names, then to the shorter rule. A mapping other than "no
  * change" must also fill at least half of the smaller key set: two unrelated models always share a few
  * small tensors under some prefix, and a rule chosen on that evidence would load garbage.
- * Cost grows with the number of keys only: each key is split at its first few dots and looked up in
- * hash maps.
+ * Cost grows with the number of keys only (see rankAlignments).
  */
 import type { KeyRule } from './rules.js';
 
@@ -37,16 +36,25 @@ export function alignmentRules(a: Alignment): KeyRule[] {
   return rules;
 }
 
-/** Leading prefixes of `key` ending in '.', up to MAX_PREFIX_DEPTH components, shortest first, with '' first. */
-function leadingPrefixes(key: string): string[] {
-  const out = [''];
+/**
+ * Calls `visit` with each leading prefix of `key` ending in '.', up to MAX_PREFIX_DEPTH components,
+ * shortest first ('' is not visited), and its depth. `previous` holds the prefixes of the key visited
+ * before, by depth: consecutive keys of a state dict share most prefixes, and a prefix that `key` starts
+ * with is reused rather than sliced again (it ends at the same dot, so it is the same prefix); `reused`
+ * tells the visitor so.
+ */
+function forEachPrefix(key: string, previous: string[], visit: (prefix: string, depth: number, reused: boolean) => void): void {
   let at = -1;
   for (let depth = 0; depth < MAX_PREFIX_DEPTH; depth++) {
     at = key.indexOf('.', at + 1);
-    if (at < 0) break;
-    out.push(key.slice(0, at + 1));
+    if (at < 0) return;
+    const prefix = previous[depth];
+    if (prefix !== undefined && prefix.length === at + 1 && key.startsWith(prefix)) {
+      visit(prefix, depth, true);
+    } else {
+      visit((previous[depth] = key.slice(0, at + 1)), depth, false);
+    }
   }
-  return out;
 }
 
 function isWrapperChain(prefix: string): boolean {
@@ -61,54 +69,72 @@ function isWrapperChain(prefix: string): boolean {
 }
 
 /**
- * Prefixes (besides '') that at least `floor` keys start with. A mapping built on a rarer prefix could not
- * fill half of the smaller key set, so it is never chosen; skipping it keeps ranking linear in the keys.
+ * Prefixes that at least `floor` keys start with, '' first. A mapping built on a rarer prefix could not
+ * fill half of the smaller key set, so it is never chosen. Since the counts of one depth add up to at
+ * most the number of keys, there are at most 1 + MAX_PREFIX_DEPTH * keys / floor of them.
  */
-function frequentPrefixes(keys: readonly KeyShape[], floor: number, allowed: (prefix: string) => boolean): Set<string> {
+function frequentPrefixes(keys: readonly KeyShape[], floor: number, allowed: (prefix: string) => boolean): string[] {
   const counts = new Map<string, number>();
+  // Runs of consecutive keys under the same prefix are counted here and added to `counts` once.
+  const current: string[] = [];
+  const run: number[] = [];
+  const flush = (depth: number) => {
+    const prefix = current[depth];
+    if (prefix !== undefined && run[depth]) counts.set(prefix, (counts.get(prefix) ?? 0) + (run[depth] as number));
+    run[depth] = 0;
+  };
+  const previous: string[] = [];
   for (const k of keys) {
-    for (const prefix of leadingPrefixes(k.key)) {
-      if (prefix !== '' && allowed(prefix)) counts.set(prefix, (counts.get(prefix) ?? 0) + 1);
-    }
+    forEachPrefix(k.key, previous, (prefix, depth, reused) => {
+      if (!reused || current[depth] !== prefix) {
+        flush(depth);
+        current[depth] = prefix;
+      }
+      run[depth] = (run[depth] ?? 0) + 1;
+    });
   }
-  const out = new Set<string>(['']);
-  for (const [prefix, n] of counts) if (n >= floor) out.add(prefix);
+  for (let depth = 0; depth < MAX_PREFIX_DEPTH; depth++) flush(depth);
+  const out = [''];
+  for (const [prefix, n] of counts) if (n >= floor && allowed(prefix)) out.push(prefix);
   return out;
 }
 
-/** Candidate mappings that fill at least one target key, best first. */
+/**
+ * Candidate mappings that fill at least one target key, best first. For each target key and each
+ * frequent target prefix it starts with (the add), every frequent pretrained prefix (the strip) is tried
+ * by one lookup. With floor = half the smaller key set this is linear: at most 1 + 3·P/floor strips and
+ * 4 adds per target key, i.e. O(T + P) lookups.
+ */
 export function rankAlignments(pretrained: readonly KeyShape[], target: readonly KeyShape[]): Alignment[] {
   const floor = Math.max(1, Math.ceil(Math.min(pretrained.length, target.length) / 2));
   // A non-wrapper strip is a single leading component (`backbone.`); deeper ones are guesses.
   const strips = frequentPrefixes(pretrained, floor, (p) => isWrapperChain(p) || p.indexOf('.') === p.length - 1);
-  const adds = frequentPrefixes(target, floor, () => true);
-  // rest -> [(strip prefix, pretrained shape)] for every allowed strip of every pretrained key.
-  const byRest = new Map<string, Array<{ strip: string; shape: readonly number[] }>>();
-  for (const p of pretrained) {
-    for (const strip of leadingPrefixes(p.key)) {
-      if (!strips.has(strip)) continue;
-      const rest = p.key.slice(strip.length);
-      let list = byRest.get(rest);
-      if (!list) byRest.set(rest, (list = []));
-      list.push({ strip, shape: p.shape });
-    }
-  }
+  // A non-wrapper strip is only allowed with nothing added: stripping `encoder.` and adding `decoder.` is a guess, not alignment.
+  const wrapperStrips = strips.filter(isWrapperChain);
+  const adds = new Set(frequentPrefixes(target, floor, () => true));
+  const shapes = new Map<string, readonly number[]>();
+  for (const p of pretrained) shapes.set(p.key, p.shape);
+
   const scores = new Map<string, Alignment>();
-  for (const t of target) {
-    for (const add of leadingPrefixes(t.key)) {
-      if (!adds.has(add)) continue;
-      const hits = byRest.get(t.key.slice(add.length));
-      if (!hits) continue;
-      for (const { strip, shape } of hits) {
-        // A non-wrapper strip is only allowed alone: stripping `encoder.` and adding `decoder.` is a guess, not alignment.
-        if (add !== '' && !isWrapperChain(strip)) continue;
-        const id = `${strip}\u0000${add}`;
-        let s = scores.get(id);
-        if (!s) scores.set(id, (s = { strip, add, names: 0, shapes: 0 }));
-        s.names++;
-        if (sameShape(shape, t.shape)) s.shapes++;
-      }
+  const tally = (strip: string, add: string, pretrainedShape: readonly number[], targetShape: readonly number[]) => {
+    const id = `${strip}\u0000${add}`;
+    let s = scores.get(id);
+    if (!s) scores.set(id, (s = { strip, add, names: 0, shapes: 0 }));
+    s.names++;
+    if (sameShape(pretrainedShape, targetShape)) s.shapes++;
+  };
+  const tryStrips = (add: string, rest: string, targetShape: readonly number[]) => {
+    for (const strip of add === '' ? strips : wrapperStrips) {
+      const shape = shapes.get(strip === '' ? rest : strip + rest);
+      if (shape) tally(strip, add, shape, targetShape);
     }
+  };
+  const previous: string[] = [];
+  for (const t of target) {
+    tryStrips('', t.key, t.shape);
+    forEachPrefix(t.key, previous, (add) => {
+      if (adds.has(add)) tryStrips(add, t.key.slice(add.length), t.shape);
+    });
   }
   return [...scores.values()].sort((a, b) => b.shapes - a.shapes || b.names - a.names || a.strip.length + a.add.length - (b.strip.length + b.add.length));
 }

@@ -29,10 +29,10 @@ export interface MatchInput {
   readonly pretrainedVersions: ReadonlyMap<string, number | null> | null;
 }
 
-export interface LoadedKey { key: string; from: string; shape: number[]; dtype: string; cast_from?: string }
-export interface MissingKey { key: string; shape: number[]; dtype: string; benign: boolean; reason?: BenignReason; note?: string; tied_to?: string }
-export interface UnexpectedKey { key: string; shape: number[]; dtype: string }
-export interface MismatchedKey { key: string; from: string; target_shape: number[]; pretrained_shape: number[]; reason?: BenignReason | 'dtype'; note?: string }
+export interface LoadedKey { key: string; from: string; shape: readonly number[]; dtype: string; cast_from?: string }
+export interface MissingKey { key: string; shape: readonly number[]; dtype: string; benign: boolean; reason?: BenignReason; note?: string; tied_to?: string }
+export interface UnexpectedKey { key: string; shape: readonly number[]; dtype: string }
+export interface MismatchedKey { key: string; from: string; target_shape: readonly number[]; pretrained_shape: readonly number[]; reason?: BenignReason | 'dtype'; note?: string }
 
 export interface MatchResult {
   rules: AppliedRule[];
@@ -76,7 +76,7 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     if (!p) continue;
     used.add(t.key);
     if (!sameShape(p.shape, t.shape)) {
-      const entry: MismatchedKey = { key: t.key, from: p.key, target_shape: [...t.shape], pretrained_shape: [...p.shape] };
+      const entry: MismatchedKey = { key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape };
       if (isZero3Placeholder(p.shape, t.shape)) Object.assign(entry, { reason: 'zero3-placeholder', note: BENIGN_NOTES['zero3-placeholder'] });
       mismatched.push(entry);
       continue;
@@ -84,10 +84,10 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     const from = dtypeByName(p.dtype);
     const to = dtypeByName(t.dtype);
     if (p.dtype !== t.dtype && !(from && to && canConvert(from, to))) {
-      mismatched.push({ key: t.key, from: p.key, target_shape: [...t.shape], pretrained_shape: [...p.shape], reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
+      mismatched.push({ key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape, reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
       continue;
     }
-    const entry: LoadedKey = { key: t.key, from: p.key, shape: [...t.shape], dtype: t.dtype };
+    const entry: LoadedKey = { key: t.key, from: p.key, shape: t.shape, dtype: t.dtype };
     if (p.dtype !== t.dtype) entry.cast_from = p.dtype;
     loaded.push(entry);
     if (t.tieId !== undefined && !loadedByTie.has(t.tieId)) loadedByTie.set(t.tieId, t.key);
@@ -95,7 +95,7 @@ export function matchStateDicts(input: MatchInput): MatchResult {
 
   for (const t of input.target) {
     if (used.has(t.key)) continue;
-    const entry: MissingKey = { key: t.key, shape: [...t.shape], dtype: t.dtype, benign: false };
+    const entry: MissingKey = { key: t.key, shape: t.shape, dtype: t.dtype, benign: false };
     const tiedTo = t.tieId !== undefined ? loadedByTie.get(t.tieId) : undefined;
     const reason: BenignReason | null = tiedTo
       ? 'tied-weight'
@@ -113,7 +113,7 @@ export function matchStateDicts(input: MatchInput): MatchResult {
   renamed.forEach((name, i) => {
     if (used.has(name)) return;
     const p = input.pretrained[i] as TensorInfo;
-    unexpected.push({ key: p.key, shape: [...p.shape], dtype: p.dtype });
+    unexpected.push({ key: p.key, shape: p.shape, dtype: p.dtype });
   });
 
   return { rules: applied, loaded, missing, unexpected, mismatched, closest };

@@ -9,6 +9,7 @@ import { decoderFor, pyTypeName, type Decoder } from './decoders.js';
 import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';
 import { decodeUtf8 } from './text.js';
+import { fetchedMemoSlots } from './memo-scan.js';
 import { PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
 import type { UnpickleHooks } from './unpickler.js';
 
@@ -29,6 +30,8 @@ export class Machine {
   /** Built-in decoder per distinct global (null: none), so a call costs no string building. */
   private readonly decoders = new Map<PyGlobal, Decoder | null>();
   readonly view: DataView;
+  /** The memo slots some GET reads (memo-scan.ts); null: keep every slot. */
+  private readonly fetched: Set<number> | null;
 
   constructor(
     readonly bytes: Uint8Array,
@@ -38,6 +41,7 @@ export class Machine {
   ) {
     this.pos = start;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.fetched = fetchedMemoSlots(bytes, start);
   }
 
   error(code: 'BAD_PICKLE' | 'TRUNCATED' | 'LIMIT', what: string): CheckpointError {
@@ -117,6 +121,11 @@ export class Machine {
   put(index: number): void {
     if (index > LIMITS.pickleMemo) throw this.error('LIMIT', `memo index ${index} is over the pickleMemo limit of ${LIMITS.pickleMemo}`);
     const v = this.top();
+    if (this.fetched && !this.fetched.has(index)) {
+      // Never read back: counted against the limit like any slot, but not kept alive.
+      if (++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
+      return;
+    }
     if (this.memo[index] === undefined) {
       if (++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
     }
@@ -233,11 +242,13 @@ export class Machine {
       if (target.entries.size + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
         throw this.error('LIMIT', `grows a dict past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
       }
+      const entries = target.entries;
       for (let i = from; i < stack.length; i += 2) {
         const key = stack[i]!;
+        const size = entries.size;
         // Python never writes a key twice; a file that does would have its last value win silently.
-        if (target.entries.has(key)) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
-        target.entries.set(key, stack[i + 1]!);
+        // (One lookup per key: a set() that does not grow the map found the key already there.)
+        if (entries.set(key, stack[i + 1]!).size === size) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
       }
     } else if (target instanceof PyObject) {
       if (target.dictItems.length + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {

@@ -57,9 +57,19 @@ export class PyList {
  */
 export class PyDict {
   readonly kind = 'dict' as const;
-  readonly entries = new Map<PyValue, PyValue>();
+  /** Created on first use: every tensor in a state dict carries an empty OrderedDict (its backward hooks). */
+  private map: Map<PyValue, PyValue> | null = null;
   state: PyValue | undefined = undefined;
   constructor(readonly ordered: boolean) {}
+
+  get entries(): Map<PyValue, PyValue> {
+    return (this.map ??= new Map());
+  }
+
+  /** Reads without creating the map. */
+  get(key: PyValue): PyValue | undefined {
+    return this.map?.get(key);
+  }
 }
 
 export class PySet {
@@ -73,12 +83,13 @@ export class PySet {
 /** A reference to `module.name`, never imported or called. */
 export class PyGlobal {
   readonly kind = 'global' as const;
+  /** `module.name`, built once: decoders switch on it for every REDUCE. */
+  readonly qualname: string;
   constructor(
     readonly module: string,
     readonly name: string,
-  ) {}
-  get qualname(): string {
-    return `${this.module}.${this.name}`;
+  ) {
+    this.qualname = `${module}.${name}`;
   }
 }
 
