@@ -15,7 +15,7 @@ import { numelOf } from '../src/checkpoint/tensor-ref.js';
 import { BufferSource, type ByteSource, FileSource } from '../src/checkpoint/source.js';
 import { entryDataOffset, readZipDirectory } from '../src/checkpoint/zip/reader.js';
 import { FIXTURES, fixturePath } from './helpers/fixtures.js';
-import { floatData, stateDictPickle, type TensorSpec, zipCheckpoint } from './fuzz/builders.js';
+import { floatData, legacyCheckpoint, stateDictPickle, type TensorSpec, zipCheckpoint } from './fuzz/builders.js';
 
 /** Forwards to another source and remembers every [start, end) it was asked for. */
 class RecordingSource implements ByteSource {
@@ -86,7 +86,8 @@ async function readsDuringOpen(source: ByteSource): Promise<{ reads: Array<[numb
 
 /**
  * Zip fixtures with a state dict. Legacy files are left out: their storages sit between 8-byte element
- * counts that must be read to find the next one, so a legacy open reads storage bytes by design.
+ * counts that must be read to find the next one, and the pickles are decoded from a 64 KiB window that
+ * covers a small file whole; the bound that holds for them is tested at the end.
  */
 const zipFixtures = readdirSync(FIXTURES)
   .filter((n) => /\.(pth|ckpt)$/.test(n))
@@ -114,5 +115,31 @@ describe('open + findStateDict + inspect-level work read no tensor byte', () => 
     const bytes = zipCheckpoint(stateDictPickle(tensors), tensors, { records: [{ key: '0', data: floatData(32768) }] });
     const { reads, ranges } = await readsDuringOpen(new BufferSource('big-last.pth', bytes));
     expect(overlaps(reads, ranges)).toEqual([]);
+  });
+});
+
+describe('legacy files: open reads the pickles plus one 8-byte header per storage, whatever the size', () => {
+  // Storages follow the pickles without an index, so the 8-byte element count in front of each must be
+  // read to find the next. The pickles are decoded from a window that starts at 64 KiB; past that window
+  // nothing but those headers may be read.
+  const FIRST_WINDOW = 64 << 10;
+
+  it('8 storages of 1 MiB: reads past the first 64 KiB are exactly the 8-byte headers', async () => {
+    const numel = 1 << 18;
+    const tensors: TensorSpec[] = Array.from({ length: 8 }, (_, i) => ({ key: `layer${i}.weight`, storage: String(i), numel, shape: [512, 512] }));
+    const bytes = legacyCheckpoint(tensors);
+    const recording = new RecordingSource(new BufferSource('legacy-8mib.pth', bytes));
+    const ckpt = await openSource(recording, {});
+    expect(ckpt.format).toBe('legacy');
+    expect(inspectLevelWork(ckpt)).toBeGreaterThan(0);
+
+    const headerAt = async (key: string) => (await ckpt.storages.find((s) => s.key === key)!.record!.resolve()).offset - 8;
+    const headers = await Promise.all(tensors.map((t) => headerAt(t.storage)));
+    const beyondWindow = recording.reads.filter(([start, end]) => end > FIRST_WINDOW);
+    expect(beyondWindow).toEqual(headers.filter((h) => h + 8 > FIRST_WINDOW).map((h) => [h, h + 8]));
+    // The format sniff (16 bytes), the window, the headers: 64 KiB + 80 bytes of an 8 MiB file.
+    const total = recording.reads.reduce((n, [start, end]) => n + (end - start), 0);
+    expect(total).toBe(16 + FIRST_WINDOW + 8 * tensors.length);
+    expect(bytes.length).toBeGreaterThan(8 << 20);
   });
 });
