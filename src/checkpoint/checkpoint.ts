@@ -5,7 +5,7 @@ import type { StorageRef } from './tensor-ref.js';
 import type { Problem } from './torch.js';
 import type { ZipDirectory } from './zip/reader.js';
 
-export type CheckpointFormat = 'zip' | 'legacy' | 'safetensors';
+export type CheckpointFormat = 'zip' | 'legacy' | 'safetensors' | 'sharded';
 
 export interface Checkpoint {
   readonly path: string;
@@ -23,6 +23,8 @@ export interface Checkpoint {
   readonly problems: readonly Problem[];
   /** The zip central directory, for integrity checks (zip format only). */
   readonly zip?: ZipDirectory;
+  /** The shard files of a sharded checkpoint (format 'sharded'), each opened on its own, in shard order. */
+  readonly shards?: readonly Checkpoint[];
   /** A safetensors header's `__metadata__` (string → string), or null when it has none (safetensors only). */
   readonly safetensorsMetadata?: ReadonlyMap<string, string> | null;
   close(): Promise<void>;

@@ -56,6 +56,13 @@ export const LIMITS = {
   gatherBytes: 1 << 30,
   /** Bytes of a legacy file's pickled prefix (everything before the raw storages). */
   legacyPrefixBytes: 1 << 30,
+  /** Bytes of a sharded checkpoint's index JSON. ~80 bytes per tensor: 64 MiB is 800k tensors. */
+  shardIndexBytes: 64 << 20,
+  /**
+   * Shard files named by one index. Every shard stays open until the checkpoint is closed (tensors are
+   * read lazily), and a process may hold 1024 files by default; the largest public models use < 200.
+   */
+  shards: 1000,
 } as const;
 
 export type LimitName = keyof typeof LIMITS;

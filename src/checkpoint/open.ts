@@ -1,13 +1,15 @@
 /**
  * Sniff, then dispatch (torch-format.md §1, §9): zip local-header magic at offset 0, the legacy magic-number
  * pickle, a safetensors file (8-byte header length, then `{`), or the ancient tar layout, which is
- * recognised and refused.
+ * recognised and refused. A path to a `.json` index of shard files opens the shards as one checkpoint
+ * (sharded.ts).
  */
 import { CheckpointError } from './errors.js';
 import { type ByteSource, FileSource } from './source.js';
 import { openArchive } from './archive.js';
 import { isLegacyMagic, openLegacy } from './legacy.js';
 import { looksLikeSafetensors, openSafetensors } from './safetensors.js';
+import { looksLikeShardIndex, openSharded } from './sharded.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
@@ -17,8 +19,16 @@ const MAGIC_BYTES = 16;
 const TAR_MAGIC_OFFSET = 257;
 
 export async function openCheckpoint(path: string, options: OpenOptions = {}): Promise<Checkpoint> {
+  return openFile(path, options, true);
+}
+
+async function openFile(path: string, options: OpenOptions, allowIndex: boolean): Promise<Checkpoint> {
   const source = await FileSource.open(path);
   try {
+    if (allowIndex) {
+      const head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
+      if (looksLikeShardIndex(path, head)) return await openSharded(source, options, (shard, o) => openFile(shard, o, false));
+    }
     return await openSource(source, options);
   } catch (e) {
     await source.close();

@@ -5,6 +5,7 @@
  * checkpoint or an inspect manifest). Exit 1 when a finding of a kind in --fail-on is present.
  */
 import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { openCheckpoint } from '../checkpoint/open.js';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
@@ -92,6 +93,7 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
 
 /** Every zip record: a valid local header, data inside the file, CRC-32 equal to the directory's. */
 async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
+  if (ckpt.shards) return checkShardRecords(ckpt.shards, findings);
   if (!ckpt.zip) return { records: ckpt.storages.length, crc: 'not in format' };
   const entries = ckpt.zip.entries;
   // Locate every record in a few batched reads; a bad header makes the batch fail, and the per-entry
@@ -116,6 +118,22 @@ async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ re
     }
   }
   return { records: entries.length, crc: crcAbsent ? 'absent' : 'verified' };
+}
+
+/** Each shard's records, findings keyed `<shard file>:<record>`; CRCs verified only if every zip shard has them. */
+async function checkShardRecords(shards: readonly Checkpoint[], findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
+  let records = 0;
+  const crcs = new Set<CheckReport['checked']['crc']>();
+  for (const shard of shards) {
+    const own: Finding[] = [];
+    const r = await checkRecords(shard, own);
+    records += r.records;
+    crcs.add(r.crc);
+    const name = basename(shard.path);
+    for (const f of own) findings.push({ ...f, key: f.key === undefined ? name : `${name}:${f.key}` });
+  }
+  const crc = crcs.has('absent') ? 'absent' : crcs.has('verified') ? 'verified' : 'not in format';
+  return { records, crc };
 }
 
 function hex(n: number): string {
@@ -178,7 +196,8 @@ async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }
       if (e instanceof SyntaxError) throw new CheckpointError('NOT_A_CHECKPOINT', path, `not valid JSON (${e.message})`);
       throw ioError(path, e, 'cannot read');
     }
-    const m = doc as { schema?: unknown; tensors?: unknown };
+    const m = doc as { schema?: unknown; tensors?: unknown; weight_map?: unknown };
+    if (m.weight_map !== undefined && m.schema === undefined) return loadCheckpointArchitecture(path); // a sharded checkpoint's index
     if (m.schema !== 'ckpt.inspect/1' || !Array.isArray(m.tensors)) {
       throw new CheckpointError('NOT_A_CHECKPOINT', path, 'not a manifest: expected the JSON of `ckpt inspect --json` (schema ckpt.inspect/1)');
     }
@@ -192,6 +211,10 @@ async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }
       }),
     };
   }
+  return loadCheckpointArchitecture(path);
+}
+
+async function loadCheckpointArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {
   const ckpt = await openCheckpoint(path);
   try {
     const sd = findStateDict(ckpt.root, path);

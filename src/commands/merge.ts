@@ -171,7 +171,10 @@ function info(key: string, t: TensorRef, tieId?: string): TensorInfo {
 
 /** Target keys that are the same view of the same storage are tied weights; give them a common id. */
 function targetInfos(tsd: StateDict): TensorInfo[] {
-  const ids = tsd.tensors.map(([, t]) => `${t.storage.key}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`);
+  // Storages by identity, not by key: the shards of a sharded checkpoint each number theirs from 0.
+  const storageIds = new Map<TensorRef['storage'], number>();
+  const storageId = (s: TensorRef['storage']) => storageIds.get(s) ?? (storageIds.set(s, storageIds.size), storageIds.size - 1);
+  const ids = tsd.tensors.map(([, t]) => `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`);
   const counts = new Map<string, number>();
   for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
   return tsd.tensors.map(([key, t], i) => {
