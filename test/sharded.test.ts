@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../src/checkpoint/open.js';
 import { findStateDict } from '../src/checkpoint/state-dict.js';
 import { entryDataOffset } from '../src/checkpoint/zip/reader.js';
+import { writeStateDict } from '../src/checkpoint/writer.js';
 import type { CheckReport } from '../src/commands/check.js';
 import type { DiffReport } from '../src/commands/diff.js';
 import type { InspectReport } from '../src/commands/inspect.js';
@@ -100,6 +101,26 @@ describe('sharded checkpoints', () => {
     expect(r.code, r.stderr).toBe(0);
     const pick = (s: ReturnType<typeof torchSummary>) => s.tensors.map(({ key, dtype, shape, sha256 }) => ({ key, dtype, shape, sha256 }));
     expect(pick(torchSummary(out))).toEqual(pick(torchSummary(fixturePath('resnet18_tiny.pth'))));
+  });
+
+  it('two shards numbering their storages alike are not tied weights (a missing key is never filled from its look-alike)', async () => {
+    // Shard A holds a, shard B holds b: each file's only storage is "0", same offset, shape, stride, dtype.
+    const folder = join(dir, 'lookalike');
+    mkdirSync(folder, { recursive: true });
+    const source = await openCheckpoint(fixturePath('small_mlp.pth'));
+    try {
+      const sd = findStateDict(source.root, source.path);
+      const tensor = (key: string) => sd.tensors.find(([k]) => k === key)![1];
+      await writeStateDict(join(folder, 'a.pth'), [['a', { tensor: tensor('0.bias') }]]);
+      await writeStateDict(join(folder, 'b.pth'), [['b', { tensor: tensor('1.weight') }]]);
+    } finally {
+      await source.close();
+    }
+    const index = join(folder, 'model.index.json');
+    writeFileSync(index, JSON.stringify({ weight_map: { a: 'a.pth', b: 'b.pth' } }));
+    const r = ckptJson<MergeReport>(['merge', join(folder, 'a.pth'), index, '--dry-run']);
+    expect(r.json.summary).toMatchObject({ loaded: 1, missing: 1, missing_benign: 0 });
+    expect(r.json.missing).toEqual([{ key: 'b', shape: [3], dtype: 'float32', benign: false }]);
   });
 
   describe('a broken index: exit 2, one line naming the file', () => {
