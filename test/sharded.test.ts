@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../src/checkpoint/open.js';
 import { findStateDict } from '../src/checkpoint/state-dict.js';
-import { entryDataOffset } from '../src/checkpoint/zip/reader.js';
 import { writeStateDict } from '../src/checkpoint/writer.js';
 import type { CheckReport } from '../src/commands/check.js';
 import type { DiffReport } from '../src/commands/diff.js';
 import type { InspectReport } from '../src/commands/inspect.js';
 import type { MergeReport } from '../src/commands/merge.js';
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';
+import { flipBitInRecord } from './helpers/damage.js';
 import { expectedFor, fixturePath, tensorSummaries } from './helpers/fixtures.js';
 import { skipInterop, torchSummary } from './helpers/torch.js';
 
@@ -76,17 +76,10 @@ describe('sharded checkpoints', () => {
 
   it('check names the shard and the record of a flipped byte', async () => {
     const folder = copyOf('sharded_bin', 'flipped');
-    const shard = join(folder, 'pytorch_model-00002-of-00003.bin');
-    const file = await openCheckpoint(shard);
-    const entry = file.zip!.entries.find((e) => /\/data\/\d+$/.test(e.name) && e.size > 16)!;
-    const offset = await entryDataOffset(file.source, entry);
-    await file.close();
-    const bytes = readFileSync(shard);
-    bytes[offset + 1] = (bytes[offset + 1] as number) ^ 0x10;
-    writeFileSync(shard, bytes);
+    const record = await flipBitInRecord(join(folder, 'pytorch_model-00002-of-00003.bin'), (name, size) => /\/data\/\d+$/.test(name) && size > 16);
     const r = ckptJson<CheckReport>(['check', join(folder, 'pytorch_model.bin.index.json')]);
     expect(r.code).toBe(1);
-    expect(r.json.findings).toEqual([{ kind: 'corrupt', key: `pytorch_model-00002-of-00003.bin:${entry.name}`, detail: expect.stringMatching(/CRC-32/) }]);
+    expect(r.json.findings).toEqual([{ kind: 'corrupt', key: `pytorch_model-00002-of-00003.bin:${record}`, detail: expect.stringMatching(/CRC-32/) }]);
   });
 
   it('merge takes a sharded pretrained checkpoint: 120 loaded, fc.* mismatched', () => {
