@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
+import { rankAlignments } from '../src/match/align.js';
 import { parseRename } from '../src/match/rules.js';
 import { CheckpointError } from '../src/checkpoint/errors.js';
 
@@ -128,5 +129,21 @@ describe('matchStateDicts', () => {
     const r = matchStateDicts({ pretrained: [t('encoder.a')], target: [t('decoder.b')], rules: null, pretrainedVersions: null });
     expect(r.loaded).toEqual([]);
     expect(r.unexpected).toHaveLength(1);
+  });
+});
+
+describe('rankAlignments', () => {
+  it('counts a prefix over keys that are not consecutive (runs broken by other prefixes)', () => {
+    // 'module.' heads 4 of 6 pretrained keys, interleaved with 'aux.' keys: 4 >= half of 6, so it is a candidate.
+    const pretrained = ['module.a', 'aux.x', 'module.b', 'aux.y', 'module.c.w', 'module.d.w'].map((key) => ({ key, shape: [1] }));
+    const target = ['a', 'b', 'c.w', 'd.w', 'e', 'f'].map((key) => ({ key, shape: [1] }));
+    const best = rankAlignments(pretrained, target)[0];
+    expect(best).toEqual({ strip: 'module.', add: '', names: 4, shapes: 4 });
+  });
+
+  it('adds a target prefix whose keys are interleaved with others', () => {
+    const pretrained = ['a', 'b', 'c'].map((key) => ({ key, shape: [2] }));
+    const target = ['backbone.a', 'head.z', 'backbone.b', 'neck.y', 'backbone.c'].map((key) => ({ key, shape: [2] }));
+    expect(rankAlignments(pretrained, target)[0]).toEqual({ strip: '', add: 'backbone.', names: 3, shapes: 3 });
   });
 });

@@ -86,7 +86,7 @@ function frequentPrefixes(keys: readonly KeyShape[], floor: number, allowed: (pr
   const previous: string[] = [];
   for (const k of keys) {
     forEachPrefix(k.key, previous, (prefix, depth, reused) => {
-      if (!reused || current[depth] !== prefix) {
+      if (!reused) {
         flush(depth);
         current[depth] = prefix;
       }
