@@ -88,7 +88,13 @@ describe('usage errors', () => {
     mkdirSync(sub, { recursive: true });
     const r = ckpt(['inspect', sub]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^error: .*adir: /);
+    expect(r.stderr).toMatch(/^error: .*adir: is a folder with no checkpoint file in it\n$/);
+  });
+
+  it('a model folder is exit 2, pointing at its sharded index', () => {
+    const r = ckpt(['inspect', fixturePath('sharded_bin')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: ${fixturePath('sharded_bin')}: is a folder; pass a checkpoint file or sharded index in it, such as ${fixturePath('sharded_bin/pytorch_model.bin.index.json')}\n`);
   });
 
   it('--help exits 0', () => {

@@ -4,6 +4,8 @@
  * recognised and refused. A path to a `.json` index of shard files opens the shards as one checkpoint
  * (sharded.ts).
  */
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { CheckpointError } from './errors.js';
 import { type ByteSource, FileSource } from './source.js';
 import { openArchive } from './archive.js';
@@ -23,6 +25,7 @@ export async function openCheckpoint(path: string, options: OpenOptions = {}): P
 }
 
 async function openFile(path: string, options: OpenOptions, allowIndex: boolean): Promise<Checkpoint> {
+  if (isFolder(path)) throw new CheckpointError('NOT_FOUND', path, folderHint(path));
   const source = await FileSource.open(path);
   try {
     if (allowIndex) {
@@ -53,3 +56,30 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   }
   throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)');
 }
+
+function isFolder(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false; // FileSource.open reports a missing or unreadable path
+  }
+}
+
+/** Checkpoint-looking names in preference order: a sharded index first (a model folder's usual entry point). */
+const CHECKPOINT_SUFFIXES = ['.index.json', '.safetensors', '.pth', '.pt', '.bin', '.ckpt'];
+
+/** A model folder (transformers' save_pretrained writes one) is a common thing to pass: say what to pass instead. */
+function folderHint(path: string): string {
+  let names: string[] = [];
+  try {
+    names = readdirSync(path);
+  } catch {
+    return 'is a folder, not a checkpoint file';
+  }
+  for (const suffix of CHECKPOINT_SUFFIXES) {
+    const found = names.filter((n) => n.endsWith(suffix)).sort();
+    if (found.length) return `is a folder; pass a checkpoint file or sharded index in it, such as ${join(path, found[0] as string)}`;
+  }
+  return 'is a folder with no checkpoint file in it';
+}
+
