@@ -3,17 +3,13 @@ import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';
-import { fixturePath } from './helpers/fixtures.js';
+import { RESNET18_COUNTERS, fixturePath } from './helpers/fixtures.js';
 import { flipBitInRecord } from './helpers/damage.js';
 import type { DiffReport } from '../src/commands/diff.js';
 import type { CheckReport } from '../src/commands/check.js';
 
 const dir = tempDir('ckpt-diffcheck-');
-const COUNTERS = [
-  'bn1.num_batches_tracked',
-  ...[1, 2, 3, 4].flatMap((l) => [0, 1].flatMap((b) => [1, 2].map((n) => `layer${l}.${b}.bn${n}.num_batches_tracked`))),
-  ...[2, 3, 4].map((l) => `layer${l}.0.downsample.1.num_batches_tracked`),
-];
+const COUNTERS = RESNET18_COUNTERS;
 
 describe('ckpt diff', () => {
   it('exits 0 for a file against itself, with and without --values', () => {

@@ -1,11 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { fold, renderSegment } from '../src/match/fold.js';
+import { RESNET18_COUNTERS } from './helpers/fixtures.js';
 
-const resnetCounters = [
-  'bn1.num_batches_tracked',
-  ...[1, 2, 3, 4].flatMap((l) => [0, 1].flatMap((b) => [1, 2].map((n) => `layer${l}.${b}.bn${n}.num_batches_tracked`))),
-  ...[2, 3, 4].map((l) => `layer${l}.0.downsample.1.num_batches_tracked`),
-];
+const resnetCounters = RESNET18_COUNTERS;
 
 describe('fold', () => {
   it('folds the 20 resnet18 BatchNorm counters into three lossless patterns', () => {

@@ -27,6 +27,7 @@ import { collectMerge } from '../src/commands/merge.js';
 import { floatData, stateDictPickle, type TensorSpec, writeLargeCheckpoint, zipCheckpoint } from './fuzz/builders.js';
 import { CLI, cliBuilt } from './fuzz/cli.js';
 import { fixturePath } from './helpers/fixtures.js';
+import { failure } from './helpers/zip-builders.js';
 
 const work = mkdtempSync(join(tmpdir(), 'ckpt-writer-failures-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -37,16 +38,6 @@ async function sha256(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Runs `action`, which must fail with a CheckpointError; returns it. */
-async function failure(action: () => Promise<unknown>): Promise<CheckpointError> {
-  try {
-    await action();
-  } catch (e) {
-    if (e instanceof CheckpointError) return e;
-    throw e;
-  }
-  throw new Error('expected a CheckpointError, the write succeeded');
-}
 
 /** Neither the output nor a temporary file for it exists. */
 function expectNoOutput(output: string): void {

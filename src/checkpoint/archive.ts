@@ -8,6 +8,7 @@ import { LIMITS } from './limits.js';
 import type { ByteSource } from './source.js';
 import { BufferSource } from './source.js';
 import { unpickle } from './pickle/unpickler.js';
+import { latin1 } from './pickle/text.js';
 import { TorchDecoder } from './torch.js';
 import type { StorageRecord } from './tensor-ref.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
@@ -94,5 +95,5 @@ function storageRecord(source: ByteSource, entry: ZipEntry, locateAll: () => Pro
 }
 
 function text(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+  return latin1(bytes, 0, bytes.length);
 }

@@ -11,8 +11,9 @@ import { type ByteSource, FileSource } from './source.js';
 import { openArchive } from './archive.js';
 import { isLegacyMagic, openLegacy } from './legacy.js';
 import { looksLikeSafetensors, openSafetensors } from './safetensors.js';
-import { looksLikeShardIndex, openSharded } from './sharded.js';
+import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
+import { latin1 } from './pickle/text.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 const SNIFF_BYTES = 512;
@@ -25,12 +26,10 @@ export async function openCheckpoint(path: string, options: OpenOptions = {}): P
 }
 
 async function openFile(path: string, options: OpenOptions, allowIndex: boolean): Promise<Checkpoint> {
-  if (isFolder(path)) throw new CheckpointError('NOT_FOUND', path, folderHint(path));
-  const source = await FileSource.open(path);
+  const source = await openRegularFile(path);
   try {
-    if (allowIndex) {
-      const head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
-      if (looksLikeShardIndex(path, head)) return await openSharded(source, options, (shard, o) => openFile(shard, o, false));
+    if (allowIndex && isShardIndexName(path) && looksLikeJsonObject(await source.read(0, Math.min(MAGIC_BYTES, source.size)))) {
+      return await openSharded(source, options, (shard, o) => openFile(shard, o, false));
     }
     return await openSource(source, options);
   } catch (e) {
@@ -48,7 +47,7 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
   if (looksLikeSafetensors(head)) return openSafetensors(source, options);
   head = await source.read(0, Math.min(SNIFF_BYTES, source.size));
-  if (head.length >= TAR_MAGIC_OFFSET + 5 && Buffer.from(head.subarray(TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5)).toString('latin1') === 'ustar') {
+  if (head.length >= TAR_MAGIC_OFFSET + 5 && latin1(head, TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5) === 'ustar') {
     throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
   }
   if (head[0] === 0x80) {
@@ -57,11 +56,21 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)');
 }
 
+/** FileSource.open, with a hint for a folder (only once opening failed: no extra stat on the way in). */
+async function openRegularFile(path: string): Promise<FileSource> {
+  try {
+    return await FileSource.open(path);
+  } catch (e) {
+    if (e instanceof CheckpointError && e.code === 'NOT_FOUND' && isFolder(path)) throw new CheckpointError('NOT_FOUND', path, folderHint(path));
+    throw e;
+  }
+}
+
 function isFolder(path: string): boolean {
   try {
     return statSync(path).isDirectory();
   } catch {
-    return false; // FileSource.open reports a missing or unreadable path
+    return false;
   }
 }
 

@@ -26,9 +26,13 @@ import type { Checkpoint, OpenOptions } from './checkpoint.js';
 
 const OPEN_BRACE = 0x7b;
 
-/** A `.json` file whose first non-blank byte is `{`. */
-export function looksLikeShardIndex(path: string, head: Uint8Array): boolean {
-  if (!path.toLowerCase().endsWith('.json')) return false;
+/** Index files are `.json` (checked first, so other files cost no extra read). */
+export function isShardIndexName(path: string): boolean {
+  return path.toLowerCase().endsWith('.json');
+}
+
+/** The first bytes of a JSON object: blanks, then `{`. */
+export function looksLikeJsonObject(head: Uint8Array): boolean {
   for (const b of head) {
     if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d) continue;
     return b === OPEN_BRACE;

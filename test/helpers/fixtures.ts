@@ -37,6 +37,13 @@ export interface Expected {
   tensors: ExpectedTensor[];
 }
 
+/** The 20 BatchNorm `num_batches_tracked` keys of torchvision's resnet18 (and of the tiny resnet fixtures), in order. */
+export const RESNET18_COUNTERS = [
+  'bn1.num_batches_tracked',
+  ...[1, 2, 3, 4].flatMap((l) => [0, 1].flatMap((b) => [1, 2].map((n) => `layer${l}.${b}.bn${n}.num_batches_tracked`))),
+  ...[2, 3, 4].map((l) => `layer${l}.0.downsample.1.num_batches_tracked`),
+];
+
 export function fixturePath(name: string): string {
   return join(FIXTURES, name);
 }

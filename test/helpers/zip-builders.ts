@@ -145,6 +145,19 @@ export function patch(bytes: Uint8Array, offset: number, width: 2 | 4 | 8, value
 }
 
 /**
+ * Rewrites the entry count an archive declares: in the zip64 end record (entries on this disk, total)
+ * and, as `classic` (default: the same), in the classic end record's two 16-bit fields.
+ */
+export function declareEntryCount(built: BuiltZip, zip64: number | null, classic: number = zip64 ?? 0): void {
+  if (zip64 !== null) {
+    patch(built.bytes, built.zip64EndOffset + 24, 8, zip64);
+    patch(built.bytes, built.zip64EndOffset + 32, 8, zip64);
+  }
+  patch(built.bytes, built.endRecordOffset + 8, 2, classic);
+  patch(built.bytes, built.endRecordOffset + 10, 2, classic);
+}
+
+/**
  * A file kept as a sparse list of written ranges: ZipWriter writes into it through a fake FileHandle
  * (writes over 1 MiB must be zeros: they are counted, not stored) and the reader reads it back as a ByteSource.
  */
