@@ -54,6 +54,12 @@ describe('WritebackPacer', () => {
     const path = join(tempDir('ckpt-writeback-'), 'f.bin');
     const handle = await open(path, 'w');
     try {
+      let datasyncs = 0;
+      const realDatasync = handle.datasync.bind(handle);
+      handle.datasync = () => {
+        datasyncs++;
+        return realDatasync();
+      };
       const pacer = new WritebackPacer(handle, path, 1 << 20);
       const chunk = Buffer.alloc(256 << 10, 1);
       for (let i = 0; i < 16; i++) {
@@ -62,6 +68,9 @@ describe('WritebackPacer', () => {
       }
       await pacer.settle();
       expect((await handle.stat()).size).toBe(16 * chunk.length);
+      // 4 MiB written with a 1 MiB interval: at least one real datasync ran, never more than one per MiB.
+      expect(datasyncs).toBeGreaterThan(0);
+      expect(datasyncs).toBeLessThanOrEqual(4);
     } finally {
       await handle.close();
     }
