@@ -16,6 +16,7 @@ import type { InspectReport } from '../src/commands/inspect.js';
 import type { MergeReport } from '../src/commands/merge.js';
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';
 import { flipBitInRecord } from './helpers/damage.js';
+import { floatData, stateDictPickle, type TensorSpec, zipCheckpoint } from './fuzz/builders.js';
 import { expectedFor, fixturePath, tensorSummaries } from './helpers/fixtures.js';
 import { skipInterop, torchSummary } from './helpers/torch.js';
 
@@ -114,6 +115,21 @@ describe('sharded checkpoints', () => {
     const r = ckptJson<MergeReport>(['merge', join(folder, 'a.pth'), index, '--dry-run']);
     expect(r.json.summary).toMatchObject({ loaded: 1, missing: 1, missing_benign: 0 });
     expect(r.json.missing).toEqual([{ key: 'b', shape: [3], dtype: 'float32', benign: false }]);
+  });
+
+  it('check --finite still scans a shard\'s storage when another shard\'s storage of the same key is corrupt', () => {
+    // Shard a: storage "0" declares 4 floats but its record holds 2 (corrupt). Shard b: storage "0" is healthy and holds a NaN.
+    const folder = join(dir, 'finite');
+    mkdirSync(folder, { recursive: true });
+    const spec = (key: string): TensorSpec[] => [{ key, storage: '0', numel: 4, shape: [4] }];
+    writeFileSync(join(folder, 'a.pth'), zipCheckpoint(stateDictPickle(spec('a')), spec('a'), { records: [{ key: '0', data: floatData(2) }] }));
+    const withNan = new Uint8Array(new Float32Array([1, Number.NaN, 3, 4]).buffer);
+    writeFileSync(join(folder, 'b.pth'), zipCheckpoint(stateDictPickle(spec('b')), spec('b'), { records: [{ key: '0', data: withNan }] }));
+    const index = join(folder, 'model.index.json');
+    writeFileSync(index, JSON.stringify({ weight_map: { a: 'a.pth', b: 'b.pth' } }));
+    const r = ckptJson<CheckReport>(['check', index, '--finite']);
+    expect(r.code).toBe(1);
+    expect(r.json.findings.filter((f) => f.kind === 'nonfinite').map((f) => f.key)).toEqual(['b']);
   });
 
   describe('a broken index: exit 2, one line naming the file', () => {

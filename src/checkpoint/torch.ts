@@ -16,6 +16,8 @@ export interface Problem {
   kind: 'corrupt';
   key?: string;
   detail: string;
+  /** The storage at fault: key strings repeat across the shards of a sharded checkpoint, objects do not. */
+  storage?: StorageRef;
 }
 
 /** Collects the storages and tensors of one pickle while it is decoded. */
@@ -39,9 +41,9 @@ export class TorchDecoder {
     for (const ref of this.storages) {
       const record = recordOf(ref.key);
       ref.record = record;
-      if (!record) this.fail(`storage ${ref.key}: its record is missing`, ref.key);
+      if (!record) this.fail(`storage ${ref.key}: its record is missing`, ref);
       else if (record.length !== ref.byteLength) {
-        this.fail(`storage ${ref.key}: record ${record.name} has ${record.length} bytes, expected ${ref.numel} x ${ref.dtype.itemSize} = ${ref.byteLength}`, ref.key);
+        this.fail(`storage ${ref.key}: record ${record.name} has ${record.length} bytes, expected ${ref.numel} x ${ref.dtype.itemSize} = ${ref.byteLength}`, ref);
       }
     }
   }
@@ -54,9 +56,9 @@ export class TorchDecoder {
     };
   }
 
-  private fail(detail: string, key?: string): void {
+  private fail(detail: string, storage?: StorageRef): void {
     if (this.strict) throw new CheckpointError('BAD_TENSOR', this.path, detail);
-    this.problems.push(key === undefined ? { kind: 'corrupt', detail } : { kind: 'corrupt', key, detail });
+    this.problems.push(storage === undefined ? { kind: 'corrupt', detail } : { kind: 'corrupt', key: storage.key, detail, storage });
   }
 
   /**
@@ -213,7 +215,7 @@ export class TorchDecoder {
     if (numel > 0 && last >= storageElements) {
       this.fail(
         `view of storage ${t.storage.key} (offset ${t.storageOffset}, shape [${t.shape.join(', ')}], stride [${t.stride.join(', ')}]) reaches element ${last} but the storage has ${storageElements}`,
-        t.storage.key,
+        t.storage,
       );
     }
   }

@@ -16,6 +16,7 @@ import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
 import { ioError } from '../checkpoint/source.js';
+import type { StorageRef } from '../checkpoint/tensor-ref.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
 export type FindingKind = (typeof FINDING_KINDS)[number];
@@ -71,7 +72,7 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
       else if (g.verdict === 'unknown') findings.push({ kind: 'global', detail: `${g.name}: not plain torch; torch.load(weights_only=True) refuses it` });
     }
     const sd = findStateDict(ckpt.root, path, options.key);
-    if (options.finite) await checkFinite(sd, path, findings);
+    if (options.finite) await checkFinite(sd, path, findings, new Set(ckpt.problems.map((p) => p.storage)));
     if (expected) findings.push(...compareArchitecture(sd, expected.tensors));
     const ok = !findings.some((f) => !f.benign && failOn.includes(f.kind));
     const report: CheckReport = {
@@ -140,13 +141,12 @@ function hex(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 }
 
-async function checkFinite(sd: StateDict, path: string, findings: Finding[]): Promise<void> {
+/** `corrupt`: storages already found corrupt while opening (missing, short, viewed out of range); not scanned. */
+async function checkFinite(sd: StateDict, path: string, findings: Finding[], corrupt: ReadonlySet<StorageRef | undefined>): Promise<void> {
   const buffer = new Uint8Array(SCAN_CHUNK_BYTES);
-  // Storages already found corrupt (missing, short, or viewed out of range) are not scanned.
-  const corrupt = new Set(findings.filter((f) => f.kind === 'corrupt').map((f) => f.key));
   for (const [key, t] of sd.tensors) {
     if (t.dtype.kind !== 'float' && t.dtype.kind !== 'complex') continue;
-    if (corrupt.has(t.storage.key)) continue;
+    if (corrupt.has(t.storage)) continue;
     const scanner = new FiniteScanner(t.dtype);
     try {
       for await (const chunk of tensorChunks(t, path, Math.floor(SCAN_CHUNK_BYTES / t.dtype.itemSize), buffer)) scanner.update(chunk.bytes, chunk.count);
