@@ -106,7 +106,7 @@ async function loadHelpers() {
 async function loadLib() {
   const load = (p) => import(pathToFileURL(join(DIST, p)).href);
   const [errors, open, inspect, diff, check, merge, convert] = await Promise.all([
-    load('checkpoint/errors.js'), load('checkpoint/open.js'), load('commands/inspect.js'), load('commands/diff.js'),
+    load('io/errors.js'), load('formats/open.js'), load('commands/inspect.js'), load('commands/diff.js'),
     load('commands/check.js'), load('commands/merge.js'), load('commands/convert.js'),
   ]);
   return {

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { styleText } from 'node:util';
-import { CheckpointError } from './checkpoint/errors.js';
+import { CheckpointError } from './io/errors.js';
 import { collectInspect, renderInspect } from './commands/inspect.js';
 import { collectConvert, renderConvert } from './commands/convert.js';
 import { collectMerge, type MergeOptions } from './commands/merge.js';

@@ -14,7 +14,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CheckpointErrorCode } from '../src/checkpoint/errors.js';
+import type { CheckpointErrorCode } from '../src/io/errors.js';
 import { BOMBS, type BombName, smallZipCheckpoint } from './fuzz/builders.js';
 import { cliBuilt, runCli } from './fuzz/cli.js';
 import { DETONATE_OPS, type DetonateOp, detonate } from './fuzz/detonate.js';

@@ -106,9 +106,9 @@ describe('usage errors', () => {
 describe('stdout closed early', () => {
   it('`ckpt inspect | head -1` ends quietly when the reader goes away (no EPIPE stack trace)', async () => {
     const { spawnSync } = await import('node:child_process');
-    const { openCheckpoint } = await import('../src/checkpoint/open.js');
-    const { findStateDict } = await import('../src/checkpoint/state-dict.js');
-    const { writeStateDict } = await import('../src/checkpoint/writer.js');
+    const { openCheckpoint } = await import('../src/formats/open.js');
+    const { findStateDict } = await import('../src/model/state-dict.js');
+    const { writeStateDict } = await import('../src/formats/torch-zip/write.js');
     // Far more output than a pipe buffers (64 KiB), so the writer is still writing when head exits.
     const source = await openCheckpoint(fixturePath('resnet18_tiny.pth'));
     const [, tensor] = findStateDict(source.root, 'x').tensors[0]!;
@@ -123,9 +123,9 @@ describe('stdout closed early', () => {
 
 describe('keys from the file in text reports', () => {
   it('escape terminal control sequences (a key holding an ANSI escape prints as \\x1b)', async () => {
-    const { openCheckpoint } = await import('../src/checkpoint/open.js');
-    const { findStateDict } = await import('../src/checkpoint/state-dict.js');
-    const { writeStateDict } = await import('../src/checkpoint/writer.js');
+    const { openCheckpoint } = await import('../src/formats/open.js');
+    const { findStateDict } = await import('../src/model/state-dict.js');
+    const { writeStateDict } = await import('../src/formats/torch-zip/write.js');
     const source = await openCheckpoint(fixturePath('resnet18_tiny.pth'));
     const [, tensor] = findStateDict(source.root, 'x').tensors[0]!;
     const path = join(dir, 'ansi-key.pth');

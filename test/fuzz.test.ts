@@ -14,10 +14,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointError } from '../src/checkpoint/errors.js';
-import { openCheckpoint, openSource } from '../src/checkpoint/open.js';
-import { BufferSource } from '../src/checkpoint/source.js';
-import { findStateDict } from '../src/checkpoint/state-dict.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { openCheckpoint, openSource } from '../src/formats/open.js';
+import { BufferSource } from '../src/io/source.js';
+import { findStateDict } from '../src/model/state-dict.js';
 import { collectInspect } from '../src/commands/inspect.js';
 import { collectDiff } from '../src/commands/diff.js';
 import { collectCheck } from '../src/commands/check.js';

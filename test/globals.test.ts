@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { globalVerdict, mapPython2Name, type GlobalVerdict } from '../src/checkpoint/pickle/globals.js';
-import { unpickle } from '../src/checkpoint/pickle/unpickler.js';
-import { PyGlobal } from '../src/checkpoint/pickle/value.js';
+import { globalVerdict, mapPython2Name, type GlobalVerdict } from '../src/pickle/globals.js';
+import { unpickle } from '../src/pickle/unpickler.js';
+import { PyGlobal } from '../src/pickle/value.js';
 import { describePy, runPy } from './helpers/pickle-py.js';
 
 const verdict = (qualname: string): GlobalVerdict => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
 import { rankAlignments } from '../src/match/align.js';
 import { parseRename } from '../src/match/rules.js';
-import { CheckpointError } from '../src/checkpoint/errors.js';
+import { CheckpointError } from '../src/io/errors.js';
 
 const t = (key: string, shape: number[] = [4], dtype = 'float32', tieId?: string): TensorInfo => (tieId ? { key, shape, dtype, tieId } : { key, shape, dtype });
 

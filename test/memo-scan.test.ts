@@ -1,11 +1,11 @@
 /**
- * The memo pre-scan (src/checkpoint/pickle/memo-scan.ts): it must find every memo slot a pickle reads,
+ * The memo pre-scan (src/pickle/memo-scan.ts): it must find every memo slot a pickle reads,
  * step over every opcode the unpickler knows, and give up (null: keep every slot) rather than guess.
  */
 import { describe, expect, it } from 'vitest';
-import { OPCODES } from '../src/checkpoint/pickle/opcodes.js';
-import { canStepOver, fetchedMemoSlots } from '../src/checkpoint/pickle/memo-scan.js';
-import { PyList, PyTuple } from '../src/checkpoint/pickle/value.js';
+import { OPCODES } from '../src/pickle/opcodes.js';
+import { canStepOver, fetchedMemoSlots } from '../src/pickle/memo-scan.js';
+import { PyList, PyTuple } from '../src/pickle/value.js';
 import { error, load, p, u32 } from './helpers/pickle-bytes.js';
 
 describe('fetchedMemoSlots', () => {

@@ -6,14 +6,14 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { openSource } from '../src/checkpoint/open.js';
-import { findStateDict } from '../src/checkpoint/state-dict.js';
-import { describeValue } from '../src/checkpoint/describe.js';
-import { globalVerdict } from '../src/checkpoint/pickle/globals.js';
-import { PyDict } from '../src/checkpoint/pickle/value.js';
-import { numelOf } from '../src/checkpoint/tensor-ref.js';
-import { BufferSource, type ByteSource, FileSource } from '../src/checkpoint/source.js';
-import { entryDataOffset, readZipDirectory } from '../src/checkpoint/zip/reader.js';
+import { openSource } from '../src/formats/open.js';
+import { findStateDict } from '../src/model/state-dict.js';
+import { describeValue } from '../src/model/describe.js';
+import { globalVerdict } from '../src/pickle/globals.js';
+import { PyDict } from '../src/pickle/value.js';
+import { numelOf } from '../src/model/tensor-ref.js';
+import { BufferSource, type ByteSource, FileSource } from '../src/io/source.js';
+import { entryDataOffset, readZipDirectory } from '../src/zip/reader.js';
 import { FIXTURES, fixturePath } from './helpers/fixtures.js';
 import { floatData, legacyCheckpoint, stateDictPickle, type TensorSpec, zipCheckpoint } from './fuzz/builders.js';
 

@@ -1,12 +1,12 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointError } from '../src/checkpoint/errors.js';
-import { LIMITS } from '../src/checkpoint/limits.js';
-import { pickleValue } from '../src/checkpoint/pickle/pickler.js';
-import { unpickle } from '../src/checkpoint/pickle/unpickler.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { LIMITS } from '../src/io/limits.js';
+import { pickleValue } from '../src/pickle/pickler.js';
+import { unpickle } from '../src/pickle/unpickler.js';
 import {
   PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyPersistentId, PySet, PyTuple, type PyValue,
-} from '../src/checkpoint/pickle/value.js';
-import type { StorageRef, TensorRef } from '../src/checkpoint/tensor-ref.js';
+} from '../src/pickle/value.js';
+import type { StorageRef, TensorRef } from '../src/model/tensor-ref.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { PY_PRELUDE, describePy, enc, hex, runPy, storageRef, tensorRef, testTorchHooks, unhex } from './helpers/pickle-py.js';
 

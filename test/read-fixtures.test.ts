@@ -4,11 +4,11 @@
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { openCheckpoint } from '../src/checkpoint/open.js';
-import { findStateDict, moduleVersions } from '../src/checkpoint/state-dict.js';
-import { readTensorBytes } from '../src/checkpoint/read-bytes.js';
-import { PyDict, type PyValue } from '../src/checkpoint/pickle/value.js';
-import { globalVerdict } from '../src/checkpoint/pickle/globals.js';
+import { openCheckpoint } from '../src/formats/open.js';
+import { findStateDict, moduleVersions } from '../src/model/state-dict.js';
+import { readTensorBytes } from '../src/model/read-bytes.js';
+import { PyDict, type PyValue } from '../src/pickle/value.js';
+import { globalVerdict } from '../src/pickle/globals.js';
 import { expectedFixtures, fixturePath, tensorSummaries } from './helpers/fixtures.js';
 
 const withTensors = expectedFixtures().filter((e) => e.key !== null);

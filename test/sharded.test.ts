@@ -7,9 +7,9 @@
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openCheckpoint } from '../src/checkpoint/open.js';
-import { findStateDict } from '../src/checkpoint/state-dict.js';
-import { writeStateDict } from '../src/checkpoint/writer.js';
+import { openCheckpoint } from '../src/formats/open.js';
+import { findStateDict } from '../src/model/state-dict.js';
+import { writeStateDict } from '../src/formats/torch-zip/write.js';
 import type { CheckReport } from '../src/commands/check.js';
 import type { DiffReport } from '../src/commands/diff.js';
 import type { InspectReport } from '../src/commands/inspect.js';

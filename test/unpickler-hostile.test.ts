@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { CheckpointError } from '../src/checkpoint/errors.js';
-import { LIMITS } from '../src/checkpoint/limits.js';
-import { pickleValue } from '../src/checkpoint/pickle/pickler.js';
-import { PyDict } from '../src/checkpoint/pickle/value.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { LIMITS } from '../src/io/limits.js';
+import { pickleValue } from '../src/pickle/pickler.js';
+import { PyDict } from '../src/pickle/value.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { storageRef, tensorRef, testTorchHooks } from './helpers/pickle-py.js';
 

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { OPCODES, opcodeName } from '../src/checkpoint/pickle/opcodes.js';
-import { unpickle, type UnpickleHooks } from '../src/checkpoint/pickle/unpickler.js';
+import { OPCODES, opcodeName } from '../src/pickle/opcodes.js';
+import { unpickle, type UnpickleHooks } from '../src/pickle/unpickler.js';
 import {
   PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyPersistentId, PySet, PyTuple,
-} from '../src/checkpoint/pickle/value.js';
+} from '../src/pickle/value.js';
 import { PY_PRELUDE, describePy, enc, runPy, testTorchHooks, unhex } from './helpers/pickle-py.js';
 
 import { error, load, p, timed, u32 } from './helpers/pickle-bytes.js';

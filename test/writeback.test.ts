@@ -3,8 +3,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CheckpointError } from '../src/checkpoint/errors.js';
-import { WritebackPacer } from '../src/checkpoint/writeback.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { WritebackPacer } from '../src/io/writeback.js';
 import { tempDir } from './helpers/cli.js';
 
 /** A FileHandle whose datasync() calls are counted and settled by the test. */

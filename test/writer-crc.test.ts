@@ -7,10 +7,10 @@
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openCheckpoint } from '../src/checkpoint/open.js';
-import { findStateDict } from '../src/checkpoint/state-dict.js';
-import { writeStateDict } from '../src/checkpoint/writer.js';
-import { computeEntryCrc } from '../src/checkpoint/zip/reader.js';
+import { openCheckpoint } from '../src/formats/open.js';
+import { findStateDict } from '../src/model/state-dict.js';
+import { writeStateDict } from '../src/formats/torch-zip/write.js';
+import { computeEntryCrc } from '../src/zip/reader.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import type { CheckReport } from '../src/commands/check.js';
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';

@@ -16,12 +16,12 @@ import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSy
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointError } from '../src/checkpoint/errors.js';
-import { openCheckpoint, openSource } from '../src/checkpoint/open.js';
-import { type ByteSource, FileSource } from '../src/checkpoint/source.js';
-import { findStateDict } from '../src/checkpoint/state-dict.js';
-import { type OutputValue, writeStateDict } from '../src/checkpoint/writer.js';
-import { isTensor } from '../src/checkpoint/pickle/value.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { openCheckpoint, openSource } from '../src/formats/open.js';
+import { type ByteSource, FileSource } from '../src/io/source.js';
+import { findStateDict } from '../src/model/state-dict.js';
+import { type OutputValue, writeStateDict } from '../src/formats/torch-zip/write.js';
+import { isTensor } from '../src/pickle/value.js';
 import { collectConvert } from '../src/commands/convert.js';
 import { collectMerge } from '../src/commands/merge.js';
 import { floatData, stateDictPickle, type TensorSpec, writeLargeCheckpoint, zipCheckpoint } from './fuzz/builders.js';

@@ -9,16 +9,16 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openCheckpoint } from '../src/checkpoint/open.js';
-import { findStateDict } from '../src/checkpoint/state-dict.js';
-import { readStorageBytes, readTensorBytes } from '../src/checkpoint/read-bytes.js';
-import { CheckpointError } from '../src/checkpoint/errors.js';
-import { PyDict, PyFloat, PyList, PyTuple, type PyValue } from '../src/checkpoint/pickle/value.js';
-import type { StorageRef, TensorRef } from '../src/checkpoint/tensor-ref.js';
-import { writeStateDict, type OutputValue } from '../src/checkpoint/writer.js';
+import { openCheckpoint } from '../src/formats/open.js';
+import { findStateDict } from '../src/model/state-dict.js';
+import { readStorageBytes, readTensorBytes } from '../src/model/read-bytes.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { PyDict, PyFloat, PyList, PyTuple, type PyValue } from '../src/pickle/value.js';
+import type { StorageRef, TensorRef } from '../src/model/tensor-ref.js';
+import { writeStateDict, type OutputValue } from '../src/formats/torch-zip/write.js';
 import { collectConvert } from '../src/commands/convert.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
-import { FileSource } from '../src/checkpoint/source.js';
+import { FileSource } from '../src/io/source.js';
 import { expectedFixtures, fixturePath, tensorSummaries, type Expected } from './helpers/fixtures.js';
 import { ROOT, tempDir } from './helpers/cli.js';
 
@@ -318,7 +318,7 @@ describe('casts through the writer', () => {
 });
 
 describe('dtypes without a typed storage class (torch >= 2.1: float8, uint16, ...)', () => {
-  // Bug (fixed in src/checkpoint/writer.ts): torch >= 2.1 saves these with _rebuild_tensor_v3 over an
+  // Bug (fixed in src/formats/torch-zip/write.ts): torch >= 2.1 saves these with _rebuild_tensor_v3 over an
   // UntypedStorage, which the reader gives as uint8 bytes under a float8/uint16 tensor; the pickler refused
   // such a tensor ("a tensor of dtype float8_e4m3fn over a uint8 storage cannot be written"), so every
   // torch 2.x file holding one failed to convert or merge.
@@ -363,16 +363,16 @@ describe('dtypes without a typed storage class (torch >= 2.1: float8, uint16, ..
 });
 
 describe('the atomic writer as a library', () => {
-  // Bug (src/checkpoint/output.ts): installSignalHandlers() adds process-wide SIGINT/SIGTERM listeners on the
+  // Bug (src/io/output.ts): installSignalHandlers() adds process-wide SIGINT/SIGTERM listeners on the
   // first write and never removes them, so after any writeStateDict() the host process answers every later
   // SIGTERM with "error: interrupted by SIGTERM; no output was written" and process.exit(143), even with
   // no write in progress, and its own graceful-shutdown handlers no longer get to finish.
   it('leaves no SIGINT/SIGTERM listeners behind once the write has finished', () => {
     // In a fresh process (dist/, built before the tests), since this worker may have written already.
     const script = `
-      import { openCheckpoint } from './dist/checkpoint/open.js';
-      import { findStateDict } from './dist/checkpoint/state-dict.js';
-      import { writeStateDict } from './dist/checkpoint/writer.js';
+      import { openCheckpoint } from './dist/formats/open.js';
+      import { findStateDict } from './dist/model/state-dict.js';
+      import { writeStateDict } from './dist/formats/torch-zip/write.js';
       const count = () => [process.listenerCount('SIGINT'), process.listenerCount('SIGTERM')];
       const before = count();
       const ckpt = await openCheckpoint(process.argv[1]);

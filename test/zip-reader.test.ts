@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CheckpointError, type CheckpointErrorCode } from '../src/checkpoint/errors.js';
-import { LIMITS } from '../src/checkpoint/limits.js';
-import { BufferSource, FileSource } from '../src/checkpoint/source.js';
-import { computeEntryCrc, entryDataOffset, readEntryBytes, readZipDirectory } from '../src/checkpoint/zip/reader.js';
+import { CheckpointError, type CheckpointErrorCode } from '../src/io/errors.js';
+import { LIMITS } from '../src/io/limits.js';
+import { BufferSource, FileSource } from '../src/io/source.js';
+import { computeEntryCrc, entryDataOffset, readEntryBytes, readZipDirectory } from '../src/zip/reader.js';
 import { buildZip, declareEntryCount, failure, patch, python, skipWithoutPython, skipWithoutTorch, type BuildEntry } from './helpers/zip-builders.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-zip-reader-'));

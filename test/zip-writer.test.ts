@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CheckpointError } from '../src/checkpoint/errors.js';
-import { BufferSource, FileSource } from '../src/checkpoint/source.js';
+import { CheckpointError } from '../src/io/errors.js';
+import { BufferSource, FileSource } from '../src/io/source.js';
 import {
   DATA_ALIGNMENT, LOCAL_HEADER_SIZE, alignmentPadding, decodeEndRecord, decodeZip64EndRecord, decodeZip64Extra, decodeZip64Locator,
   encodeCentralHeader, encodeEndRecords, encodeLocalHeader, readU64, writeU64,
-} from '../src/checkpoint/zip/layout.js';
-import { computeEntryCrc, entryDataOffset, readEntryBytes, readZipDirectory, type ZipDirectory } from '../src/checkpoint/zip/reader.js';
-import { ZipWriter } from '../src/checkpoint/zip/writer.js';
+} from '../src/zip/layout.js';
+import { computeEntryCrc, entryDataOffset, readEntryBytes, readZipDirectory, type ZipDirectory } from '../src/zip/reader.js';
+import { ZipWriter } from '../src/zip/writer.js';
 import { SparseFile, failure, python, skipWithoutPython, skipWithoutTorch } from './helpers/zip-builders.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-zip-writer-'));

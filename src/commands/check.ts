@@ -6,17 +6,17 @@
  */
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { openCheckpoint } from '../checkpoint/open.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { CheckpointError } from '../checkpoint/errors.js';
-import { findStateDict, moduleVersions, type StateDict } from '../checkpoint/state-dict.js';
-import { globalVerdict, type GlobalVerdict } from '../checkpoint/pickle/globals.js';
-import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../checkpoint/zip/reader.js';
+import { openCheckpoint } from '../formats/open.js';
+import type { Checkpoint } from '../formats/checkpoint.js';
+import { CheckpointError } from '../io/errors.js';
+import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
+import { globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
+import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/reader.js';
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
-import { ioError } from '../checkpoint/source.js';
-import type { StorageRef } from '../checkpoint/tensor-ref.js';
+import { ioError } from '../io/source.js';
+import type { StorageRef } from '../model/tensor-ref.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
 export type FindingKind = (typeof FINDING_KINDS)[number];

@@ -1,9 +1,9 @@
 /** `ckpt convert IN OUT`: rewrite any readable checkpoint (legacy, nested) as a modern zip state dict. */
-import { CheckpointError } from '../checkpoint/errors.js';
-import { openCheckpoint } from '../checkpoint/open.js';
-import { findStateDict } from '../checkpoint/state-dict.js';
-import type { TensorRef } from '../checkpoint/tensor-ref.js';
-import { writeStateDict, type OutputValue } from '../checkpoint/writer.js';
+import { CheckpointError } from '../io/errors.js';
+import { openCheckpoint } from '../formats/open.js';
+import { findStateDict } from '../model/state-dict.js';
+import type { TensorRef } from '../model/tensor-ref.js';
+import { writeStateDict, type OutputValue } from '../formats/torch-zip/write.js';
 import { assertWritableOutput } from './paths.js';
 import { formatBytes, formatCount } from './render.js';
 import { progressLine } from './progress.js';

@@ -3,11 +3,11 @@
  * --values the value differences (equal bytes are equal without decoding; otherwise the largest absolute
  * difference and how many elements lie beyond atol + rtol·|b|). Exit 0 when the same, 1 when different.
  */
-import { openCheckpoint } from '../checkpoint/open.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { findStateDict } from '../checkpoint/state-dict.js';
-import type { TensorRef } from '../checkpoint/tensor-ref.js';
-import { CheckpointError } from '../checkpoint/errors.js';
+import { openCheckpoint } from '../formats/open.js';
+import type { Checkpoint } from '../formats/checkpoint.js';
+import { findStateDict } from '../model/state-dict.js';
+import type { TensorRef } from '../model/tensor-ref.js';
+import { CheckpointError } from '../io/errors.js';
 import { type AppliedRule, type KeyRule, applyRules, describeRule } from '../match/rules.js';
 import { sameShape } from '../match/align.js';
 import { canConvert } from '../tensor/convert.js';

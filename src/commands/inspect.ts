@@ -1,10 +1,10 @@
 /** `ckpt inspect FILE`: what is in a checkpoint, from its metadata alone (no tensor byte is read). */
-import { openCheckpoint } from '../checkpoint/open.js';
-import { findStateDict } from '../checkpoint/state-dict.js';
-import { describeValue } from '../checkpoint/describe.js';
-import { globalVerdict, type GlobalVerdict } from '../checkpoint/pickle/globals.js';
-import { PyDict } from '../checkpoint/pickle/value.js';
-import { numelOf } from '../checkpoint/tensor-ref.js';
+import { openCheckpoint } from '../formats/open.js';
+import { findStateDict } from '../model/state-dict.js';
+import { describeValue } from '../model/describe.js';
+import { globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
+import { PyDict } from '../pickle/value.js';
+import { numelOf } from '../model/tensor-ref.js';
 import { formatBytes, formatCount, table } from './render.js';
 
 export interface InspectReport {

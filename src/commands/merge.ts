@@ -4,12 +4,12 @@
  * keeps the target's value, and the target's `_metadata` is kept. The report explains every key that
  * did not line up. Nothing is written when the merge fails a policy.
  */
-import { openCheckpoint } from '../checkpoint/open.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { findStateDict, moduleVersions, type StateDict } from '../checkpoint/state-dict.js';
-import { type PyValue, isTensor } from '../checkpoint/pickle/value.js';
-import type { TensorRef } from '../checkpoint/tensor-ref.js';
-import { type OutputValue, writeStateDict } from '../checkpoint/writer.js';
+import { openCheckpoint } from '../formats/open.js';
+import type { Checkpoint } from '../formats/checkpoint.js';
+import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
+import { type PyValue, isTensor } from '../pickle/value.js';
+import type { TensorRef } from '../model/tensor-ref.js';
+import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { assertWritableOutput } from './paths.js';

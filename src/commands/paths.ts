@@ -1,7 +1,7 @@
 /** Output-path rules shared by the commands that write files. */
 import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { CheckpointError } from '../checkpoint/errors.js';
+import { CheckpointError } from '../io/errors.js';
 
 /**
  * The output's folder must exist and the output must not be a directory. Writing onto an input is

@@ -4,7 +4,7 @@
  * Stripping is anchored (never `key.replace('module.', '')`, which also rewrites `submodule.`).
  * A rule that changes no key, or that maps two keys onto one, is an error naming the rule.
  */
-import { CheckpointError } from '../checkpoint/errors.js';
+import { CheckpointError } from '../io/errors.js';
 
 export type KeyRule =
   | { kind: 'strip-prefix'; value: string }

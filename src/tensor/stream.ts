@@ -5,10 +5,10 @@
  * state_dict() tensors are almost always contiguous). torch's lazy conj/neg bits are applied (the values
  * are what torch shows, not the raw storage).
  */
-import type { TensorRef } from '../checkpoint/tensor-ref.js';
-import { isContiguous, numelOf } from '../checkpoint/tensor-ref.js';
-import { readTensorBytes, resolveLazyBits } from '../checkpoint/read-bytes.js';
-import { CheckpointError } from '../checkpoint/errors.js';
+import type { TensorRef } from '../model/tensor-ref.js';
+import { isContiguous, numelOf } from '../model/tensor-ref.js';
+import { readTensorBytes, resolveLazyBits } from '../model/read-bytes.js';
+import { CheckpointError } from '../io/errors.js';
 
 export const SCAN_CHUNK_BYTES = 4 << 20;
 

@@ -31,7 +31,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 const [dist, file, target, out] = process.argv.slice(-4);
 const load = (p) => import(new URL(p, dist).href);
-const { CheckpointError } = await load('checkpoint/errors.js');
+const { CheckpointError } = await load('io/errors.js');
 const { collectInspect } = await load('commands/inspect.js');
 const { collectCheck } = await load('commands/check.js');
 const { collectDiff } = await load('commands/diff.js');

@@ -1,5 +1,5 @@
 /**
- * Test-only pickle knowledge for the fuzzer, independent of src/checkpoint/pickle: the opcode table (what
+ * Test-only pickle knowledge for the fuzzer, independent of src/pickle: the opcode table (what
  * argument follows each opcode) and a tolerant scanner that lists the opcodes of a stream with the byte
  * ranges of their arguments, so mutations can aim at a length field, a memo index, an int, an opcode.
  */

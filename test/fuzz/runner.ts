@@ -10,8 +10,8 @@
  */
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CheckpointError } from '../../src/checkpoint/errors.js';
-import type { openCheckpoint } from '../../src/checkpoint/open.js';
+import type { CheckpointError } from '../../src/io/errors.js';
+import type { openCheckpoint } from '../../src/formats/open.js';
 import type { collectInspect } from '../../src/commands/inspect.js';
 import type { collectDiff } from '../../src/commands/diff.js';
 import type { collectCheck } from '../../src/commands/check.js';

@@ -1,5 +1,5 @@
 /**
- * Test-only zip code for the fuzzer, independent of src/checkpoint/zip: a minimal parser that knows where
+ * Test-only zip code for the fuzzer, independent of src/zip: a minimal parser that knows where
  * every field of the end records, central directory and local headers sits (so a mutation can hit one
  * field on purpose), and a torch-like writer (stored entries with 64-byte "FB" alignment, or deflated,
  * zip64 end records always) used to rebuild an archive after its data.pkl was mutated, so the mutation

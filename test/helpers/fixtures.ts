@@ -3,9 +3,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readTensorBytes } from '../../src/checkpoint/read-bytes.js';
-import type { StateDict } from '../../src/checkpoint/state-dict.js';
-import type { StorageRef } from '../../src/checkpoint/tensor-ref.js';
+import { readTensorBytes } from '../../src/model/read-bytes.js';
+import type { StateDict } from '../../src/model/state-dict.js';
+import type { StorageRef } from '../../src/model/tensor-ref.js';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
 

@@ -1,7 +1,7 @@
 /** Hand-assembled pickle streams for the unpickler tests. */
-import { CheckpointError } from '../../src/checkpoint/errors.js';
-import { unpickle, type UnpickleHooks } from '../../src/checkpoint/pickle/unpickler.js';
-import type { PyValue } from '../../src/checkpoint/pickle/value.js';
+import { CheckpointError } from '../../src/io/errors.js';
+import { unpickle, type UnpickleHooks } from '../../src/pickle/unpickler.js';
+import type { PyValue } from '../../src/pickle/value.js';
 
 /** Pickle bytes from parts: numbers are bytes, strings are latin-1 text, arrays are byte lists. */
 export function p(...parts: Array<number | string | number[] | Uint8Array>): Uint8Array {

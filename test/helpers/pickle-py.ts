@@ -2,13 +2,13 @@
  * Test-only bridge to real Python/torch for the pickle tests: run /usr/bin/python3 (Debian's python3-torch,
  * torch 1.13), a tagged JSON representation of values computed the same way on both sides, and minimal
  * torch hooks (persistent id → StorageRef, _rebuild_tensor_v2/_rebuild_parameter → TensorRef). The real
- * torch decoders live in src/checkpoint/torch.ts; these exist so the pickle layer is tested on its own.
+ * torch decoders live in src/formats/torch-rebuild.ts; these exist so the pickle layer is tested on its own.
  */
 import { spawnSync } from 'node:child_process';
 import { describe } from 'vitest';
-import type { StorageRef, TensorRef } from '../../src/checkpoint/tensor-ref.js';
-import type { UnpickleHooks } from '../../src/checkpoint/pickle/unpickler.js';
-import { PyDict, PyGlobal, PyTuple, type PyValue } from '../../src/checkpoint/pickle/value.js';
+import type { StorageRef, TensorRef } from '../../src/model/tensor-ref.js';
+import type { UnpickleHooks } from '../../src/pickle/unpickler.js';
+import { PyDict, PyGlobal, PyTuple, type PyValue } from '../../src/pickle/value.js';
 import { dtypeByName, dtypeByStorageClass, type DType } from '../../src/tensor/dtype.js';
 
 export const PY = '/usr/bin/python3';
@@ -140,7 +140,7 @@ export function tensorRef(storage: StorageRef, shape: number[], extra: Partial<T
   };
 }
 
-/** Test-only torch hooks: enough of src/checkpoint/torch.ts to decode what torch.save writes. */
+/** Test-only torch hooks: enough of src/formats/torch-rebuild.ts to decode what torch.save writes. */
 export function testTorchHooks(): UnpickleHooks {
   const storages = new Map<string, StorageRef>();
   return {

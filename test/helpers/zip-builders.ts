@@ -1,5 +1,5 @@
 /**
- * Test-only zip builders, independent of src/checkpoint/zip/writer.ts: every record is laid out field by
+ * Test-only zip builders, independent of src/zip/writer.ts: every record is laid out field by
  * field here so hostile archives can be made by changing one field, and so the reader is checked against
  * a second writer. Also a sparse in-memory file (fake FileHandle + ByteSource) for zip64 paths above 4 GiB.
  */
@@ -7,8 +7,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { crc32, deflateRawSync } from 'node:zlib';
-import { CheckpointError } from '../../src/checkpoint/errors.js';
-import type { ByteSource } from '../../src/checkpoint/source.js';
+import { CheckpointError } from '../../src/io/errors.js';
+import type { ByteSource } from '../../src/io/source.js';
 
 export interface BuildEntry {
   name: string | Uint8Array;
@@ -165,7 +165,7 @@ export class SparseFile {
   private readonly ranges: { offset: number; bytes: Uint8Array }[] = [];
   size = 0;
   writeCalls = 0;
-  /** Background datasyncs the writer started (early writeback, src/checkpoint/writeback.ts). */
+  /** Background datasyncs the writer started (early writeback, src/io/writeback.ts). */
   datasyncCalls = 0;
   constructor(private readonly maxBytesPerWrite = Number.POSITIVE_INFINITY) {}
 

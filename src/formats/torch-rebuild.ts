@@ -4,11 +4,11 @@
  * into lazy StorageRef / TensorRef values and check every view against its storage
  * (torch-format.md §3.2-3.6). Nothing is imported or called; unknown callables stay opaque nodes.
  */
-import { CheckpointError } from './errors.js';
-import { LIMITS } from './limits.js';
-import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor } from './pickle/value.js';
-import type { UnpickleHooks } from './pickle/unpickler.js';
-import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from './tensor-ref.js';
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
+import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor } from '../pickle/value.js';
+import type { UnpickleHooks } from '../pickle/unpickler.js';
+import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from '../model/tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 
 /** A storage-level inconsistency. Strict opening throws the first; `ckpt check` lists them all. */

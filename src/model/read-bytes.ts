@@ -1,6 +1,6 @@
 /** Reading tensor bytes on demand: the only place (with the streaming copy) that touches storage data. */
-import { CheckpointError } from './errors.js';
-import { LIMITS } from './limits.js';
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
 import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from './tensor-ref.js';
 
 /** Whole storage bytes (little-endian, as in the file). For tests and small tensors; copies stream instead. */

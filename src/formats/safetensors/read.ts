@@ -7,13 +7,13 @@
  * overlap and nothing after. Only the header is read when opening; each tensor is a lazy reference with its
  * own storage, contiguous, in the header's key order.
  */
-import { CheckpointError } from './errors.js';
-import { LIMITS } from './limits.js';
-import type { ByteSource } from './source.js';
-import { PyDict } from './pickle/value.js';
-import type { StorageRecord, StorageRef, TensorRef } from './tensor-ref.js';
-import type { Checkpoint, OpenOptions } from './checkpoint.js';
-import { type DType, dtypeBySafetensors } from '../tensor/dtype.js';
+import { CheckpointError } from '../../io/errors.js';
+import { LIMITS } from '../../io/limits.js';
+import type { ByteSource } from '../../io/source.js';
+import { PyDict } from '../../pickle/value.js';
+import type { StorageRecord, StorageRef, TensorRef } from '../../model/tensor-ref.js';
+import type { Checkpoint, OpenOptions } from '../checkpoint.js';
+import { type DType, dtypeBySafetensors } from '../../tensor/dtype.js';
 
 /** The Rust crate's MAX_HEADER_SIZE. */
 export const SAFETENSORS_MAX_HEADER = 100_000_000;

@@ -3,7 +3,7 @@
  * container's directory; no tensor byte is read until a caller asks through `StorageRecord.resolve()`.
  */
 import type { DType } from '../tensor/dtype.js';
-import type { ByteSource } from './source.js';
+import type { ByteSource } from '../io/source.js';
 
 /** Where a storage's bytes live inside the container. */
 export interface StorageRecord {

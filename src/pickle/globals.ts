@@ -8,7 +8,7 @@
  * - 'unknown': everything else (user classes, numpy, argparse.Namespace...): not executed by us, refused by
  *   weights_only, and run by a plain torch.load.
  */
-import { dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../../tensor/dtype.js';
+import { dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 import type { PyGlobal } from './value.js';
 
 export type GlobalVerdict = 'torch' | 'allowed' | 'unknown' | 'dangerous';

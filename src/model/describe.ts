@@ -1,5 +1,5 @@
 /** One-line summaries of inert values, for reports: `epoch: 7`, `optimizer: {state, param_groups}`. */
-import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PySet, PyTuple, type PyValue } from './pickle/value.js';
+import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PySet, PyTuple, type PyValue } from '../pickle/value.js';
 
 const MAX_ITEMS = 6;
 const MAX_TEXT = 60;

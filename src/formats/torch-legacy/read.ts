@@ -11,14 +11,14 @@
  * The pickles have no length prefix, so they are decoded from a window of the file that grows
  * (up to LIMITS.legacyPrefixBytes) whenever a pickle runs past its end.
  */
-import { CheckpointError } from './errors.js';
-import { LIMITS } from './limits.js';
-import type { ByteSource } from './source.js';
-import { unpickle, type UnpickleResult } from './pickle/unpickler.js';
-import { PyDict, PyList, type PyValue } from './pickle/value.js';
-import { TorchDecoder } from './torch.js';
-import type { StorageRecord } from './tensor-ref.js';
-import type { Checkpoint, OpenOptions } from './checkpoint.js';
+import { CheckpointError } from '../../io/errors.js';
+import { LIMITS } from '../../io/limits.js';
+import type { ByteSource } from '../../io/source.js';
+import { unpickle, type UnpickleResult } from '../../pickle/unpickler.js';
+import { PyDict, PyList, type PyValue } from '../../pickle/value.js';
+import { TorchDecoder } from '../torch-rebuild.js';
+import type { StorageRecord } from '../../model/tensor-ref.js';
+import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 
 export const LEGACY_MAGIC = Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]);
 const PROTOCOL_VERSION = 1001;

@@ -3,8 +3,8 @@
  * well-known wrapper key (`state_dict`, `model`, ...), else the nested dict with the most tensors; or the
  * dotted path the user gave with --key. The choice and the other candidates are reported.
  */
-import { CheckpointError } from './errors.js';
-import { PyDict, PyObject, PySet, type PyValue, isTensor } from './pickle/value.js';
+import { CheckpointError } from '../io/errors.js';
+import { PyDict, PyObject, PySet, type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from './tensor-ref.js';
 
 export interface StateDict {

@@ -1,9 +1,9 @@
 /** The opened form of any checkpoint file, whatever its container. */
-import type { PyGlobal, PyValue } from './pickle/value.js';
-import type { ByteSource } from './source.js';
-import type { StorageRef } from './tensor-ref.js';
-import type { Problem } from './torch.js';
-import type { ZipDirectory } from './zip/reader.js';
+import type { PyGlobal, PyValue } from '../pickle/value.js';
+import type { ByteSource } from '../io/source.js';
+import type { StorageRef } from '../model/tensor-ref.js';
+import type { Problem } from './torch-rebuild.js';
+import type { ZipDirectory } from '../zip/reader.js';
 
 export type CheckpointFormat = 'zip' | 'legacy' | 'safetensors' | 'sharded';
 

@@ -13,9 +13,9 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { CheckpointError } from '../errors.js';
-import { ioError } from '../source.js';
-import { WritebackPacer } from '../writeback.js';
+import { CheckpointError } from '../io/errors.js';
+import { ioError } from '../io/source.js';
+import { WritebackPacer } from '../io/writeback.js';
 import { LOCAL_HEADER_CRC_OFFSET, U16_SATURATED, encodeCentralHeader, encodeEndRecords, encodeLocalHeader, type StoredEntryFields } from './layout.js';
 
 /** Bytes coalesced before a write(2): big enough to batch headers of tiny entries, small enough to ignore. */

@@ -13,8 +13,8 @@
  * hostile pickle can build a list that contains itself or a million nested tuples in a million bytes.
  * Code that walks a PyValue must be iterative or carry its own depth/visited guard.
  */
-import { CheckpointError } from '../errors.js';
-import { LIMITS } from '../limits.js';
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
 import { pyTypeName } from './decoders.js';
 import { Machine } from './machine.js';
 import { runRareOp } from './rare-ops.js';

@@ -3,8 +3,8 @@
  * positions, the memo, bounded readers that name the opcode and byte in every error, and the meaning of
  * calls, BUILD and container updates on the inert value model. unpickler.ts runs the opcode loop.
  */
-import { CheckpointError } from '../errors.js';
-import { LIMITS } from '../limits.js';
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
 import { decoderFor, pyTypeName, type Decoder } from './decoders.js';
 import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';

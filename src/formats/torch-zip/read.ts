@@ -3,16 +3,16 @@
  * `<prefix>/data/<key>` one storage each, `<prefix>/version` the format version. Only the central
  * directory, `version`, `byteorder` and `data.pkl` are read here; storage records are located lazily.
  */
-import { CheckpointError } from './errors.js';
-import { LIMITS } from './limits.js';
-import type { ByteSource } from './source.js';
-import { BufferSource } from './source.js';
-import { unpickle } from './pickle/unpickler.js';
-import { latin1 } from './pickle/text.js';
-import { TorchDecoder } from './torch.js';
-import type { StorageRecord } from './tensor-ref.js';
-import type { Checkpoint, OpenOptions } from './checkpoint.js';
-import { type ZipEntry, entryDataOffset, prefetchDataOffsets, readEntryBytes, readZipDirectory } from './zip/reader.js';
+import { CheckpointError } from '../../io/errors.js';
+import { LIMITS } from '../../io/limits.js';
+import type { ByteSource } from '../../io/source.js';
+import { BufferSource } from '../../io/source.js';
+import { unpickle } from '../../pickle/unpickler.js';
+import { latin1 } from '../../pickle/text.js';
+import { TorchDecoder } from '../torch-rebuild.js';
+import type { StorageRecord } from '../../model/tensor-ref.js';
+import type { Checkpoint, OpenOptions } from '../checkpoint.js';
+import { type ZipEntry, entryDataOffset, prefetchDataOffsets, readEntryBytes, readZipDirectory } from '../../zip/reader.js';
 
 /** torch's reader accepts versions 1..kMaxSupportedFileFormatVersion (10 in 1.13 and 2.10). */
 const MIN_VERSION = 1;

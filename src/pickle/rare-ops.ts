@@ -3,7 +3,7 @@
  * `pickle.dumps(x, 0)`), stack manipulation, protocol 4/5 extras, and the ones we refuse. Kept out of
  * the hot switch in unpickler.ts.
  */
-import { LIMITS } from '../limits.js';
+import { LIMITS } from '../io/limits.js';
 import { pyTypeName } from './decoders.js';
 import type { Machine } from './machine.js';
 import { decodeRawUnicodeEscape, decodeStringEscape, decodeUtf8, latin1, parseFloatText, parseIntText } from './text.js';

@@ -8,9 +8,9 @@
  * size and offset is checked against the file and LIMITS before it is used.
  */
 import { createInflateRaw, crc32, inflateRawSync } from 'node:zlib';
-import { CheckpointError } from '../errors.js';
-import { LIMITS } from '../limits.js';
-import type { ByteSource } from '../source.js';
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
+import type { ByteSource } from '../io/source.js';
 import {
   CENTRAL_HEADER_SIZE, END_RECORD_SIZE, FLAG_ENCRYPTED, FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
   METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeEndRecord,

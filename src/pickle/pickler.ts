@@ -9,9 +9,9 @@
  * object) is written once and referenced with BINGET after, and a self-containing list or dict works.
  * The walk is iterative: nesting depth is bounded by LIMITS.pickleDepth, not by the JS call stack.
  */
-import { CheckpointError } from '../errors.js';
-import { LIMITS } from '../limits.js';
-import type { StorageRef, TensorRef } from '../tensor-ref.js';
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
+import type { StorageRef, TensorRef } from '../model/tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';

@@ -15,14 +15,14 @@
  * accepted (no '/', '\', '..'), and their number and the index size are bounded (limits.ts).
  */
 import { basename, dirname, join } from 'node:path';
-import { CheckpointError } from './errors.js';
-import { LIMITS } from './limits.js';
-import type { ByteSource } from './source.js';
-import { PyDict, type PyGlobal } from './pickle/value.js';
-import { findStateDict } from './state-dict.js';
-import type { Problem } from './torch.js';
-import type { StorageRef } from './tensor-ref.js';
-import type { Checkpoint, OpenOptions } from './checkpoint.js';
+import { CheckpointError } from '../../io/errors.js';
+import { LIMITS } from '../../io/limits.js';
+import type { ByteSource } from '../../io/source.js';
+import { PyDict, type PyGlobal } from '../../pickle/value.js';
+import { findStateDict } from '../../model/state-dict.js';
+import type { Problem } from '../torch-rebuild.js';
+import type { StorageRef } from '../../model/tensor-ref.js';
+import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 
 const OPEN_BRACE = 0x7b;
 

@@ -6,14 +6,14 @@
  */
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CheckpointError } from './errors.js';
-import { type ByteSource, FileSource } from './source.js';
-import { openArchive } from './archive.js';
-import { isLegacyMagic, openLegacy } from './legacy.js';
-import { looksLikeSafetensors, openSafetensors } from './safetensors.js';
-import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded.js';
+import { CheckpointError } from '../io/errors.js';
+import { type ByteSource, FileSource } from '../io/source.js';
+import { openArchive } from './torch-zip/read.js';
+import { isLegacyMagic, openLegacy } from './torch-legacy/read.js';
+import { looksLikeSafetensors, openSafetensors } from './safetensors/read.js';
+import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded/read.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
-import { latin1 } from './pickle/text.js';
+import { latin1 } from '../pickle/text.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 const SNIFF_BYTES = 512;

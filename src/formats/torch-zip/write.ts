@@ -8,15 +8,15 @@
  * element, shared by every view cast to the same dtype. Records go out in torch 2.x order:
  * data.pkl, byteorder, data/0.., version.
  */
-import { CheckpointError } from './errors.js';
-import { PyDict, type PyValue } from './pickle/value.js';
-import { pickleValue } from './pickle/pickler.js';
-import type { StorageRef, TensorRef } from './tensor-ref.js';
-import { ZipWriter } from './zip/writer.js';
-import type { ByteSource } from './source.js';
-import { writeAtomically } from './output.js';
-import { type DType } from '../tensor/dtype.js';
-import { canConvert, convertElements } from '../tensor/convert.js';
+import { CheckpointError } from '../../io/errors.js';
+import { PyDict, type PyValue } from '../../pickle/value.js';
+import { pickleValue } from '../../pickle/pickler.js';
+import type { StorageRef, TensorRef } from '../../model/tensor-ref.js';
+import { ZipWriter } from '../../zip/writer.js';
+import type { ByteSource } from '../../io/source.js';
+import { writeAtomically } from '../../io/output.js';
+import { type DType } from '../../tensor/dtype.js';
+import { canConvert, convertElements } from '../../tensor/convert.js';
 
 export const ARCHIVE_PREFIX = 'archive';
 /** One reused buffer per copy: large enough to amortise syscalls, small enough to keep memory flat. */
