@@ -2,18 +2,13 @@
  * Commander wiring only: parse, call a command's collect function, render text or JSON, set the exit code.
  * Exit codes (every command): 0 success / no differences, 1 findings, 2 usage error, unreadable or
  * invalid input, I/O error. Errors are one line on stderr: `error: <file>: <what is wrong>`.
+ * Each command's module is imported only when that command runs: start-up pays for one command, not all.
  */
 import { Command, CommanderError, Option } from 'commander';
 import { styleText } from 'node:util';
 import { CheckpointError } from './io/errors.js';
-import { collectInspect, renderInspect } from './commands/inspect.js';
-import { collectConvert, renderConvert } from './commands/convert.js';
-import { collectMerge, type MergeOptions } from './commands/merge.js';
-import { renderMerge } from './commands/merge-render.js';
-import { collectDiff, type DiffOptions } from './commands/diff.js';
-import { renderDiff } from './commands/diff-render.js';
-import { collectCheck, parseFailOn } from './commands/check.js';
-import { renderCheck } from './commands/check-render.js';
+import type { MergeOptions } from './commands/merge.js';
+import type { DiffOptions } from './commands/diff.js';
 
 export const EXIT_OK = 0;
 export const EXIT_ERROR = 2;
@@ -64,6 +59,7 @@ export function buildProgram(): Command {
     .option('--json', 'one JSON document (schema ckpt.inspect/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint (state_dict, model, model.ema)')
     .action(async (file: string, opts: { json?: boolean; key?: string }) => {
+      const { collectInspect, renderInspect } = await import('./commands/inspect.js');
       const report = await collectInspect(file, opts.key);
       emit({ report, text: renderInspect(report), exitCode: EXIT_OK }, Boolean(opts.json));
     });
@@ -86,6 +82,8 @@ export function buildProgram(): Command {
     .option('--verbose', 'list every loaded key')
     .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean }) => {
       if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
+      const { collectMerge } = await import('./commands/merge.js');
+      const { renderMerge } = await import('./commands/merge-render.js');
       const outcome = await collectMerge(pretrained, target, opts);
       emit({ report: outcome.report, text: renderMerge(outcome.report, Boolean(opts.verbose)), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
@@ -103,6 +101,8 @@ export function buildProgram(): Command {
     .option('--atol <x>', 'absolute tolerance for --values', parseNumber, 0)
     .option('--rtol <x>', 'relative tolerance for --values', parseNumber, 0)
     .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean }) => {
+      const { collectDiff } = await import('./commands/diff.js');
+      const { renderDiff } = await import('./commands/diff-render.js');
       const outcome = await collectDiff(a, b, opts);
       emit({ report: outcome.report, text: renderDiff(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
@@ -117,6 +117,8 @@ export function buildProgram(): Command {
     .option('--finite', 'scan float tensors for NaN and Inf')
     .option('--fail-on <kinds>', 'comma-separated finding kinds that fail: missing,unexpected,shape,dtype,unsafe,global,nonfinite,corrupt')
     .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string }) => {
+      const { collectCheck, parseFailOn } = await import('./commands/check.js');
+      const { renderCheck } = await import('./commands/check-render.js');
       const outcome = await collectCheck(file, {
         key: opts.key,
         against: opts.against,
@@ -134,6 +136,7 @@ export function buildProgram(): Command {
     .option('--json', 'one JSON document (schema ckpt.convert/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint')
     .action(async (input: string, output: string, opts: { json?: boolean; key?: string }) => {
+      const { collectConvert, renderConvert } = await import('./commands/convert.js');
       const report = await collectConvert(input, output, opts.key);
       emit({ report, text: renderConvert(report), exitCode: EXIT_OK }, Boolean(opts.json));
     });
