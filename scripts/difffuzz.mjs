@@ -18,7 +18,7 @@
  * them once into a cache folder under the system temp dir.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -51,6 +51,7 @@ function parseArgs(argv) {
       case '--only': args.only = num(); break;
       case '--save': args.save = resolve(next()); break;
       case '--quiet': args.quiet = true; break;
+      case '--dump-refusals': args.dumpRefusals = resolve(next()); break;
       case '--build': args.build = true; break;
       case '-h': case '--help': usage(); break;
       default: usage(`unknown argument ${a}`);
@@ -60,7 +61,7 @@ function parseArgs(argv) {
 }
 
 function usage(problem) {
-  const text = 'usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--save FILE]';
+  const text = 'usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--dump-refusals FILE] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--save FILE]';
   if (problem) {
     process.stderr.write(`error: ${problem}\n${text}\n`);
     process.exit(2);
@@ -168,6 +169,7 @@ async function loop(args, ctx, run, generate, hello113, hello26) {
   const started = Date.now();
   let lastPrint = started;
   let next = first;
+  let savedBroken = 0;
   mkdirSync(args.out, { recursive: true });
   const worker = async () => {
     for (;;) {
@@ -186,6 +188,20 @@ async function loop(args, ctx, run, generate, hello113, hello26) {
           g.examples.push(i);
           run.saveFinding(args.out, o, generate.generateDiffCase(ctx.corpus, args.seed, i).bytes, args.seed);
         }
+      }
+      if (args.dumpRefusals) {
+        const primary = o.judges[o.kind === 'safetensors' ? 'safetensors' : 'torch113.rec'];
+        const judgeOk = Boolean(primary && 'ok' in primary && primary.ok);
+        if (judgeOk !== o.ckpt.ok) {
+          const errors = Object.fromEntries(Object.entries(o.judges).map(([k, v]) => [k, 'ok' in v ? (v.ok ? 'ok' : v.error) : JSON.stringify(v)]));
+          appendFileSync(args.dumpRefusals, `${JSON.stringify({ case: i, seed: o.seed, strategy: run.strategyOf(o.steps), steps: o.steps, ckpt: o.ckpt.ok ? 'ok' : o.ckpt.error, judges: errors })}\n`);
+        }
+      }
+      const broken = Object.entries(o.judges).filter(([, v]) => 'timeout' in v || 'crashed' in v);
+      if (broken.length && savedBroken++ < 20) {
+        const base = `judge-${'timeout' in broken[0][1] ? 'timeout' : 'crash'}-seed${args.seed}-case${i}`;
+        writeFileSync(join(args.out, `${base}.${o.kind === 'safetensors' ? 'safetensors' : 'pth'}`), generate.generateDiffCase(ctx.corpus, args.seed, i).bytes);
+        writeFileSync(join(args.out, `${base}.json`), `${JSON.stringify({ seed: args.seed, case: i, fixture: o.seed, steps: o.steps, judges: o.judges, ckpt: o.ckpt }, null, 1)}\n`);
       }
       if (!args.quiet && Date.now() - lastPrint > 15_000) {
         lastPrint = Date.now();
@@ -208,6 +224,7 @@ async function loop(args, ctx, run, generate, hello113, hello26) {
   lines.push(`  by strategy (cases / judge-accepted / refused by ckpt only / findings): ${Object.entries(t.byStrategy).sort((a, b) => b[1].cases - a[1].cases).map(([k, v]) => `${k} ${v.cases}/${v.judgeAccepted}/${v.ckptOnlyRefused}/${v.findings}`).join('; ')}`);
   if (t.timeoutCases.length) lines.push(`  judge timeouts or crashes on cases: ${t.timeoutCases.join(', ')}`);
   lines.push(`  judge refusals where ckpt accepts (torch 1.13 / safetensors), top reasons: ${top(t.torchRefusalReasons, 10)}`);
+  lines.push(`  ckpt opened but refused some tensor's bytes: ${t.ckptValuesRefused}; pickles ckpt reads that torch 1.13 and 2.6 refuse while unpickling (not findings): ${top(t.pickleLenient, 12)}`);
   lines.push(`  findings: ${t.findings} cases${t.findings ? ` (${Object.entries(t.byKind).map(([k, v]) => `${k} ${v}`).join(', ')}); saved in ${args.out}` : ''}`);
   for (const [sig, g] of [...groups].sort((a, b) => b[1].count - a[1].count)) {
     lines.push(`  ${String(g.count).padStart(6)} x ${sig}   by ${[...g.strategies].map(([k, v]) => `${k} ${v}`).join(', ')}`);

@@ -36,6 +36,8 @@ export interface DiffSeed {
 export interface DiffCorpus {
   seeds: DiffSeed[];
   byGroup: Record<SeedGroup, DiffSeed[]>;
+  /** Every zip and legacy seed for the classic mutator (which picks its own fixture and splices from others). */
+  classic: CorpusFile[];
 }
 
 export interface DiffCase {
@@ -97,7 +99,7 @@ export async function loadDiffCorpus(dir: string, lib: { openCheckpoint: typeof 
   }
   const byGroup: DiffCorpus['byGroup'] = { zip: [], legacy: [], torch26: [], safetensors: [] };
   for (const s of seeds) byGroup[s.group].push(s);
-  return { seeds, byGroup };
+  return { seeds, byGroup, classic: seeds.flatMap((s) => (s.classic ? [s.classic] : [])) };
 }
 
 /** A key-like string op of a pickle renamed: a valid alternative data.pkl that reads the same storages. */
@@ -125,6 +127,12 @@ function mutatePickleBytes(p: Uint8Array, rng: Rng, role: 'data' | 'sys_info' | 
   return { bytes: emitPickle(m.ops, m.emit), step: m.step };
 }
 
+/** The robustness fuzzer's mutator (bytes, zip fields and structure, pickle ops) on a fixture of its choice. */
+function classic(corpus: DiffCorpus, rng: Rng, index: number): DiffCase {
+  const m = generateCase(corpus.classic, rng.u32(), index);
+  return { seed: m.fixture.name, kind: 'torch', bytes: m.bytes, steps: m.steps.map((x) => `classic: ${x}`) };
+}
+
 export function generateDiffCase(corpus: DiffCorpus, seed: number, index: number): DiffCase {
   const rng = Rng.forCase((seed ^ 0x5eed1e55) >>> 0, index);
   const groups = GROUP_WEIGHTS.filter(([, g]) => corpus.byGroup[g].length);
@@ -139,10 +147,7 @@ export function generateDiffCase(corpus: DiffCorpus, seed: number, index: number
     const z = s.zip;
     const alt = { altPickle: (r: Rng) => renamedKeyPickle(z.entries[z.pickleIndex]!.data, r) };
     const strategy = rng.weighted([[40, 'zip'], [38, 'pickle'], [12, 'classic'], [10, 'combo']] as const);
-    if (strategy === 'classic') {
-      const m = generateCase([s.classic!], rng.u32(), index);
-      return { seed: s.name, kind: 'torch', bytes: m.bytes, steps: m.steps.map((x) => `classic: ${x}`) };
-    }
+    if (strategy === 'classic') return classic(corpus, rng, index);
     if (strategy === 'zip') {
       const m = mutateZip(z, rng, alt);
       return { seed: s.name, kind: 'torch', bytes: m.bytes, steps: [m.step] };
@@ -156,10 +161,7 @@ export function generateDiffCase(corpus: DiffCorpus, seed: number, index: number
     return { seed: s.name, kind: 'torch', bytes: m.bytes, steps };
   }
   const l = s.legacy!;
-  if (rng.chance(0.15)) {
-    const m = generateCase([s.classic!], rng.u32(), index);
-    return { seed: s.name, kind: 'torch', bytes: m.bytes, steps: m.steps.map((x) => `classic: ${x}`) };
-  }
+  if (rng.chance(0.15)) return classic(corpus, rng, index);
   const m = mutateLegacy(l, rng, { mutateObject: (p, r) => mutatePickleBytes(p, r) });
   return { seed: s.name, kind: 'torch', bytes: m.bytes, steps: [m.step] };
 }

@@ -67,6 +67,8 @@ export interface OracleView {
   /** safetensors: [name, record] sorted by name, and the metadata pairs sorted. */
   tensors?: Array<[string, TensorRecord]>;
   metadata?: Array<[string, string]> | null;
+  /** safetensors: accepted only once dtype codes newer than 0.4.5 (C64, F8_E4M3FNUZ...) were replaced by same-size ones. */
+  patched_dtypes?: boolean;
 }
 
 export type OracleAnswer = { views: Partial<Record<Mode, OracleView>> } | { timeout: true } | { crashed: string };
@@ -119,6 +121,8 @@ export class Oracle {
         this.kill();
       }
     }, 120_000);
+    // A judge that dies (a crash inside torch on a hostile file) closes its stdin: the exit handler reports it.
+    proc.stdin.on('error', () => {});
     proc.stdout.setEncoding('utf8');
     proc.stderr.setEncoding('utf8');
     proc.stderr.on('data', (s: string) => {

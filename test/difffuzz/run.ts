@@ -7,7 +7,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type CkptLib, type CkptView, ckptSafetensorsView, ckptTorchView } from './ckpt-view.js';
-import { type Divergence, compareSafetensorsViews, compareTorchViews, compareVerdicts } from './compare.js';
+import { type Divergence, CONTAINER_ERROR, compareContainer, compareSafetensorsViews, compareTorchViews, compareVerdicts } from './compare.js';
 import type { Mode, Oracle, OracleAnswer, OracleHello, OracleView } from './oracle.js';
 import { type DiffCase, type DiffCorpus, generateDiffCase } from './generate.js';
 
@@ -54,6 +54,14 @@ export interface Tally {
   torchRefusalReasons: Record<string, number>;
   /** torch 1.13 accepted while ckpt refused: ckpt's error code -> count. */
   ckptRefusalReasons: Record<string, number>;
+  /**
+   * ckpt read a torch file (every tensor) that torch 1.13 and 2.6 both refuse while unpickling, for a reason
+   * that owes nothing to the recorder's stand-ins (BUILD on a plain dict, requires_grad not a bool, a
+   * Python 2 module name under protocol 3+...): reported, not a finding. Error -> count.
+   */
+  pickleLenient: Record<string, number>;
+  /** ckpt opened the file but refused to read some tensor's bytes (what `check` reports as corrupt). */
+  ckptValuesRefused: number;
   timeouts: number;
   /** The first cases on which a judge timed out or crashed. */
   timeoutCases: number[];
@@ -74,7 +82,7 @@ export function emptyTally(): Tally {
   return {
     cases: 0, torchFiles: 0, safetensorsFiles: 0, torchAccepted: 0, ckptAccepted: 0, bothAccepted: 0, agreements: 0,
     ckptOnlyRefused: 0, torchOnlyRefused: 0, bothRefused: 0, findings: 0, byKind: {}, accepted: {}, versionSplit: 0,
-    torchRefusalReasons: {}, ckptRefusalReasons: {}, timeouts: 0, timeoutCases: [], bySeed: {}, byStrategy: {},
+    torchRefusalReasons: {}, ckptRefusalReasons: {}, pickleLenient: {}, ckptValuesRefused: 0, timeouts: 0, timeoutCases: [], bySeed: {}, byStrategy: {},
   };
 }
 
@@ -148,6 +156,7 @@ export async function runDiffCase(ctx: RunContext, index: number): Promise<CaseO
     if (!divergences.some((d) => d.judge === 'torch26.rec') && judges['torch26.rec'] && 'ok' in judges['torch26.rec'] && judges['torch26.rec'].ok) {
       for (const d of divergences) if (d.judge === 'torch26.mmap' && !d.kind.startsWith('globals')) d.kind = 'mmap-split';
     }
+    if (c.kind === 'torch') divergences.push(...compareContainer(judges, ckpt));
     if (c.kind === 'torch' && ctx.hello26?.allowlist) divergences.push(...compareVerdicts(ckpt, new Set(ctx.hello26.allowlist)));
     return { index, seed: c.seed, kind: c.kind, steps: c.steps, ckpt, judges, divergences };
   } finally {
@@ -185,6 +194,14 @@ export function tallyCase(t: Tally, o: CaseOutcome): void {
     if (primary && 'ok' in primary) bump(t.torchRefusalReasons, reasonOf((primary as OracleView).error));
   }
   if (!judgeOk && !o.ckpt.ok) t.bothRefused++;
+  if (o.ckpt.ok && (o.ckpt.unreadable ?? 0) > 0) t.ckptValuesRefused++;
+  const a113 = o.judges['torch113.rec'];
+  const a26 = o.judges['torch26.rec'];
+  const pickleRefusal = (v: CaseOutcome['judges'][string] | undefined) =>
+    Boolean(v && 'ok' in v && !v.ok && !v.torchscript && !CONTAINER_ERROR.test(v.error ?? '') && !/\bCall\b|StandIn|stand-in|RecordingStorageType|Blocked/.test(v.error ?? ''));
+  if (o.kind === 'torch' && o.ckpt.ok && !(o.ckpt.unreadable ?? 0) && pickleRefusal(a113) && (!a26 || pickleRefusal(a26))) {
+    bump(t.pickleLenient, reasonOf((a113 as OracleView).error));
+  }
   if (o.divergences.length) {
     t.findings++;
     seed.findings++;

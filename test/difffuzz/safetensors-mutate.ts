@@ -199,7 +199,15 @@ export function mutateSafetensors(seed: StSeedShape, rng: Rng): StMutation {
     }
     case 'shape': {
       if (!ent || !t) break;
-      const how = rng.pick(['overflow', 'overflow-zero', 'negative', 'big', 'extra-1', 'zero', 'swap', 'u64max', 'float-frac']);
+      const how = rng.pick(['overflow', 'overflow-zero', 'negative', 'big', 'extra-1', 'zero', 'swap', 'u64max', 'float-frac', 'add-empty', 'add-empty', 'add-empty']);
+      if (how === 'add-empty') {
+        // A new zero-byte tensor at the end whose shape has a 0 and dimensions whose product overflows u64.
+        const total = plan.data.length;
+        const shape = rng.pick(['[4503599627370496,4503599627370496,0]', '[0,18446744073709551615,2]', '[18446744073709551615,18446744073709551615,0]', '[0,4294967296,4294967296]', '[9007199254740993,0]', '[0]']);
+        plan.entries.push({ name: 'empty_overflow', fields: [['dtype', '"F32"'], ['shape', shape], ['data_offsets', `[${total},${total}]`]] });
+        step = `shape: zero-byte tensor ${shape}`;
+        break;
+      }
       const shapes: Record<string, string> = {
         overflow: '[4503599627370496,4503599627370496,0]',
         'overflow-zero': '[0,18446744073709551615,18446744073709551615]',

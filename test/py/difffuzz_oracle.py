@@ -588,20 +588,51 @@ def view_torch(path, mode):
     return out
 
 
-def view_safetensors(path):
+# dtype codes newer safetensors releases read and 0.4.5 refuses, each with a 0.4.5 code of the same element
+# size to stand in for it (the same length once padded with JSON whitespace, so the header length holds).
+_NEWER_DTYPES = {b'"C64"': b'"I64"', b'"F8_E4M3FNUZ"': b'"U8"', b'"F8_E5M2FNUZ"': b'"U8"', b'"F8_E8M0"': b'"U8"'}
+
+
+def _safe_open_view(path):
     import safetensors
+    enc = Encoder()
+    tensors = []
+    with safetensors.safe_open(path, framework='pt') as f:
+        meta = f.metadata()
+        for k in f.keys():
+            tensors.append([k, enc.tensor(f.get_tensor(k))])
+    tensors.sort(key=lambda kv: kv[0])
+    return {'ok': True, 'tensors': tensors, 'metadata': None if meta is None else sorted([k, v] for k, v in meta.items())}
+
+
+def view_safetensors(path):
     signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
-        enc = Encoder()
-        tensors = []
-        with safetensors.safe_open(path, framework='pt') as f:
-            meta = f.metadata()
-            for k in f.keys():
-                tensors.append([k, enc.tensor(f.get_tensor(k))])
-        tensors.sort(key=lambda kv: kv[0])
-        return {'ok': True, 'tensors': tensors, 'metadata': None if meta is None else sorted([k, v] for k, v in meta.items())}
-    except (Exception, CaseTimeout, RecursionError, MemoryError) as e:
-        return {'ok': False, 'error': _error(e)}
+        try:
+            return _safe_open_view(path)
+        except (Exception, CaseTimeout, RecursionError, MemoryError) as e:
+            first = _error(e)
+        # Refused: was it only for a dtype code 0.4.5 predates? Read the file again with those codes replaced.
+        with open(path, 'rb') as f:
+            data = f.read()
+        if len(data) >= 8:
+            n = struct.unpack('<Q', data[:8])[0]
+            if n <= 100_000_000 and 8 + n <= len(data):
+                header = data[8:8 + n]
+                patched = header
+                for old, new in _NEWER_DTYPES.items():
+                    patched = patched.replace(old, new + b' ' * (len(old) - len(new)))
+                if patched != header:
+                    alt = os.path.join(_tmp, 'patched.safetensors')
+                    with open(alt, 'wb') as f:
+                        f.write(data[:8] + patched + data[8 + n:])
+                    try:
+                        view = _safe_open_view(alt)
+                        view['patched_dtypes'] = True
+                        return view
+                    except (Exception, CaseTimeout, RecursionError, MemoryError):
+                        pass
+        return {'ok': False, 'error': first}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
