@@ -15,7 +15,8 @@
  * differs (test/difffuzz/compare.ts); each is saved under --out with both views. Exit 1 when there was any.
  *
  * The helpers are TypeScript shared with the vitest slice (test/difffuzz.test.ts); this script transpiles
- * them once into a cache folder under the system temp dir.
+ * them once into a cache folder under the system temp dir. --dist DIR judges another build of the library
+ * (another branch's dist/, say) with this checkout's fuzzer and fixtures.
  */
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const DIST = join(ROOT, 'dist');
+let DIST = join(ROOT, 'dist');
 
 function parseArgs(argv) {
   const args = { cases: 1000, seed: 1, start: 0, out: join(tmpdir(), 'ckpt-difffuzz-findings'), inflight: 4, torch26: true, only: null, save: null, quiet: false, build: false, maxSaved: 5 };
@@ -52,6 +53,7 @@ function parseArgs(argv) {
       case '--save': args.save = resolve(next()); break;
       case '--quiet': args.quiet = true; break;
       case '--dump-refusals': args.dumpRefusals = resolve(next()); break;
+      case '--dist': DIST = resolve(next()); break;
       case '--build': args.build = true; break;
       case '-h': case '--help': usage(); break;
       default: usage(`unknown argument ${a}`);
@@ -61,7 +63,7 @@ function parseArgs(argv) {
 }
 
 function usage(problem) {
-  const text = 'usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--dump-refusals FILE] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--save FILE]';
+  const text = 'usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--dump-refusals FILE] [--dist DIR] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--save FILE]';
   if (problem) {
     process.stderr.write(`error: ${problem}\n${text}\n`);
     process.exit(2);

@@ -207,7 +207,7 @@ class Encoder {
         return { set: items.sort((a, b) => cmpJson(a, b)), fz: v.frozen as boolean };
       }
       case 'global':
-        return globalNode(v.qualname as string);
+        return globalNode(this.globalName(v.module as string, v.name as string));
       case 'object': {
         const r = this.ref(v);
         if (r !== null) return { ref: r };
@@ -240,9 +240,9 @@ class Encoder {
     }
   }
 
-  /** zip archives: torch maps the module `torch.tensor` to `torch._tensor` before resolving a global. */
-  globalName(qualname: string): string {
-    return this.zip && qualname.startsWith('torch.tensor.') ? `torch._tensor.${qualname.slice('torch.tensor.'.length)}` : qualname;
+  /** zip archives: torch's find_class maps the module `torch.tensor` to `torch._tensor` (load_module_mapping). */
+  globalName(module: string, name: string): string {
+    return `${this.zip && module === 'torch.tensor' ? 'torch._tensor' : module}.${name}`;
   }
 }
 
@@ -297,7 +297,7 @@ export async function ckptTorchView(path: string, lib: CkptLib, withCheck: boole
     const enc = new Encoder(lib, path, new Set(ckpt.globals), ckpt.format === 'zip');
     const tree = enc.enc(ckpt.root);
     await enc.finish();
-    const view: CkptView = { ok: true, format: ckpt.format, globals: [...new Set(ckpt.globals.map((g) => enc.globalName(g.qualname)))], tree, unreadable: enc.unreadable };
+    const view: CkptView = { ok: true, format: ckpt.format, globals: [...new Set(ckpt.globals.map((g) => enc.globalName(g.module, g.name)))], tree, unreadable: enc.unreadable };
     if (withCheck) {
       try {
         const { report, exitCode } = await lib.collectCheck(path, {});

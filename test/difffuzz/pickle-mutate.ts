@@ -75,7 +75,7 @@ const INDEX_TEXTS = (n: number): string[] => [`0${n}`, ` ${n}`, `${n} `, `+${n}`
 export function mutatePickleOps(ops: readonly IrOp[], rng: Rng, role: 'data' | 'sys_info' | 'keys' = 'data'): PickleMutation {
   const what = rng.weighted([
     [14, 'respell'], [14, 'memo'], [10, 'global'], [10, 'payload'], [12, 'persid'], [10, 'keys'], [10, 'textnum'],
-    [6, 'strings'], [5, 'memoGet'], [5, 'shadow'],
+    [6, 'strings'], [5, 'memoGet'], [5, 'shadow'], [4, 'bools'],
   ] as const);
   const out = ops.map((o) => ({ ...o })) as IrOp[];
   const baseEmit: EmitOptions = { rng };
@@ -100,6 +100,8 @@ export function mutatePickleOps(ops: readonly IrOp[], rng: Rng, role: 'data' | '
       return memoGets(out, rng) ?? respell(out, rng);
     case 'shadow':
       return shadow(out, rng) ?? { ops: out, emit: baseEmit, step: 'unchanged' };
+    case 'bools':
+      return bools(out, rng) ?? respell(out, rng);
   }
 }
 
@@ -399,6 +401,25 @@ function strings(ops: IrOp[], rng: Rng): PickleMutation | null {
   ops[i] = rep;
   const emit = randomEmit(rng);
   return { ops, emit, step: `string ${JSON.stringify(text).slice(0, 30)} -> ${choice}, ${describe(emit)}` };
+}
+
+/**
+ * Flips a bool (requires_grad, a tensor's conj/neg metadata flag) or gives it another type (0, 1, None,
+ * 0.0): torch 2.x sets a tensor's conj/neg bit when the metadata key is present, whatever its value.
+ */
+function bools(ops: IrOp[], rng: Rng): PickleMutation | null {
+  const bs = ops.map((o, i) => [o, i] as const).filter(([o]) => o.k === 'bool');
+  if (!bs.length) return null;
+  // Prefer the values of a metadata dict ('conj' / 'neg' keys), else any bool.
+  const meta = bs.filter(([, i]) => {
+    const prev = ops[i - 1];
+    return prev?.k === 'str' && (prev.v === 'conj' || prev.v === 'neg');
+  });
+  const [o, i] = rng.pick(meta.length && rng.chance(0.7) ? meta : bs) as readonly [{ k: 'bool'; v: boolean }, number];
+  const choice = rng.pick(['flip', 'int0', 'int1', 'none', 'float0']);
+  ops[i] = choice === 'flip' ? { k: 'bool', v: !o.v } : choice === 'int0' ? { k: 'int', v: 0n } : choice === 'int1' ? { k: 'int', v: 1n } : choice === 'none' ? raw(Uint8Array.of(OP.NONE!)) : raw(cat(Uint8Array.of(OP.BINFLOAT!), new Uint8Array(8)));
+  const emit = randomEmit(rng);
+  return { ops, emit, step: `bool op ${i} (${o.v}) -> ${choice}, ${describe(emit)}` };
 }
 
 /** A second object under the same name: BUILD or SETITEM again on the top-level object before STOP. */

@@ -153,8 +153,10 @@ export async function runDiffCase(ctx: RunContext, index: number): Promise<CaseO
     }
     // torch 2.6 with mmap=True slices storages from the file at the local header's offset (no inflate, no
     // checks of its own): where that alone differs, torch reads the file two ways itself.
-    if (!divergences.some((d) => d.judge === 'torch26.rec') && judges['torch26.rec'] && 'ok' in judges['torch26.rec'] && judges['torch26.rec'].ok) {
-      for (const d of divergences) if (d.judge === 'torch26.mmap' && !d.kind.startsWith('globals')) d.kind = 'mmap-split';
+    const rec26 = judges['torch26.rec'];
+    if (rec26 && 'ok' in rec26 && rec26.ok) {
+      const sameAsRec = new Set(divergences.filter((d) => d.judge === 'torch26.rec').map((d) => `${d.kind} ${d.where}`));
+      for (const d of divergences) if (d.judge === 'torch26.mmap' && !d.kind.startsWith('globals') && !sameAsRec.has(`${d.kind} ${d.where}`)) d.kind = 'mmap-split';
     }
     if (c.kind === 'torch') divergences.push(...compareContainer(judges, ckpt));
     if (c.kind === 'torch' && ctx.hello26?.allowlist) divergences.push(...compareVerdicts(ckpt, new Set(ctx.hello26.allowlist)));
