@@ -93,6 +93,17 @@ function judgeGlobalNode(raw: string, hello: OracleHello): Node {
   return c.startsWith('dtype:') ? { dtype: c.slice('dtype:'.length) } : { g: c };
 }
 
+/** ckpt's tree with every global ({"gq": raw name}) spelt as this judge spells it, keys and nested values included. */
+export function canonTree(n: Node, hello: OracleHello): Node {
+  if (!n || typeof n !== 'object') return n;
+  if (Array.isArray(n)) return (n as Node[]).map((x) => canonTree(x, hello)) as unknown as Node;
+  const o = n as Record<string, unknown>;
+  if (typeof o.gq === 'string') return judgeGlobalNode(o.gq, hello);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) out[k] = k === 'T' || k === 'S' ? v : canonTree(v as Node, hello);
+  return out;
+}
+
 /** Node-by-node comparison of torch's tree (`a`) with ckpt's (`b`); differences are appended to `out`. */
 export function compareTrees(a: Node, b: Node, judge: string, hello: OracleHello, out: Divergence[], path = ''): void {
   if (out.length >= MAX_DIFFS) return;
@@ -106,7 +117,7 @@ export function compareTrees(a: Node, b: Node, judge: string, hello: OracleHello
   // ckpt kept a call opaque that torch evaluated for real: any tensor-free value matches.
   if (bo && 'o' in bo) {
     const callee = bo.o as Record<string, unknown> | null;
-    const name = callee && typeof callee === 'object' && typeof callee.gq === 'string' ? canonicalName(callee.gq, hello) : null;
+    const name = callee && typeof callee === 'object' ? (typeof callee.gq === 'string' ? canonicalName(callee.gq, hello) : typeof callee.g === 'string' ? callee.g : null) : null;
     if (name && SAFE_VALUES(hello).has(name) && !(ao && 'o' in ao)) {
       if (hasTensor(a)) add('tensor-missing', path, a, b);
       return;
@@ -206,7 +217,7 @@ export function compareTorchViews(judge: string, view: OracleView, ckpt: CkptVie
     const seen = judgeGlobals(view.globals, hello);
     for (const g of ckptGlobals) if (!seen.has(g)) out.push({ kind: 'globals-extra', judge, where: g, torch: 'never resolves it', ckpt: `lists ${g}` });
   }
-  compareTrees(view.tree ?? null, ckpt.tree ?? null, judge, hello, out);
+  compareTrees(view.tree ?? null, canonTree(ckpt.tree ?? null, hello), judge, hello, out);
   return out;
 }
 

@@ -412,7 +412,9 @@ function bools(ops: IrOp[], rng: Rng): PickleMutation | null {
   if (!bs.length) return null;
   // Prefer the values of a metadata dict ('conj' / 'neg' keys), else any bool.
   const meta = bs.filter(([, i]) => {
-    const prev = ops[i - 1];
+    let j = i - 1;
+    while (j >= 0 && ops[j]!.k === 'put') j--;
+    const prev = ops[j];
     return prev?.k === 'str' && (prev.v === 'conj' || prev.v === 'neg');
   });
   const [o, i] = rng.pick(meta.length && rng.chance(0.7) ? meta : bs) as readonly [{ k: 'bool'; v: boolean }, number];
