@@ -26,7 +26,7 @@ import { torch2Available } from './helpers/torch2.js';
 
 /** Fixed, so CI runs the same cases every time; explore with scripts/difffuzz.mjs --seed. */
 const SEED = 20261130;
-const CASES = 800;
+const CASES = 600;
 const IN_FLIGHT = 4;
 const MARKER = '/tmp/ckpt_pwned';
 
@@ -167,16 +167,24 @@ describe.skipIf(skip)('differential fuzzing against real torch', () => {
     const tally = emptyTally();
     const findings: string[] = [];
     let next = 0;
+    let skipped = 0;
     const worker = async () => {
       for (let i = next++; i < CASES; i = next++) {
+        // A memo slot index in the millions makes CPython's unpickler allocate and clear a memo that large:
+        // 10-30 s per case on this machine. Such cases stay in the long run (scripts/difffuzz.mjs).
+        if (/memo \S+ -> (\d{7,})/.test(generateDiffCase(corpus, SEED, i).steps.join(' '))) {
+          skipped++;
+          continue;
+        }
         const o = await runDiffCase(ctx, i);
         tallyCase(tally, o);
         for (const d of o.divergences) findings.push(`case ${i} (${o.seed}: ${o.steps.join('; ')}): ${d.kind} [${d.judge}] at ${d.where}: torch ${d.torch} | ckpt ${d.ckpt}`);
       }
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-    console.log(`difffuzz slice: ${tally.cases} cases, judge accepted ${tally.torchAccepted}, ckpt accepted ${tally.ckptAccepted}, agreements ${tally.agreements}, refused by ckpt only ${tally.ckptOnlyRefused}, findings ${tally.findings}, timeouts ${tally.timeouts}`);
-    expect(tally.cases).toBe(CASES);
+    console.log(`difffuzz slice: ${tally.cases} cases (${skipped} with a memo index in the millions left to the long run), judge accepted ${tally.torchAccepted}, ckpt accepted ${tally.ckptAccepted}, agreements ${tally.agreements}, refused by ckpt only ${tally.ckptOnlyRefused}, findings ${tally.findings}, timeouts ${tally.timeouts}`);
+    expect(tally.cases + skipped).toBe(CASES);
+    expect(skipped).toBeLessThan(CASES / 50);
     // The slice must exercise both sides: files both accept and files only one accepts.
     expect(tally.agreements).toBeGreaterThan(CASES / 10);
     expect(findings.slice(0, 20)).toEqual([]);

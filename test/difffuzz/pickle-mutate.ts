@@ -311,9 +311,25 @@ function persid(ops: IrOp[], rng: Rng): PickleMutation | null {
       break;
     }
     case 'view': {
-      // Legacy view metadata (view_key, offset, numel) in place of None, or added.
+      // Legacy view metadata (view_key, offset, numel) in place of None, or added; sometimes the same view key
+      // on a second persistent id with another offset (torch hands out the first view made under that key).
       const last = items[items.length - 1];
       if (last === undefined) return null;
+      if (ranges.length >= 2 && rng.chance(0.4)) {
+        const pair = [ranges[0]!, ranges[1]!];
+        for (const [n, pr] of [...pair.entries()].reverse()) {
+          const its: number[] = [];
+          for (let j = pr.mark + 1; j < pr.tuple; j++) if (ops[j]!.k !== 'put') its.push(j);
+          const lastItem = its[its.length - 1];
+          if (lastItem === undefined) continue;
+          const tuple: IrOp[] = [raw(Uint8Array.of(OP.MARK!)), { k: 'str', v: 'shared_view' }, { k: 'int', v: BigInt(n) }, { k: 'int', v: 1n }, raw(Uint8Array.of(OP.TUPLE!))];
+          const lastOp = ops[lastItem]!;
+          if (lastOp.k === 'raw' && lastOp.code === OP.NONE) ops.splice(lastItem, 1, ...tuple);
+          else ops.splice(pr.tuple, 0, ...tuple);
+        }
+        step = 'persistent ids 0 and 1: the same view key with offsets 0 and 1';
+        break;
+      }
       const keyOp = at(2) !== undefined ? ops[at(2)!] : undefined;
       const key = keyOp?.k === 'str' ? keyOp.v : '0';
       const viewKey = rng.pick([key, `${key}v`, 'v', '0']);

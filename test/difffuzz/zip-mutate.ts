@@ -360,7 +360,7 @@ const ZIP_MUTATIONS: Record<string, ZipMutator> = {
     const i = pickRecord(spec, rng);
     const e = spec.entries[i]!;
     const others = spec.entries.filter((x) => x !== e);
-    const how = rng.pick(['local-name', 'local-name-len', 'local-extra', 'local-method', 'central-method', 'local-size', 'central-size', 'flags-encrypted', 'descriptor', 'lho-other', 'lho-delta', 'local-version']);
+    const how = rng.pick(['local-name', 'local-name-len', 'local-extra', 'local-method', 'central-method', 'local-size', 'central-size', 'flags-encrypted', 'descriptor', 'lho-other', 'lho-delta', 'local-version', 'dir-attr', 'dir-name']);
     let step: string = how;
     switch (how) {
       case 'local-name':
@@ -420,6 +420,15 @@ const ZIP_MUTATIONS: Record<string, ZipMutator> = {
         break;
       case 'local-version':
         e.versionNeeded = rng.pick([63, 45, 0, 0xffff]);
+        break;
+      case 'dir-attr':
+        // MS-DOS directory attribute, or a Unix directory mode in the high half: miniz treats the entry as a folder.
+        e.external = rng.pick([0x10, 0o40755 << 16, (0o40755 << 16) | 0x10, 0o100644 << 16]);
+        break;
+      case 'dir-name':
+        // The same name with a trailing slash (a folder to miniz), next to or instead of the record.
+        if (rng.chance(0.5)) e.name = enc(`${dec(e.name)}/`);
+        else insertAt(spec, spec.entries.indexOf(e), { name: enc(`${dec(e.name)}/`), data: new Uint8Array(0), method: 0 });
         break;
     }
     return { bytes: buildZip(spec).bytes, step: `local/central ${JSON.stringify(dec(e.name))}: ${step}` };
