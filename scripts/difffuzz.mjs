@@ -224,6 +224,7 @@ async function loop(args, ctx, run, generate, hello113, hello26) {
   lines.push(`  judge views accepted: ${Object.entries(t.accepted).map(([k, v]) => `${k} ${v}`).join(', ')}; torch 1.13 vs 2.6 split on ${t.versionSplit} files`);
   lines.push(`  ckpt refusals where the judge accepts, by code: ${top(t.ckptRefusalReasons, 12)}`);
   lines.push(`  by strategy (cases / judge-accepted / refused by ckpt only / findings): ${Object.entries(t.byStrategy).sort((a, b) => b[1].cases - a[1].cases).map(([k, v]) => `${k} ${v.cases}/${v.judgeAccepted}/${v.ckptOnlyRefused}/${v.findings}`).join('; ')}`);
+  if (t.byKind['mmap-split']) lines.push(`  mmap-split cases: ${t.mmapSplitCompressed} in archives with compressed records, ${t.mmapSplitOther.length} without${t.mmapSplitOther.length ? ` (cases ${t.mmapSplitOther.join(', ')})` : ''}`);
   if (t.timeoutCases.length) lines.push(`  judge timeouts or crashes on cases: ${t.timeoutCases.join(', ')}`);
   lines.push(`  judge refusals where ckpt accepts (torch 1.13 / safetensors), top reasons: ${top(t.torchRefusalReasons, 10)}`);
   lines.push(`  ckpt opened but refused some tensor's bytes: ${t.ckptValuesRefused}; pickles ckpt reads that torch 1.13 and 2.6 refuse while unpickling (not findings): ${top(t.pickleLenient, 12)}`);

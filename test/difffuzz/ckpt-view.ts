@@ -42,6 +42,8 @@ export interface CkptView {
   tree?: Node;
   /** Tensors whose bytes ckpt refused to read (CheckpointError): their sha256 is 'unreadable'. */
   unreadable?: number;
+  /** zip: entries not stored (deflated or other methods), which torch 2.x's mmap=True reads as they lie. */
+  compressedEntries?: number;
   /** safetensors: [name, record] sorted by name, and the metadata pairs sorted (null: none). */
   tensors?: Array<[string, TensorRecord]>;
   metadata?: Array<[string, string]> | null;
@@ -298,6 +300,7 @@ export async function ckptTorchView(path: string, lib: CkptLib, withCheck: boole
     const tree = enc.enc(ckpt.root);
     await enc.finish();
     const view: CkptView = { ok: true, format: ckpt.format, globals: [...new Set(ckpt.globals.map((g) => enc.globalName(g.module, g.name)))], tree, unreadable: enc.unreadable };
+    if (ckpt.zip) view.compressedEntries = ckpt.zip.entries.filter((e) => e.method !== 0).length;
     if (withCheck) {
       try {
         const { report, exitCode } = await lib.collectCheck(path, {});

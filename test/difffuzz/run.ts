@@ -63,6 +63,9 @@ export interface Tally {
   /** ckpt opened the file but refused to read some tensor's bytes (what `check` reports as corrupt). */
   ckptValuesRefused: number;
   timeouts: number;
+  /** mmap-split cases in archives with compressed entries, and in archives without any (the second kind is a new finding). */
+  mmapSplitCompressed: number;
+  mmapSplitOther: number[];
   /** The first cases on which a judge timed out or crashed. */
   timeoutCases: number[];
   bySeed: Record<string, { cases: number; findings: number }>;
@@ -82,7 +85,7 @@ export function emptyTally(): Tally {
   return {
     cases: 0, torchFiles: 0, safetensorsFiles: 0, torchAccepted: 0, ckptAccepted: 0, bothAccepted: 0, agreements: 0,
     ckptOnlyRefused: 0, torchOnlyRefused: 0, bothRefused: 0, findings: 0, byKind: {}, accepted: {}, versionSplit: 0,
-    torchRefusalReasons: {}, ckptRefusalReasons: {}, pickleLenient: {}, ckptValuesRefused: 0, timeouts: 0, timeoutCases: [], bySeed: {}, byStrategy: {},
+    torchRefusalReasons: {}, ckptRefusalReasons: {}, pickleLenient: {}, ckptValuesRefused: 0, timeouts: 0, mmapSplitCompressed: 0, mmapSplitOther: [], timeoutCases: [], bySeed: {}, byStrategy: {},
   };
 }
 
@@ -153,8 +156,9 @@ export async function runDiffCase(ctx: RunContext, index: number): Promise<CaseO
     }
     // torch 2.6 with mmap=True slices storages from the file at the local header's offset (no inflate, no
     // checks of its own): where that alone differs, torch reads the file two ways itself.
+    // (Where mmap=False refuses the file and mmap=True loads it, that is the same split.)
     const rec26 = judges['torch26.rec'];
-    if (rec26 && 'ok' in rec26 && rec26.ok) {
+    if (rec26 && 'ok' in rec26) {
       const sameAsRec = new Set(divergences.filter((d) => d.judge === 'torch26.rec').map((d) => `${d.kind} ${d.where}`));
       for (const d of divergences) if (d.judge === 'torch26.mmap' && !d.kind.startsWith('globals') && !sameAsRec.has(`${d.kind} ${d.where}`)) d.kind = 'mmap-split';
     }
@@ -203,6 +207,10 @@ export function tallyCase(t: Tally, o: CaseOutcome): void {
     Boolean(v && 'ok' in v && !v.ok && !v.torchscript && !CONTAINER_ERROR.test(v.error ?? '') && !/\bCall\b|StandIn|stand-in|RecordingStorageType|Blocked/.test(v.error ?? ''));
   if (o.kind === 'torch' && o.ckpt.ok && !(o.ckpt.unreadable ?? 0) && pickleRefusal(a113) && (!a26 || pickleRefusal(a26))) {
     bump(t.pickleLenient, reasonOf((a113 as OracleView).error));
+  }
+  if (o.divergences.some((d) => d.kind === 'mmap-split')) {
+    if ((o.ckpt.compressedEntries ?? 0) > 0) t.mmapSplitCompressed++;
+    else if (t.mmapSplitOther.length < 50) t.mmapSplitOther.push(o.index);
   }
   if (o.divergences.length) {
     t.findings++;

@@ -300,19 +300,40 @@ def _resolvable(module, name):
     return False if all(r is False for r in results) else None
 
 
+def _peek_proto(file):
+    """The protocol a pickle declares (its first PROTO opcode), read ahead without consuming: CPython's
+    find_class maps Python 2 names only below protocol 3 and walks dotted names only from protocol 4, and
+    the C unpickler does not expose the protocol it read."""
+    try:
+        pos = file.tell()
+        head = file.read(2)
+        file.seek(pos)
+    except Exception:
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 else 0
+
+
 class RecordingUnpickler(pickle.Unpickler):
     """The C unpickler torch uses, with find_class recording and resolving only SAFE names (nothing imported)."""
 
+    def __init__(self, file, *args, **kwargs):
+        super().__init__(file, *args, **kwargs)
+        self._proto = _peek_proto(file)
+
     def find_class(self, module, name):
-        m, n = _mapped(module, name)
+        proto = self._proto
+        # The name CPython resolves: Python 2 names mapped below protocol 3 only (fix_imports).
+        m, n = _mapped(module, name) if proto is None or proto < 3 else (module, name)
         qual = '%s.%s' % (m, n)
         REC.add(qual)
         if qual in SAFE:
             # The real resolution (mapping only under protocol < 3, dotted names only under protocol >= 4).
             return super().find_class(module, name)
-        if _resolvable(module, name) is False:
+        if proto is not None and proto < 4 and '.' in name:
+            raise AttributeError("find_class: %s has no attribute %r (dotted names need protocol 4)" % (module, name))
+        if (_exists(m, n) if proto is not None else _resolvable(module, name)) is False:
             # Real torch fails here too (a name this torch does not have, such as 1.13 and _rebuild_tensor_v3).
-            raise AttributeError("find_class: %s.%s does not exist in this Python/torch" % (module, name))
+            raise AttributeError("find_class: %s.%s does not exist in this Python/torch" % (m, n))
         return _standin(qual)
 
 
