@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { styleText } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { CheckpointError } from './io/errors.js';
 import type { MergeOptions } from './commands/merge.js';
 import type { DiffOptions } from './commands/diff.js';
@@ -187,6 +188,10 @@ export async function main(argv: string[]): Promise<void> {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw e;
   });
+  // fetch parses HTTP with WebAssembly that V8 recompiles in background threads (TurboFan), and the
+  // process waits for them: ~1 s added to every command that read a URL. Baseline code is plenty for
+  // a few requests. Set before anything compiles WebAssembly; the library never touches V8 flags.
+  setFlagsFromString('--liftoff-only');
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -4,7 +4,7 @@
  */
 import type { Checkpoint } from '../formats/checkpoint.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
-import { isRemoteSource } from '../io/http-source.js';
+import { BLOCK_BYTES, isRemoteSource } from '../io/http-source.js';
 import type { StorageRef } from '../model/tensor-ref.js';
 import { formatBytes, formatCount } from './render.js';
 
@@ -27,8 +27,9 @@ function remotePath(ckpts: readonly Checkpoint[]): string {
 }
 
 /**
- * Refuses, before any tensor byte is fetched, when reading `storages` (each whole, counted once) would
- * take the command past --max-bytes. Local storages cost nothing. Returns the bytes counted.
+ * Refuses, before any tensor byte is fetched, when reading `storages` (each whole, counted once) and
+ * locating their records could take the command past --max-bytes. Local storages cost nothing.
+ * Returns the tensor bytes counted.
  */
 export function ensureBudget(remote: RemoteSession | undefined, what: string, ckpts: readonly Checkpoint[], storages: Iterable<StorageRef>): number {
   if (!remote) return 0;
@@ -42,7 +43,22 @@ export function ensureBudget(remote: RemoteSession | undefined, what: string, ck
     counted.add(s);
     bytes += s.byteLength;
   }
-  remote.ensureBudget(remotePath(ckpts), bytes, what);
+  remote.ensureBudget(remotePath(ckpts), bytes, locateBytes(ckpts), what);
+  return bytes;
+}
+
+/**
+ * Upper bound of what finding the records costs: a zip record's data offset needs its local header,
+ * one block (http-source.ts) per record at most, never more than the file.
+ */
+function locateBytes(ckpts: readonly Checkpoint[]): number {
+  let bytes = 0;
+  for (const c of ckpts) {
+    for (const f of files(c)) {
+      if (!isRemoteSource(f.source) || !f.zip) continue;
+      bytes += Math.min(f.source.size, f.zip.entries.length * BLOCK_BYTES);
+    }
+  }
   return bytes;
 }
 

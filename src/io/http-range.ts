@@ -312,7 +312,7 @@ function withoutCredentials(url: URL): URL {
 function networkError(path: string, e: unknown): CheckpointError | Transient {
   if (e instanceof CheckpointError) return e;
   const code = errorCode(e);
-  if (code !== null && RESET_CODES.has(code)) return new Transient(new CheckpointError('REMOTE', path, `connection reset (${code})`));
+  if (code !== null && RESET_CODES.has(code)) return new Transient(new CheckpointError('REMOTE', path, `connection closed or reset by the server (${code})`));
   if (e instanceof TypeError && e.message === 'terminated') return new Transient(new CheckpointError('REMOTE', path, 'connection closed mid-response'));
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new CheckpointError('REMOTE', path, `cannot resolve the host name (${code})`);
   if (code !== null) return new CheckpointError('REMOTE', path, `cannot connect (${code})`);
@@ -328,8 +328,8 @@ function errorCode(e: unknown): string | null {
   return null;
 }
 
-/** A header value from the server, shortened for a one-line message. */
+/** A header value from the server, shortened for a one-line message (CheckpointError escapes control characters). */
 function clip(value: string | null): string {
   if (value === null) return 'none';
-  return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value);
+  return value.length > 80 ? `${value.slice(0, 80)}...` : value;
 }

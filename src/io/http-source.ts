@@ -82,14 +82,20 @@ export class HttpSource implements ByteSource {
     if (end > this.size) throw new CheckpointError('TRUNCATED', this.path, `needs bytes ${offset}..${end} but the file has ${this.size}`);
     if (this.closed) throw new CheckpointError('IO', this.path, 'read after close');
     if (target.length === 0) return;
+    if (this.copyCached(offset, target)) return;
     if (this.extent && offset >= this.extent.start && end <= this.extent.end) return this.readWindowed(offset, target);
     return this.readBlocks(offset, target, target.length >= LARGE_READ_BYTES);
   }
 
+  /**
+   * An extent shorter than LARGE_READ_BYTES is left to the blocks: its neighbours (the record's own
+   * local header, other small records) usually share them, so it costs no request of its own.
+   */
   willRead(offset: number, length: number): void {
     const end = Math.min(this.size, offset + length);
+    if (length < LARGE_READ_BYTES || offset < 0 || end <= offset) return;
     if (this.extent && this.extent.start === offset && this.extent.end === end) return;
-    this.extent = offset >= 0 && end > offset ? { start: offset, end } : null;
+    this.extent = { start: offset, end };
     this.windows = [];
   }
 
@@ -141,6 +147,15 @@ export class HttpSource implements ByteSource {
     }
     flush(last + 1);
     await settleAll(parts);
+  }
+
+  /** Serves the read from cached blocks when all of them are there. */
+  private copyCached(offset: number, target: Uint8Array): boolean {
+    const first = Math.floor(offset / BLOCK_BYTES);
+    const last = Math.floor((offset + target.length - 1) / BLOCK_BYTES);
+    for (let b = first; b <= last; b++) if (!this.blocks.has(b)) return false;
+    for (let b = first; b <= last; b++) copyBlock(b, this.blocks.get(b) as Uint8Array, offset, target);
+    return true;
   }
 
   /** One request for blocks [from, to); each block's promise is registered so no one asks for it again. */

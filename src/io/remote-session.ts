@@ -105,17 +105,19 @@ export class RemoteSession {
   }
 
   /**
-   * A command's check before it reads tensor bytes: `bytes` (worked out from metadata) plus what was
-   * already fetched must fit the budget, else nothing more is fetched and the error says what is needed.
+   * A command's check before it reads tensor bytes: `bytes` of tensor data (worked out from metadata),
+   * plus up to `locate` bytes of blocks read to find the records (zip local headers), plus what was
+   * already fetched must fit the budget; else nothing more is fetched and the error says what is needed.
    */
-  ensureBudget(path: string, bytes: number, what: string): void {
-    if (bytes > 0 && this.committed + bytes > this.maxBytes) {
-      throw new CheckpointError(
-        'LIMIT',
-        path,
-        `${what} needs ${formatBudget(bytes)} more from remote files (${formatBudget(this.committed)} fetched so far), over --max-bytes ${formatBudget(this.maxBytes)}; pass --max-bytes ${Math.ceil((this.committed + bytes) / (1 << 20))}MiB or more`,
-      );
-    }
+  ensureBudget(path: string, bytes: number, locate: number, what: string): void {
+    const need = bytes + locate;
+    if (bytes === 0 || this.committed + need <= this.maxBytes) return;
+    const parts = `${formatBudget(bytes)} of tensor data${locate ? `, up to ${formatBudget(locate)} of record headers` : ''}; ${formatBudget(this.committed)} fetched so far`;
+    throw new CheckpointError(
+      'LIMIT',
+      path,
+      `${what} needs ${locate ? 'up to ' : ''}${formatBudget(need)} more from remote files (${parts}), over --max-bytes ${formatBudget(this.maxBytes)}; pass --max-bytes ${Math.ceil((this.committed + need) / (1 << 20))}MiB or more`,
+    );
   }
 
   countRequest(): void {

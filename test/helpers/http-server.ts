@@ -37,7 +37,7 @@ export interface LoggedRequest {
 
 export class TestServer {
   readonly log: LoggedRequest[] = [];
-  slowMs = 2000;
+  slowMs = 20_000;
   resets = 2;
   private readonly files = new Map<string, string>();
   private readonly resetCount = new Map<string, number>();
@@ -127,7 +127,7 @@ export class TestServer {
       const half = mode === 'cut' || mode === 'stall' ? start + Math.floor((end - start) / 2) : end;
       this.send(res, entry, path, start, half, 206, { ...partial, 'content-length': end - start }, mode === 'cut' ? 'destroy' : mode === 'stall' ? 'stall' : 'end');
     };
-    if (mode === 'slow') setTimeout(go, this.slowMs);
+    if (mode === 'slow') setTimeout(go, this.slowMs).unref();
     else go();
   }
 
