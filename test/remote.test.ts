@@ -6,6 +6,7 @@
  */
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectInspect } from '../src/commands/inspect.js';
 import { collectCheck } from '../src/commands/check.js';
@@ -21,6 +22,8 @@ import { ckptAsync, ckptAsyncJson } from './helpers/cli-async.js';
 import { TestServer } from './helpers/http-server.js';
 
 const server = new TestServer();
+/** 40 MiB and a little: three windows of an announced extent, more than the block cache holds. */
+const RANDOM = randomBytes((40 << 20) + 1000);
 const dir = tempDir('ckpt-remote-');
 
 /** Fixtures served by name (sharded folders included) and read both ways. */
@@ -57,6 +60,8 @@ beforeAll(async () => {
   const escaping = join(dir, 'escaping.index.json');
   writeFileSync(escaping, JSON.stringify({ weight_map: { 'fc.weight': '../resnet18_tiny.pth' } }));
   server.add('sub/escaping.index.json', escaping);
+  writeFileSync(join(dir, 'random.bin'), RANDOM);
+  server.add('random.bin', join(dir, 'random.bin'));
   await server.start();
 });
 
@@ -253,7 +258,7 @@ describe('servers that fail', () => {
 
   it('a server that ignores Range is refused (nothing read past the first answer), unless --allow-download', async () => {
     server.clear();
-    await fails(['inspect', url('norange')], /ignores Range requests \(it answered 200 with the whole file, of 104\.1 KiB\); pass --allow-download/);
+    await fails(['inspect', url('norange')], /ignores Range requests \(it answered 200 with the whole file, 104\.1 KiB\); pass --allow-download/);
     expect(server.log).toHaveLength(1);
     const ok = await ckptAsyncJson<{ fetched: { requests: number; bytes: number } }>(['inspect', url('norange'), '--allow-download']);
     expect(ok.code).toBe(0);
@@ -321,6 +326,59 @@ describe('the byte cache', () => {
       const local = readFileSync(fixturePath('resnet18_tiny.pth'));
       expect(Buffer.from(await source.read(70_000, 30_000)).equals(local.subarray(70_000, 100_000))).toBe(true);
       expect(session.fetched()).toEqual({ requests: 2, bytes: 106_613, file_bytes: 106_613 });
+    } finally {
+      await source.close();
+    }
+  });
+
+  it('an announced extent is fetched exactly, in 16 MiB requests, the next one on its way while the previous is read', async () => {
+    server.clear();
+    const source = await HttpSource.open(server.url('f', 'random.bin'), new RemoteSession({ maxBytes: 1 << 30 }));
+    try {
+      const [start, end] = [100, RANDOM.length - 100];
+      source.willRead!(start, end - start);
+      const out = Buffer.alloc(end - start);
+      for (let at = 0; at < out.length; at += 4 << 20) await source.readInto(start + at, out.subarray(at, Math.min(out.length, at + (4 << 20))));
+      expect(out.equals(RANDOM.subarray(start, end))).toBe(true);
+      const window = 16 << 20;
+      expect(server.served().ranges).toEqual([[0, 65_536], [start, start + window], [start + window, start + 2 * window], [start + 2 * window, end]]);
+    } finally {
+      await source.close();
+    }
+  });
+
+  it('keeps at most 32 MiB of blocks, least recently used out first', async () => {
+    server.clear();
+    const source = await HttpSource.open(server.url('f', 'random.bin'), new RemoteSession({ maxBytes: 1 << 30 }));
+    try {
+      const step = 192 << 10; // three blocks a read: below the size that is fetched exactly
+      for (let at = 65_536; at + step <= RANDOM.length; at += step) await source.read(at, step);
+      const requests = server.log.length;
+      await source.read(RANDOM.length - step, 10); // recent: cached
+      expect(server.log.length).toBe(requests);
+      const again = await source.read(65_536, 10); // the oldest: evicted
+      expect(server.log.length).toBe(requests + 1);
+      expect(Buffer.from(again).equals(RANDOM.subarray(65_536, 65_546))).toBe(true);
+    } finally {
+      await source.close();
+    }
+  });
+
+  it('a redirect target that stops answering (an expired signed URL) is reached again through the URL given, once', async () => {
+    server.clear();
+    const session = new RemoteSession({ env: { HF_TOKEN: 'hf_t', HF_ENDPOINT: `http://127.0.0.1:${server.port}` } });
+    const source = await HttpSource.open(server.url('expiring', 'resnet18_tiny.pth'), session);
+    try {
+      server.expire();
+      const bytes = await source.read(70_000, 100);
+      expect(Buffer.from(bytes).equals(readFileSync(fixturePath('resnet18_tiny.pth')).subarray(70_000, 70_100))).toBe(true);
+      expect(server.log.map((l) => [l.mode, l.host.split(':')[0], l.headers.authorization ?? null])).toEqual([
+        ['expiring', '127.0.0.1', 'Bearer hf_t'],
+        ['signed', 'localhost', null],
+        ['signed', 'localhost', null], // 403: expired
+        ['expiring', '127.0.0.1', 'Bearer hf_t'],
+        ['signed', 'localhost', null],
+      ]);
     } finally {
       await source.close();
     }

@@ -205,7 +205,7 @@ export class RemoteFile {
       if (bytes < length) throw new Transient(this.fail('REMOTE', `response ended after ${bytes} of ${length} bytes`));
       return { kind: 'range', bytes };
     }
-    const size = length === null ? 'of unknown size' : `of ${formatBudget(length)}`;
+    const size = length === null ? 'of unknown size' : formatBudget(length);
     if (!this.session.allowDownload) {
       return this.refuse(response, `the server ignores Range requests (it answered 200 with the whole file, ${size}); pass --allow-download to download it (bounded by --max-bytes)`);
     }

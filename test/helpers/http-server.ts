@@ -16,6 +16,8 @@
  *   /gzip/NAME         a 206 marked Content-Encoding: gzip
  *   /range416/NAME     416 to every range
  *   /status/CODE/NAME  that status code
+ *   /expiring/NAME     302 to http://localhost:PORT/signed/GEN/NAME, which answers like /f while GEN is
+ *                      the current generation and 403 once expire() has moved on (a signed CDN URL)
  *
  * Every request is logged (mode, host, method, range, headers, body bytes written).
  */
@@ -42,6 +44,7 @@ export class TestServer {
   private readonly files = new Map<string, string>();
   private readonly resetCount = new Map<string, number>();
   private changing = 0;
+  private generation = 0;
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
   port = 0;
@@ -70,6 +73,11 @@ export class TestServer {
     await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
   }
 
+  /** Signed URLs handed out so far stop working. */
+  expire(): void {
+    this.generation++;
+  }
+
   clear(): void {
     this.log.length = 0;
     this.resetCount.clear();
@@ -89,6 +97,10 @@ export class TestServer {
       status = Number(parts[1]);
       parts.splice(1, 1);
     }
+    if (mode === 'signed') {
+      if (Number(parts[1]) !== this.generation) status = 403;
+      parts.splice(1, 1);
+    }
     const name = parts.slice(1).join('/');
     const entry: LoggedRequest = { mode, name, host: req.headers.host ?? '', range: req.headers.range ?? null, headers: req.headers, bytes: 0, start: 0, end: 0 };
     this.log.push(entry);
@@ -96,6 +108,7 @@ export class TestServer {
     if (status) return void res.writeHead(status, { 'content-length': 0 }).end();
     if (!path) return void res.writeHead(404, { 'content-length': 0 }).end();
     if (mode === 'redirect') return void res.writeHead(302, { location: this.url('f', name, 'localhost') }).end();
+    if (mode === 'expiring') return void res.writeHead(302, { location: this.url(`signed/${this.generation}`, name, 'localhost') }).end();
     if (mode === 'same') return void res.writeHead(302, { location: `/f/${parts.slice(1).map(encodeURIComponent).join('/')}` }).end();
     if (mode === 'reset') {
       const n = this.resetCount.get(name) ?? 0;
@@ -106,6 +119,7 @@ export class TestServer {
       mode = 'f';
     }
     if (mode === 'resetalways') return void req.socket.destroy();
+    if (mode === 'signed') mode = 'f';
 
     const stat = statSync(path);
     const size = stat.size;
