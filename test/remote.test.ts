@@ -61,6 +61,11 @@ beforeAll(async () => {
   writeFileSync(escaping, JSON.stringify({ weight_map: { 'fc.weight': '../resnet18_tiny.pth' } }));
   server.add('sub/escaping.index.json', escaping);
   writeFileSync(join(dir, 'random.bin'), RANDOM);
+  writeFileSync(join(dir, 'empty.pth'), '');
+  server.add('empty.pth', join(dir, 'empty.pth'));
+  // The architecture manifest of resnet18_tiny (ckpt inspect --json), for check --against a URL.
+  writeFileSync(join(dir, 'resnet18.manifest.json'), JSON.stringify(await collectInspect(fixturePath('resnet18_tiny.pth'))));
+  server.add('resnet18.manifest.json', join(dir, 'resnet18.manifest.json'));
   server.add('random.bin', join(dir, 'random.bin'));
   await server.start();
 });
@@ -129,6 +134,30 @@ describe('a URL reads as the file does', () => {
     const local = await collectMerge(fixturePath(pretrained), fixturePath(target), { output: out.local });
     expect(normalised({ ...remote.report, output: null }, url, fixturePath(pretrained))).toBe(normalised({ ...local.report, output: null }, fixturePath(pretrained), fixturePath(pretrained)));
     expect(readFileSync(out.remote).equals(readFileSync(out.local))).toBe(true);
+  });
+
+  it('check --against a manifest or a checkpoint at a URL judges as against the file', async () => {
+    for (const against of ['resnet18.manifest.json', 'backbone_head10.pth']) {
+      const local = await collectCheck(fixturePath('resnet18_tiny.pth'), { against: against.endsWith('.json') ? join(dir, against) : fixturePath(against) });
+      const remote = await collectCheck(fixturePath('resnet18_tiny.pth'), { against: server.url('f', against), remote: new RemoteSession() });
+      expect(remote.report.findings).toEqual(local.report.findings);
+      expect(remote.exitCode).toBe(local.exitCode);
+      expect(remote.report.fetched?.requests).toBeGreaterThan(0);
+    }
+  });
+
+  it('an empty file at a URL is refused as the empty file is (the server answers 416 */0)', async () => {
+    const r = await ckptAsync(['inspect', server.url('f', 'empty.pth')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: http://127.0.0.1:${server.port}/f/empty.pth: file is empty\n`);
+  });
+
+  it('an output URL is refused before anything is read', async () => {
+    server.clear();
+    const r = await ckptAsync(['merge', server.url('f', 'resnet18_tiny.pth'), fixturePath('backbone_head10.pth'), '-o', 'https://h.example/out.pth?sig=x']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('error: https://h.example/out.pth?<redacted>: outputs are local files; URLs are read, never written\n');
+    expect(server.log).toHaveLength(0);
   });
 
   it('a sharded index URL opens its shards beside it, through a redirect to another host as well', async () => {

@@ -54,6 +54,9 @@ export class RemoteFile {
   private validator: Validator | null = null;
   /** Where the last redirect chain ended, and whether it left the user's host on the way. */
   private target: { url: URL; leftHost: boolean } | null = null;
+  /** Requests in flight, aborted by abortAll() when the source closes (a failed read leaves others running). */
+  private readonly active = new Set<AbortController>();
+  private aborted = false;
 
   constructor(
     private readonly original: URL,
@@ -78,6 +81,12 @@ export class RemoteFile {
     await this.withRetries(end - start, (signal, arm) => this.once(start, end, into, signal, arm, false));
   }
 
+  /** Stops every request in flight and refuses new ones. */
+  abortAll(): void {
+    this.aborted = true;
+    for (const c of this.active) c.abort();
+  }
+
   private fail(code: CheckpointError['code'], detail: string): CheckpointError {
     return new CheckpointError(code, this.display, detail);
   }
@@ -85,8 +94,10 @@ export class RemoteFile {
   private async withRetries<T>(length: number, run: (signal: AbortSignal, arm: () => void) => Promise<T>): Promise<T> {
     let refreshed = false;
     for (let attempt = 1; ; attempt++) {
+      if (this.aborted) throw this.fail('IO', 'read after close');
       this.session.commit(this.display, length);
       const controller = new AbortController();
+      this.active.add(controller);
       let timedOut = false;
       let timer: NodeJS.Timeout | undefined;
       const arm = () => {
@@ -101,6 +112,7 @@ export class RemoteFile {
         return await run(controller.signal, arm);
       } catch (e) {
         if (timedOut) throw this.fail('REMOTE', `no response for ${this.session.timeoutMs / 1000} s (--timeout)`);
+        if (this.aborted) throw this.fail('IO', 'read after close');
         if (e instanceof StaleTarget && !refreshed) {
           // A cached redirect target refused: resolve the original URL again, once, without using an attempt.
           refreshed = true;
@@ -114,6 +126,7 @@ export class RemoteFile {
         await new Promise((resolve) => setTimeout(resolve, BACKOFF_MS * 2 ** (attempt - 1)));
       } finally {
         clearTimeout(timer);
+        this.active.delete(controller);
       }
     }
   }

@@ -101,6 +101,7 @@ export class HttpSource implements ByteSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.file.abortAll();
     this.blocks.clear();
     this.windows = [];
     this.cachedBytes = 0;
