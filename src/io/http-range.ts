@@ -133,6 +133,8 @@ export class RemoteFile {
 
   /** One request for [start, end), redirects included; for the probe, `end` is only an upper bound. */
   private async once(start: number, end: number, into: Uint8Array, signal: AbortSignal, arm: () => void, probe: boolean): Promise<{ kind: 'range'; bytes: number } | Extract<ProbeResult, { kind: 'download' }>> {
+    // Whether this request starts at the end of an earlier redirect chain rather than at the URL given.
+    const fromCachedTarget = this.target !== null && this.target.url.href !== this.original.href;
     const response = await this.send(`bytes=${start}-${end - 1}`, signal, arm);
     const status = response.status;
     if (status === 206) {
@@ -163,8 +165,7 @@ export class RemoteFile {
     }
     await discard(response);
     const what = `HTTP ${status}${response.statusText ? ` ${response.statusText}` : ''}`;
-    const usedCachedTarget = this.target !== null && this.target.url.href !== this.original.href;
-    if (STALE_TARGET_STATUSES.has(status) && usedCachedTarget && !probe) throw new StaleTarget(this.statusError(status, what));
+    if (STALE_TARGET_STATUSES.has(status) && fromCachedTarget) throw new StaleTarget(this.statusError(status, what));
     if (status === 429 || status >= 500) throw new Transient(this.fail('REMOTE', what));
     throw this.statusError(status, what);
   }
