@@ -4,7 +4,7 @@
  * report as the file, or the same refusal; credentials never follow a redirect to another host; every
  * way a server can fail ends in one line naming the URL (secrets redacted) and exit 2.
  */
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -72,6 +72,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server.stop();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 /** A report as JSON text with the URL written as the file's path and without the fetched cost. */
