@@ -149,6 +149,18 @@ describe.skipIf(skip)('differential fuzzing against real torch', () => {
     expect(divergences.map((d) => `${d.kind} [${d.judge}] ${d.where}`)).toEqual([]);
   });
 
+  it('difffuzz-int-text-octal.pth: torch 1.13 and 2.6 read the INT line "010" as 8 (strtol base 0)', async () => {
+    const { views } = await divergencesOf(REG('difffuzz-int-text-octal.pth'));
+    const epoch = (v: OracleView) => JSON.stringify((v.tree as { d: Array<[{ s: string }, unknown]> }).d.find(([k]) => k.s === 'epoch')?.[1]);
+    expect({ t113: epoch(views['torch113.rec']!), t26: epoch(views['torch26.rec']!) }).toEqual({ t113: '{"i":"8"}', t26: '{"i":"8"}' });
+  });
+
+  // KNOWN OPEN (difffuzz finding "INT text"): ckpt parses INT lines as decimal.
+  it.fails('difffuzz-int-text-octal.pth: ckpt reads the epoch as torch does, or refuses the file', async () => {
+    const { divergences } = await divergencesOf(REG('difffuzz-int-text-octal.pth'));
+    expect(divergences.map((d) => `${d.kind} [${d.judge}] ${d.where}`)).toEqual([]);
+  });
+
   // KNOWN OPEN (difffuzz finding "mmap split"): torch 2.6 with mmap=True slices every storage from the file at
   // its local header's data offset without inflating, so a deflated record loads as its compressed bytes.
   it.fails('deflated.pth: torch 2.6 reads the same bytes with mmap=True as without, or ckpt refuses the file', async () => {
@@ -157,7 +169,7 @@ describe.skipIf(skip)('differential fuzzing against real torch', () => {
   });
 
   it('every difffuzz-* file in fixtures/regressions has a test here and a line in its README', () => {
-    const tested = ['difffuzz-ordereddict-second-build.pth', 'difffuzz-tensor-metadata-neg-false.pth'];
+    const tested = ['difffuzz-int-text-octal.pth', 'difffuzz-ordereddict-second-build.pth', 'difffuzz-tensor-metadata-neg-false.pth'];
     expect(readdirSync(join(FIXTURES, 'regressions')).filter((n) => n.startsWith('difffuzz-')).sort()).toEqual(tested);
     const readme = readFileSync(join(FIXTURES, 'regressions', 'README.md'), 'utf8');
     for (const n of tested) expect(readme).toContain(n);

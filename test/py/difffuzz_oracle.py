@@ -148,6 +148,7 @@ def _codecs_encode(obj, encoding='utf-8', errors='strict'):
 
 
 STORAGE_NAMES = sorted(torch.storage._storage_type_to_dtype_map().keys()) if hasattr(torch.storage, '_storage_type_to_dtype_map') else []
+_STORAGE_NAME_BY_DTYPE = {d: n for n, d in torch.storage._storage_type_to_dtype_map().items()} if STORAGE_NAMES else {}
 SAFE = _safe_objects()
 _CANON_BY_ID = {}
 for _name, _obj in SAFE.items():
@@ -558,6 +559,9 @@ class Encoder:
             return {'g': x._qualname}
         if isinstance(x, RecordingStorageType):
             return {'g': 'Storage:' + x._name}
+        if isinstance(x, _OrigStorageType):
+            # Made before the recorder was installed (2.x's weights-only allowlist holds such objects).
+            return {'g': 'Storage:' + _STORAGE_NAME_BY_DTYPE.get(x.dtype, '?')}
         if isinstance(x, torch.dtype):
             return {'dtype': str(x)[len('torch.'):]}
         if isinstance(x, (torch.storage.TypedStorage, torch.UntypedStorage)):
