@@ -422,8 +422,25 @@ class CaseTimeout(BaseException):
     pass
 
 
+_IN_CASE = False
+
+
 def _on_alarm(signum, frame):
-    raise CaseTimeout('case took more than %s s' % CASE_SECONDS)
+    # Only inside a case: an alarm that lands while a case is being wound up must not kill the judge.
+    if _IN_CASE:
+        raise CaseTimeout('case took more than %s s' % CASE_SECONDS)
+
+
+def _arm():
+    global _IN_CASE
+    _IN_CASE = True
+    signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
+
+
+def _disarm():
+    global _IN_CASE
+    _IN_CASE = False
+    signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 signal.signal(signal.SIGALRM, _on_alarm)
@@ -590,7 +607,7 @@ def view_torch(path, mode):
     if hasattr(torch._utils, '_sparse_tensors_to_validate'):
         torch._utils._sparse_tensors_to_validate.clear()
     out = {}
-    signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
+    _arm()
     try:
         if mode == 'wo':
             obj = torch.load(path, map_location='cpu', weights_only=True)
@@ -607,7 +624,7 @@ def view_torch(path, mode):
     except (Exception, CaseTimeout, RecursionError, MemoryError, Blocked) as e:
         out = {'ok': False, 'error': _error(e)}
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _disarm()
     if mode != 'wo':
         out['globals'] = list(REC.names)
     return out
@@ -631,7 +648,7 @@ def _safe_open_view(path):
 
 
 def view_safetensors(path):
-    signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
+    _arm()
     try:
         try:
             return _safe_open_view(path)
@@ -659,7 +676,7 @@ def view_safetensors(path):
                         pass
         return {'ok': False, 'error': first}
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _disarm()
 
 
 def hello():
@@ -706,7 +723,11 @@ def main():
         req = json.loads(line)
         views = {}
         for mode in req['modes']:
-            views[mode] = view_safetensors(req['path']) if mode == 'st' else view_torch(req['path'], mode)
+            try:
+                views[mode] = view_safetensors(req['path']) if mode == 'st' else view_torch(req['path'], mode)
+            except CaseTimeout as e:
+                _disarm()
+                views[mode] = {'ok': False, 'error': _error(e)}
         _OUT.write(json.dumps({'id': req['id'], 'views': views}) + '\n')
 
 
