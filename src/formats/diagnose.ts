@@ -57,15 +57,16 @@ export async function diagnoseUnknown(source: ByteSource): Promise<CheckpointErr
   if (head[0] === 0x80 && head.length > 1 && head[1]! >= 2 && head[1]! <= 5) {
     return new CheckpointError('UNSUPPORTED_FORMAT', path, `a plain pickle (protocol ${head[1]}), not a torch.save checkpoint (no zip container, no legacy magic number); ckpt does not read plain pickles, and pickle.load runs whatever it names`);
   }
-  const text = textStart(head);
-  if (text !== null) {
+  const start = contentStart(head);
+  const lead = ascii(head, start, start + 16).toLowerCase();
+  if (lead.startsWith('<!doctype html') || lead.startsWith('<html') || lead.startsWith('<head') || (lead.startsWith('<') && /<html[\s>]/i.test(ascii(head, start, head.length)))) {
+    const title = /<title[^>]*>([^<]*)</i.exec(ascii(head, start, head.length));
+    const named = title ? `titled "${shown(title[1]!.trim(), SHOWN_CHARS)}"; ` : '';
+    return new CheckpointError('NOT_A_CHECKPOINT', path, `an HTML page (${size}), not a checkpoint: the download saved a web page (an error, login or warning page) instead of the file; ${named}first line: ${shown(firstLine(head, start), SHOWN_CHARS)}`);
+  }
+  const text = isText(head) ? start : null;
+  if (text !== null && text < head.length) {
     const first = `first line: ${shown(firstLine(head, text), SHOWN_CHARS)}`;
-    const lead = ascii(head, text, text + 16).toLowerCase();
-    if (lead.startsWith('<!doctype html') || lead.startsWith('<html') || lead.startsWith('<head') || (lead.startsWith('<') && /<html[\s>]/i.test(ascii(head, text, head.length)))) {
-      const title = /<title[^>]*>([^<]*)</i.exec(ascii(head, text, head.length));
-      const named = title ? `titled "${shown(title[1]!.trim(), SHOWN_CHARS)}"; ` : '';
-      return new CheckpointError('NOT_A_CHECKPOINT', path, `an HTML page (${size}), not a checkpoint: the download saved a web page (an error, login or warning page) instead of the file; ${named}${first}`);
-    }
     if (head[text] === 0x7b || head[text] === 0x5b) {
       return new CheckpointError('NOT_A_CHECKPOINT', path, `a JSON document (${size}), not a checkpoint (an API error saved as the file?); ${first}`);
     }
@@ -106,7 +107,10 @@ async function truncatedZip(source: ByteSource): Promise<CheckpointError | null>
     const fixed = await source.read(at, LOCAL_HEADER_SIZE);
     const view = new DataView(fixed.buffer, fixed.byteOffset, fixed.byteLength);
     const signature = view.getUint32(0, true);
-    if (signature !== SIGNATURE.localHeader) return signature === SIGNATURE.centralHeader ? null : cut(source, complete, pickle, null, at);
+    if (signature === SIGNATURE.centralHeader) {
+      return new CheckpointError('TRUNCATED', source.path, `truncated download: all ${complete.length} records are complete, but the zip archive ends at byte ${source.size.toLocaleString('en-US')} inside its central directory (from byte ${at.toLocaleString('en-US')}), before the end records; download it again`);
+    }
+    if (signature !== SIGNATURE.localHeader) return cut(source, complete, pickle, null, at);
     const flags = view.getUint16(6, true);
     const method = view.getUint16(8, true);
     let compressed = view.getUint32(18, true);
@@ -258,12 +262,17 @@ function varint(b: Uint8Array, at: number): { value: number; next: number } | nu
   return null;
 }
 
-/** Offset of the first non-blank character when the head is text (UTF-8 allowed, no control bytes), else null. */
-function textStart(head: Uint8Array): number | null {
+/** Offset of the first character after a UTF-8 byte order mark and blanks. */
+function contentStart(head: Uint8Array): number {
   let start = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf ? 3 : 0;
-  for (const b of head.subarray(start)) if (b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) return null;
   while (start < head.length && (head[start] === 0x20 || head[start] === 0x09 || head[start] === 0x0a || head[start] === 0x0d)) start++;
-  return start < head.length ? start : null;
+  return start;
+}
+
+/** Text: no control bytes but tabs and line ends (UTF-8 and Latin-1 bytes allowed). */
+function isText(head: Uint8Array): boolean {
+  for (const b of head) if ((b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) || b === 0x7f) return false;
+  return true;
 }
 
 function firstLine(head: Uint8Array, from: number): Uint8Array {
