@@ -6,18 +6,21 @@
       and numpy array of it by path (numpy arrays as tensors; uint16/32/64, which torch 1.13 lacks, as the
       same-size signed ints, listed in "reinterpreted").
 
-  python3 sanitize_judge.py judge DIR NAME...                           (torch 2.6, trixie root)
+  python3 sanitize_judge.py judge DIR NAME[:ORIGINAL]...               (torch 2.6, trixie root)
       for each NAME: torch.load(DIR/NAME, weights_only=True) of the sanitized file must succeed; every tensor
-      torch.equal (same dtype and shape) to the original's (DIR/<name>.orig.pt, itself loaded weights_only);
-      the sanitize_view of the loaded file equal to the fixture's expected view (every converted scalar
-      equal in value and type, containers and key order kept; a set may come back as a list in any order).
+      torch.equal (same dtype and shape) to the original's (DIR/<original>.orig.pt, itself loaded
+      weights_only); the sanitize_view of the loaded file equal to the fixture's expected view
+      (fixtures/sanitize/<original>.expected.json: every converted scalar equal in value and type,
+      containers and key order kept; a set may come back as a list in any order). ORIGINAL defaults to
+      NAME without its extension.
       Prints one JSON line per file: {"file", "tensors", "entries", "problems": [...]}.
 """
 import json
 import os
 import sys
 
-sys.path.insert(0, '/repo/fixtures' if os.path.isdir('/repo/fixtures') else os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures'))
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'fixtures')
+sys.path.insert(0, FIXTURES)
 sys.dont_write_bytecode = True
 import torch  # noqa: E402
 import sanitize_view  # noqa: E402
@@ -50,13 +53,14 @@ def same_entry(want, got):
 
 
 def judge(directory, names):
-    for name in names:
-        base = name.rsplit('.', 1)[0]
+    for arg in names:
+        name, _, base = arg.partition(':')
+        base = base or name.rsplit('.', 1)[0]
         problems = []
         tensors = {}
         got = sanitize_view.view(torch.load(os.path.join(directory, name), weights_only=True), tensors)
         orig = torch.load(os.path.join(directory, base + '.orig.pt'), weights_only=True)
-        with open('/repo/fixtures/sanitize/%s.expected.json' % base, encoding='utf-8') as f:
+        with open(os.path.join(FIXTURES, 'sanitize', '%s.expected.json' % base), encoding='utf-8') as f:
             want = json.load(f)['view']
         got_by_path = dict((p, e) for p, e in got)
         set_children = set()
