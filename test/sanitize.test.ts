@@ -5,10 +5,11 @@
  * the change report, refusals and --drop-unknown, and the numpy decoding rules on hand-made values.
  * Real torch 2.6 loading the outputs: sanitize-interop.test.ts.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../src/formats/open.js';
+import { CheckpointError } from '../src/io/errors.js';
 import { StoragePlan } from '../src/formats/torch-zip/write.js';
 import { readTensorBytes } from '../src/model/read-bytes.js';
 import { sanitizeTree } from '../src/model/sanitize.js';
@@ -225,7 +226,7 @@ describe('--scalars tensor', () => {
 });
 
 describe('plain checkpoints pass through unchanged', () => {
-  it.each(['resnet18_tiny.pth', 'resnet18_tiny_legacy.pth', 'training_checkpoint.pth', 'ema_checkpoint.pth'])('%s: no change, the same storages, the same bytes per tensor', async (name) => {
+  it.each(['resnet18_tiny_legacy.pth', 'training_checkpoint.pth', 'ema_checkpoint.pth', 'param_dict.pth', 'dtypes.pth', 'dtypes_legacy.pth', 'torch26_new_dtypes.pth'])('%s: no change, the same storages (views and ties stay shared), the same bytes per tensor', async (name) => {
     const { code, report, out } = await sanitize(fixturePath(name));
     expect(code).toBe(0);
     expect(report.changes).toEqual([]);
@@ -324,5 +325,44 @@ describe('numpy decoding', () => {
     let v: PyValue = 1;
     for (let i = 0; i < 100_000; i++) v = new PyList([v]);
     expect(() => run(v)).toThrow(/nests deeper than 10000 containers/);
+  });
+});
+
+describe('damaged pickles', () => {
+  it('bytes flipped in data.pkl: only CheckpointError escapes; a refusal leaves no file, a success one that opens again', async () => {
+    let seed = 20261201;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed % n;
+    };
+    const errors = new Set<string>();
+    let written = 0;
+    for (const name of ['train_numpy.pth', 'lightning_omegaconf.ckpt', 'yolo_style.pt']) {
+      const bytes = readFileSync(input(name));
+      const start = bytes.indexOf(Buffer.from([0x80, 0x02]), 30);
+      const end = bytes.indexOf(Buffer.from('PK\x07\x08', 'latin1'), start);
+      for (let n = 0; n < 60; n++) {
+        const mutant = Buffer.from(bytes);
+        for (let k = 1 + rand(3); k > 0; k--) mutant[start + rand(end - start)] = rand(256);
+        const file = join(dir, `mutant-${name}`);
+        const out = join(dir, `mutant-out-${name}`);
+        writeFileSync(file, mutant);
+        rmSync(out, { force: true });
+        try {
+          const r = await collectSanitize(file, out, { dropUnknown: n % 2 === 1 });
+          expect(existsSync(out)).toBe(r.exitCode === 0);
+          if (r.exitCode === 0) {
+            written++;
+            await withRoot(out, async () => undefined);
+          }
+        } catch (e) {
+          if (!(e instanceof CheckpointError)) throw e;
+          expect(existsSync(out)).toBe(false);
+          errors.add(e.code);
+        }
+      }
+    }
+    expect(written).toBeGreaterThan(0);
+    expect(errors.size).toBeGreaterThan(1);
   });
 });

@@ -208,5 +208,7 @@ export function flexibleValue(d: NumpyDType, raw: Uint8Array): string | Uint8Arr
   for (let i = 0; i < raw.length; i += 4) codes.push(view.getUint32(i, little));
   while (codes.length && codes[codes.length - 1] === 0) codes.pop();
   if (codes.some((c) => c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))) return null;
-  return String.fromCodePoint(...codes);
+  let text = '';
+  for (let i = 0; i < codes.length; i += 0x4000) text += String.fromCodePoint(...codes.slice(i, i + 0x4000));
+  return text;
 }
