@@ -118,6 +118,18 @@ describe('truncated downloads', () => {
     }
   });
 
+  it('a legacy file cut inside its pickles: truncated, before any tensor data', async () => {
+    const c = await openCheckpoint(fixturePath('resnet18_tiny_legacy.pth'));
+    const offsets = await Promise.all(c.storages.map(async (st) => (await st.record!.resolve()).offset));
+    await c.close();
+    const pickleEnd = Math.min(...offsets) - 8; // the first storage's element count follows the pickles
+    for (const at of [20, 2000, pickleEnd - 1]) {
+      const e = await openError(file('cut-pickle.pth', legacy.subarray(0, at)));
+      expect(e.code).toBe('TRUNCATED');
+      expect(e.detail).toMatch(new RegExp(`^truncated download: the legacy checkpoint ends at byte ${at.toLocaleString('en-US')}, inside its pickles, before any tensor data \\(.+\\); download it again$`));
+    }
+  });
+
   it('a legacy file cut inside its storages: expected and actual size', async () => {
     for (let at = legacy.length - 1; at > legacy.length - 40000; at -= 1999) {
       const e = await openError(file('cut-legacy.pth', legacy.subarray(0, at)));

@@ -145,6 +145,10 @@ class GrowingWindow {
           if (e instanceof CheckpointError && e.code === 'TRUNCATED' && this.source.size > LIMITS.legacyPrefixBytes) {
             throw new CheckpointError('LIMIT', this.source.path, `legacy pickle runs past ${LIMITS.legacyPrefixBytes} bytes (legacyPrefixBytes)`);
           }
+          if (e instanceof CheckpointError && e.code === 'TRUNCATED' && this.bytes.length === this.source.size) {
+            // The whole file is held and a pickle still runs off its end: the file was cut short.
+            throw new CheckpointError('TRUNCATED', this.source.path, `truncated download: the legacy checkpoint ends at byte ${this.source.size.toLocaleString('en-US')}, inside its pickles, before any tensor data (${e.detail}); download it again`);
+          }
           throw e;
         }
         this.bytes = await this.source.read(0, Math.min(limit, this.bytes.length * 4));
