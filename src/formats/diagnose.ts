@@ -78,13 +78,15 @@ export async function diagnoseUnknown(source: ByteSource): Promise<CheckpointErr
 /** A zip that did not open as a torch archive: say what it is (.npz, truncated download) or keep the reader's error. */
 export async function diagnoseZip(source: ByteSource, error: CheckpointError): Promise<CheckpointError> {
   if (error.code === 'TRUNCATED') return (await truncatedZip(source)) ?? error;
-  if (error.code !== 'BAD_ZIP' || !error.detail.includes('data.pkl')) return error;
-  const dir = await readZipDirectory(source);
-  const names = dir.entries.map((e) => e.name);
+  if (error.code !== 'BAD_ZIP') return error;
+  // The torch archive rules refuse a folderless or data.pkl-less zip; the directory itself may still read.
+  const names = await readZipDirectory(source).then((d) => d.entries.map((e) => e.name), () => null);
+  if (!names) return error;
   if (names.length > 0 && names.every((n) => n.endsWith('.npy'))) {
     const list = names.slice(0, 4).map((n) => n.slice(0, -4)).join(', ');
     return new CheckpointError('UNSUPPORTED_FORMAT', source.path, `a NumPy .npz archive (numpy.savez) of ${names.length} array${names.length === 1 ? '' : 's'} (${shown(list, SHOWN_CHARS)}${names.length > 4 ? ', ...' : ''}), not a PyTorch checkpoint; load it with numpy.load`);
   }
+  if (!error.detail.includes('data.pkl')) return error;
   return new CheckpointError('BAD_ZIP', source.path, `a zip archive of ${names.length} entries that is not a torch.save checkpoint (no data.pkl); first entry: ${shown(names[0] ?? '', SHOWN_CHARS)}`);
 }
 
