@@ -18,6 +18,8 @@ import { type SanitizeReport, collectSanitize } from '../src/commands/sanitize.j
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';
 import { FIXTURES, fixturePath } from './helpers/fixtures.js';
 import { compareViews, expectedView, viewOf } from './helpers/sanitize-view.js';
+import { TestServer } from './helpers/http-server.js';
+import { RemoteSession } from '../src/io/remote-session.js';
 
 const dir = tempDir('ckpt-sanitize-');
 const input = (name: string) => join(FIXTURES, 'sanitize', name);
@@ -364,5 +366,23 @@ describe('damaged pickles', () => {
     }
     expect(written).toBeGreaterThan(0);
     expect(errors.size).toBeGreaterThan(1);
+  });
+});
+
+describe('a URL as input', () => {
+  it('sanitizes from an http URL to the same bytes as from the file, and says what it fetched', async () => {
+    const server = new TestServer();
+    server.add('train_numpy.pth', input('train_numpy.pth'));
+    await server.start();
+    try {
+      const out = join(dir, 'from-url.pth');
+      const r = await collectSanitize(server.url('f', 'train_numpy.pth'), out, { remote: new RemoteSession() });
+      expect(r.exitCode).toBe(0);
+      expect(r.report.fetched?.requests).toBeGreaterThan(0);
+      const local = await sanitize('train_numpy.pth');
+      expect(readFileSync(out).equals(readFileSync(local.out))).toBe(true);
+    } finally {
+      await server.stop();
+    }
   });
 });

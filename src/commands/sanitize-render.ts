@@ -2,10 +2,12 @@
 import { fold } from '../match/fold.js';
 import type { Change, Omission } from '../model/sanitize.js';
 import { formatBytes, formatCount, indent, table } from './render.js';
+import { fetchedText } from './remote.js';
 import type { SanitizeReport } from './sanitize.js';
 
 export function renderSanitize(r: SanitizeReport): string {
   const lines = [`read      ${r.input.path} (${r.input.format})`];
+  if (r.fetched) lines.push(`fetched   ${fetchedText(r.fetched)}`);
   if (r.output && r.written && r.torch) {
     const w = r.written;
     lines.push(`wrote     ${r.output}: ${formatCount(w.tensors)} tensors in ${formatCount(w.storages)} storages, ${formatBytes(w.bytes)}`);

@@ -12,10 +12,14 @@ import { type Change, type Omission, sanitizeTree } from '../model/sanitize.js';
 import { type TorchSupport, torchSupport } from '../model/sanitize-support.js';
 import { assertWritableOutput } from './paths.js';
 import { progressLine } from './progress.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export interface SanitizeOptions {
   scalars?: 'number' | 'tensor';
   dropUnknown?: boolean;
+  /** For an http(s) input (remote-session.ts). */
+  remote?: RemoteSession;
 }
 
 export interface SanitizeReport {
@@ -31,13 +35,16 @@ export interface SanitizeReport {
   /** Which torch releases load the output with weights_only=True (null when nothing was written). */
   torch: (TorchSupport & { loads: string }) | null;
   written: { tensors: number; storages: number; bytes: number } | null;
+  /** What reading a URL cost (absent for a local input). */
+  fetched?: FetchedReport;
 }
 
 export async function collectSanitize(input: string, output: string, options: SanitizeOptions = {}): Promise<{ report: SanitizeReport; exitCode: number }> {
   const scalars = options.scalars ?? 'number';
   const dropUnknown = Boolean(options.dropUnknown);
   await assertWritableOutput(output);
-  const ckpt = await openCheckpoint(input);
+  const remote = options.remote;
+  const ckpt = await openCheckpoint(input, { remote });
   try {
     if (ckpt.format !== 'zip' && ckpt.format !== 'legacy') {
       const why = ckpt.format === 'safetensors' ? 'a safetensors file holds no pickle; nothing to sanitize' : 'sanitize one shard file at a time';
@@ -64,7 +71,8 @@ export async function collectSanitize(input: string, output: string, options: Sa
       torch: null,
       written: null,
     };
-    if (!report.ok) return { report, exitCode: 1 };
+    if (!report.ok) return { report: withFetched(report, remote), exitCode: 1 };
+    ensureBudget(remote, 'sanitize', [ckpt], ckpt.storages);
 
     const progress = progressLine('writing');
     const written = await writeTree(output, result.root, plan, {
@@ -85,7 +93,7 @@ export async function collectSanitize(input: string, output: string, options: Sa
     report.output = output;
     report.torch = { loads: `torch >= ${support.minimum}`, ...support };
     report.written = { tensors: written.tensors, storages: written.storages, bytes: written.bytes };
-    return { report, exitCode: 0 };
+    return { report: withFetched(report, remote), exitCode: 0 };
   } finally {
     await ckpt.close();
   }
