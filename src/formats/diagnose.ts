@@ -20,6 +20,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
+import { isRemoteSource } from '../io/http-source.js';
 import { FLAG_DATA_DESCRIPTOR, LOCAL_HEADER_SIZE, SIGNATURE, U32_SATURATED, EXTRA_ID_ZIP64, readU64 } from '../zip/layout.js';
 import { readZipDirectory } from '../zip/reader.js';
 import { unpickle } from '../pickle/unpickler.js';
@@ -90,8 +91,12 @@ export async function diagnoseZip(source: ByteSource, error: CheckpointError): P
   return new CheckpointError('BAD_ZIP', source.path, `a zip archive of ${names.length} entries that is not a torch.save checkpoint (no data.pkl); first entry: ${shown(names[0] ?? '', SHOWN_CHARS)}`);
 }
 
-/** Bytes of record data scanned for data descriptors when walking a cut zip (torch's writer puts sizes after the data). */
+/**
+ * Bytes of record data scanned for data descriptors when walking a cut zip (torch's writer puts sizes
+ * after the data): a local file is read at disk speed; a URL is charged per byte fetched.
+ */
 const DESCRIPTOR_SCAN_BYTES = 256 << 20;
+const REMOTE_DESCRIPTOR_SCAN_BYTES = 16 << 20;
 const DATA_DESCRIPTOR = 0x08074b50;
 
 /**
@@ -103,7 +108,7 @@ async function truncatedZip(source: ByteSource): Promise<CheckpointError | null>
   let at = 0;
   const complete: string[] = [];
   let pickle: Uint8Array | null = null;
-  const budget = { bytes: DESCRIPTOR_SCAN_BYTES };
+  const budget = { bytes: isRemoteSource(source) ? REMOTE_DESCRIPTOR_SCAN_BYTES : DESCRIPTOR_SCAN_BYTES };
   for (let n = 0; n < LIMITS.zipEntries; n++) {
     if (at + LOCAL_HEADER_SIZE > source.size) return cut(source, complete, pickle, 'a local header', at);
     const fixed = await source.read(at, LOCAL_HEADER_SIZE);
