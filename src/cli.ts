@@ -145,6 +145,21 @@ export function buildProgram(): Command {
       emit({ report, text: renderConvert(report), exitCode: EXIT_OK }, Boolean(opts.json));
     });
 
+  program
+    .command('sanitize')
+    .description('rewrite a training checkpoint so torch.load(weights_only=True) loads it: numpy, Namespace, omegaconf, sets, pickled models become plain values (exit 1 and nothing written when a value has no such form)')
+    .argument('<in>', 'checkpoint to read')
+    .argument('<out>', 'file to write (written atomically)')
+    .option('--json', 'one JSON document (schema ckpt.sanitize/1) on stdout')
+    .addOption(new Option('--scalars <as>', 'numpy scalars become Python numbers or 0-d tensors').choices(['number', 'tensor']).default('number'))
+    .option('--drop-unknown', 'leave out (and list) values of unknown classes instead of refusing the file')
+    .action(async (input: string, output: string, opts: { json?: boolean; scalars: 'number' | 'tensor'; dropUnknown?: boolean } & RemoteFlags) => {
+      const { collectSanitize } = await import('./commands/sanitize.js');
+      const { renderSanitize } = await import('./commands/sanitize-render.js');
+      const outcome = await collectSanitize(input, output, { scalars: opts.scalars, dropUnknown: opts.dropUnknown, remote: await remoteSession(opts) });
+      emit({ report: outcome.report, text: renderSanitize(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
+    });
+
   for (const command of program.commands) addRemoteOptions(command);
   return program;
 }

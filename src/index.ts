@@ -15,3 +15,4 @@ export { readTensorBytes, readStorageBytes, resolveLazyBits } from './model/read
 export * from './pickle/value.js';
 export { DTYPES, dtypeByName, type DType } from './tensor/dtype.js';
 export { collectInspect, type InspectReport } from './commands/inspect.js';
+export { collectSanitize, type SanitizeReport } from './commands/sanitize.js';

@@ -7,10 +7,13 @@
  * strides unchanged); a tensor cast to another dtype gets the whole source storage cast element by
  * element, shared by every view cast to the same dtype. Records go out in torch 2.x order:
  * data.pkl, byteorder, data/0.., version.
+ *
+ * `writeStateDict` writes a flat state dict; `writeTree` writes any tree of values the pickler accepts
+ * (a whole training checkpoint, `ckpt sanitize`), its tensors planned beforehand with a StoragePlan.
  */
 import { CheckpointError } from '../../io/errors.js';
 import { PyDict, type PyValue } from '../../pickle/value.js';
-import { pickleValue } from '../../pickle/pickler.js';
+import { type ExtendedValues, pickleValue } from '../../pickle/pickler.js';
 import type { StorageRef, TensorRef } from '../../model/tensor-ref.js';
 import { ZipWriter } from '../../zip/writer.js';
 import type { ByteSource } from '../../io/source.js';
@@ -48,27 +51,50 @@ interface CastStorage extends StorageRef {
 
 export async function writeStateDict(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, options: WriteOptions = {}): Promise<WriteResult> {
   const dict = new PyDict(true);
-  const castCache = new Map<StorageRef, Map<DType, CastStorage>>();
-  const typedCache = new Map<StorageRef, Map<DType, StorageRef>>();
-  let tensorCount = 0;
+  const plan = new StoragePlan(path);
   for (const [key, out] of entries) {
     if ('value' in out) {
       dict.entries.set(key, out.value);
       continue;
     }
-    tensorCount++;
-    dict.entries.set(key, planTensor(path, key, out.tensor, out.dtype ?? out.tensor.dtype, castCache, typedCache));
+    dict.entries.set(key, plan.tensor(key, out.tensor, out.dtype));
   }
   if (options.metadata) {
     const state = new PyDict(false);
     state.entries.set('_metadata', options.metadata);
     dict.state = state;
   }
+  return writeArchive(path, dict, plan.tensors, options);
+}
 
+/**
+ * Writes `root` as data.pkl, with every storage its tensors reach. Each tensor in `root` must come from
+ * `plan.tensor()` (or be written in its own dtype over a storage of that dtype); `extended` as in the pickler.
+ */
+export async function writeTree(path: string, root: PyValue, plan: StoragePlan, options: WriteOptions & { extended?: ExtendedValues } = {}): Promise<WriteResult> {
+  return writeArchive(path, root, plan.tensors, options, options.extended);
+}
+
+/** Output tensors for one file: casts and typed views made once per source storage and dtype, so views stay shared. */
+export class StoragePlan {
+  tensors = 0;
+  private readonly castCache = new Map<StorageRef, Map<DType, CastStorage>>();
+  private readonly typedCache = new Map<StorageRef, Map<DType, StorageRef>>();
+  constructor(private readonly path: string) {}
+
+  /** The tensor as the writer will store it (cast to `dtype` when given). `key` names it in errors. */
+  tensor(key: string, tensor: TensorRef, dtype?: DType): TensorRef {
+    this.tensors++;
+    return planTensor(this.path, key, tensor, dtype ?? tensor.dtype, this.castCache, this.typedCache);
+  }
+}
+
+async function writeArchive(path: string, root: PyValue, tensorCount: number, options: WriteOptions, extended?: ExtendedValues): Promise<WriteResult> {
   const order: StorageRef[] = [];
   const keys = new Map<StorageRef, string>();
-  const pickle = pickleValue(dict, {
+  const pickle = pickleValue(root, {
     path,
+    extended,
     storageKey: (s) => {
       let k = keys.get(s);
       if (k === undefined) {
