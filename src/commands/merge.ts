@@ -9,13 +9,13 @@ import type { Checkpoint } from '../formats/checkpoint.js';
 import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from '../model/tensor-ref.js';
-import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
+import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
-import { assertWritableOutput } from './paths.js';
+import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
 
-export interface MergeOptions {
+export interface MergeOptions extends OutputOptions {
   output?: string;
   dryRun?: boolean;
   key?: string;
@@ -40,6 +40,8 @@ export interface MergeReport {
   mismatched: MatchResult['mismatched'];
   /** Why nothing was written, when a policy stopped the merge; absent on success and on --dry-run. */
   failure?: string;
+  /** What was written (format, files, shards, --tied drop names), when something was. */
+  written?: WrittenOutput;
   /** For a merge that matched nothing: the closest automatic mapping and a sample of keys from each side. */
   hint?: { strip: string; add: string; names: number; shapes: number; pretrained_sample: string[]; target_sample: string[] };
 }
@@ -59,12 +61,13 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
 
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
-  if (options.output && !options.dryRun) await assertWritableOutput(options.output);
+  const form = options.output ? outputForm(options.output, options) : null;
+  if (form && !options.dryRun) await assertWritableDestination(form);
   const pretrained = await openCheckpoint(pretrainedPath);
   try {
     const target = await openCheckpoint(targetPath);
     try {
-      return await merge(pretrained, target, rules, options);
+      return await merge(pretrained, target, rules, options, form);
     } finally {
       await target.close();
     }
@@ -73,7 +76,7 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   }
 }
 
-async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, options: MergeOptions): Promise<MergeOutcome> {
+async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
   const result = matchStateDicts({
@@ -112,12 +115,12 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
     if (result.loaded.length === 0) report.hint = hint(result, psd, tsd);
     return { report, exitCode: 1 };
   }
-  if (options.dryRun || !options.output) return { report, exitCode: 0 };
+  if (options.dryRun || !form) return { report, exitCode: 0 };
 
   const progress = progressLine('merging');
-  await writeStateDict(options.output, composeOutput(psd, tsd, result), { metadata: tsd.metadata, onProgress: progress.update });
+  report.written = await writeOutput(form, composeOutput(psd, tsd, result), { moduleMetadata: tsd.metadata, onProgress: progress.update });
   progress.done();
-  report.output = options.output;
+  report.output = form.path;
   return { report, exitCode: 0 };
 }
 
