@@ -177,6 +177,23 @@ describe.skipIf(skipTorch2)('torch 2.6 and safetensors 0.4.5 judge what ckpt wri
       }
     }
 
+    // Shard sizes that fall exactly on a boundary (a shard filled to exactly the maximum keeps its last
+    // tensor) and below the largest tensor (fc.weight gets a shard of its own, before the one being filled).
+    {
+      const host = fixturePath('resnet18_tiny.pth');
+      const ckpt = await openCheckpoint(host);
+      const sizes = findStateDict(ckpt.root, host).tensors.map(([, t]) => tensorBytes(t));
+      await ckpt.close();
+      const exact = sizes.slice(0, 12).reduce((n, b) => n + b, 0);
+      for (const [tag, max] of [['exact', exact], ['small', 3000]] as const) {
+        for (const format of ['safetensors', 'pth'] as const) {
+          const folder = `boundary-${tag}-${format}`;
+          await collectConvert(host, join(dir, folder), undefined, { shard: String(max), format });
+          jobs.push({ kind: 'sharded', id: folder, folder, format, max_shard_size: max, model: 'resnet18_tiny', source: repo(host), key: '' });
+        }
+      }
+    }
+
     // Merges: the old 102-key resnet into the modified backbone, and a merge that casts on the way. The
     // .pth merge (judged by torch 1.13 in writer-interop.test.ts) is torch 2.6's view of the source here.
     const pre = fixturePath('resnet18_old_legacy.pth');
@@ -286,6 +303,17 @@ describe.skipIf(skipTorch2)('torch 2.6 and safetensors 0.4.5 judge what ckpt wri
     expect(results['tied_lm.pth:drop']!.safetensors_drop).toEqual({ 'embed.weight': ['lm_head.weight'] });
     // views.pth: `again` is `whole`; q/k/v/overlap are other views of that storage and stay as copies.
     expect(reports['views.pth:drop']!.dropped).toEqual([{ key: 'whole', kept: 'again' }]);
+  });
+
+  it('shard sizes on a boundary and below the largest tensor split as huggingface_hub splits', () => {
+    for (const tag of ['exact', 'small']) {
+      for (const format of ['safetensors', 'pth']) {
+        const r = results[`boundary-${tag}-${format}`]!;
+        expect({ id: `boundary-${tag}-${format}`, problems: r.problems, split_equal: r.split_equal, strict_load: r.strict_load }).toEqual({ id: `boundary-${tag}-${format}`, problems: [], split_equal: true, strict_load: 'ok' });
+        if (format === 'pth') expect(r.shard_key_order_equal).toBe(true);
+      }
+    }
+    expect((results['boundary-small-safetensors']!.files as string[]).length).toBeGreaterThan(10);
   });
 
   it('merges write the same forms: safetensors equal to the merged .pth byte for byte through save_file, shards strict into the target model', () => {
