@@ -81,6 +81,8 @@ export class ChunkedCopier {
     private readonly path: string,
     private readonly total: number,
     private readonly onProgress?: (done: number, total: number) => void,
+    /** Tests lower it to reach the run-by-run gather with small tensors. */
+    private readonly gatherWindowBytes = GATHER_WINDOW_BYTES,
   ) {}
 
   /** A whole output storage: the source storage's bytes, cast element by element for a CastStorage. */
@@ -138,7 +140,7 @@ export class ChunkedCopier {
     const spanStart = tensor.storageOffset;
     const spanBytes = (last - spanStart + 1) * item;
     const walker = new RowMajorWalker(tensor.shape, tensor.stride, spanStart);
-    if (spanBytes <= GATHER_WINDOW_BYTES) {
+    if (spanBytes <= this.gatherWindowBytes) {
       const span = Buffer.allocUnsafe(spanBytes);
       await source.readInto(offset + spanStart * item, span);
       return async (input, first, count) => {
