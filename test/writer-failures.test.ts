@@ -287,6 +287,14 @@ describe.skipIf(!cliBuilt())('SIGINT and SIGTERM while the CLI copies a 300 MB c
       expect(await sha256(big)).toBe(bigHash);
     }, 60_000);
 
+    it(`convert to .safetensors: ${signal} exits ${code}, removes the temporary file, writes no output`, async () => {
+      const output = join(work, `convert-${signal}.safetensors`);
+      const r = await interrupt(['convert', big, output], output, signal);
+      expect({ code: r.code, signal: r.signal }).toEqual({ code, signal: null });
+      expectNoOutput(output);
+      expect(await sha256(big)).toBe(bigHash);
+    }, 60_000);
+
     it(`merge: ${signal} exits ${code}, removes the temporary file, writes no output, leaves the inputs unchanged`, async () => {
       const output = join(work, `merge-${signal}.pth`);
       const r = await interrupt(['merge', big, big, '-o', output], output, signal);
