@@ -115,7 +115,7 @@ function fixtureSources(): Source[] {
   });
 }
 
-const DERIVED = ['dtypes_writable.pth', 'new_dtypes_writable.pth', 'lazy_writable.pth', 'names.pth', 'tied_lm.pth', 'views.pth'];
+const DERIVED = ['dtypes_writable.pth', 'new_dtypes_writable.pth', 'lazy_writable.pth', 'names.pth', 'views.pth'];
 const derivedSources = (): Source[] => DERIVED.map((name) => ({ name, host: join(dir, name), judge: `/work/${name}`, key: '', moduleMetadata: true, loadSource: true }));
 
 type Result = Record<string, unknown> & { problems?: string[]; error?: string };

@@ -357,12 +357,6 @@ def make(directory):
         names[k] = (torch.randn(2, i + 1, generator=g) * 10).to(dtype)
     save(names, 'names.pth')
 
-    lm = judge_models.TiedLM()
-    torch.manual_seed(3)
-    for p in lm.parameters():
-        torch.nn.init.normal_(p)
-    save(lm.state_dict(), 'tied_lm.pth')
-
     base = torch.randn(12, 5, generator=g)
     wide = torch.randn(40, 30, generator=g)
     save(OrderedDict([
