@@ -99,14 +99,17 @@ function commit(folder: string, create: boolean, moves: ReadonlyArray<readonly [
   const backups: Array<[string, string]> = []; // [original, backup]
   const placed: string[] = [];
   const removed: string[] = [];
+  let made = false;
   const backup = (path: string) => {
     const to = join(dirname(path), `.${basename(path)}.ckpt-old-${process.pid}-${randomBytes(4).toString('hex')}`);
     renameSync(path, to);
     backups.push([path, to]);
   };
   try {
-    if (create) mkdirSync(folder);
-    else {
+    if (create) {
+      mkdirSync(folder);
+      made = true;
+    } else {
       for (const name of readdirSync(folder)) {
         if (names.has(name) || !isStale(name)) continue;
         const kind = lstatSync(join(folder, name));
@@ -126,7 +129,7 @@ function commit(folder: string, create: boolean, moves: ReadonlyArray<readonly [
   } catch (e) {
     for (const final of placed.reverse()) tryQuietly(() => unlinkSync(final));
     for (const [original, saved] of backups.reverse()) tryQuietly(() => renameSync(saved, original));
-    if (create) tryQuietly(() => rmdirSync(folder));
+    if (made) tryQuietly(() => rmdirSync(folder));
     throw e instanceof CheckpointError ? e : ioError(folder, e, 'cannot move the output into place');
   }
   for (const [, saved] of backups) tryQuietly(() => unlinkSync(saved));

@@ -16,6 +16,7 @@
  */
 import { CheckpointError } from '../../io/errors.js';
 import { LIMITS } from '../../io/limits.js';
+import { FileAppender } from '../../io/appender.js';
 import { writeFolderAtomically, type FolderFile } from '../../io/output-folder.js';
 import { ChunkedCopier } from '../../model/copy.js';
 import type { PyDict } from '../../pickle/value.js';
@@ -67,7 +68,14 @@ export async function writeSharded(folder: string, entries: ReadonlyArray<readon
   const folderFiles: Array<FolderFile<number>> = files.map((f) => ({ name: f.name, write: f.write(copier) }));
   if (index) {
     const text = Buffer.from(pythonIndentedJson(index.json), 'utf8');
-    folderFiles.push({ name: index.name, write: async (handle) => (await handle.write(text, 0, text.length, 0)).bytesWritten });
+    folderFiles.push({
+      name: index.name,
+      write: async (handle) => {
+        const out = new FileAppender(handle, index.name);
+        await out.append(text);
+        return out.finish();
+      },
+    });
   }
   const outcome = await writeFolderAtomically(folder, folderFiles, (name) => isOutputOfFormat(options.format, name));
   return {
