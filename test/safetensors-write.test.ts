@@ -245,7 +245,7 @@ describe('the CLI chooses the writer by the output form', () => {
   });
 
   it('--format overrides the extension; .bin and other names stay torch zip', async () => {
-    const st = await collectConvert(fixturePath('small_mlp.pth'), join(dir, 'weights.pth'), undefined, { format: 'safetensors' });
+    const st = await collectConvert(fixturePath('small_mlp.pth'), join(dir, 'weights.pth'), undefined, undefined, { format: 'safetensors' });
     expect(readFileSync(join(dir, 'weights.pth')).equals(readFileSync(fixturePath('small_mlp_hf.safetensors')))).toBe(true);
     expect(st.format).toBe('safetensors');
     const zip = await collectConvert(fixturePath('small_mlp.pth'), join(dir, 'weights.bin'));
@@ -255,7 +255,7 @@ describe('the CLI chooses the writer by the output form', () => {
 
   it('--shard writes a folder: shards and index listed in the report; one shard is model.safetensors without an index', async () => {
     const folder = join(dir, 'sharded');
-    const r = await collectConvert(fixturePath('resnet18_tiny.pth'), folder, undefined, { shard: '30KB' });
+    const r = await collectConvert(fixturePath('resnet18_tiny.pth'), folder, undefined, undefined, { shard: '30KB' });
     expect(r.files!.map((f) => [f.path.slice(folder.length + 1), f.tensors])).toEqual([
       ['model-00001-of-00003.safetensors', 108],
       ['model-00002-of-00003.safetensors', 1],
@@ -265,7 +265,7 @@ describe('the CLI chooses the writer by the output form', () => {
     const index = JSON.parse(readFileSync(r.index!, 'utf8')) as { metadata: { total_size: number }; weight_map: Record<string, string> };
     expect(index.metadata.total_size).toBe(70192);
     expect(index.weight_map['fc.weight']).toBe('model-00002-of-00003.safetensors');
-    const one = await collectConvert(fixturePath('small_mlp.pth'), join(dir, 'one'), undefined, { shard: 'auto' });
+    const one = await collectConvert(fixturePath('small_mlp.pth'), join(dir, 'one'), undefined, undefined, { shard: 'auto' });
     expect(readdirSync(join(dir, 'one'))).toEqual(['model.safetensors']);
     expect(one.index).toBeNull();
     expect(readFileSync(join(dir, 'one', 'model.safetensors')).equals(readFileSync(fixturePath('small_mlp_hf.safetensors')))).toBe(true);

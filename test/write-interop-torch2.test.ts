@@ -163,16 +163,16 @@ describe.skipIf(skipTorch2)('torch 2.6 and safetensors 0.4.5 judge what ckpt wri
       if (!(st instanceof CheckpointError)) {
         reports[`${s.name}:st`] = st;
         jobs.push({ kind: 'file', id: `${id}:st`, out: `${id}.safetensors`, identity: true, ...base });
-        await collectConvert(s.host, join(dir, `${id}.drop.safetensors`), undefined, { tied: 'drop' }).then((r) => (reports[`${s.name}:drop`] = r));
+        await collectConvert(s.host, join(dir, `${id}.drop.safetensors`), undefined, undefined, { tied: 'drop' }).then((r) => (reports[`${s.name}:drop`] = r));
         jobs.push({ kind: 'file', id: `${id}:drop`, out: `${id}.drop.safetensors`, tied: 'drop', ...base });
-        await collectConvert(s.host, join(dir, `${id}-st`), undefined, { shard: String(maxShardSize) }).then((r) => (reports[`${s.name}:shards`] = r));
+        await collectConvert(s.host, join(dir, `${id}-st`), undefined, undefined, { shard: String(maxShardSize) }).then((r) => (reports[`${s.name}:shards`] = r));
         jobs.push({ kind: 'sharded', id: `${id}:shards`, folder: `${id}-st`, format: 'safetensors', max_shard_size: maxShardSize, model: MODELS[s.name] ?? null, ...base });
       }
       const pth = await attempt(() => collectConvert(s.host, join(dir, `${id}.pth`)));
       refusals[s.name]!.pth = pth instanceof CheckpointError ? pth : null;
       if (!(pth instanceof CheckpointError)) {
         jobs.push({ kind: 'pth', id: `${id}:pth`, out: `${id}.pth`, ...base });
-        await collectConvert(s.host, join(dir, `${id}-bin`), undefined, { shard: String(maxShardSize), format: 'pth' });
+        await collectConvert(s.host, join(dir, `${id}-bin`), undefined, undefined, { shard: String(maxShardSize), format: 'pth' });
         jobs.push({ kind: 'sharded', id: `${id}:bin`, folder: `${id}-bin`, format: 'pth', max_shard_size: maxShardSize, model: MODELS[s.name] ?? null, ...base });
       }
     }
@@ -188,7 +188,7 @@ describe.skipIf(skipTorch2)('torch 2.6 and safetensors 0.4.5 judge what ckpt wri
       for (const [tag, max] of [['exact', exact], ['small', 3000]] as const) {
         for (const format of ['safetensors', 'pth'] as const) {
           const folder = `boundary-${tag}-${format}`;
-          await collectConvert(host, join(dir, folder), undefined, { shard: String(max), format });
+          await collectConvert(host, join(dir, folder), undefined, undefined, { shard: String(max), format });
           jobs.push({ kind: 'sharded', id: folder, folder, format, max_shard_size: max, model: 'resnet18_tiny', source: repo(host), key: '' });
         }
       }

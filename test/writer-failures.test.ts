@@ -340,7 +340,7 @@ describe('sharded output: all or nothing', () => {
     try {
       const input = copyOf('four-tensors.pth', fourTensors(96 * 1024)); // 4 × 384 KiB
       const output = join(mount, 'out');
-      const e = await failure(() => collectConvert(input, output, undefined, { shard: '450KB' }));
+      const e = await failure(() => collectConvert(input, output, undefined, undefined, { shard: '450KB' }));
       expect(e.code).toBe('IO');
       expect(e.detail).toMatch(/ENOSPC/);
       expect(readdirSync(mount)).toEqual([]);
@@ -359,7 +359,7 @@ describe('sharded output: all or nothing', () => {
       const before = await snapshot(output);
       const input = copyOf('four-tensors-existing.pth', fourTensors(96 * 1024));
       for (const format of ['safetensors', 'pth'] as const) {
-        const e = await failure(() => collectConvert(input, output, undefined, { shard: '450KB', format }));
+        const e = await failure(() => collectConvert(input, output, undefined, undefined, { shard: '450KB', format }));
         expect(e.detail).toMatch(/ENOSPC/);
         expect(await snapshot(output)).toEqual(before);
       }
@@ -376,7 +376,7 @@ describe('sharded output: all or nothing', () => {
       earlierSave(join(mount, 'model'));
       spawnSync('mount', ['-o', 'remount,ro', mount]);
       const before = await snapshot(join(mount, 'model'));
-      const e = await failure(() => collectConvert(fixturePath('resnet18_tiny.pth'), join(mount, 'model'), undefined, { shard: '20KB' }));
+      const e = await failure(() => collectConvert(fixturePath('resnet18_tiny.pth'), join(mount, 'model'), undefined, undefined, { shard: '20KB' }));
       expect(e.code).toBe('IO');
       expect(e.detail).toMatch(/EROFS/);
       expect(await snapshot(join(mount, 'model'))).toEqual(before);
@@ -391,7 +391,7 @@ describe('sharded output: all or nothing', () => {
     // The third shard's name is taken by a directory: the commit renames shards 1 and 2, then stops.
     mkdirSync(join(output, 'model-00003-of-00003.safetensors'));
     const before = await snapshot(output);
-    const e = await failure(() => collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, { shard: '20KB' }));
+    const e = await failure(() => collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, undefined, { shard: '20KB' }));
     expect(e.detail).toMatch(/is a directory/);
     expect(await snapshot(output)).toEqual(before);
   });
@@ -420,11 +420,11 @@ describe('sharded output: all or nothing', () => {
   it('after a successful write into that folder, the earlier save is replaced and the user file kept', async () => {
     const output = join(work, 'replaced');
     earlierSave(output);
-    const report = await collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, { shard: '20KB' });
+    const report = await collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, undefined, { shard: '20KB' });
     expect(report.removed).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
     expect(readdirSync(output).sort()).toEqual(['config.json', 'model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors', 'model.safetensors.index.json']);
     // One shard now: the single file replaces the shards and the index of the save before.
-    const single = await collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, { shard: 'auto' });
+    const single = await collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, undefined, { shard: 'auto' });
     expect(single.files!.map((f) => basename(f.path))).toEqual(['model.safetensors']);
     expect(single.index).toBeNull();
     expect(readdirSync(output).sort()).toEqual(['config.json', 'model.safetensors']);

@@ -11,6 +11,8 @@ import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { formatBytes, formatCount, indent, table } from './render.js';
 import { progressLine } from './progress.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, fetchedText, withFetched } from './remote.js';
 
 export interface ConvertReport {
   schema: 'ckpt.convert/1';
@@ -33,12 +35,14 @@ export interface ConvertReport {
   dropped?: WrittenOutput['dropped'];
   /** Sharded output: files of an earlier save in the folder that this one replaced, removed. */
   removed?: string[];
+  /** What reading a URL cost (absent for a local input). */
+  fetched?: FetchedReport;
 }
 
-export async function collectConvert(input: string, output: string, keyPath?: string, options: OutputOptions = {}): Promise<ConvertReport> {
+export async function collectConvert(input: string, output: string, keyPath?: string, remote?: RemoteSession, options: OutputOptions = {}): Promise<ConvertReport> {
   const form = outputForm(output, options);
   await assertWritableDestination(form);
-  const ckpt = await openCheckpoint(input);
+  const ckpt = await openCheckpoint(input, { remote });
   try {
     const sd = findStateDict(ckpt.root, input, keyPath);
     const entries: Array<[string, OutputValue]> = [];
@@ -55,6 +59,7 @@ export async function collectConvert(input: string, output: string, keyPath?: st
       const name = String(key);
       entries.push([name, typeof value === 'object' && value !== null && value.kind === 'tensor' ? { tensor: detach(value) } : { value }]);
     }
+    ensureBudget(remote, 'convert', [ckpt], entries.flatMap(([, v]) => ('tensor' in v ? [v.tensor.storage] : [])));
     const progress = progressLine('copying');
     const written = await writeOutput(form, entries, { moduleMetadata: sd.metadata, onProgress: progress.update }).catch((e: unknown) => {
       // An entry the output format cannot take is a property of the input, not of the output path.
@@ -63,7 +68,7 @@ export async function collectConvert(input: string, output: string, keyPath?: st
     progress.done();
     const report: ConvertReport = {
       schema: 'ckpt.convert/1',
-      input: { path: input, format: ckpt.format, key: sd.key },
+      input: { path: ckpt.path, format: ckpt.format, key: sd.key },
       output,
       format: written.format,
       layout: written.layout,
@@ -74,7 +79,7 @@ export async function collectConvert(input: string, output: string, keyPath?: st
     };
     if (written.layout === 'sharded') Object.assign(report, { files: written.files, index: written.index, removed: written.removed });
     if (form.format === 'safetensors') report.dropped = written.dropped;
-    return report;
+    return withFetched(report, remote);
   } finally {
     await ckpt.close();
   }
@@ -100,5 +105,6 @@ export function renderConvert(r: ConvertReport): string {
     for (const d of r.dropped) lines.push(`  ${d.key} -> ${d.kept}`);
   }
   if (r.removed?.length) lines.push(`removed ${r.removed.join(', ')} (left by an earlier save in that folder)`);
+  if (r.fetched) lines.push(`fetched ${fetchedText(r.fetched)}`);
   return lines.join('\n');
 }

@@ -4,6 +4,7 @@ import { fold } from '../match/fold.js';
 import { describeRule } from '../match/rules.js';
 import type { MergeReport } from './merge.js';
 import { indent, shapeText, table } from './render.js';
+import { fetchedText } from './remote.js';
 
 /** How the output was written, unless it is a plain .pth file (shown as the path alone). */
 function writtenText(r: MergeReport): string {
@@ -27,6 +28,7 @@ export function renderMerge(r: MergeReport, verbose = false): string {
   else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : `${r.output}${writtenText(r)}`}`);
   for (const d of r.written?.dropped ?? []) lines.push(`            ${d.key} dropped (--tied drop): same bytes as ${d.kept}`);
   if (r.written?.removed.length) lines.push(`            removed ${r.written.removed.join(', ')} (left by an earlier save in that folder)`);
+  if (r.fetched) lines.push(`fetched     ${fetchedText(r.fetched)}`);
 
   if (r.hint) {
     const h = r.hint;

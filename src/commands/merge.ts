@@ -14,6 +14,8 @@ import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export interface MergeOptions extends OutputOptions {
   output?: string;
@@ -25,6 +27,8 @@ export interface MergeOptions extends OutputOptions {
   rename?: string[];
   onShapeMismatch?: 'keep' | 'error';
   strict?: boolean;
+  /** How URLs are read, and what they cost (reported as `fetched`). */
+  remote?: RemoteSession;
 }
 
 export interface MergeReport {
@@ -44,6 +48,8 @@ export interface MergeReport {
   written?: WrittenOutput;
   /** For a merge that matched nothing: the closest automatic mapping and a sample of keys from each side. */
   hint?: { strip: string; add: string; names: number; shapes: number; pretrained_sample: string[]; target_sample: string[] };
+  /** What reading URLs cost (absent when both inputs are local). */
+  fetched?: FetchedReport;
 }
 
 export interface MergeOutcome {
@@ -63,11 +69,13 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   const rules = explicitRules(options);
   const form = options.output ? outputForm(options.output, options) : null;
   if (form && !options.dryRun) await assertWritableDestination(form);
-  const pretrained = await openCheckpoint(pretrainedPath);
+  const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
-    const target = await openCheckpoint(targetPath);
+    const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      return await merge(pretrained, target, rules, options, form);
+      const outcome = await merge(pretrained, target, rules, options, form);
+      withFetched(outcome.report, options.remote);
+      return outcome;
     } finally {
       await target.close();
     }
@@ -117,8 +125,11 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   }
   if (options.dryRun || !form) return { report, exitCode: 0 };
 
+  const output = composeOutput(psd, tsd, result);
+  // From a URL, only the storages the output takes are fetched: check they fit the budget first.
+  ensureBudget(options.remote, 'merge', [pretrained, target], output.flatMap(([, v]) => ('tensor' in v ? [v.tensor.storage] : [])));
   const progress = progressLine('merging');
-  report.written = await writeOutput(form, composeOutput(psd, tsd, result), { moduleMetadata: tsd.metadata, onProgress: progress.update });
+  report.written = await writeOutput(form, output, { moduleMetadata: tsd.metadata, onProgress: progress.update });
   progress.done();
   report.output = form.path;
   return { report, exitCode: 0 };

@@ -10,6 +10,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname, extname, join as joinPath } from 'node:path';
 import { CheckpointError } from '../io/errors.js';
+import { isUrl } from '../io/url.js';
 import type { PyDict } from '../pickle/value.js';
 import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
 import { type TiedPolicy, writeSafetensors } from '../formats/safetensors/write.js';
@@ -98,7 +99,7 @@ export function parseMetadata(pairs: readonly string[]): Array<readonly [string,
 
 /** Fails before any input is read when the destination cannot take the output. */
 export async function assertWritableDestination(form: OutputForm): Promise<void> {
-  if (form.maxShardSize === null) return assertWritableOutput(form.path);
+  if (form.maxShardSize === null || isUrl(form.path)) return assertWritableOutput(form.path);
   const there = await stat(form.path).catch(() => null);
   if (there && !there.isDirectory()) throw new CheckpointError('IO', form.path, 'exists and is not a folder (--shard writes a folder)');
   if (!there && !(await stat(dirname(form.path)).catch(() => null))?.isDirectory()) throw new CheckpointError('IO', form.path, `folder ${dirname(form.path)} does not exist`);

@@ -25,6 +25,19 @@ const SMALL_RANGE_BYTES = 64 << 10;
  * gathered from memory; a wider one (rare: a transposed matrix of more than 64 MiB) is gathered run by run.
  */
 export const GATHER_WINDOW_BYTES = 64 << 20;
+/**
+ * Items copied one after the other whose bytes are at most this far apart in their source (a zip local
+ * header, a legacy storage's 8-byte count) form one run: read ahead together, and announced together to a
+ * remote source (ByteSource.willRead), which then fetches the run in a few large requests.
+ */
+const RUN_GAP_BYTES = 1 << 10;
+
+/** Bytes [start, end) of one source that the copy reads front to back. */
+interface Run {
+  source: ByteSource;
+  start: number;
+  end: number;
+}
 
 export type WriteChunk = (chunk: Uint8Array) => Promise<void>;
 
@@ -40,6 +53,7 @@ export function castSource(storage: StorageRef): StorageRef | undefined {
 /**
  * Reads small ranges through one window of the source, so that ranges lying next to each other in the
  * input (the usual case: torch writes records in key order) cost one read per window, not one each.
+ * The window never reaches past the run the range belongs to: bytes no output needs are not read.
  */
 class ReadAhead {
   private readonly window: Buffer;
@@ -51,13 +65,12 @@ class ReadAhead {
     this.window = Buffer.allocUnsafe(size);
   }
 
-  async read(source: ByteSource, offset: number, target: Uint8Array): Promise<void> {
+  async read(source: ByteSource, offset: number, target: Uint8Array, runEnd: number): Promise<void> {
     const end = offset + target.length;
     if (source !== this.source || offset < this.start || end > this.start + this.length) {
       this.source = source;
       this.start = offset;
-      this.length = Math.min(this.window.length, source.size - offset);
-      if (this.length < target.length) throw new CheckpointError('TRUNCATED', source.path, `needs bytes ${offset}..${end} but the file has ${source.size}`);
+      this.length = Math.min(this.window.length, Math.max(end, runEnd) - offset);
       await source.readInto(offset, this.window.subarray(0, this.length));
     }
     target.set(this.window.subarray(offset - this.start, end - this.start));
@@ -73,6 +86,8 @@ export class ChunkedCopier {
   private readonly readAhead = new ReadAhead(COPY_CHUNK_BYTES);
   /** Scattered single elements of a wide non-contiguous view: a small window, refilled often. */
   private readonly elementWindow = new ReadAhead(SMALL_RANGE_BYTES);
+  /** The run each planned item's source bytes belong to (plan()). */
+  private readonly runs = new Map<StorageRef | TensorRef, Run>();
   private turn = 0;
   private done = 0;
   private sinceYield = 0;
@@ -85,11 +100,28 @@ export class ChunkedCopier {
     private readonly gatherWindowBytes = GATHER_WINDOW_BYTES,
   ) {}
 
+  /**
+   * Locates the bytes of every item (whole output storages, or tensors) in copy order, and groups items
+   * whose bytes follow each other closely in the same source into runs (RUN_GAP_BYTES). Optional: an item
+   * not planned is read on its own.
+   */
+  async plan(items: ReadonlyArray<StorageRef | TensorRef>): Promise<void> {
+    let run: Run | null = null;
+    for (const item of items) {
+      const range = await this.rangeOf(item);
+      if (!range) continue;
+      if (run && run.source === range.source && range.start >= run.end && range.start - run.end <= RUN_GAP_BYTES) run.end = range.end;
+      else run = { ...range };
+      this.runs.set(item, run);
+    }
+  }
+
   /** A whole output storage: the source storage's bytes, cast element by element for a CastStorage. */
   async copyStorage(storage: StorageRef, write: WriteChunk): Promise<void> {
     const from = castSource(storage) ?? storage;
     const { source, offset } = await this.resolve(from);
-    await this.pump(from.numel, from.dtype, storage.dtype, null, this.rangeFill(source, offset, from.dtype.itemSize, from.byteLength), write);
+    const runEnd = this.announce(storage, source, offset + from.byteLength);
+    await this.pump(from.numel, from.dtype, storage.dtype, null, this.rangeFill(source, offset, from.dtype.itemSize, from.byteLength, runEnd), write);
   }
 
   /**
@@ -110,12 +142,34 @@ export class ChunkedCopier {
       throw new CheckpointError('UNWRITABLE', this.path, `no conversion from ${tensor.dtype.name} to ${dtype.name}`);
     }
     const { source, offset } = await this.resolve(tensor.storage);
+    const runEnd = this.announce(tensor, source, offset + (last + 1) * item);
     const lazy = tensor.conj || tensor.neg ? tensor : null;
     if (isContiguous(tensor)) {
-      await this.pump(numel, tensor.dtype, dtype, lazy, this.rangeFill(source, offset + tensor.storageOffset * item, item, numel * item), write);
+      await this.pump(numel, tensor.dtype, dtype, lazy, this.rangeFill(source, offset + tensor.storageOffset * item, item, numel * item, runEnd), write);
     } else {
       await this.pump(numel, tensor.dtype, dtype, lazy, await this.gatherFill(tensor, source, offset, last), write);
     }
+  }
+
+  /** Bytes [start, end) a copy of `item` reads from its source, or null when it reads none. */
+  private async rangeOf(item: StorageRef | TensorRef): Promise<Run | null> {
+    if (item.kind === 'storage') {
+      const from = castSource(item) ?? item;
+      if (!from.record) return null;
+      const { source, offset } = await from.record.resolve();
+      return { source, start: offset, end: offset + from.byteLength };
+    }
+    if (!item.storage.record || numelOf(item.shape) === 0) return null;
+    const { source, offset } = await item.storage.record.resolve();
+    const { last } = viewExtent(item.shape, item.stride, item.storageOffset);
+    return { source, start: offset + item.storageOffset * item.dtype.itemSize, end: offset + (last + 1) * item.dtype.itemSize };
+  }
+
+  /** Tells a remote source which run is about to be read; returns where the read-ahead may stop. */
+  private announce(item: StorageRef | TensorRef, source: ByteSource, end: number): number {
+    const run = this.runs.get(item);
+    if (run) source.willRead?.(run.start, run.end - run.start);
+    return run?.end ?? end;
   }
 
   private async resolve(storage: StorageRef): Promise<{ source: ByteSource; offset: number }> {
@@ -124,9 +178,9 @@ export class ChunkedCopier {
   }
 
   /** Consecutive elements from `offset`; a small range goes through the read-ahead window. */
-  private rangeFill(source: ByteSource, offset: number, item: number, rangeBytes: number): Fill {
+  private rangeFill(source: ByteSource, offset: number, item: number, rangeBytes: number, runEnd: number): Fill {
     return rangeBytes <= SMALL_RANGE_BYTES
-      ? (input, first) => this.readAhead.read(source, offset + first * item, input)
+      ? (input, first) => this.readAhead.read(source, offset + first * item, input, runEnd)
       : (input, first) => source.readInto(offset + first * item, input);
   }
 
@@ -153,6 +207,7 @@ export class ChunkedCopier {
     }
     const rank = tensor.shape.length;
     const dense = rank > 0 && tensor.stride[rank - 1] === 1;
+    const spanEnd = offset + (last + 1) * item;
     return async (input, first, count) => {
       walker.seek(first);
       let i = 0;
@@ -162,11 +217,11 @@ export class ChunkedCopier {
           const at = walker.next();
           walker.skip(run - 1);
           const target = input.subarray(i * item, (i + run) * item);
-          if (target.length <= SMALL_RANGE_BYTES) await this.elementWindow.read(source, offset + at * item, target);
+          if (target.length <= SMALL_RANGE_BYTES) await this.elementWindow.read(source, offset + at * item, target, spanEnd);
           else await source.readInto(offset + at * item, target);
           i += run;
         } else {
-          await this.elementWindow.read(source, offset + walker.next() * item, input.subarray(i * item, (i + 1) * item));
+          await this.elementWindow.read(source, offset + walker.next() * item, input.subarray(i * item, (i + 1) * item), spanEnd);
           i++;
         }
       }

@@ -149,6 +149,7 @@ export function planSafetensors(path: string, tensors: readonly SafetensorsTenso
 /** Writes a planned safetensors file into an open, empty file; returns its length. The caller fsyncs. */
 export async function writeSafetensorsTo(handle: FileHandle, path: string, plan: SafetensorsPlan, copier: ChunkedCopier): Promise<number> {
   const out = new FileAppender(handle, path);
+  await copier.plan(plan.header.order.map((o) => (plan.tensors[o.tensor] as SafetensorsTensor).tensor));
   await out.append(plan.header.bytes);
   for (const { tensor: index, begin, end } of plan.header.order) {
     const t = plan.tensors[index] as SafetensorsTensor;

@@ -101,6 +101,7 @@ export async function writeZipTo(handle: FileHandle, path: string, plan: ZipPlan
   const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX);
   await zip.addBuffer('data.pkl', plan.pickle);
   await zip.addBuffer('byteorder', Buffer.from('little', 'latin1'));
+  await copier.plan(plan.storages);
   for (let i = 0; i < plan.storages.length; i++) {
     const storage = plan.storages[i] as StorageRef;
     await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copyStorage(storage, write), reusableCrc(storage));
