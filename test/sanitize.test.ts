@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../src/formats/open.js';
 import { CheckpointError } from '../src/io/errors.js';
-import { StoragePlan } from '../src/formats/torch-zip/write.js';
+import { StoragePlanner } from '../src/formats/torch-zip/write.js';
 import { readTensorBytes } from '../src/model/read-bytes.js';
 import { sanitizeTree } from '../src/model/sanitize.js';
 import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyValue, isTensor } from '../src/pickle/value.js';
@@ -258,8 +258,8 @@ function array(d: PyObject, shape: number[], fortran: boolean, data: PyValue, ve
 }
 
 function run(root: PyValue, options: { dropUnknown?: boolean; scalars?: 'number' | 'tensor' } = {}) {
-  const plan = new StoragePlan('test.pth');
-  return sanitizeTree(root, { path: 'test.pth', scalars: options.scalars ?? 'number', dropUnknown: options.dropUnknown ?? false, planTensor: (p, t) => plan.tensor(p, t) });
+  const planner = new StoragePlanner('test.pth');
+  return sanitizeTree(root, { path: 'test.pth', scalars: options.scalars ?? 'number', dropUnknown: options.dropUnknown ?? false, planTensor: (p, t) => planner.plan(p, t, t.dtype) });
 }
 
 function dictOf(entries: Record<string, PyValue>): PyDict {

@@ -6,7 +6,7 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { openCheckpoint } from '../formats/open.js';
-import { StoragePlan, writeTree } from '../formats/torch-zip/write.js';
+import { StoragePlanner, writeTree } from '../formats/torch-zip/write.js';
 import { globalVerdict } from '../pickle/globals.js';
 import { type Change, type Omission, sanitizeTree } from '../model/sanitize.js';
 import { type TorchSupport, torchSupport } from '../model/sanitize-support.js';
@@ -50,8 +50,8 @@ export async function collectSanitize(input: string, output: string, options: Sa
       const why = ckpt.format === 'safetensors' ? 'a safetensors file holds no pickle; nothing to sanitize' : 'sanitize one shard file at a time';
       throw new CheckpointError('UNSUPPORTED_FORMAT', input, why);
     }
-    const plan = new StoragePlan(input);
-    const result = sanitizeTree(ckpt.root, { path: input, scalars, dropUnknown, planTensor: (path, t) => plan.tensor(path, t) });
+    const planner = new StoragePlanner(input);
+    const result = sanitizeTree(ckpt.root, { path: input, scalars, dropUnknown, planTensor: (path, t) => planner.plan(path, t, t.dtype) });
     // A global that can run code refuses the file even where the walk dropped or converted its object.
     const reported = new Set(result.refused.map((r) => r.what));
     for (const g of ckpt.globals) {
@@ -75,7 +75,7 @@ export async function collectSanitize(input: string, output: string, options: Sa
     ensureBudget(remote, 'sanitize', [ckpt], ckpt.storages);
 
     const progress = progressLine('writing');
-    const written = await writeTree(output, result.root, plan, {
+    const written = await writeTree(output, result.root, planner, {
       onProgress: progress.update,
       extended: {
         floats: true,

@@ -36,7 +36,7 @@ export interface SanitizeOptions {
   /** numpy scalars as Python numbers (default) or as 0-d tensors. */
   scalars: 'number' | 'tensor';
   dropUnknown: boolean;
-  /** Every tensor of the output passes through here (the writer's StoragePlan). */
+  /** Every tensor of the output passes through here (the writer's StoragePlanner). */
   planTensor(path: string, t: TensorRef): TensorRef;
 }
 
