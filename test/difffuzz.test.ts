@@ -24,6 +24,22 @@ import { FIXTURES } from './helpers/fixtures.js';
 import { torchAvailable } from './helpers/torch.js';
 import { torch2Available } from './helpers/torch2.js';
 
+/**
+ * Findings of the differential fuzzer that are known and not fixed yet, each with its regression test above
+ * (an `it.fails` that starts failing once the reader is fixed: then delete its entry here too). The slice
+ * counts and prints divergences they explain and fails on every other one.
+ */
+const KNOWN_OPEN: Array<{ id: string; matches: (d: Divergence, steps: readonly string[]) => boolean }> = [
+  // deflated.pth: torch 2.6 mmap=True reads a deflated record's compressed bytes (torch disagreeing with itself).
+  { id: 'mmap-split', matches: (d) => d.kind === 'mmap-split' },
+  // difffuzz-ordereddict-second-build.pth: a second BUILD on an OrderedDict replaces its state in ckpt.
+  { id: 'second-build', matches: (d, steps) => d.kind === 'structure' && /via build|shadow build-dict/.test(steps.join(' ')) },
+  // difffuzz-tensor-metadata-neg-false.pth: torch 2.x sets conj/neg when the metadata key is present.
+  { id: 'metadata-presence', matches: (d, steps) => d.kind === 'tensor-bytes' && d.judge.startsWith('torch26') && /bool op|int op/.test(steps.join(' ')) },
+  // difffuzz-int-text-octal.pth: CPython reads INT lines with strtol base 0 (octal, hex, 3-byte bools).
+  { id: 'int-text', matches: (d, steps) => /-> I"/.test(steps.join(' ')) && (d.kind === 'structure' || d.kind.startsWith('tensor')) },
+];
+
 /** Fixed, so CI runs the same cases every time; explore with scripts/difffuzz.mjs --seed. */
 const SEED = 20261130;
 const CASES = 600;
@@ -178,6 +194,7 @@ describe.skipIf(skip)('differential fuzzing against real torch', () => {
   it(`seed ${SEED}, cases 0..${CASES - 1}: every file ckpt accepts, it reads as torch and safetensors do`, async () => {
     const tally = emptyTally();
     const findings: string[] = [];
+    const knownCounts = new Map<string, number>();
     let next = 0;
     let skipped = 0;
     const worker = async () => {
@@ -190,11 +207,15 @@ describe.skipIf(skip)('differential fuzzing against real torch', () => {
         }
         const o = await runDiffCase(ctx, i);
         tallyCase(tally, o);
-        for (const d of o.divergences) findings.push(`case ${i} (${o.seed}: ${o.steps.join('; ')}): ${d.kind} [${d.judge}] at ${d.where}: torch ${d.torch} | ckpt ${d.ckpt}`);
+        for (const d of o.divergences) {
+          const known = KNOWN_OPEN.find((k) => k.matches(d, o.steps));
+          if (known) knownCounts.set(known.id, (knownCounts.get(known.id) ?? 0) + 1);
+          else findings.push(`case ${i} (${o.seed}: ${o.steps.join('; ')}): ${d.kind} [${d.judge}] at ${d.where}: torch ${d.torch} | ckpt ${d.ckpt}`);
+        }
       }
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-    console.log(`difffuzz slice: ${tally.cases} cases (${skipped} with a memo index in the millions left to the long run), judge accepted ${tally.torchAccepted}, ckpt accepted ${tally.ckptAccepted}, agreements ${tally.agreements}, refused by ckpt only ${tally.ckptOnlyRefused}, findings ${tally.findings}, timeouts ${tally.timeouts}`);
+    console.log(`difffuzz slice: ${tally.cases} cases (${skipped} with a memo index in the millions left to the long run), judge accepted ${tally.torchAccepted}, ckpt accepted ${tally.ckptAccepted}, agreements ${tally.agreements}, refused by ckpt only ${tally.ckptOnlyRefused}, findings ${tally.findings}, timeouts ${tally.timeouts}; known open: ${[...knownCounts].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);
     expect(tally.cases + skipped).toBe(CASES);
     expect(skipped).toBeLessThan(CASES / 50);
     // The slice must exercise both sides: files both accept and files only one accepts.

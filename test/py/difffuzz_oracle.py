@@ -190,7 +190,14 @@ class Call:
         return Call(self, args, 'reduce', kwargs)
 
     def __setstate__(self, state):
-        self.state = state
+        # What most classes do (CPython's default BUILD, nn.Module.__setstate__): update the instance __dict__,
+        # so the items of an earlier BUILD stay.
+        if self.has_state and type(self.state) is dict and type(state) is dict:
+            merged = dict(self.state)
+            merged.update(state)
+            self.state = merged
+        else:
+            self.state = state
         self.has_state = True
 
     def append(self, x):
