@@ -1,7 +1,9 @@
 /**
- * Sniff, then dispatch (torch-format.md §1, §9): zip local-header magic at offset 0, the legacy magic-number
- * pickle, a safetensors file (8-byte header length, then `{`), or the ancient tar layout, which is
- * recognised and refused. A path to a `.json` index of shard files opens the shards as one checkpoint
+ * Sniff, then dispatch (torch-format.md §1, §9), in torch.load's order: zip local-header magic at offset 0;
+ * then anything Python's tarfile would open (tar-header.ts), which is refused (torch reads it as the
+ * 0.1.x tar format, even when it also looks like a legacy stream: the legacy reader checks that itself
+ * on its first window); the legacy magic-number pickle; a safetensors file (8-byte header length, then
+ * `{` after JSON white space). A path to a `.json` index of shard files opens the shards as one checkpoint
  * (sharded.ts).
  */
 import { readdirSync, statSync } from 'node:fs';
@@ -13,13 +15,11 @@ import { isLegacyMagic, openLegacy } from './torch-legacy/read.js';
 import { looksLikeSafetensors, openSafetensors } from './safetensors/read.js';
 import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded/read.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
-import { latin1 } from '../pickle/text.js';
+import { TAR_BLOCK, isTarToPython, tarRefusal } from './tar-header.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
-const SNIFF_BYTES = 512;
 /** Enough for the zip local-header magic and the 15-byte legacy magic number. */
 const MAGIC_BYTES = 16;
-const TAR_MAGIC_OFFSET = 257;
 
 export async function openCheckpoint(path: string, options: OpenOptions = {}): Promise<Checkpoint> {
   return openFile(path, options, true);
@@ -46,10 +46,8 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   if (isLegacyMagic(head)) return openLegacy(source, options);
   // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
   if (looksLikeSafetensors(head)) return openSafetensors(source, options);
-  head = await source.read(0, Math.min(SNIFF_BYTES, source.size));
-  if (head.length >= TAR_MAGIC_OFFSET + 5 && latin1(head, TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5) === 'ustar') {
-    throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
-  }
+  head = await source.read(0, Math.min(TAR_BLOCK, source.size));
+  if (isTarToPython(head)) throw tarRefusal(source.path, false);
   if (head[0] === 0x80) {
     throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'a plain pickle, not a torch.save checkpoint (no zip container and no legacy magic number)');
   }
