@@ -23,7 +23,13 @@ export class Machine {
   readonly marks: number[] = [];
   base = 0;
   readonly memo: Array<PyValue | undefined> = [];
+  /**
+   * Distinct memo slots set so far: CPython's memo_len (`_Unpickler_MemoPut` counts a slot once, however
+   * often it is set), which is where MEMOIZE stores next. Kept exact whether or not a slot's value is kept.
+   */
   memoCount = 0;
+  /** Bitmap of the memo slots ever set (slots are small and dense; at most LIMITS.pickleMemo / 8 bytes). */
+  private setSlots = new Uint8Array(64);
   /** object → memo slots holding it; built only once a BUILD hook replaces its target. */
   private memoSlots: Map<object, number[]> | null = null;
   readonly globals = new Map<string, PyGlobal>();
@@ -117,24 +123,33 @@ export class Machine {
     return this.stack.splice(this.closeMark());
   }
 
-  /** Memo index check shared by PUT, BINPUT, LONG_BINPUT and MEMOIZE. */
+  /** PUT, BINPUT, LONG_BINPUT and MEMOIZE (at memoCount): sets memo slot `index` to the top of the stack. */
   put(index: number): void {
     if (index > LIMITS.pickleMemo) throw this.error('LIMIT', `memo index ${index} is over the pickleMemo limit of ${LIMITS.pickleMemo}`);
     const v = this.top();
-    if (this.fetched && !this.fetched.has(index)) {
-      // Never read back: counted against the limit like any slot, but not kept alive.
-      if (++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
-      return;
-    }
-    if (this.memo[index] === undefined) {
-      if (++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
-    }
+    if (this.firstSet(index) && ++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
+    // A slot no GET reads back is counted but not kept alive.
+    if (this.fetched && !this.fetched.has(index)) return;
     this.memo[index] = v;
     if (this.memoSlots && typeof v === 'object' && v !== null) {
       const slots = this.memoSlots.get(v);
       if (slots) slots.push(index);
       else this.memoSlots.set(v, [index]);
     }
+  }
+
+  /** Marks slot `index` as set; true the first time. */
+  private firstSet(index: number): boolean {
+    const byte = index >>> 3;
+    if (byte >= this.setSlots.length) {
+      const grown = new Uint8Array(Math.max(byte + 1, this.setSlots.length * 2));
+      grown.set(this.setSlots);
+      this.setSlots = grown;
+    }
+    const bit = 1 << (index & 7);
+    if (this.setSlots[byte]! & bit) return false;
+    this.setSlots[byte] = this.setSlots[byte]! | bit;
+    return true;
   }
 
   get(index: number): void {
