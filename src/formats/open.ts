@@ -45,7 +45,7 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   if (ZIP_MAGIC.every((b, i) => head[i] === b)) return openArchive(source, options);
   if (isLegacyMagic(head)) return openLegacy(source, options);
   // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
-  if (looksLikeSafetensors(head)) return openSafetensors(source, options);
+  if (await looksLikeSafetensors(source, head)) return openSafetensors(source, options);
   head = await source.read(0, Math.min(TAR_BLOCK, source.size));
   if (isTarToPython(head)) throw tarRefusal(source.path, false);
   if (head[0] === 0x80) {
