@@ -32,6 +32,8 @@ export class Machine {
   private setSlots = new Uint8Array(64);
   /** object → memo slots holding it; built only once a BUILD hook replaces its target. */
   private memoSlots: Map<object, number[]> | null = null;
+  /** The protocol of the last PROTO opcode (0 without one): CPython's find_class depends on it. */
+  proto = 0;
   readonly globals = new Map<string, PyGlobal>();
   /** Built-in decoder per distinct global (null: none), so a call costs no string building. */
   private readonly decoders = new Map<PyGlobal, Decoder | null>();
@@ -158,9 +160,19 @@ export class Machine {
     this.stack.push(v);
   }
 
-  /** A GLOBAL / INST / STACK_GLOBAL reference: mapped to Python 3 names, one PyGlobal per distinct name. */
+  /**
+   * A GLOBAL / INST / STACK_GLOBAL reference, named as CPython's find_class resolves it (Lib/pickle.py,
+   * Modules/_pickle.c): below protocol 3, Python 2 names are mapped to Python 3 ones (fix_imports); from
+   * protocol 4 a dotted name is an attribute walk from the module (`torch` + `os.system` is os.system,
+   * judged on the full name), below it getattr with the dotted string fails, so torch.load would fail and
+   * the file is refused. One PyGlobal per distinct name.
+   */
   global(module: string, name: string): PyGlobal {
-    const [mod, nm] = mapPython2Name(module, name);
+    const [mod, nm] = this.proto < 3 ? mapPython2Name(module, name) : [module, name];
+    if (nm.includes('.')) {
+      if (this.proto < 4) throw this.error('BAD_PICKLE', `names the global ${JSON.stringify(`${mod} ${nm}`.slice(0, 120))}: below protocol 4 CPython cannot resolve a dotted name (torch.load fails on it)`);
+      if (nm.split('.').some((part) => part === '' || part === '<locals>')) throw this.error('BAD_PICKLE', `names the global ${JSON.stringify(`${mod} ${nm}`.slice(0, 120))}, which CPython cannot resolve`);
+    }
     const key = `${mod}\n${nm}`;
     let g = this.globals.get(key);
     if (!g) {
