@@ -1,10 +1,10 @@
 /**
- * Sniff, then dispatch (torch-format.md §1, §9), in torch.load's order: zip local-header magic at offset 0;
- * then anything Python's tarfile would open (tar-header.ts), which is refused (torch reads it as the
- * 0.1.x tar format, even when it also looks like a legacy stream: the legacy reader checks that itself
- * on its first window); the legacy magic-number pickle; a safetensors file (8-byte header length, then
- * `{` after JSON white space). A path to a `.json` index of shard files opens the shards as one checkpoint
- * (sharded.ts).
+ * Sniff, then dispatch (torch-format.md §1, §9): zip local-header magic at offset 0 (what torch.load
+ * checks first); the legacy magic-number pickle; a safetensors file (8-byte header length, then `{` after
+ * JSON white space). torch.load hands every non-zip file to Python's tarfile before the legacy stream, so
+ * a file tarfile would open is refused (tar-header.ts): the legacy reader checks its first window, and any
+ * other file is checked here (torch's 0.1.x tar format). safetensors files are not torch.load's to read.
+ * A path to a `.json` index of shard files opens the shards as one checkpoint (sharded.ts).
  */
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -44,7 +44,6 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   let head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
   if (ZIP_MAGIC.every((b, i) => head[i] === b)) return openArchive(source, options);
   if (isLegacyMagic(head)) return openLegacy(source, options);
-  // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
   if (await looksLikeSafetensors(source, head)) return openSafetensors(source, options);
   head = await source.read(0, Math.min(TAR_BLOCK, source.size));
   if (isTarToPython(head)) throw tarRefusal(source.path, false);
