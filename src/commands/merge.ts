@@ -14,6 +14,8 @@ import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { assertWritableOutput } from './paths.js';
 import { progressLine } from './progress.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export interface MergeOptions {
   output?: string;
@@ -25,6 +27,8 @@ export interface MergeOptions {
   rename?: string[];
   onShapeMismatch?: 'keep' | 'error';
   strict?: boolean;
+  /** How URLs are read, and what they cost (reported as `fetched`). */
+  remote?: RemoteSession;
 }
 
 export interface MergeReport {
@@ -42,6 +46,8 @@ export interface MergeReport {
   failure?: string;
   /** For a merge that matched nothing: the closest automatic mapping and a sample of keys from each side. */
   hint?: { strip: string; add: string; names: number; shapes: number; pretrained_sample: string[]; target_sample: string[] };
+  /** What reading URLs cost (absent when both inputs are local). */
+  fetched?: FetchedReport;
 }
 
 export interface MergeOutcome {
@@ -60,11 +66,13 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
   if (options.output && !options.dryRun) await assertWritableOutput(options.output);
-  const pretrained = await openCheckpoint(pretrainedPath);
+  const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
-    const target = await openCheckpoint(targetPath);
+    const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      return await merge(pretrained, target, rules, options);
+      const outcome = await merge(pretrained, target, rules, options);
+      withFetched(outcome.report, options.remote);
+      return outcome;
     } finally {
       await target.close();
     }
@@ -114,8 +122,11 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   }
   if (options.dryRun || !options.output) return { report, exitCode: 0 };
 
+  const output = composeOutput(psd, tsd, result);
+  // From a URL, only the storages the output takes are fetched: check they fit the budget first.
+  ensureBudget(options.remote, 'merge', [pretrained, target], output.flatMap(([, v]) => ('tensor' in v ? [v.tensor.storage] : [])));
   const progress = progressLine('merging');
-  await writeStateDict(options.output, composeOutput(psd, tsd, result), { metadata: tsd.metadata, onProgress: progress.update });
+  await writeStateDict(options.output, output, { metadata: tsd.metadata, onProgress: progress.update });
   progress.done();
   report.output = options.output;
   return { report, exitCode: 0 };
