@@ -20,6 +20,7 @@ import { looksLikeSafetensors, openSafetensors } from './safetensors/read.js';
 import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded/read.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
 import { TAR_BLOCK, isTarToPython, tarRefusal } from './tar-header.js';
+import { diagnoseUnknown, diagnoseZip } from './diagnose.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 /** Enough for the zip local-header magic and the 15-byte legacy magic number. */
@@ -48,15 +49,16 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   if (source.size === 0) throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'file is empty');
   // A few bytes decide zip, legacy and safetensors; only a file that is none of them is read further.
   let head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
-  if (ZIP_MAGIC.every((b, i) => head[i] === b)) return openArchive(source, options);
+  if (ZIP_MAGIC.every((b, i) => head[i] === b)) {
+    return openArchive(source, options).catch(async (e: unknown) => {
+      throw e instanceof CheckpointError ? await diagnoseZip(source, e) : e;
+    });
+  }
   if (isLegacyMagic(head)) return openLegacy(source, options);
   if (await looksLikeSafetensors(source, head)) return openSafetensors(source, options);
   head = await source.read(0, Math.min(TAR_BLOCK, source.size));
   if (isTarToPython(head)) throw tarRefusal(source.path, false);
-  if (head[0] === 0x80) {
-    throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'a plain pickle, not a torch.save checkpoint (no zip container and no legacy magic number)');
-  }
-  throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)');
+  throw await diagnoseUnknown(source);
 }
 
 /** An http(s) URL is read with range requests (one session per command: its budget and its costs). */
