@@ -205,6 +205,11 @@ export class Machine {
       return;
     }
     if (target instanceof PyDict || target instanceof PyObject) {
+      // CPython's BUILD (and torch 2.x's weights-only BUILD on an OrderedDict) updates the instance
+      // __dict__, so a second BUILD merges into the first; a class's __setstate__ may do anything.
+      // torch.save writes one BUILD per object: a second one is refused rather than guessed at
+      // (fixtures/regressions/difffuzz-ordereddict-second-build.pth).
+      if (target.state !== undefined) throw this.error('BAD_PICKLE', `applies state to a ${pyTypeName(target)} a second time, which torch.save never writes (CPython would merge the two states)`);
       // OrderedDict: how a state dict's `_metadata` arrives. A plain dict has no __dict__: keep it here too.
       target.state = state;
       return;

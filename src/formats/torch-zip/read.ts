@@ -9,11 +9,12 @@
  * start with that prefix and '/' (get_all_records, run on every load, refuses the archive otherwise);
  * `<prefix>/` + record is looked up case-insensitively (miniz); `.data/version` is read before
  * `version`; an entry named exactly `<prefix>/constants.pkl` makes it a TorchScript archive.
+ * data.pkl, version and byteorder may be deflated: torch reads them with get_record (inflating) in every
+ * mode. A storage record may not (see attachRecords below).
  */
 import { CheckpointError } from '../../io/errors.js';
 import { LIMITS } from '../../io/limits.js';
 import type { ByteSource } from '../../io/source.js';
-import { BufferSource } from '../../io/source.js';
 import { unpickle } from '../../pickle/unpickler.js';
 import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
@@ -61,6 +62,12 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   const locateAll = () => (located ??= prefetchDataOffsets(source, dir.entries.filter((e) => e.name.startsWith(`${prefix}/data/`))));
   decoder.attachRecords((key) => {
     const entry = find(`data/${key}`);
+    if (entry && entry.method !== 0) {
+      // torch 2.x with mmap=True slices the storage from the file at the record's data offset
+      // (get_record_offset) without inflating it; torch 1.13 and mmap=False inflate (get_storage_from_record).
+      // torch reads such a file two ways, so it is refused (fixtures/deflated.pth).
+      throw new CheckpointError('BAD_ZIP', path, `storage record ${entry.name} is compressed (method ${entry.method}): torch 2.x with mmap=True loads its compressed bytes as the tensor data while torch 1.13 and mmap=False inflate them; torch.save always stores storages uncompressed`);
+    }
     return entry ? storageRecord(source, entry, locateAll) : null;
   });
   return {
@@ -110,7 +117,7 @@ async function readVersion(source: ByteSource, entry: ZipEntry | undefined): Pro
   return version;
 }
 
-/** A storage record: stored entries are read in place; deflated ones are inflated once, on first use. */
+/** A storage record, stored (compressed ones are refused above): read in place. */
 function storageRecord(source: ByteSource, entry: ZipEntry, locateAll: () => Promise<void>): StorageRecord {
   let located: Promise<{ source: ByteSource; offset: number }> | null = null;
   return {
@@ -118,12 +125,9 @@ function storageRecord(source: ByteSource, entry: ZipEntry, locateAll: () => Pro
     length: entry.size,
     crc32: entry.crc32,
     resolve() {
-      located ??=
-        entry.method === 0
-          ? locateAll()
-              .then(() => entryDataOffset(source, entry))
-              .then((offset) => ({ source, offset }))
-          : readEntryBytes(source, entry, LIMITS.inflatedStorageBytes).then((bytes) => ({ source: new BufferSource(source.path, bytes), offset: 0 }));
+      located ??= locateAll()
+        .then(() => entryDataOffset(source, entry))
+        .then((offset) => ({ source, offset }));
       return located;
     },
   };
