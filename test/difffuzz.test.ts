@@ -179,6 +179,19 @@ describe.skipIf(skip)('differential fuzzing against real torch', () => {
     expect(ckpt.error).toMatch(/^BAD_PICKLE: INT at byte \d+ has an argument that is not a plain decimal int/);
   });
 
+  // difffuzz finding "equal keys" (seed 3, case 9676: key False beside key 0): ckpt kept both, torch one.
+  it('difffuzz-dict-key-true-one.pth: torch loads optimizer state keys True and 1 as one entry; ckpt refuses the file', async () => {
+    const { divergences, views, ckpt } = await divergencesOf(REG('difffuzz-dict-key-true-one.pth'));
+    const original = await divergencesOf(join(FIXTURES, 'training_checkpoint.pth'));
+    type Tree = { d: Array<[unknown, Tree]> };
+    const at = (t: Tree, key: string) => t.d.find(([k]) => JSON.stringify(k) === JSON.stringify({ s: key }))![1];
+    const stateSize = (v: OracleView) => at(at(v.tree as Tree, 'optimizer'), 'state').d.length;
+    expect(stateSize(views['torch113.rec']!)).toBe(stateSize(original.views['torch113.rec']!)! - 1);
+    expect(stateSize(views['torch26.rec']!)).toBe(stateSize(original.views['torch26.rec']!)! - 1);
+    expect(divergences.map((d) => `${d.kind} [${d.judge}] ${d.where}`)).toEqual([]);
+    expect(ckpt.error).toMatch(/^BAD_PICKLE: SETITEMS at byte \d+ has the dict keys True and 1, one to Python \(they are equal\) and two here/);
+  });
+
   // difffuzz finding "mmap split": torch 2.6 with mmap=True slices every storage from the file at its local
   // header's data offset without inflating, so a deflated record loads as its compressed bytes (mmap=False
   // and torch 1.13 inflate it): torch reads the file two ways, and ckpt refuses it.
@@ -193,7 +206,7 @@ describe.skipIf(skip)('differential fuzzing against real torch', () => {
   });
 
   it('every difffuzz-* file in fixtures/regressions has a test here and a line in its README', () => {
-    const tested = ['difffuzz-int-text-octal.pth', 'difffuzz-ordereddict-second-build.pth', 'difffuzz-tensor-metadata-neg-false.pth'];
+    const tested = ['difffuzz-dict-key-true-one.pth', 'difffuzz-int-text-octal.pth', 'difffuzz-ordereddict-second-build.pth', 'difffuzz-tensor-metadata-neg-false.pth'];
     expect(readdirSync(join(FIXTURES, 'regressions')).filter((n) => n.startsWith('difffuzz-')).sort()).toEqual(tested);
     const readme = readFileSync(join(FIXTURES, 'regressions', 'README.md'), 'utf8');
     for (const n of tested) expect(readme).toContain(n);

@@ -322,9 +322,10 @@ describe('torch rebuild: tensor metadata (conj/neg bits)', () => {
   const G = (m: string, n: string): string => `c${m}\n${n}\n`;
   const str = (s: string) => ['X', u32(s.length), s];
   /** `_rebuild_tensor_v2(storage, 0, (2,), (1,), False, OrderedDict(), *extra)` over a complex64 storage. */
-  const rebuild = (...extra: Array<number | string | number[]>) =>
+  const rebuildWith = (requiresGrad: number[], ...extra: Array<number | string | number[]>) =>
     p(0x80, 2, G('torch._utils', '_rebuild_tensor_v2'), '(', '(', ...str('storage'), G('torch', 'ComplexFloatStorage'), ...str('0'), ...str('cpu'), 0x4b, 2, 't', 'Q',
-      0x4b, 0, 0x4b, 2, 0x85, 0x4b, 1, 0x85, 0x89, G('collections', 'OrderedDict'), ')', 'R', ...extra, 't', 'R', '.');
+      0x4b, 0, 0x4b, 2, 0x85, 0x4b, 1, 0x85, ...requiresGrad, G('collections', 'OrderedDict'), ')', 'R', ...extra, 't', 'R', '.');
+  const rebuild = (...extra: Array<number | string | number[]>) => rebuildWith([0x89], ...extra);
   const open = (b: Uint8Array) => unpickle(b, { path: 'x', hooks: new TorchDecoder('x', true).hooks() }).value as TensorRef;
   const dict = (...items: Array<number | string | number[]>) => ['}', '(', ...items, 'u'];
 
@@ -344,6 +345,54 @@ describe('torch rebuild: tensor metadata (conj/neg bits)', () => {
       rebuild('}', 'N'),
     ];
     for (const b of refused) expect(error(() => open(b)).code).toBe('BAD_TENSOR');
+    // `tensor.requires_grad = 1` raises in torch 1.13 and 2.6 ("requires_grad must be a bool").
+    expect(open(rebuildWith([0x88])).requiresGrad).toBe(true);
+    for (const rg of [[0x4b, 1], [0x4e]]) expect(error(() => open(rebuildWith(rg))).detail).toMatch(/^tensor requires_grad is a (int|none), which torch refuses/);
     expect(error(() => open(rebuild(...dict(...str('neg'), 0x89)))).detail).toBe('tensor metadata "neg" is not the flag conj or neg set to True (torch sets a flag whenever its key is present)');
+  });
+});
+
+describePy('unpickle: dict keys and set items as Python compares them', () => {
+  const G = (m: string, n: string): string => `c${m}\n${n}\n`;
+  const f64 = (x: number) => { const b = Buffer.alloc(8); b.writeDoubleBE(x); return [...b]; };
+  const s = (t: string) => [0x8c, t.length, t];
+  // Each pickles a dict or a set whose keys/items are built by separate opcodes (no memo sharing).
+  const cases: Array<[string, Uint8Array, 'same' | 'refused']> = [
+    ['{0: a, False: b}', p(0x80, 4, '}', '(', 0x4b, 0, ...s('a'), 0x89, ...s('b'), 'u', '.'), 'refused'],
+    ['{1: a, 1.0: b}', p(0x80, 4, '}', '(', 0x4b, 1, ...s('a'), 'G', ...f64(1), ...s('b'), 'u', '.'), 'refused'],
+    ['{-0.0: a, 0: b}', p(0x80, 4, '}', '(', 'G', ...f64(-0), ...s('a'), 0x4b, 0, ...s('b'), 'u', '.'), 'refused'],
+    ['{(1, 2): a, (1, 2): b}', p(0x80, 4, '}', '(', 0x4b, 1, 0x4b, 2, 0x86, ...s('a'), 0x4b, 1, 0x4b, 2, 0x86, ...s('b'), 'u', '.'), 'refused'],
+    ["{b'x': 1, b'x': 2}", p(0x80, 4, '}', '(', 'C', 1, 'x', 0x4b, 1, 'C', 1, 'x', 0x4b, 2, 'u', '.'), 'refused'],
+    ['{[1]: 2}', p(0x80, 4, '}', ']', 0x4b, 1, 'a', 0x4b, 2, 's', '.'), 'refused'],
+    ['frozenset({1, True})', p(0x80, 4, '(', 0x4b, 1, 0x88, 0x91, '.'), 'refused'],
+    ['set() + ADDITEMS 1, 1', p(0x80, 4, 0x8f, '(', 0x4b, 1, 0x4b, 1, 0x90, '.'), 'refused'],
+    ['dict([(0, a), (False, b)])', p(0x80, 2, G('__builtin__', 'dict'), ']', '(', 0x4b, 0, 'X', 1, 0, 0, 0, 'a', 0x86, 0x89, 'X', 1, 0, 0, 0, 'b', 0x86, 'e', 0x85, 'R', '.'), 'refused'],
+    ['{a: 1, b: 2}', p(0x80, 4, '}', '(', ...s('a'), 0x4b, 1, ...s('b'), 0x4b, 2, 'u', '.'), 'same'],
+    ['{0: 1, 1: 2, 0.5: 3, (1,): 4, (1.5,): 5, None: 6}', p(0x80, 4, '}', '(', 0x4b, 0, 0x4b, 1, 0x4b, 1, 0x4b, 2, 'G', ...f64(0.5), 0x4b, 3, 0x4b, 1, 0x85, 0x4b, 4, 'G', ...f64(1.5), 0x85, 0x4b, 5, 'N', 0x4b, 6, 'u', '.'), 'same'],
+    ['{nan: 1, nan: 2} (two NaN objects)', p(0x80, 4, '}', '(', 'G', ...f64(NaN), 0x4b, 1, 'G', ...f64(NaN), 0x4b, 2, 'u', '.'), 'same'],
+    ['frozenset({(1, 2), 3})', p(0x80, 4, '(', 0x4b, 1, 0x4b, 2, 0x86, 0x4b, 3, 0x91, '.'), 'same'],
+  ];
+
+  it('reads as many entries as CPython, or refuses keys CPython merges (0 and False, 1 and 1.0, equal tuples and bytes) or cannot hash', () => {
+    const script = `import json, pickle, sys
+def out(v): sys.stdout.write(json.dumps(v) + '\\n')
+for h in json.loads(sys.stdin.read()):
+    try: out(len(pickle.loads(bytes.fromhex(h))))
+    except Exception as e: out(type(e).__name__)
+`;
+    const py = runPy(script, JSON.stringify(cases.map(([, b]) => Buffer.from(b).toString('hex')))).trim().split('\n').map((l) => JSON.parse(l) as number | string);
+    const got = cases.map(([name, b], i) => {
+      let ckpt: number | string;
+      try {
+        const v = load(b);
+        ckpt = v instanceof PyDict ? v.entries.size : (v as PySet).items.length;
+      } catch (e) {
+        ckpt = (e as { code?: string }).code ?? String(e);
+      }
+      return [name, ckpt === 'BAD_PICKLE' ? 'refused' : ckpt === py[i] ? 'same' : `ckpt ${ckpt}, CPython ${py[i]}`];
+    });
+    expect(got).toEqual(cases.map(([name, , want]) => [name, want]));
+    // The refused ones are files CPython reads with fewer entries (or refuses): they would read differently.
+    expect(cases.map(([, , want], i) => (want === 'refused' ? py[i] : null)).filter((x) => x !== null)).toEqual([1, 1, 1, 1, 1, 'TypeError', 1, 1, 1]);
   });
 });

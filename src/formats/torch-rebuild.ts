@@ -172,6 +172,8 @@ export class TorchDecoder {
     if (args.length > maxArgs) throw new CheckpointError('BAD_TENSOR', this.path, `tensor rebuild has ${args.length} arguments, at most ${maxArgs}`);
     if (++this.tensorCount > LIMITS.tensors) throw new CheckpointError('LIMIT', this.path, `more than ${LIMITS.tensors} tensors (tensors)`);
     const [storageArg, offsetArg, sizeArg, strideArg, requiresGrad] = args;
+    // _rebuild_tensor_v2/v3 assign `tensor.requires_grad = requires_grad`: anything but a bool raises.
+    if (minArgs >= 6 && typeof requiresGrad !== 'boolean') throw new CheckpointError('BAD_TENSOR', this.path, `tensor requires_grad is a ${kindOf(requiresGrad ?? null)}, which torch refuses ("requires_grad must be a bool")`);
     if (!isStorage(storageArg)) throw new CheckpointError('BAD_TENSOR', this.path, 'tensor rebuild without a storage');
     const shape = this.intTuple(sizeArg, 'size');
     const stride = this.intTuple(strideArg, 'stride');

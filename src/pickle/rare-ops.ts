@@ -117,7 +117,16 @@ export function runRareOp(m: Machine, op: number): void {
       m.setItems(at + 1);
       return;
     }
-    case 0x91: stack.push(new PySet(m.popMark(), true)); return; // FROZENSET
+    case 0x91: { // FROZENSET
+      const items = m.popMark();
+      const set = new PySet([], true);
+      for (const x of items) {
+        m.pythonKey(set, x);
+        set.items.push(x);
+      }
+      stack.push(set);
+      return;
+    }
     case 0x82: // EXT1
     case 0x83: // EXT2
     case 0x84: // EXT4
