@@ -5,6 +5,7 @@
  *   npx tsc -p tsconfig.build.json            # builds dist/ (the library under test)
  *   nice -n 10 node scripts/difffuzz.mjs --cases 50000 --seed 1 [--out DIR] [--inflight 4] [--no-torch26]
  *   node scripts/difffuzz.mjs --seed 1 --only 4711 [--save case.pth]      # one case, both views printed
+ *   --judge-seconds S: the judges' time per case (default 10 s; a replay of a case that timed out may need 60)
  *
  * Each case (a pure function of seed and index, test/difffuzz/generate.ts) is a structure-aware mutant of a
  * fixture: zip archives (names, end records, zip64, local vs central headers, deflate), pickles (protocols
@@ -54,6 +55,7 @@ function parseArgs(argv) {
       case '--quiet': args.quiet = true; break;
       case '--dump-refusals': args.dumpRefusals = resolve(next()); break;
       case '--dist': DIST = resolve(next()); break;
+      case '--judge-seconds': args.judgeSeconds = num(); break;
       case '--build': args.build = true; break;
       case '-h': case '--help': usage(); break;
       default: usage(`unknown argument ${a}`);
@@ -63,7 +65,7 @@ function parseArgs(argv) {
 }
 
 function usage(problem) {
-  const text = 'usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--dump-refusals FILE] [--dist DIR] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--save FILE]';
+  const text = 'usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--dump-refusals FILE] [--dist DIR] [--judge-seconds S] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--judge-seconds S] [--save FILE]';
   if (problem) {
     process.stderr.write(`error: ${problem}\n${text}\n`);
     process.exit(2);
@@ -131,7 +133,10 @@ async function main() {
   const lib = await loadLib();
   const corpus = await generate.loadDiffCorpus(join(ROOT, 'fixtures'), lib);
   const dir = scratchDir();
-  const judges = { torch113: new oracle.Oracle('torch113', dir), torch26: args.torch26 ? new oracle.Oracle('torch26', dir) : null };
+  // --judge-seconds S: each judge gets S seconds per case (default 10; memo indexes in the millions need more).
+  if (args.judgeSeconds) process.env.DIFFFUZZ_CASE_SECONDS = String(args.judgeSeconds);
+  const answerMs = args.judgeSeconds ? (args.judgeSeconds * 4 + 10) * 1000 : undefined;
+  const judges = { torch113: new oracle.Oracle('torch113', dir, answerMs), torch26: args.torch26 ? new oracle.Oracle('torch26', dir, answerMs) : null };
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   process.on('exit', cleanup);
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
