@@ -1,17 +1,21 @@
 /**
  * Commander wiring only: parse, call a command's collect function, render text or JSON, set the exit code.
  * Exit codes (every command): 0 success / no differences, 1 findings, 2 usage error, unreadable or
- * invalid input, I/O error. Errors are one line on stderr: `error: <file>: <what is wrong>`.
+ * invalid input, I/O error. Errors are one line on stderr: `error: <file>: <what is wrong>`; with
+ * `--json`, stdout gets one `ckpt.error/1` document as well.
  * Each command's module is imported only when that command runs: start-up pays for one command, not all.
  */
 import { Command, CommanderError, Option } from 'commander';
 import { styleText } from 'node:util';
-import { CheckpointError } from './io/errors.js';
+import { CheckpointError, type CheckpointErrorCode } from './io/errors.js';
+import { printable, printableLines } from './io/printable.js';
+import { EXIT_ERROR, guardStdout, writeOut } from './cli-output.js';
+import { VERSION } from './version.js';
 import type { MergeOptions } from './commands/merge.js';
 import type { DiffOptions } from './commands/diff.js';
 
 export const EXIT_OK = 0;
-export const EXIT_ERROR = 2;
+export { EXIT_ERROR };
 
 export interface CommandOutcome {
   report: unknown;
@@ -20,37 +24,57 @@ export interface CommandOutcome {
 }
 
 function emit(outcome: CommandOutcome, json: boolean): void {
-  process.stdout.write(json ? `${JSON.stringify(outcome.report, null, 2)}\n` : `${terminalSafe(outcome.text)}\n`);
   process.exitCode = outcome.exitCode;
+  writeOut(json ? `${JSON.stringify(outcome.report, null, 2)}\n` : `${printableLines(outcome.text)}\n`);
 }
 
-/** Keys come from the file: escape control characters (ANSI sequences, carriage returns) in text reports. */
-function terminalSafe(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+/**
+ * The JSON document a failure prints on stdout under --json, so a CI script that parses stdout gets a
+ * reason. `path` is the file at fault (null for usage errors); `message` is the `error:` line's text.
+ */
+export interface ErrorDocument {
+  schema: 'ckpt.error/1';
+  error: { code: CheckpointErrorCode | 'INTERNAL'; path: string | null; message: string };
+}
+
+export function errorDocument(e: unknown): ErrorDocument {
+  if (e instanceof CheckpointError) return { schema: 'ckpt.error/1', error: { code: e.code, path: e.path || null, message: e.detail } };
+  if (e instanceof CommanderError) return { schema: 'ckpt.error/1', error: { code: 'USAGE', path: null, message: e.message.replace(/^error: /, '') } };
+  return { schema: 'ckpt.error/1', error: { code: 'INTERNAL', path: null, message: internalMessage(e) } };
+}
+
+function internalMessage(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  return `internal error: ${message.split('\n')[0]} (please report this with the file that caused it)`;
 }
 
 function useColour(): boolean {
   return Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
 }
 
+/** One `error:` line on stderr, every byte from a file or an argument escaped (the path too). */
 export function reportError(e: unknown): number {
   const prefix = useColour() ? styleText('red', 'error:') : 'error:';
-  if (e instanceof CheckpointError) {
-    process.stderr.write(`${prefix} ${e.path ? `${e.path}: ` : ''}${e.detail}\n`);
-  } else {
-    const message = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`${prefix} internal error: ${message.split('\n')[0]} (please report this with the file that caused it)\n`);
-  }
+  const text = e instanceof CheckpointError ? `${e.path ? `${printable(e.path)}: ` : ''}${printable(e.detail)}` : printable(internalMessage(e));
+  process.stderr.write(`${prefix} ${text}\n`);
   return EXIT_ERROR;
+}
+
+/** Commander's own messages quote arguments: one line, escaped (a suggestion it puts on a second line joins the first). */
+function commanderError(text: string): string {
+  return `${printable(text.trimEnd().replace(/\n/g, ' '))}\n`;
 }
 
 export function buildProgram(): Command {
   const program = new Command('ckpt')
     .description('Inspect, diff, check and merge PyTorch checkpoints without Python. Never executes a pickle.')
-    .version('0.1.0')
+    .version(VERSION)
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      writeOut: (s) => writeOut(s),
+      outputError: (s, write) => write(commanderError(s)),
+    });
 
   program
     .command('inspect')
@@ -84,8 +108,16 @@ export function buildProgram(): Command {
       if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
       const { collectMerge } = await import('./commands/merge.js');
       const { renderMerge } = await import('./commands/merge-render.js');
-      const outcome = await collectMerge(pretrained, target, opts);
-      emit({ report: outcome.report, text: renderMerge(outcome.report, Boolean(opts.verbose)), exitCode: outcome.exitCode }, Boolean(opts.json));
+      // The report is rendered before the output is renamed into place: a report that cannot be rendered
+      // fails the merge with no output left behind.
+      let out: string | null = null;
+      const render = (report: Parameters<typeof renderMerge>[0]) => {
+        out = opts.json ? JSON.stringify(report, null, 2) : printableLines(renderMerge(report, Boolean(opts.verbose)));
+      };
+      const outcome = await collectMerge(pretrained, target, { ...opts, beforeCommit: render });
+      if (out === null) render(outcome.report);
+      process.exitCode = outcome.exitCode;
+      writeOut(`${out}\n`);
     });
 
   program
@@ -154,22 +186,26 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** --json among the options (not after `--`, where it would be a file name). */
+function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).includes('--json');
+}
+
 export async function main(argv: string[]): Promise<void> {
-  // `ckpt inspect big.pth | head`: the reader went away; that is not an error worth a stack trace.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw e;
-  });
+  guardStdout();
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
-    if (e instanceof CommanderError) {
-      // Help and version exit 0; every other parse problem is a usage error.
-      process.exitCode = e.exitCode === 0 ? EXIT_OK : EXIT_ERROR;
+    if (e instanceof CommanderError && e.exitCode === 0) {
+      // Help and version exit 0.
+      process.exitCode = EXIT_OK;
       return;
     }
-    process.exitCode = reportError(e);
+    // Commander has printed its own message; ours goes to stderr here.
+    process.exitCode = e instanceof CommanderError ? EXIT_ERROR : reportError(e);
+    if (wantsJson(argv)) writeOut(`${JSON.stringify(errorDocument(e), null, 2)}\n`);
   }
 }
 

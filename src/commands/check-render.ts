@@ -1,6 +1,7 @@
 /** Text rendering of the check report: one line per finding, grouped by kind, failing kinds first. */
 import { fold } from '../match/fold.js';
 import type { CheckReport, Finding, FindingKind } from './check.js';
+import { safe } from './render.js';
 
 const TITLES: Record<FindingKind, string> = {
   corrupt: 'corrupt',
@@ -16,10 +17,10 @@ const TITLES: Record<FindingKind, string> = {
 export function renderCheck(r: CheckReport): string {
   const lines: string[] = [];
   const c = r.checked;
-  lines.push(`file      ${r.path} (${r.format})${r.key ? ` [${r.key}]` : ''}`);
+  lines.push(`file      ${safe(r.path)} (${r.format})${r.key ? ` [${safe(r.key)}]` : ''}`);
   lines.push(`records   ${c.records} checked${c.crc === 'verified' ? ', CRC-32 verified' : c.crc === 'absent' ? ', CRC-32 absent (written without checksums)' : ''}`);
   lines.push(`tensors   ${c.tensors}${c.finite ? ', scanned for NaN/Inf' : ''}`);
-  if (c.against) lines.push(`against   ${c.against}`);
+  if (c.against) lines.push(`against   ${safe(c.against)}`);
   for (const kind of Object.keys(TITLES) as FindingKind[]) {
     const found = r.findings.filter((f) => f.kind === kind);
     if (!found.length) continue;
@@ -29,7 +30,7 @@ export function renderCheck(r: CheckReport): string {
     const folded = fold(found, (f) => f.key ?? '', (f) => `${f.benign ?? false}|${f.key ? f.detail.split(f.key).join('\u0000') : f.detail}`);
     for (const group of folded) {
       const first = group.rows[0] as Finding;
-      lines.push(`  ${first.key ? first.detail.split(first.key).join(group.pattern) : first.detail}`);
+      lines.push(`  ${safe(first.key ? first.detail.split(first.key).join(group.pattern) : first.detail)}`);
     }
   }
   lines.push('', r.ok ? 'ok' : `FAILED (failing kinds: ${r.fail_on.join(',')})`);

@@ -4,7 +4,6 @@
  * floats finite (--finite), and would it load with strict=True into an architecture (--against a
  * checkpoint or an inspect manifest). Exit 1 when a finding of a kind in --fail-on is present.
  */
-import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
@@ -15,7 +14,9 @@ import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/re
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
-import { ioError } from '../io/source.js';
+import { FileSource } from '../io/source.js';
+import { parseJsonBytes } from '../io/json-text.js';
+import { LIMITS } from '../io/limits.js';
 import type { StorageRef } from '../model/tensor-ref.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
@@ -73,7 +74,7 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
     }
     const sd = findStateDict(ckpt.root, path, options.key);
     if (options.finite) await checkFinite(sd, path, findings, new Set(ckpt.problems.map((p) => p.storage)));
-    if (expected) findings.push(...compareArchitecture(sd, expected.tensors));
+    if (expected) for (const f of compareArchitecture(sd, expected.tensors)) findings.push(f);
     const ok = !findings.some((f) => !f.benign && failOn.includes(f.kind));
     const report: CheckReport = {
       schema: 'ckpt.check/1',
@@ -189,13 +190,7 @@ function fmt(shape: readonly number[]): string {
 /** The expected keys, shapes and dtypes: from a checkpoint, or from `ckpt inspect --json` output (a manifest). */
 async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {
   if (path.endsWith('.json')) {
-    let doc: unknown;
-    try {
-      doc = JSON.parse(await readFile(path, 'utf8'));
-    } catch (e) {
-      if (e instanceof SyntaxError) throw new CheckpointError('NOT_A_CHECKPOINT', path, `not valid JSON (${e.message})`);
-      throw ioError(path, e, 'cannot read');
-    }
+    const doc = await readJsonFile(path, 'a manifest (ckpt inspect --json output)');
     const m = doc as { schema?: unknown; tensors?: unknown; weight_map?: unknown };
     if (m.weight_map !== undefined && m.schema === undefined) return loadCheckpointArchitecture(path); // a sharded checkpoint's index
     if (m.schema !== 'ckpt.inspect/1' || !Array.isArray(m.tensors)) {
@@ -212,6 +207,17 @@ async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }
     };
   }
   return loadCheckpointArchitecture(path);
+}
+
+/** Through FileSource: a FIFO or device named as the manifest is refused without blocking. */
+async function readJsonFile(path: string, what: string): Promise<unknown> {
+  const source = await FileSource.open(path);
+  try {
+    if (source.size > LIMITS.manifestBytes) throw new CheckpointError('LIMIT', path, `manifest of ${source.size} bytes exceeds manifestBytes (${LIMITS.manifestBytes})`);
+    return parseJsonBytes(await source.read(0, source.size), path, what);
+  } finally {
+    await source.close();
+  }
 }
 
 async function loadCheckpointArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {

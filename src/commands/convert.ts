@@ -5,7 +5,7 @@ import { findStateDict } from '../model/state-dict.js';
 import type { TensorRef } from '../model/tensor-ref.js';
 import { writeStateDict, type OutputValue } from '../formats/torch-zip/write.js';
 import { assertWritableOutput } from './paths.js';
-import { formatBytes, formatCount } from './render.js';
+import { formatBytes, formatCount, safe } from './render.js';
 import { progressLine } from './progress.js';
 
 export interface ConvertReport {
@@ -58,9 +58,9 @@ export async function collectConvert(input: string, output: string, keyPath?: st
 }
 
 export function renderConvert(r: ConvertReport): string {
-  const from = r.input.key === '' ? r.input.path : `${r.input.path} [${r.input.key}]`;
+  const from = r.input.key === '' ? safe(r.input.path) : `${safe(r.input.path)} [${safe(r.input.key)}]`;
   return [
     `read    ${from} (${r.input.format})`,
-    `wrote   ${r.output}: ${formatCount(r.tensors)} tensors in ${formatCount(r.storages)} storages, ${formatBytes(r.bytes)}, zip format${r.metadata ? ', _metadata kept' : ''}`,
+    `wrote   ${safe(r.output)}: ${formatCount(r.tensors)} tensors in ${formatCount(r.storages)} storages, ${formatBytes(r.bytes)}, zip format${r.metadata ? ', _metadata kept' : ''}`,
   ].join('\n');
 }

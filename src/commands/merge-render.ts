@@ -3,12 +3,12 @@ import { BENIGN_NOTES, type BenignReason } from '../match/benign.js';
 import { fold } from '../match/fold.js';
 import { describeRule } from '../match/rules.js';
 import type { MergeReport } from './merge.js';
-import { indent, shapeText, table } from './render.js';
+import { indent, safe, shapeText, table } from './render.js';
 
 export function renderMerge(r: MergeReport, verbose = false): string {
   const s = r.summary;
   const lines: string[] = [];
-  const where = (p: { path: string; key: string; format: string }) => `${p.path}${p.key ? ` [${p.key}]` : ''} (${p.format})`;
+  const where = (p: { path: string; key: string; format: string }) => `${safe(p.path)}${p.key ? ` [${safe(p.key)}]` : ''} (${p.format})`;
   lines.push(`pretrained  ${where(r.pretrained)}: ${s.pretrained_keys} tensors`);
   lines.push(`target      ${where(r.target)}: ${s.target_keys} tensors`);
   lines.push(`rules       ${rulesText(r)}`);
@@ -16,12 +16,12 @@ export function renderMerge(r: MergeReport, verbose = false): string {
     `result      ${s.loaded} loaded, ${s.missing} missing${s.missing ? ` (${s.missing_benign} benign)` : ''}, ${s.mismatched} mismatched, ${s.unexpected} unexpected${s.cast ? `; ${s.cast} cast to the target dtype` : ''}`,
   );
   if (r.failure) lines.push(`failed      ${r.failure}`);
-  else lines.push(`output      ${r.output ?? 'none written (dry run or no -o)'}`);
+  else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : safe(r.output)}`);
 
   if (r.hint) {
     const h = r.hint;
     lines.push('');
-    lines.push(`nothing matched. pretrained keys look like ${h.pretrained_sample.join(', ')}; target keys look like ${h.target_sample.join(', ')}`);
+    lines.push(`nothing matched. pretrained keys look like ${h.pretrained_sample.map(safe).join(', ')}; target keys look like ${h.target_sample.map(safe).join(', ')}`);
     if (h.names > 0) lines.push(`closest mapping tried: ${mappingText(h.strip, h.add)} matches ${h.names} names (${h.shapes} with equal shapes)`);
     else lines.push('no prefix mapping matches any name; use --rename REGEX=REPLACEMENT');
   }
@@ -45,7 +45,7 @@ export function renderMerge(r: MergeReport, verbose = false): string {
   for (const reason of reasons) {
     const rows = benign.filter((m) => m.reason === reason);
     lines.push('', `missing, benign (${rows.length}): ${reason}`);
-    for (const f of fold(rows, (m) => m.key, (m) => `${shapeText(m.shape)} ${m.dtype}`)) lines.push(`  ${f.pattern}`);
+    for (const f of fold(rows, (m) => m.key, (m) => `${shapeText(m.shape)} ${m.dtype}`)) lines.push(`  ${safe(f.pattern)}`);
     lines.push(`  note: ${BENIGN_NOTES[reason]}`);
   }
   const casts = r.loaded.filter((l) => l.cast_from);
@@ -62,11 +62,11 @@ export function renderMerge(r: MergeReport, verbose = false): string {
 
 function rulesText(r: MergeReport): string {
   if (r.rules.length === 0) return r.summary.loaded > 0 ? 'none (names already agree)' : 'none';
-  return r.rules.map((rule) => `${describeRule(rule)} (${rule.auto ? 'automatic, ' : ''}${rule.matched} keys)`).join(', then ');
+  return r.rules.map((rule) => `${safe(describeRule(rule))} (${rule.auto ? 'automatic, ' : ''}${rule.matched} keys)`).join(', then ');
 }
 
 function mappingText(strip: string, add: string): string {
-  const parts = [strip && `--strip-prefix ${strip}`, add && `--add-prefix ${add}`].filter(Boolean);
+  const parts = [strip && `--strip-prefix ${safe(strip)}`, add && `--add-prefix ${safe(add)}`].filter(Boolean);
   return parts.length ? parts.join(' ') : 'no prefix change';
 }
 

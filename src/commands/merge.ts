@@ -25,6 +25,11 @@ export interface MergeOptions {
   rename?: string[];
   onShapeMismatch?: 'keep' | 'error';
   strict?: boolean;
+  /**
+   * Called with the final report after the output is written and fsynced, before it is renamed into
+   * place (the CLI renders the report here): if it throws, no output is left behind.
+   */
+  beforeCommit?: (report: MergeReport) => void;
 }
 
 export interface MergeReport {
@@ -115,9 +120,22 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   if (options.dryRun || !options.output) return { report, exitCode: 0 };
 
   const progress = progressLine('merging');
-  await writeStateDict(options.output, composeOutput(psd, tsd, result), { metadata: tsd.metadata, onProgress: progress.update });
-  progress.done();
-  report.output = options.output;
+  const output = options.output;
+  const beforeCommit = options.beforeCommit;
+  await writeStateDict(output, composeOutput(psd, tsd, result), {
+    metadata: tsd.metadata,
+    onProgress: progress.update,
+    beforeCommit: () => {
+      progress.done();
+      report.output = output;
+      try {
+        beforeCommit?.(report);
+      } catch (e) {
+        report.output = null;
+        throw e;
+      }
+    },
+  });
   return { report, exitCode: 0 };
 }
 

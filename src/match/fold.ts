@@ -39,7 +39,8 @@ export function fold<T>(rows: readonly T[], keyOf: (row: T) => string, signature
   let changed = true;
   while (changed) {
     changed = false;
-    const maxLength = Math.max(0, ...items.map((i) => i.segments.length));
+    let maxLength = 0;
+    for (const item of items) if (item.segments.length > maxLength) maxLength = item.segments.length;
     for (let position = 0; position < maxLength; position++) {
       const groups = new Map<string, Item<T>[]>();
       const order: string[] = [];

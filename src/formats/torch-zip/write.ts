@@ -29,6 +29,8 @@ export interface WriteOptions {
   metadata?: PyDict | null;
   /** Called after each chunk with bytes written so far and the total. */
   onProgress?: (done: number, total: number) => void;
+  /** Runs when every byte is written and fsynced, before the rename; if it throws, nothing is left behind. */
+  beforeCommit?: () => void | Promise<void>;
 }
 
 export interface WriteResult {
@@ -93,7 +95,7 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
     await zip.addBuffer('version', Buffer.from('3\n', 'latin1'));
     const bytes = await zip.finish();
     return { path, tensors: tensorCount, storages: order.length, bytes };
-  });
+  }, { beforeCommit: options.beforeCommit });
 }
 
 function planTensor(path: string, key: string, tensor: TensorRef, dtype: DType, castCache: Map<StorageRef, Map<DType, CastStorage>>, typedCache: Map<StorageRef, Map<DType, StorageRef>>): TensorRef {
