@@ -39,7 +39,7 @@ export interface ErrorDocument {
 
 export function errorDocument(e: unknown): ErrorDocument {
   if (e instanceof CheckpointError) return { schema: 'ckpt.error/1', error: { code: e.code, path: e.path || null, message: e.detail } };
-  if (e instanceof CommanderError) return { schema: 'ckpt.error/1', error: { code: 'USAGE', path: null, message: e.message.replace(/^error: /, '') } };
+  if (e instanceof CommanderError) return { schema: 'ckpt.error/1', error: { code: 'USAGE', path: null, message: e.message.replace(/^error: /, '').replace(/\n\(Did you mean /g, ' (Did you mean ') } };
   return { schema: 'ckpt.error/1', error: { code: 'INTERNAL', path: null, message: internalMessage(e) } };
 }
 
@@ -60,9 +60,12 @@ export function reportError(e: unknown): number {
   return EXIT_ERROR;
 }
 
-/** Commander's own messages quote arguments: one line, escaped (a suggestion it puts on a second line joins the first). */
+/**
+ * Commander's own messages quote arguments: one line, escaped. Its "(Did you mean ...?)" suggestion, on a
+ * line of its own, joins the first; any other line break is the argument's and is shown as `\n`.
+ */
 function commanderError(text: string): string {
-  return `${printable(text.trimEnd().replace(/\n/g, ' '))}\n`;
+  return `${printable(text.trimEnd().replace(/\n\(Did you mean /g, ' (Did you mean '))}\n`;
 }
 
 export function buildProgram(): Command {
