@@ -17,6 +17,7 @@ import type { ByteSource } from '../../io/source.js';
 import { writeAtomically } from '../../io/output.js';
 import { type DType } from '../../tensor/dtype.js';
 import { canConvert, convertElements } from '../../tensor/convert.js';
+import { Bf16NanLayout, needsBf16NanLayout } from '../../tensor/bf16-nan.js';
 
 export const ARCHIVE_PREFIX = 'archive';
 /** One reused buffer per copy: large enough to amortise syscalls, small enough to keep memory flat. */
@@ -46,6 +47,8 @@ export type OutputValue = { tensor: TensorRef; dtype?: DType } | { value: PyValu
 /** A cast output storage: the source storage converted element by element to `dtype`. */
 interface CastStorage extends StorageRef {
   readonly castFrom: StorageRef;
+  /** float32/float64 -> bfloat16: which NaNs torch's copy would write as 0x7FC0 rather than 0xFFFF. */
+  readonly nanLayout?: Bf16NanLayout;
 }
 
 export async function writeStateDict(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, options: WriteOptions = {}): Promise<WriteResult> {
@@ -122,9 +125,11 @@ function planTensor(path: string, key: string, tensor: TensorRef, dtype: DType, 
       byteLength: source.numel * dtype.itemSize,
       record: null,
       castFrom: source,
+      ...(needsBf16NanLayout(source.dtype, dtype) ? { nanLayout: new Bf16NanLayout(source.dtype) } : {}),
     };
     perDtype.set(dtype, storage);
   }
+  storage.nanLayout?.add(t);
   return { ...t, dtype, storage };
 }
 
@@ -226,6 +231,7 @@ class StorageCopier {
         if (cast) {
           output = (this.castBuffers as Buffer[])[this.turn]!.subarray(0, count * outItem);
           convertElements(from.dtype, storage.dtype, input, output, count);
+          (storage as CastStorage).nanLayout?.patch(output, element, count);
         }
         if (writing) await writing;
         writing = write(output);
