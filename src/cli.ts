@@ -6,59 +6,16 @@
  * Each command's module is imported only when that command runs: start-up pays for one command, not all.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { styleText } from 'node:util';
-import { CheckpointError, type CheckpointErrorCode } from './io/errors.js';
+import { CheckpointError } from './io/errors.js';
 import { printable, printableLines } from './io/printable.js';
-import { EXIT_ERROR, guardStdout, writeOut } from './cli-output.js';
+import { guardStdout, writeOut } from './cli-output.js';
+import { EXIT_ERROR, EXIT_OK, emit, errorDocument, reportError, wantsJson } from './cli-report.js';
+import { inspectAction } from './cli-fast.js';
 import { VERSION } from './version.js';
 import type { MergeOptions } from './commands/merge.js';
 import type { DiffOptions } from './commands/diff.js';
 
-export const EXIT_OK = 0;
-export { EXIT_ERROR };
-
-export interface CommandOutcome {
-  report: unknown;
-  text: string;
-  exitCode: number;
-}
-
-function emit(outcome: CommandOutcome, json: boolean): void {
-  process.exitCode = outcome.exitCode;
-  writeOut(json ? `${JSON.stringify(outcome.report, null, 2)}\n` : `${printableLines(outcome.text)}\n`);
-}
-
-/**
- * The JSON document a failure prints on stdout under --json, so a CI script that parses stdout gets a
- * reason. `path` is the file at fault (null for usage errors); `message` is the `error:` line's text.
- */
-export interface ErrorDocument {
-  schema: 'ckpt.error/1';
-  error: { code: CheckpointErrorCode | 'INTERNAL'; path: string | null; message: string };
-}
-
-export function errorDocument(e: unknown): ErrorDocument {
-  if (e instanceof CheckpointError) return { schema: 'ckpt.error/1', error: { code: e.code, path: e.path || null, message: e.detail } };
-  if (e instanceof CommanderError) return { schema: 'ckpt.error/1', error: { code: 'USAGE', path: null, message: e.message.replace(/^error: /, '').replace(/\n\(Did you mean /g, ' (Did you mean ') } };
-  return { schema: 'ckpt.error/1', error: { code: 'INTERNAL', path: null, message: internalMessage(e) } };
-}
-
-function internalMessage(e: unknown): string {
-  const message = e instanceof Error ? e.message : String(e);
-  return `internal error: ${message.split('\n')[0]} (please report this with the file that caused it)`;
-}
-
-function useColour(): boolean {
-  return Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
-}
-
-/** One `error:` line on stderr, every byte from a file or an argument escaped (the path too). */
-export function reportError(e: unknown): number {
-  const prefix = useColour() ? styleText('red', 'error:') : 'error:';
-  const text = e instanceof CheckpointError ? `${e.path ? `${printable(e.path)}: ` : ''}${printable(e.detail)}` : printable(internalMessage(e));
-  process.stderr.write(`${prefix} ${text}\n`);
-  return EXIT_ERROR;
-}
+export { EXIT_ERROR, EXIT_OK, emit, errorDocument, reportError, type CommandOutcome, type ErrorDocument } from './cli-report.js';
 
 /**
  * Commander's own messages quote arguments: one line, escaped. Its "(Did you mean ...?)" suggestion, on a
@@ -85,11 +42,7 @@ export function buildProgram(): Command {
     .argument('<file>', 'checkpoint (.pth, .pt, .bin, .ckpt)')
     .option('--json', 'one JSON document (schema ckpt.inspect/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint (state_dict, model, model.ema)')
-    .action(async (file: string, opts: { json?: boolean; key?: string }) => {
-      const { collectInspect, renderInspect } = await import('./commands/inspect.js');
-      const report = await collectInspect(file, opts.key);
-      emit({ report, text: renderInspect(report), exitCode: EXIT_OK }, Boolean(opts.json));
-    });
+    .action(inspectAction);
 
   program
     .command('merge')
@@ -179,6 +132,11 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** Commander's parse errors as a ckpt.error/1 document (USAGE, no path). */
+function usageDocument(e: CommanderError) {
+  return { schema: 'ckpt.error/1', error: { code: 'USAGE', path: null, message: e.message.replace(/^error: /, '').replace(/\n\(Did you mean /g, ' (Did you mean ') } };
+}
+
 function parseNumber(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0) throw new CheckpointError('USAGE', '', `expected a non-negative number, got "${value}"`);
@@ -187,12 +145,6 @@ function parseNumber(value: string): number {
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
-}
-
-/** --json among the options (not after `--`, where it would be a file name). */
-function wantsJson(argv: readonly string[]): boolean {
-  const end = argv.indexOf('--');
-  return (end < 0 ? argv : argv.slice(0, end)).includes('--json');
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -208,7 +160,7 @@ export async function main(argv: string[]): Promise<void> {
     }
     // Commander has printed its own message; ours goes to stderr here.
     process.exitCode = e instanceof CommanderError ? EXIT_ERROR : reportError(e);
-    if (wantsJson(argv)) writeOut(`${JSON.stringify(errorDocument(e), null, 2)}\n`);
+    if (wantsJson(argv)) writeOut(`${JSON.stringify(e instanceof CommanderError ? usageDocument(e) : errorDocument(e), null, 2)}\n`);
   }
 }
 
