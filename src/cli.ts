@@ -12,6 +12,7 @@ import { guardStdout, writeOut } from './cli-output.js';
 import { EXIT_ERROR, EXIT_OK, emit, errorDocument, reportError, wantsJson } from './cli-report.js';
 import { inspectAction } from './cli-fast.js';
 import { VERSION } from './version.js';
+import { enablePhaseCollections } from './io/memory.js';
 import type { MergeOptions } from './commands/merge.js';
 import type { DiffOptions } from './commands/diff.js';
 
@@ -149,6 +150,7 @@ function collect(value: string, previous: string[]): string[] {
 
 export async function main(argv: string[]): Promise<void> {
   guardStdout();
+  enablePhaseCollections();
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });

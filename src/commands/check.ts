@@ -17,6 +17,7 @@ import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
 import { FileSource } from '../io/source.js';
 import { parseJsonBytes } from '../io/json-text.js';
 import { LIMITS } from '../io/limits.js';
+import { betweenPhases } from '../io/memory.js';
 import type { StorageRef } from '../model/tensor-ref.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
@@ -73,8 +74,10 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
       else if (g.verdict === 'unknown') findings.push({ kind: 'global', detail: `${g.name}: not plain torch; torch.load(weights_only=True) refuses it` });
     }
     const sd = findStateDict(ckpt.root, path, options.key);
+    betweenPhases(sd.tensors.length + (expected?.tensors.length ?? 0));
     if (options.finite) await checkFinite(sd, path, findings, new Set(ckpt.problems.map((p) => p.storage)));
     if (expected) for (const f of compareArchitecture(sd, expected.tensors)) findings.push(f);
+    betweenPhases(sd.tensors.length + (expected?.tensors.length ?? 0));
     const ok = !findings.some((f) => !f.benign && failOn.includes(f.kind));
     const report: CheckReport = {
       schema: 'ckpt.check/1',

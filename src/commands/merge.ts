@@ -14,6 +14,7 @@ import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { assertWritableOutput } from './paths.js';
 import { progressLine } from './progress.js';
+import { betweenPhases } from '../io/memory.js';
 
 export interface MergeOptions {
   output?: string;
@@ -81,12 +82,15 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
 async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, options: MergeOptions): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
+  const size = psd.tensors.length + tsd.tensors.length;
+  betweenPhases(size);
   const result = matchStateDicts({
     pretrained: psd.tensors.map(([key, t]) => info(key, t)),
     target: targetInfos(tsd),
     rules,
     pretrainedVersions: moduleVersions(psd.metadata),
   });
+  betweenPhases(size);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
@@ -190,13 +194,16 @@ function info(key: string, t: TensorRef, tieId?: string): TensorInfo {
 /** Target keys that are the same view of the same storage are tied weights; give them a common id. */
 function targetInfos(tsd: StateDict): TensorInfo[] {
   // Storages by identity, not by key: the shards of a sharded checkpoint each number theirs from 0.
+  // Only storages used more than once can tie keys; the others (nearly all) need no id string.
+  const uses = new Map<TensorRef['storage'], number>();
+  for (const [, t] of tsd.tensors) uses.set(t.storage, (uses.get(t.storage) ?? 0) + 1);
   const storageIds = new Map<TensorRef['storage'], number>();
   const storageId = (s: TensorRef['storage']) => storageIds.get(s) ?? (storageIds.set(s, storageIds.size), storageIds.size - 1);
-  const ids = tsd.tensors.map(([, t]) => `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`);
+  const ids = tsd.tensors.map(([, t]) => ((uses.get(t.storage) as number) > 1 ? `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}` : undefined));
   const counts = new Map<string, number>();
-  for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const id of ids) if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + 1);
   return tsd.tensors.map(([key, t], i) => {
-    const id = ids[i] as string;
-    return info(key, t, (counts.get(id) as number) > 1 ? id : undefined);
+    const id = ids[i];
+    return info(key, t, id !== undefined && (counts.get(id) as number) > 1 ? id : undefined);
   });
 }

@@ -15,6 +15,7 @@ import type { StorageRef, TensorRef } from '../../model/tensor-ref.js';
 import { ZipWriter } from '../../zip/writer.js';
 import type { ByteSource } from '../../io/source.js';
 import { writeAtomically } from '../../io/output.js';
+import { betweenPhases } from '../../io/memory.js';
 import { type DType } from '../../tensor/dtype.js';
 import { canConvert, convertElements } from '../../tensor/convert.js';
 import { Bf16NanLayout, needsBf16NanLayout } from '../../tensor/bf16-nan.js';
@@ -85,6 +86,8 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
     },
   });
   const total = order.reduce((n, s) => n + s.byteLength, 0);
+  // Planning and pickling leave their garbage in the old generation; copying is long: collect first.
+  betweenPhases(tensorCount);
 
   return writeAtomically(path, async (handle) => {
     const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX);
