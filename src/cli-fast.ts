@@ -1,22 +1,31 @@
 /**
  * Start-up fast path. Loading commander costs ~24 ms, as much as the rest of `ckpt inspect` on a 1 GB
- * file, so the most common short invocation, `ckpt inspect FILE [--json] [--key PATH]`, is recognised here
- * and run without it. Anything else (another command, another option, help, a malformed line) goes to
- * cli.ts, where commander parses it and prints its usual messages; both run the same action function.
+ * file, so the most common short invocation, `ckpt inspect FILE [--json] [--key PATH]` on a local file, is
+ * recognised here and run without it. Anything else (a URL, another command, another option, help, a
+ * malformed line) goes to cli.ts, where commander parses it and prints its usual messages; both run the
+ * same action function.
  */
 import { guardStdout } from './cli-output.js';
 import { EXIT_OK, emit, fail } from './cli-report.js';
+import type { RemoteSession } from './io/remote-session.js';
 
 export interface InspectOptions {
   json?: boolean;
   key?: string;
+  /** For URLs (the commander path makes one from the remote options); a local file needs none. */
+  remote?: RemoteSession;
 }
 
 /** The `inspect` command's action, for commander and for the fast path alike. */
 export async function inspectAction(file: string, opts: InspectOptions): Promise<void> {
   const { collectInspect, renderInspect } = await import('./commands/inspect.js');
-  const report = await collectInspect(file, opts.key);
+  const report = await collectInspect(file, opts.key, opts.remote);
   emit({ report, text: renderInspect(report), exitCode: EXIT_OK }, Boolean(opts.json));
+}
+
+/** http(s) URLs take the remote options (commander's path); written like io/url.ts's test, without loading it. */
+function looksLikeUrl(arg: string): boolean {
+  return /^https?:\/\//i.test(arg);
 }
 
 /** `inspect FILE` with at most `--json` and `--key PATH` (or `--key=PATH`), in any order; else null. */
@@ -32,7 +41,7 @@ export function parseInspect(argv: readonly string[]): { file: string; opts: Ins
     else if (a.startsWith('-') || file !== null) return null; // help, `--`, other options, a second file: commander's business
     else file = a;
   }
-  return file === null ? null : { file, opts };
+  return file === null || looksLikeUrl(file) ? null : { file, opts };
 }
 
 /** Runs the command when the fast path applies; false when commander must parse argv. */

@@ -6,6 +6,7 @@
  * Each command's module is imported only when that command runs: start-up pays for one command, not all.
  */
 import { Command, CommanderError, Option } from 'commander';
+import { setFlagsFromString } from 'node:v8';
 import { CheckpointError } from './io/errors.js';
 import { printable, printableLines } from './io/printable.js';
 import { guardStdout, writeOut } from './cli-output.js';
@@ -43,7 +44,7 @@ export function buildProgram(): Command {
     .argument('<file>', 'checkpoint (.pth, .pt, .bin, .ckpt)')
     .option('--json', 'one JSON document (schema ckpt.inspect/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint (state_dict, model, model.ema)')
-    .action(inspectAction);
+    .action(async (file: string, opts: { json?: boolean; key?: string } & RemoteFlags) => inspectAction(file, { ...opts, remote: await remoteSession(opts) }));
 
   program
     .command('merge')
@@ -61,7 +62,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--on-shape-mismatch <policy>', 'keep the target value, or fail').choices(['keep', 'error']).default('keep'))
     .option('--strict', 'exit 1 (and write nothing) when any non-benign key is missing or mismatched')
     .option('--verbose', 'list every loaded key')
-    .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean }) => {
+    .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean } & RemoteFlags) => {
       if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
       const { collectMerge } = await import('./commands/merge.js');
       const { renderMerge } = await import('./commands/merge-render.js');
@@ -71,8 +72,9 @@ export function buildProgram(): Command {
       const render = (report: Parameters<typeof renderMerge>[0]) => {
         out = opts.json ? JSON.stringify(report, null, 2) : printableLines(renderMerge(report, Boolean(opts.verbose)));
       };
-      const outcome = await collectMerge(pretrained, target, { ...opts, beforeCommit: render });
-      if (out === null) render(outcome.report);
+      const outcome = await collectMerge(pretrained, target, { ...opts, remote: await remoteSession(opts), beforeCommit: render });
+      // No output was written (dry run, a failed policy): render the final report now.
+      if (out === null || outcome.report.output === null) render(outcome.report);
       process.exitCode = outcome.exitCode;
       writeOut(`${out}\n`);
     });
@@ -89,10 +91,10 @@ export function buildProgram(): Command {
     .option('--values', 'also compare values (streams both files; bitwise equal counts as equal)')
     .option('--atol <x>', 'absolute tolerance for --values', parseNumber, 0)
     .option('--rtol <x>', 'relative tolerance for --values', parseNumber, 0)
-    .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean }) => {
+    .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean } & RemoteFlags) => {
       const { collectDiff } = await import('./commands/diff.js');
       const { renderDiff } = await import('./commands/diff-render.js');
-      const outcome = await collectDiff(a, b, opts);
+      const outcome = await collectDiff(a, b, { ...opts, remote: await remoteSession(opts) });
       emit({ report: outcome.report, text: renderDiff(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
 
@@ -105,7 +107,8 @@ export function buildProgram(): Command {
     .option('--against <target>', 'a checkpoint or a manifest (ckpt inspect --json output) the file must load into with strict=True')
     .option('--finite', 'scan float tensors for NaN and Inf')
     .option('--fail-on <kinds>', 'comma-separated finding kinds that fail: missing,unexpected,shape,dtype,unsafe,global,nonfinite,corrupt')
-    .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string }) => {
+    .option('--crc', "for a URL: fetch every record and verify its CRC-32 (always done for local files)")
+    .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string; crc?: boolean } & RemoteFlags) => {
       const { collectCheck, parseFailOn } = await import('./commands/check.js');
       const { renderCheck } = await import('./commands/check-render.js');
       const outcome = await collectCheck(file, {
@@ -113,6 +116,8 @@ export function buildProgram(): Command {
         against: opts.against,
         finite: opts.finite,
         failOn: opts.failOn === undefined ? undefined : parseFailOn(opts.failOn),
+        crc: opts.crc,
+        remote: await remoteSession(opts),
       });
       emit({ report: outcome.report, text: renderCheck(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
@@ -124,18 +129,42 @@ export function buildProgram(): Command {
     .argument('<out>', 'file to write (written atomically)')
     .option('--json', 'one JSON document (schema ckpt.convert/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint')
-    .action(async (input: string, output: string, opts: { json?: boolean; key?: string }) => {
+    .action(async (input: string, output: string, opts: { json?: boolean; key?: string } & RemoteFlags) => {
       const { collectConvert, renderConvert } = await import('./commands/convert.js');
-      const report = await collectConvert(input, output, opts.key);
+      const report = await collectConvert(input, output, opts.key, await remoteSession(opts));
       emit({ report, text: renderConvert(report), exitCode: EXIT_OK }, Boolean(opts.json));
     });
 
+  for (const command of program.commands) addRemoteOptions(command);
   return program;
 }
 
 /** Commander's parse errors as a ckpt.error/1 document (USAGE, no path). */
 function usageDocument(e: CommanderError) {
   return { schema: 'ckpt.error/1', error: { code: 'USAGE', path: null, message: e.message.replace(/^error: /, '').replace(/\n\(Did you mean /g, ' (Did you mean ') } };
+}
+
+/** The options every command takes for http(s) inputs (remote-session.ts). */
+interface RemoteFlags {
+  header: string[];
+  maxBytes?: string;
+  allowDownload?: boolean;
+  timeout?: string;
+}
+
+function addRemoteOptions(command: Command): void {
+  command
+    .option('--header <header>', "'NAME: VALUE' sent with requests to a URL's own host, never after a redirect elsewhere (repeatable)", collect, [])
+    .option('--max-bytes <n>', 'most bytes one command may fetch from URLs (64MiB, 2GB, ...)', '64MiB')
+    .option('--allow-download', 'accept a server that ignores Range requests by downloading the whole file (within --max-bytes)')
+    .option('--timeout <seconds>', 'give up on a request that makes no progress for this long', '30');
+}
+
+async function remoteSession(opts: RemoteFlags) {
+  const { RemoteSession, parseByteCount } = await import('./io/remote-session.js');
+  const timeout = parseNumber(opts.timeout ?? '30');
+  if (timeout === 0) throw new CheckpointError('USAGE', '', '--timeout must be more than 0 seconds');
+  return new RemoteSession({ headers: opts.header, maxBytes: parseByteCount(opts.maxBytes ?? '64MiB'), allowDownload: opts.allowDownload, timeoutSeconds: timeout });
 }
 
 function parseNumber(value: string): number {
@@ -151,6 +180,10 @@ function collect(value: string, previous: string[]): string[] {
 export async function main(argv: string[]): Promise<void> {
   guardStdout();
   enablePhaseCollections();
+  // fetch parses HTTP with WebAssembly that V8 recompiles in background threads (TurboFan), and the
+  // process waits for them: ~1 s added to every command that read a URL. Baseline code is plenty for
+  // a few requests. Set before anything compiles WebAssembly; the library never touches V8 flags.
+  setFlagsFromString('--liftoff-only');
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });

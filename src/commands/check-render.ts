@@ -2,6 +2,7 @@
 import { fold } from '../match/fold.js';
 import type { CheckReport, Finding, FindingKind } from './check.js';
 import { safe } from './render.js';
+import { fetchedText } from './remote.js';
 
 const TITLES: Record<FindingKind, string> = {
   corrupt: 'corrupt',
@@ -18,7 +19,9 @@ export function renderCheck(r: CheckReport): string {
   const lines: string[] = [];
   const c = r.checked;
   lines.push(`file      ${safe(r.path)} (${r.format})${r.key ? ` [${safe(r.key)}]` : ''}`);
-  lines.push(`records   ${c.records} checked${c.crc === 'verified' ? ', CRC-32 verified' : c.crc === 'absent' ? ', CRC-32 absent (written without checksums)' : ''}`);
+  if (r.fetched) lines.push(`fetched   ${safe(fetchedText(r.fetched))}`);
+  if (c.crc === 'not fetched') lines.push(`records   ${c.records} listed, not fetched (remote file: --crc fetches and verifies them)`);
+  else lines.push(`records   ${c.records} checked${c.crc === 'verified' ? ', CRC-32 verified' : c.crc === 'absent' ? ', CRC-32 absent (written without checksums)' : ''}`);
   lines.push(`tensors   ${c.tensors}${c.finite ? ', scanned for NaN/Inf' : ''}`);
   if (c.against) lines.push(`against   ${safe(c.against)}`);
   for (const kind of Object.keys(TITLES) as FindingKind[]) {

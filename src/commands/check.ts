@@ -14,11 +14,15 @@ import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/re
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
-import { FileSource } from '../io/source.js';
+import { type ByteSource, FileSource } from '../io/source.js';
 import { parseJsonBytes } from '../io/json-text.js';
-import { LIMITS } from '../io/limits.js';
 import { betweenPhases } from '../io/memory.js';
 import type { StorageRef } from '../model/tensor-ref.js';
+import { HttpSource } from '../io/http-source.js';
+import { LIMITS } from '../io/limits.js';
+import { type FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { isUrl, urlFileName } from '../io/url.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
 export type FindingKind = (typeof FINDING_KINDS)[number];
@@ -39,6 +43,10 @@ export interface CheckOptions {
   against?: string;
   finite?: boolean;
   failOn?: FindingKind[];
+  /** Fetch and verify every record of a remote file too (local files are always verified). */
+  crc?: boolean;
+  /** How URLs are read, and what they cost (reported as `fetched`). */
+  remote?: RemoteSession;
 }
 
 export interface CheckReport {
@@ -48,9 +56,12 @@ export interface CheckReport {
   key: string;
   ok: boolean;
   fail_on: FindingKind[];
-  checked: { records: number; crc: 'verified' | 'absent' | 'not in format'; tensors: number; finite: boolean; against: string | null };
+  /** crc 'not fetched': a remote file's records were not read (pass --crc). */
+  checked: { records: number; crc: 'verified' | 'absent' | 'not in format' | 'not fetched'; tensors: number; finite: boolean; against: string | null };
   globals: Array<{ name: string; verdict: GlobalVerdict }>;
   findings: Finding[];
+  /** What reading URLs cost (absent for local files). */
+  fetched?: FetchedReport;
 }
 
 export function parseFailOn(list: string): FindingKind[] {
@@ -63,25 +74,31 @@ export function parseFailOn(list: string): FindingKind[] {
 
 export async function collectCheck(path: string, options: CheckOptions): Promise<{ report: CheckReport; exitCode: number }> {
   const failOn = options.failOn ?? DEFAULT_FAIL_ON;
-  const expected = options.against ? await loadArchitecture(options.against) : null;
-  const ckpt = await openCheckpoint(path, { strict: false });
+  const expected = options.against ? await loadArchitecture(options.against, options.remote) : null;
+  const ckpt = await openCheckpoint(path, { strict: false, remote: options.remote });
   try {
     const findings: Finding[] = ckpt.problems.map((p) => (p.key === undefined ? { kind: 'corrupt', detail: p.detail } : { kind: 'corrupt', key: p.key, detail: p.detail }));
-    const integrity = await checkRecords(ckpt, findings);
+    const sd = findStateDict(ckpt.root, ckpt.path, options.key);
+    if (options.crc) ensureBudget(options.remote, 'check --crc', [ckpt], ckpt.storages);
+    const integrity = await checkRecords(ckpt, findings, Boolean(options.crc));
     const globals = ckpt.globals.map((g) => ({ name: g.qualname, verdict: globalVerdict(g) })).filter((g) => g.verdict !== 'torch');
     for (const g of globals) {
       if (g.verdict === 'dangerous') findings.push({ kind: 'unsafe', detail: `${g.name}: torch.load(weights_only=False) would call it` });
       else if (g.verdict === 'unknown') findings.push({ kind: 'global', detail: `${g.name}: not plain torch; torch.load(weights_only=True) refuses it` });
     }
-    const sd = findStateDict(ckpt.root, path, options.key);
-    betweenPhases(sd.tensors.length + (expected?.tensors.length ?? 0));
-    if (options.finite) await checkFinite(sd, path, findings, new Set(ckpt.problems.map((p) => p.storage)));
+    const size = sd.tensors.length + (expected?.tensors.length ?? 0);
+    betweenPhases(size);
+    if (options.finite) {
+      const scanned = sd.tensors.filter(([, t]) => t.dtype.kind === 'float' || t.dtype.kind === 'complex').map(([, t]) => t.storage);
+      ensureBudget(options.remote, 'check --finite', [ckpt], scanned);
+      await checkFinite(sd, ckpt.path, findings, new Set(ckpt.problems.map((p) => p.storage)));
+    }
     if (expected) for (const f of compareArchitecture(sd, expected.tensors)) findings.push(f);
-    betweenPhases(sd.tensors.length + (expected?.tensors.length ?? 0));
+    betweenPhases(size);
     const ok = !findings.some((f) => !f.benign && failOn.includes(f.kind));
-    const report: CheckReport = {
+    const report: CheckReport = withFetched<CheckReport>({
       schema: 'ckpt.check/1',
-      path,
+      path: ckpt.path,
       format: ckpt.format,
       key: sd.key,
       ok,
@@ -89,17 +106,21 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
       checked: { records: integrity.records, crc: integrity.crc, tensors: sd.tensors.length, finite: Boolean(options.finite), against: options.against ?? null },
       globals,
       findings,
-    };
+    }, options.remote);
     return { report, exitCode: ok ? 0 : 1 };
   } finally {
     await ckpt.close();
   }
 }
 
-/** Every zip record: a valid local header, data inside the file, CRC-32 equal to the directory's. */
-async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
-  if (ckpt.shards) return checkShardRecords(ckpt.shards, findings);
+/**
+ * Every zip record: a valid local header, data inside the file, CRC-32 equal to the directory's. A remote
+ * file's records are tensor bytes: read only when asked (--crc).
+ */
+async function checkRecords(ckpt: Checkpoint, findings: Finding[], fetchRemote: boolean): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
+  if (ckpt.shards) return checkShardRecords(ckpt.shards, findings, fetchRemote);
   if (!ckpt.zip) return { records: ckpt.storages.length, crc: 'not in format' };
+  if (ckpt.source.remote && !fetchRemote) return { records: ckpt.zip.entries.length, crc: 'not fetched' };
   const entries = ckpt.zip.entries;
   // Locate every record in a few batched reads; a bad header makes the batch fail, and the per-entry
   // pass below then names each bad record on its own.
@@ -126,18 +147,18 @@ async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ re
 }
 
 /** Each shard's records, findings keyed `<shard file>:<record>`; CRCs verified only if every zip shard has them. */
-async function checkShardRecords(shards: readonly Checkpoint[], findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
+async function checkShardRecords(shards: readonly Checkpoint[], findings: Finding[], fetchRemote: boolean): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
   let records = 0;
   const crcs = new Set<CheckReport['checked']['crc']>();
   for (const shard of shards) {
     const own: Finding[] = [];
-    const r = await checkRecords(shard, own);
+    const r = await checkRecords(shard, own, fetchRemote);
     records += r.records;
     crcs.add(r.crc);
     const name = basename(shard.path);
     for (const f of own) findings.push({ ...f, key: f.key === undefined ? name : `${name}:${f.key}` });
   }
-  const crc = crcs.has('absent') ? 'absent' : crcs.has('verified') ? 'verified' : 'not in format';
+  const crc = crcs.has('not fetched') ? 'not fetched' : crcs.has('absent') ? 'absent' : crcs.has('verified') ? 'verified' : 'not in format';
   return { records, crc };
 }
 
@@ -191,11 +212,11 @@ function fmt(shape: readonly number[]): string {
 }
 
 /** The expected keys, shapes and dtypes: from a checkpoint, or from `ckpt inspect --json` output (a manifest). */
-async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {
-  if (path.endsWith('.json')) {
-    const doc = await readJsonFile(path, 'a manifest (ckpt inspect --json output)');
+async function loadArchitecture(path: string, remote: RemoteSession | undefined): Promise<{ tensors: TensorInfo[] }> {
+  if ((isUrl(path) ? urlFileName(path) : path).endsWith('.json')) {
+    const doc = await readJsonFile(path, remote, 'a manifest (ckpt inspect --json output)');
     const m = doc as { schema?: unknown; tensors?: unknown; weight_map?: unknown };
-    if (m.weight_map !== undefined && m.schema === undefined) return loadCheckpointArchitecture(path); // a sharded checkpoint's index
+    if (m.weight_map !== undefined && m.schema === undefined) return loadCheckpointArchitecture(path, remote); // a sharded checkpoint's index
     if (m.schema !== 'ckpt.inspect/1' || !Array.isArray(m.tensors)) {
       throw new CheckpointError('NOT_A_CHECKPOINT', path, 'not a manifest: expected the JSON of `ckpt inspect --json` (schema ckpt.inspect/1)');
     }
@@ -209,24 +230,27 @@ async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }
       }),
     };
   }
-  return loadCheckpointArchitecture(path);
+  return loadCheckpointArchitecture(path, remote);
 }
 
-/** Through FileSource: a FIFO or device named as the manifest is refused without blocking. */
-async function readJsonFile(path: string, what: string): Promise<unknown> {
-  const source = await FileSource.open(path);
+/**
+ * A manifest, from a file or a URL, decoded strictly (json-text.ts). A local one is opened through
+ * FileSource, so a FIFO or device named as the manifest is refused without blocking.
+ */
+async function readJsonFile(path: string, remote: RemoteSession | undefined, what: string): Promise<unknown> {
+  const source: ByteSource = isUrl(path) ? await HttpSource.open(path, remote ?? new RemoteSession()) : await FileSource.open(path);
   try {
-    if (source.size > LIMITS.manifestBytes) throw new CheckpointError('LIMIT', path, `manifest of ${source.size} bytes exceeds manifestBytes (${LIMITS.manifestBytes})`);
-    return parseJsonBytes(await source.read(0, source.size), path, what);
+    if (source.size > LIMITS.manifestBytes) throw new CheckpointError('LIMIT', source.path, `manifest of ${source.size} bytes exceeds manifestBytes (${LIMITS.manifestBytes})`);
+    return parseJsonBytes(await source.read(0, source.size), source.path, what);
   } finally {
     await source.close();
   }
 }
 
-async function loadCheckpointArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {
-  const ckpt = await openCheckpoint(path);
+async function loadCheckpointArchitecture(path: string, remote: RemoteSession | undefined): Promise<{ tensors: TensorInfo[] }> {
+  const ckpt = await openCheckpoint(path, { remote });
   try {
-    const sd = findStateDict(ckpt.root, path);
+    const sd = findStateDict(ckpt.root, ckpt.path);
     return { tensors: sd.tensors.map(([key, t]) => ({ key, shape: t.shape, dtype: t.dtype.name })) };
   } finally {
     await ckpt.close();

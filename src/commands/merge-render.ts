@@ -4,6 +4,7 @@ import { fold } from '../match/fold.js';
 import { describeRule } from '../match/rules.js';
 import type { MergeReport } from './merge.js';
 import { indent, safe, shapeText, table } from './render.js';
+import { fetchedText } from './remote.js';
 
 export function renderMerge(r: MergeReport, verbose = false): string {
   const s = r.summary;
@@ -17,6 +18,7 @@ export function renderMerge(r: MergeReport, verbose = false): string {
   );
   if (r.failure) lines.push(`failed      ${r.failure}`);
   else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : safe(r.output)}`);
+  if (r.fetched) lines.push(`fetched     ${safe(fetchedText(r.fetched))}`);
 
   if (r.hint) {
     const h = r.hint;

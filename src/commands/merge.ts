@@ -15,6 +15,8 @@ import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/mat
 import { assertWritableOutput } from './paths.js';
 import { progressLine } from './progress.js';
 import { betweenPhases } from '../io/memory.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export interface MergeOptions {
   output?: string;
@@ -31,6 +33,8 @@ export interface MergeOptions {
    * place (the CLI renders the report here): if it throws, no output is left behind.
    */
   beforeCommit?: (report: MergeReport) => void;
+  /** How URLs are read, and what they cost (reported as `fetched`). */
+  remote?: RemoteSession;
 }
 
 export interface MergeReport {
@@ -48,6 +52,8 @@ export interface MergeReport {
   failure?: string;
   /** For a merge that matched nothing: the closest automatic mapping and a sample of keys from each side. */
   hint?: { strip: string; add: string; names: number; shapes: number; pretrained_sample: string[]; target_sample: string[] };
+  /** What reading URLs cost (absent when both inputs are local). */
+  fetched?: FetchedReport;
 }
 
 export interface MergeOutcome {
@@ -66,11 +72,13 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
   if (options.output && !options.dryRun) await assertWritableOutput(options.output);
-  const pretrained = await openCheckpoint(pretrainedPath);
+  const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
-    const target = await openCheckpoint(targetPath);
+    const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      return await merge(pretrained, target, rules, options);
+      const outcome = await merge(pretrained, target, rules, options);
+      withFetched(outcome.report, options.remote);
+      return outcome;
     } finally {
       await target.close();
     }
@@ -123,15 +131,19 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   }
   if (options.dryRun || !options.output) return { report, exitCode: 0 };
 
+  const output = composeOutput(psd, tsd, result);
+  // From a URL, only the storages the output takes are fetched: check they fit the budget first.
+  ensureBudget(options.remote, 'merge', [pretrained, target], output.flatMap(([, v]) => ('tensor' in v ? [v.tensor.storage] : [])));
   const progress = progressLine('merging');
-  const output = options.output;
+  const destination = options.output;
   const beforeCommit = options.beforeCommit;
-  await writeStateDict(output, composeOutput(psd, tsd, result), {
+  await writeStateDict(destination, output, {
     metadata: tsd.metadata,
     onProgress: progress.update,
     beforeCommit: () => {
       progress.done();
-      report.output = output;
+      report.output = destination;
+      withFetched(report, options.remote);
       try {
         beforeCommit?.(report);
       } catch (e) {

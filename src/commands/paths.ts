@@ -1,5 +1,7 @@
 /** Output-path rules shared by the commands that write files. */
 import { checkDestination } from '../io/output.js';
+import { CheckpointError } from '../io/errors.js';
+import { isUrl, parseUrl, redactUrl } from '../io/url.js';
 
 /**
  * Checks the output path before any input is read: its folder exists, it is not `-`, and it is not an
@@ -7,5 +9,6 @@ import { checkDestination } from '../io/output.js';
  * allowed: output goes through a temporary file and a rename after every input byte has been read.
  */
 export async function assertWritableOutput(output: string): Promise<void> {
+  if (isUrl(output)) throw new CheckpointError('USAGE', redactUrl(parseUrl(output)), 'outputs are local files; URLs are read, never written');
   checkDestination(output);
 }

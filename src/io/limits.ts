@@ -68,6 +68,8 @@ export const LIMITS = {
    * printed): 1 GiB is ~10M tensors, the tensors limit; the file is parsed in memory.
    */
   manifestBytes: 1 << 30,
+  /** Redirects followed for one request. Fetch's own limit is 20; a hub answers with one (to its CDN). */
+  httpRedirects: 10,
 } as const;
 
 export type LimitName = keyof typeof LIMITS;
