@@ -68,10 +68,14 @@ describe('a write error on stdout', () => {
 describe('--json failures print a ckpt.error/1 document on stdout as well as the error line', () => {
   it.each([
     ['inspect of a missing file', ['inspect', join(dir, 'nope.pth'), '--json'], 'NOT_FOUND', join(dir, 'nope.pth'), 'no such file'],
-    ['check of a text file', ['check', 'NOTES', '--json'], 'NOT_A_CHECKPOINT', 'NOTES', 'not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)'],
+    ['check of a text file', ['check', 'NOTES', '--json'], 'NOT_A_CHECKPOINT', 'NOTES', 'a text file (12 bytes), not a checkpoint; first line: not weights'],
     ['diff with a missing B', ['diff', TINY, join(dir, 'nope-b.pth'), '--json'], 'NOT_FOUND', join(dir, 'nope-b.pth'), 'no such file'],
     ['merge with --key that does not exist', ['merge', TINY, TINY, '--dry-run', '--key', 'nothing.here', '--json'], 'KEY_NOT_FOUND', TINY, '--key nothing.here: no such entry (top-level keys: conv1.weight, bn1.weight, bn1.bias, bn1.running_mean, bn1.running_var, bn1.num_batches_tracked, layer1.0.conv1.weight, layer1.0.bn1.weight, ...)'],
     ['convert to -', ['convert', TINY, '-', '--json'], 'USAGE', '-', 'cannot write a checkpoint to standard output: a zip archive is written with seeks (CRCs patched into headers), so it needs a file; give a file name'],
+    ['sanitize of a missing file', ['sanitize', join(dir, 'nope-s.pth'), join(dir, 'sanitized.pth'), '--json'], 'NOT_FOUND', join(dir, 'nope-s.pth'), 'no such file'],
+    ['sanitize to -', ['sanitize', TINY, '-', '--json'], 'USAGE', '-', 'cannot write a checkpoint to standard output: a zip archive is written with seeks (CRCs patched into headers), so it needs a file; give a file name'],
+    ['convert --shard to -', ['convert', TINY, '-', '--shard', '1MB', '--json'], 'USAGE', '-', 'cannot write a sharded checkpoint to standard output: it is a folder of files; give a folder name'],
+    ['a URL that cannot be reached (credentials redacted, bytes percent-encoded)', ['inspect', 'http://user:secret@127.0.0.1:1/a b\u001b.pth', '--json'], 'REMOTE', 'http://***@127.0.0.1:1/a%20b%1B.pth', 'request failed: fetch failed'],
   ])('%s', (_name, args, code, path, message) => {
     const notes = join(dir, 'notes.pth');
     writeFileSync(notes, 'not weights\n');
@@ -155,6 +159,14 @@ describe('bytes from files and arguments are escaped in text, exact in JSON', ()
     expect(missing.stderr).toBe(`error: ${dir}/evil\\nfile  \\x1b[31mname.pth.missing: no such file\n`);
     const d = ckpt(['diff', weird, TINY]);
     expect(d.stdout.split('\n')[0]).toContain('evil\\nfile');
+  });
+
+  it('sanitize: the file names in its report are escaped', () => {
+    const out = join(dir, 'sanitized\nFAKE \u001b[2Jline.pth');
+    const r = ckpt(['sanitize', TINY, out]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(RAW_UNSAFE);
+    expect(r.stdout.split('\n')[1]).toBe(`wrote     ${dir}/sanitized\\nFAKE \\x1b[2Jline.pth: 122 tensors in 122 storages, 99.6 KB`);
   });
 
   it('an unknown option is one escaped line (the argument is quoted back)', () => {

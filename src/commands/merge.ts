@@ -9,16 +9,16 @@ import type { Checkpoint } from '../formats/checkpoint.js';
 import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from '../model/tensor-ref.js';
-import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
+import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
-import { assertWritableOutput } from './paths.js';
+import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
 import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
 
-export interface MergeOptions {
+export interface MergeOptions extends OutputOptions {
   output?: string;
   dryRun?: boolean;
   key?: string;
@@ -50,6 +50,8 @@ export interface MergeReport {
   mismatched: MatchResult['mismatched'];
   /** Why nothing was written, when a policy stopped the merge; absent on success and on --dry-run. */
   failure?: string;
+  /** What was written (format, files, shards, --tied drop names), when something was. */
+  written?: WrittenOutput;
   /** For a merge that matched nothing: the closest automatic mapping and a sample of keys from each side. */
   hint?: { strip: string; add: string; names: number; shapes: number; pretrained_sample: string[]; target_sample: string[] };
   /** What reading URLs cost (absent when both inputs are local). */
@@ -71,12 +73,13 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
 
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
-  if (options.output && !options.dryRun) await assertWritableOutput(options.output);
+  const form = options.output ? outputForm(options.output, options) : null;
+  if (form && !options.dryRun) await assertWritableDestination(form);
   const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
     const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      const outcome = await merge(pretrained, target, rules, options);
+      const outcome = await merge(pretrained, target, rules, options, form);
       withFetched(outcome.report, options.remote);
       return outcome;
     } finally {
@@ -87,7 +90,7 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   }
 }
 
-async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, options: MergeOptions): Promise<MergeOutcome> {
+async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
   const size = psd.tensors.length + tsd.tensors.length;
@@ -129,25 +132,26 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
     if (result.loaded.length === 0) report.hint = hint(result, psd, tsd);
     return { report, exitCode: 1 };
   }
-  if (options.dryRun || !options.output) return { report, exitCode: 0 };
+  if (options.dryRun || !form) return { report, exitCode: 0 };
 
   const output = composeOutput(psd, tsd, result);
   // From a URL, only the storages the output takes are fetched: check they fit the budget first.
   ensureBudget(options.remote, 'merge', [pretrained, target], output.flatMap(([, v]) => ('tensor' in v ? [v.tensor.storage] : [])));
   const progress = progressLine('merging');
-  const destination = options.output;
   const beforeCommit = options.beforeCommit;
-  await writeStateDict(destination, output, {
-    metadata: tsd.metadata,
+  await writeOutput(form, output, {
+    moduleMetadata: tsd.metadata,
     onProgress: progress.update,
-    beforeCommit: () => {
+    beforeCommit: (written) => {
       progress.done();
-      report.output = destination;
+      report.written = written;
+      report.output = form.path;
       withFetched(report, options.remote);
       try {
         beforeCommit?.(report);
       } catch (e) {
         report.output = null;
+        delete report.written;
         throw e;
       }
     },

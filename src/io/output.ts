@@ -68,17 +68,29 @@ function untrack(tmp: string): void {
   for (const [signal] of CLEANUP_SIGNALS) process.off(signal, removePendingAndExit);
 }
 
+/** For writers that manage temporary files of their own (src/io/output-folder.ts): removed on the same signals. */
+export { track as trackTemporary, untrack as untrackTemporary };
+
+/** A sharded output's commit renames the files it replaces to this for a moment (io/output-folder.ts). */
+export const BACKUP_PREFIX = '.ckpt-old-';
+
 /**
- * `.ckpt-tmp-<pid>-<8 hex>-<name>` in `folder`, with `name` cut (on a UTF-8 character boundary) so the
+ * `.ckpt-tmp-<pid>-<8 hex>-<name>` (or another prefix) beside `target`, with `name` cut (on a UTF-8 character boundary) so the
  * whole stays within NAME_MAX: any output name the file system accepts still gets a temporary file.
  */
-export function temporaryPathFor(target: string): string {
-  const head = `${TEMPORARY_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}-`;
+export function temporaryPathFor(target: string, prefix = TEMPORARY_PREFIX): string {
+  const head = `${prefix}${process.pid}-${randomBytes(4).toString('hex')}-`;
   const room = NAME_MAX_BYTES - Buffer.byteLength(head);
   let name = basename(target);
   while (Buffer.byteLength(name) > room) name = Array.from(name).slice(0, -1).join('');
   return join(dirname(target), head + name);
 }
+
+/** Why `-` (standard output) cannot take each kind of output, for the USAGE error that refuses it. */
+export const STDOUT_WHY = {
+  zip: 'a zip archive is written with seeks (CRCs patched into headers), so it needs a file',
+  safetensors: 'the output is written to a temporary file, fsynced and renamed into place (never left half written), so it needs a file',
+} as const;
 
 /** Where the bytes really go, and what was there before. */
 export interface OutputPlan {
@@ -95,10 +107,8 @@ export interface OutputPlan {
  * says where the bytes will go. Throws USAGE for `-`, IO for a folder that does not exist or a
  * destination that is not a regular file.
  */
-export function checkDestination(destination: string): OutputPlan {
-  if (destination === '-') {
-    throw new CheckpointError('USAGE', '-', 'cannot write a checkpoint to standard output: a zip archive is written with seeks (CRCs patched into headers), so it needs a file; give a file name');
-  }
+export function checkDestination(destination: string, why: string = STDOUT_WHY.zip): OutputPlan {
+  if (destination === '-') throw new CheckpointError('USAGE', '-', `cannot write a checkpoint to standard output: ${why}; give a file name`);
   // What the path finally names (stat follows every link): only a regular file, or nothing, may be replaced.
   let existing: Stats | null = null;
   try {
@@ -163,20 +173,22 @@ function kindOf(s: Stats): string {
   return 'not a regular file';
 }
 
-export interface AtomicWriteOptions {
+export interface AtomicWriteOptions<T> {
   /**
-   * Runs after every byte is written and fsynced, before the rename: a failure here (a report that cannot
-   * be rendered) still leaves no output behind.
+   * Runs with what `write` returned after every byte is written and fsynced, before the rename: a failure
+   * here (a report that cannot be rendered) still leaves no output behind.
    */
-  beforeCommit?: () => void | Promise<void>;
+  beforeCommit?: (result: T) => void | Promise<void>;
+  /** Why `-` is refused (STDOUT_WHY; a zip's reason by default). */
+  stdoutWhy?: string;
 }
 
 /**
  * Runs `write` against a fresh temporary file and moves it to `destination` only if `write` succeeds.
  * Returns what `write` returned.
  */
-export async function writeAtomically<T>(destination: string, write: (handle: FileHandle, tmpPath: string) => Promise<T>, options: AtomicWriteOptions = {}): Promise<T> {
-  const plan = checkDestination(destination);
+export async function writeAtomically<T>(destination: string, write: (handle: FileHandle, tmpPath: string) => Promise<T>, options: AtomicWriteOptions<T> = {}): Promise<T> {
+  const plan = checkDestination(destination, options.stdoutWhy);
   const tmp = temporaryPathFor(plan.target);
   let handle: FileHandle;
   try {
@@ -198,7 +210,7 @@ export async function writeAtomically<T>(destination: string, write: (handle: Fi
       throw ioError(destination, e, 'fsync failed');
     }
     await handle.close();
-    if (options.beforeCommit) await options.beforeCommit();
+    if (options.beforeCommit) await options.beforeCommit(result);
     try {
       await rename(tmp, plan.target);
     } catch (e) {
@@ -224,7 +236,7 @@ export async function writeAtomically<T>(destination: string, write: (handle: Fi
  * The replaced file's owner, group and permission bits go to the new one. chown first: changing the
  * owner clears set-id bits. A chown the process may not do (another user's file) keeps ours, as `cp` does.
  */
-async function keepOwnerAndMode(handle: FileHandle, old: Stats, destination: string): Promise<void> {
+export async function keepOwnerAndMode(handle: FileHandle, old: Stats, destination: string): Promise<void> {
   if (typeof process.getuid === 'function' && (old.uid !== process.getuid() || old.gid !== process.getgid?.())) {
     await handle.chown(old.uid, old.gid).catch(() => handle.chown(-1, old.gid).catch(() => undefined));
   }

@@ -45,25 +45,12 @@ export function needsBf16NanLayout(from: DType, to: DType): boolean {
  * there are more than MAX_VECTOR_RUNS runs.
  */
 export function vectorRanges(from: DType, view: ViewLayout): number[] | null {
-  const dims: number[] = [];
   let numel = 1;
-  for (let i = 0; i < view.shape.length; i++) {
-    const size = view.shape[i] as number;
-    numel *= size;
-    if (size !== 1) dims.push(i);
-  }
+  for (const size of view.shape) numel *= size;
   if (numel === 0) return [];
-  let inner = dims.length - 1;
-  // A 0-d tensor (or all sizes 1) is one run of one element; an inner stride other than 1 runs scalar.
-  if (inner >= 0 && view.stride[dims[inner] as number] !== 1) return [];
-  let run = inner >= 0 ? (view.shape[dims[inner] as number] as number) : 1;
-  while (inner > 0 && view.stride[dims[inner - 1] as number] === run) {
-    inner--;
-    run *= view.shape[dims[inner] as number] as number;
-  }
-  const vectorLength = from.name === 'float64' ? run - (run % 16) : run;
-  if (vectorLength === 0) return [];
-  const outer = dims.slice(0, inner);
+  const { run, vectorLength, dims, inner } = runShape(from, view);
+  if (run === 0 || vectorLength === 0) return [];
+  const outer = dims.slice(0, Math.max(0, inner));
   let runs = 1;
   for (const d of outer) runs *= view.shape[d] as number;
   if (runs > MAX_VECTOR_RUNS) return null;
@@ -79,6 +66,40 @@ export function vectorRanges(from: DType, view: ViewLayout): number[] | null {
     }
   }
   return ranges;
+}
+
+/**
+ * For a copy of one view's elements in row-major order into a contiguous tensor (the safetensors and
+ * sharded writers): which of them torch's vector code converts. The runs of `vectorRanges` follow each
+ * other in row-major order, so element i is vectorised when the inner stride is 1 and i % run < the run's
+ * vector length. Returns the patch that rewrites the others' 0xFFFF to 0x7FC0.
+ */
+export function rowMajorNanPatch(from: DType, view: ViewLayout): (out: Uint8Array, first: number, count: number) => void {
+  const { run, vectorLength } = runShape(from, view);
+  return (out, first, count) => {
+    const bits = new DataView(out.buffer, out.byteOffset, count * 2);
+    for (let i = 0; i < count; i++) {
+      if (run > 0 && (first + i) % run < vectorLength) continue;
+      if (bits.getUint16(i * 2, true) === BF16_NAN_VECTOR) bits.setUint16(i * 2, BF16_NAN_SCALAR, true);
+    }
+  };
+}
+
+/**
+ * The coalesced inner run of a view (0 when its inner stride is not 1: all scalar), its vectorised part,
+ * the view's dimensions of size other than 1, and the index in `dims` where the run begins.
+ */
+function runShape(from: DType, view: ViewLayout): { run: number; vectorLength: number; dims: number[]; inner: number } {
+  const dims: number[] = [];
+  for (let i = 0; i < view.shape.length; i++) if (view.shape[i] !== 1) dims.push(i);
+  let inner = dims.length - 1;
+  if (inner >= 0 && view.stride[dims[inner] as number] !== 1) return { run: 0, vectorLength: 0, dims, inner };
+  let run = inner >= 0 ? (view.shape[dims[inner] as number] as number) : 1;
+  while (inner > 0 && view.stride[dims[inner - 1] as number] === run) {
+    inner--;
+    run *= view.shape[dims[inner] as number] as number;
+  }
+  return { run, vectorLength: from.name === 'float64' ? run - (run % 16) : run, dims, inner };
 }
 
 /**
