@@ -71,7 +71,7 @@ describe(`renderers with ${ROWS.toLocaleString('en-US')} rows`, () => {
   it('check', () => {
     const r: CheckReport = {
       schema: 'ckpt.check/1', path: 'a', format: 'zip', key: '', ok: false, fail_on: ['missing'],
-      checked: { records: ROWS, crc: 'verified', tensors: ROWS, finite: true, against: 'b' }, globals: [],
+      checked: { records: ROWS, crc: 'verified', tensors: ROWS, finite: true, against: 'b' }, globals: [], allow_globals: [],
       findings: Array.from({ length: ROWS }, (_, i) => ({ kind: 'missing' as const, key: key(i), detail: `${key(i)} [4] float32 is expected but absent` })),
     };
     expect(renderCheck(r)).toContain(`missing keys (${ROWS})`);
