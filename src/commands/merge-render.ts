@@ -3,7 +3,7 @@ import { BENIGN_NOTES, type BenignReason } from '../match/benign.js';
 import { fold } from '../match/fold.js';
 import { describeRule } from '../match/rules.js';
 import type { MergeReport } from './merge.js';
-import { indent, shapeText, table } from './render.js';
+import { indent, safe, shapeText, table } from './render.js';
 import { fetchedText } from './remote.js';
 
 /** How the output was written, unless it is a plain .pth file (shown as the path alone). */
@@ -11,13 +11,13 @@ function writtenText(r: MergeReport): string {
   const w = r.written;
   if (!w || (w.format === 'pth' && w.layout === 'file')) return '';
   if (w.layout === 'file') return ` (${w.format})`;
-  return ` (${w.format}, ${w.files.length === 1 ? `one file: ${w.files[0]!.path}` : `${w.files.length} shards + ${w.index}`})`;
+  return ` (${w.format}, ${w.files.length === 1 ? `one file: ${safe(w.files[0]!.path)}` : `${w.files.length} shards + ${safe(w.index ?? '')}`})`;
 }
 
 export function renderMerge(r: MergeReport, verbose = false): string {
   const s = r.summary;
   const lines: string[] = [];
-  const where = (p: { path: string; key: string; format: string }) => `${p.path}${p.key ? ` [${p.key}]` : ''} (${p.format})`;
+  const where = (p: { path: string; key: string; format: string }) => `${safe(p.path)}${p.key ? ` [${safe(p.key)}]` : ''} (${p.format})`;
   lines.push(`pretrained  ${where(r.pretrained)}: ${s.pretrained_keys} tensors`);
   lines.push(`target      ${where(r.target)}: ${s.target_keys} tensors`);
   lines.push(`rules       ${rulesText(r)}`);
@@ -25,15 +25,15 @@ export function renderMerge(r: MergeReport, verbose = false): string {
     `result      ${s.loaded} loaded, ${s.missing} missing${s.missing ? ` (${s.missing_benign} benign)` : ''}, ${s.mismatched} mismatched, ${s.unexpected} unexpected${s.cast ? `; ${s.cast} cast to the target dtype` : ''}`,
   );
   if (r.failure) lines.push(`failed      ${r.failure}`);
-  else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : `${r.output}${writtenText(r)}`}`);
-  for (const d of r.written?.dropped ?? []) lines.push(`            ${d.key} dropped (--tied drop): same bytes as ${d.kept}`);
-  if (r.written?.removed.length) lines.push(`            removed ${r.written.removed.join(', ')} (left by an earlier save in that folder)`);
-  if (r.fetched) lines.push(`fetched     ${fetchedText(r.fetched)}`);
+  else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : `${safe(r.output)}${writtenText(r)}`}`);
+  for (const d of r.written?.dropped ?? []) lines.push(`            ${safe(d.key)} dropped (--tied drop): same bytes as ${safe(d.kept)}`);
+  if (r.written?.removed.length) lines.push(`            removed ${r.written.removed.map(safe).join(', ')} (left by an earlier save in that folder)`);
+  if (r.fetched) lines.push(`fetched     ${safe(fetchedText(r.fetched))}`);
 
   if (r.hint) {
     const h = r.hint;
     lines.push('');
-    lines.push(`nothing matched. pretrained keys look like ${h.pretrained_sample.join(', ')}; target keys look like ${h.target_sample.join(', ')}`);
+    lines.push(`nothing matched. pretrained keys look like ${h.pretrained_sample.map(safe).join(', ')}; target keys look like ${h.target_sample.map(safe).join(', ')}`);
     if (h.names > 0) lines.push(`closest mapping tried: ${mappingText(h.strip, h.add)} matches ${h.names} names (${h.shapes} with equal shapes)`);
     else lines.push('no prefix mapping matches any name; use --rename REGEX=REPLACEMENT');
   }
@@ -57,7 +57,7 @@ export function renderMerge(r: MergeReport, verbose = false): string {
   for (const reason of reasons) {
     const rows = benign.filter((m) => m.reason === reason);
     lines.push('', `missing, benign (${rows.length}): ${reason}`);
-    for (const f of fold(rows, (m) => m.key, (m) => `${shapeText(m.shape)} ${m.dtype}`)) lines.push(`  ${f.pattern}`);
+    for (const f of fold(rows, (m) => m.key, (m) => `${shapeText(m.shape)} ${m.dtype}`)) lines.push(`  ${safe(f.pattern)}`);
     lines.push(`  note: ${BENIGN_NOTES[reason]}`);
   }
   const casts = r.loaded.filter((l) => l.cast_from);
@@ -74,11 +74,11 @@ export function renderMerge(r: MergeReport, verbose = false): string {
 
 function rulesText(r: MergeReport): string {
   if (r.rules.length === 0) return r.summary.loaded > 0 ? 'none (names already agree)' : 'none';
-  return r.rules.map((rule) => `${describeRule(rule)} (${rule.auto ? 'automatic, ' : ''}${rule.matched} keys)`).join(', then ');
+  return r.rules.map((rule) => `${safe(describeRule(rule))} (${rule.auto ? 'automatic, ' : ''}${rule.matched} keys)`).join(', then ');
 }
 
 function mappingText(strip: string, add: string): string {
-  const parts = [strip && `--strip-prefix ${strip}`, add && `--add-prefix ${add}`].filter(Boolean);
+  const parts = [strip && `--strip-prefix ${safe(strip)}`, add && `--add-prefix ${safe(add)}`].filter(Boolean);
   return parts.length ? parts.join(' ') : 'no prefix change';
 }
 
