@@ -7,7 +7,7 @@
  * equal: a pickle where two are is crafted, and it is refused (fixtures/regressions/difffuzz-dict-key-false-zero.pth).
  * Strings equal only strings, which the Map already compares by value: they are never looked at here.
  */
-import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PySet, PyTuple, type PyValue, kindOf } from './value.js';
+import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PySet, PyTuple, type PyValue, kindOf } from './value.js';
 
 /** What makes two keys equal to Python: a string for values compared by value, the object itself for identity. */
 type Identity = string | object;
@@ -61,8 +61,7 @@ export function pyIdentity(v: PyValue, numberOf: (o: object) => number): Identit
 }
 
 export const UNHASHABLE: unique symbol = Symbol('unhashable');
-/** An opaque object beside another key: its class's own __eq__ and __hash__ decide, which ckpt never runs. */
-export const OPAQUE_BESIDE_OTHERS: unique symbol = Symbol('opaque beside others');
+
 
 /**
  * The keys of one dict (strings left out: the Map compares those by value) or the items of one set, by
@@ -77,18 +76,9 @@ export class PyKeyIndex {
     return n;
   };
 
-  private keys = 0;
-  private opaque: PyObject | null = null;
-
   constructor(private readonly withStrings: boolean) {}
 
-  add(key: PyValue): { twin: PyValue } | typeof UNHASHABLE | typeof OPAQUE_BESIDE_OTHERS | null {
-    // An instance of a class ckpt does not decode may define __eq__ (an IntEnum member equals an int, two
-    // instances may equal each other): alone it is one key whatever its class says; beside others, refused.
-    const isOpaque = key instanceof PyObject;
-    if ((isOpaque && this.keys > 0) || this.opaque !== null) return OPAQUE_BESIDE_OTHERS;
-    this.keys++;
-    if (isOpaque) this.opaque = key;
+  add(key: PyValue): { twin: PyValue } | typeof UNHASHABLE | null {
     if (typeof key === 'string' && !this.withStrings) return null;
     const id = pyIdentity(key, this.numberOf);
     if (id === null) return UNHASHABLE;
@@ -106,9 +96,6 @@ export function addPyKey(index: PyKeyIndex, key: PyValue, where: 'dict key' | 's
   const r = index.add(key);
   if (r === null) return;
   if (r === UNHASHABLE) throw new PyKeyRefusal(`uses a ${kindOf(key)} as a ${where}, which Python cannot hash (torch refuses the file)`);
-  if (r === OPAQUE_BESIDE_OTHERS) {
-    throw new PyKeyRefusal(`has an object of an undecoded class as a ${where} beside others: whether Python takes two of them for one depends on that class's __eq__, which ckpt does not run`);
-  }
   throw new PyKeyRefusal(`has the ${where}s ${show(r.twin)} and ${show(key)}, one to Python (they are equal) and two here; torch.save never writes both`);
 }
 
