@@ -10,8 +10,14 @@ import { findStateDict, moduleVersions, type StateDict } from '../model/state-di
 import { type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from '../model/tensor-ref.js';
 import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
+import { type DType, dtypeByName } from '../tensor/dtype.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
+import { type Alignment, alignmentFlags, firstNameAgreement, hintAlignments } from '../match/align.js';
+import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, type Interp, parseAdapt, parseSelectRows, planAdaptations } from '../match/adapt.js';
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
+import { adaptedValue } from './merge-adapt.js';
 import { assertWritableOutput } from './paths.js';
 import { progressLine } from './progress.js';
 
@@ -25,6 +31,12 @@ export interface MergeOptions {
   rename?: string[];
   onShapeMismatch?: 'keep' | 'error';
   strict?: boolean;
+  /** `keep` (default), `auto`, or rule names separated by commas. */
+  adapt?: string;
+  interp?: string;
+  prefixTokens?: string | number;
+  newRows?: string;
+  selectRows?: string[];
 }
 
 export interface MergeReport {
@@ -33,15 +45,43 @@ export interface MergeReport {
   pretrained: { path: string; format: string; key: string };
   target: { path: string; format: string; key: string };
   rules: MatchResult['rules'];
-  summary: { target_keys: number; pretrained_keys: number; loaded: number; missing: number; missing_benign: number; unexpected: number; mismatched: number; cast: number };
+  summary: {
+    target_keys: number;
+    pretrained_keys: number;
+    loaded: number;
+    missing: number;
+    missing_benign: number;
+    unexpected: number;
+    unexpected_benign: number;
+    mismatched: number;
+    adapted: number;
+    cast: number;
+  };
   loaded: MatchResult['loaded'];
   missing: MatchResult['missing'];
   unexpected: MatchResult['unexpected'];
   mismatched: MatchResult['mismatched'];
+  /** Keys whose value was computed from the pretrained tensor by an --adapt rule or --select-rows. */
+  adapted: AdaptedKey[];
   /** Why nothing was written, when a policy stopped the merge; absent on success and on --dry-run. */
   failure?: string;
-  /** For a merge that matched nothing: the closest automatic mapping and a sample of keys from each side. */
-  hint?: { strip: string; add: string; names: number; shapes: number; pretrained_sample: string[]; target_sample: string[] };
+  /**
+   * For a merge that filled nothing, or whose automatic alignment was ambiguous: the closest mapping, the
+   * best candidates as flags to paste (`tied` when they fill the same number of keys and none was chosen),
+   * a pair of keys that agree once prefixes are taken off (null when no candidate mapping matches any
+   * name), and a sample of keys from each side.
+   */
+  hint?: {
+    strip: string;
+    add: string;
+    names: number;
+    shapes: number;
+    tied: boolean;
+    candidates: Array<{ flags: string; strip: string; add: string; filled: number; names: number }>;
+    name_agreement: { pretrained: string; target: string; flags: string } | null;
+    pretrained_sample: string[];
+    target_sample: string[];
+  };
 }
 
 export interface MergeOutcome {
@@ -57,14 +97,59 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
   return rules.length ? rules : null;
 }
 
+/** The adaptation flags, checked; null when nothing is to be adapted. */
+export async function adaptOptions(options: MergeOptions): Promise<AdaptOptions | null> {
+  const { rules, auto } = parseAdapt(options.adapt ?? 'keep');
+  let interp: Interp | undefined;
+  if (options.interp !== undefined) {
+    if (!(INTERP_CONVENTIONS as readonly string[]).includes(options.interp)) throw new CheckpointError('USAGE', '', `--interp must be one of ${INTERP_CONVENTIONS.join(', ')}`);
+    if (!rules.has('pos-embed')) throw new CheckpointError('USAGE', '', '--interp needs --adapt pos-embed or --adapt auto');
+    interp = options.interp as Interp;
+  }
+  let prefixTokens: number | undefined;
+  if (options.prefixTokens !== undefined) {
+    prefixTokens = Number(options.prefixTokens);
+    if (!Number.isSafeInteger(prefixTokens) || prefixTokens < 0 || !/^\d+$/.test(String(options.prefixTokens))) throw new CheckpointError('USAGE', '', '--prefix-tokens must be a whole number >= 0');
+    if (!rules.has('pos-embed')) throw new CheckpointError('USAGE', '', '--prefix-tokens needs --adapt pos-embed or --adapt auto');
+  }
+  const newRows = options.newRows ?? 'target';
+  if (newRows !== 'target' && newRows !== 'mean') throw new CheckpointError('USAGE', '', '--new-rows must be target or mean');
+  if (options.newRows !== undefined && !rules.has('rows')) throw new CheckpointError('USAGE', '', '--new-rows needs --adapt rows or --adapt auto');
+  const selectRows = [];
+  for (const spec of options.selectRows ?? []) selectRows.push(parseSelectRows(spec, await indexFileReader(spec)));
+  if (rules.size === 0 && selectRows.length === 0) return null;
+  return { rules, auto, ...(interp ? { interp } : {}), ...(prefixTokens !== undefined ? { prefixTokens } : {}), newRows, selectRows };
+}
+
+/** INDEXES of `--select-rows`: the text itself, or the contents of @FILE (read here, before parsing). */
+async function indexFileReader(spec: string): Promise<(source: string) => string> {
+  const at = spec.lastIndexOf('=');
+  const source = at > 0 ? spec.slice(at + 1) : '';
+  if (!source.startsWith('@')) return (text) => text;
+  const file = source.slice(1);
+  const { readFile, stat } = await import('node:fs/promises');
+  let text: string;
+  try {
+    const info = await stat(file);
+    if (!info.isFile()) throw new CheckpointError('NOT_FOUND', file, 'not a regular file');
+    if (info.size > LIMITS.indexFileBytes) throw new CheckpointError('LIMIT', file, `index list of ${info.size} bytes, over the indexFileBytes limit of ${LIMITS.indexFileBytes}`);
+    text = await readFile(file, 'latin1');
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    throw new CheckpointError('NOT_FOUND', file, `cannot read the --select-rows index list (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return () => text;
+}
+
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
+  const adapt = await adaptOptions(options);
   if (options.output && !options.dryRun) await assertWritableOutput(options.output);
   const pretrained = await openCheckpoint(pretrainedPath);
   try {
     const target = await openCheckpoint(targetPath);
     try {
-      return await merge(pretrained, target, rules, options);
+      return await merge(pretrained, target, rules, adapt, options);
     } finally {
       await target.close();
     }
@@ -73,15 +158,19 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   }
 }
 
-async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, options: MergeOptions): Promise<MergeOutcome> {
+async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
-  const result = matchStateDicts({
-    pretrained: psd.tensors.map(([key, t]) => info(key, t)),
-    target: targetInfos(tsd),
-    rules,
-    pretrainedVersions: moduleVersions(psd.metadata),
-  });
+  const pretrainedInfos = psd.tensors.map(([key, t]) => info(key, t));
+  const targetInfoList = targetInfos(tsd);
+  const result = matchStateDicts({ pretrained: pretrainedInfos, target: targetInfoList, rules, pretrainedVersions: moduleVersions(psd.metadata) });
+  let adapted: AdaptedKey[] = [];
+  if (adapt) {
+    const plan = planAdaptations(result.loaded, result.mismatched, pretrainedInfos, targetInfoList, adapt);
+    adapted = plan.adapted;
+    result.loaded = plan.loaded;
+    result.mismatched = plan.mismatched;
+  }
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
@@ -97,32 +186,39 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
       missing: result.missing.length,
       missing_benign: missingBenign,
       unexpected: result.unexpected.length,
+      unexpected_benign: result.unexpected.filter((u) => u.benign).length,
       mismatched: result.mismatched.length,
+      adapted: adapted.length,
       cast: result.loaded.filter((l) => l.cast_from !== undefined).length,
     },
     loaded: result.loaded,
     missing: result.missing,
     unexpected: result.unexpected,
     mismatched: result.mismatched,
+    adapted,
   };
 
-  const failure = policyFailure(result, options);
+  const failure = policyFailure(result, adapted, options);
   if (failure) {
     report.failure = failure;
-    if (result.loaded.length === 0) report.hint = hint(result, psd, tsd);
+    if (result.tied.length > 0 || result.loaded.length + adapted.length === 0) report.hint = hint(result, pretrainedInfos, targetInfoList, psd, tsd);
     return { report, exitCode: 1 };
   }
   if (options.dryRun || !options.output) return { report, exitCode: 0 };
 
   const progress = progressLine('merging');
-  await writeStateDict(options.output, composeOutput(psd, tsd, result), { metadata: tsd.metadata, onProgress: progress.update });
+  const entries = await composeOutput(psd, tsd, result, adapted, pretrained.path, target.path);
+  await writeStateDict(options.output, entries, { metadata: tsd.metadata, onProgress: progress.update });
   progress.done();
   report.output = options.output;
   return { report, exitCode: 0 };
 }
 
-function policyFailure(result: MatchResult, options: MergeOptions): string | null {
-  if (result.loaded.length === 0) return 'no target key was filled from the pretrained file; nothing written';
+function policyFailure(result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): string | null {
+  if (result.tied.length > 0) {
+    return `automatic alignment is ambiguous: ${result.tied.length} prefix mappings each fill ${result.tied[0]?.shapes} target keys; choose one (see below); nothing written`;
+  }
+  if (result.loaded.length + adapted.length === 0) return 'no target key was filled from the pretrained file; nothing written';
   if (options.onShapeMismatch === 'error' && result.mismatched.length > 0) {
     return `${result.mismatched.length} key(s) match by name but differ in shape (--on-shape-mismatch error); nothing written`;
   }
@@ -134,24 +230,37 @@ function policyFailure(result: MatchResult, options: MergeOptions): string | nul
   return null;
 }
 
-function hint(result: MatchResult, psd: StateDict, tsd: StateDict): MergeReport['hint'] {
+/** Candidates shown in a hint. */
+const HINT_CANDIDATES = 5;
+
+function hint(result: MatchResult, pretrained: readonly TensorInfo[], target: readonly TensorInfo[], psd: StateDict, tsd: StateDict): MergeReport['hint'] {
   const c = result.closest;
+  // A tie lists the tied mappings; otherwise the best ones whatever their count (the choice needs half the keys).
+  const shown: Alignment[] = result.tied.length > 0 ? result.tied : hintAlignments(pretrained, target, HINT_CANDIDATES);
+  const agreement = firstNameAgreement(pretrained, target);
   return {
     strip: c?.strip ?? '',
     add: c?.add ?? '',
     names: c?.names ?? 0,
     shapes: c?.shapes ?? 0,
+    tied: result.tied.length > 0,
+    candidates: shown.map((a) => ({ flags: alignmentFlags(a), strip: a.strip, add: a.add, filled: a.shapes, names: a.names })),
+    name_agreement: agreement ? { pretrained: agreement.pretrained, target: agreement.target, flags: alignmentFlags(agreement) } : null,
     pretrained_sample: psd.tensors.slice(0, 3).map(([k]) => k),
     target_sample: tsd.tensors.slice(0, 3).map(([k]) => k),
   };
 }
 
 /** The output: every target entry in the target's order, tensors replaced where the match says so. */
-function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult): Array<[string, OutputValue]> {
+async function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], pretrainedPath: string, targetPath: string): Promise<Array<[string, OutputValue]>> {
   const pretrainedByKey = new Map(psd.tensors);
-  const fill = new Map<string, TensorRef>();
-  for (const l of result.loaded) fill.set(l.key, pretrainedByKey.get(l.from) as TensorRef);
-  for (const m of result.missing) if (m.tied_to) fill.set(m.key, fill.get(m.tied_to) as TensorRef);
+  const fill = new Map<string, OutputValue>();
+  for (const l of result.loaded) fill.set(l.key, { tensor: pretrainedByKey.get(l.from) as TensorRef, dtype: dtypeByName(l.dtype) as DType });
+  if (adapted.length) {
+    const sources = { pretrained: pretrainedByKey, target: new Map(tsd.tensors), pretrainedPath, targetPath };
+    for (const a of adapted) fill.set(a.key, await adaptedValue(a, sources));
+  }
+  for (const m of result.missing) if (m.tied_to && fill.has(m.tied_to)) fill.set(m.key, fill.get(m.tied_to) as OutputValue);
   const out: Array<[string, OutputValue]> = [];
   for (const [k, v] of tsd.dict.entries) {
     const key = String(k);
@@ -160,7 +269,7 @@ function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult): Arr
       continue;
     }
     const source = fill.get(key);
-    out.push([key, source ? { tensor: source, dtype: v.dtype } : { tensor: v }]);
+    out.push([key, source && 'tensor' in source ? { tensor: source.tensor, dtype: v.dtype } : (source ?? { tensor: v })]);
   }
   return out;
 }

@@ -38,18 +38,48 @@ export interface WriteResult {
   bytes: number;
 }
 
-/** An entry of the output: a tensor (optionally cast to `dtype`) or a plain writable value. */
-export type OutputValue = { tensor: TensorRef; dtype?: DType } | { value: PyValue };
+/**
+ * An entry of the output: a tensor (optionally cast to `dtype`), a tensor computed in memory (`bytes`:
+ * its elements in row-major order, little-endian, already in `dtype`; written as a storage of its own,
+ * shared by entries given the same `bytes` object), or a plain writable value.
+ */
+export type OutputValue = { tensor: TensorRef; dtype?: DType } | { bytes: Uint8Array; dtype: DType; shape: readonly number[] } | { value: PyValue };
 
 /** A cast output storage: the source storage converted element by element to `dtype`. */
 interface CastStorage extends StorageRef {
   readonly castFrom: StorageRef;
 }
 
+/** An output storage whose bytes are in memory. */
+interface MemoryStorage extends StorageRef {
+  readonly bytes: Uint8Array;
+}
+
+function memoryTensor(path: string, key: string, out: { bytes: Uint8Array; dtype: DType; shape: readonly number[] }, cache: Map<Uint8Array, MemoryStorage>): TensorRef {
+  let numel = 1;
+  for (const n of out.shape) numel *= n;
+  if (out.bytes.length !== numel * out.dtype.itemSize) {
+    throw new CheckpointError('UNWRITABLE', path, `${key}: ${out.bytes.length} bytes for shape [${out.shape.join(', ')}] of ${out.dtype.name}`);
+  }
+  let storage = cache.get(out.bytes);
+  if (!storage) {
+    storage = { kind: 'storage', key: `memory:${key}`, dtype: out.dtype, location: 'cpu', numel, byteLength: out.bytes.length, record: null, bytes: out.bytes };
+    cache.set(out.bytes, storage);
+  }
+  const stride: number[] = [];
+  let step = 1;
+  for (let d = out.shape.length - 1; d >= 0; d--) {
+    stride[d] = step;
+    step *= out.shape[d] as number;
+  }
+  return { kind: 'tensor', dtype: out.dtype, shape: [...out.shape], stride, storageOffset: 0, storage, requiresGrad: false, parameter: false, conj: false, neg: false };
+}
+
 export async function writeStateDict(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, options: WriteOptions = {}): Promise<WriteResult> {
   const dict = new PyDict(true);
   const castCache = new Map<StorageRef, Map<DType, CastStorage>>();
   const typedCache = new Map<StorageRef, Map<DType, StorageRef>>();
+  const memoryCache = new Map<Uint8Array, MemoryStorage>();
   let tensorCount = 0;
   for (const [key, out] of entries) {
     if ('value' in out) {
@@ -57,6 +87,10 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
       continue;
     }
     tensorCount++;
+    if ('bytes' in out) {
+      dict.entries.set(key, memoryTensor(path, key, out, memoryCache));
+      continue;
+    }
     dict.entries.set(key, planTensor(path, key, out.tensor, out.dtype ?? out.tensor.dtype, castCache, typedCache));
   }
   if (options.metadata) {
@@ -203,6 +237,16 @@ class StorageCopier {
   ) {}
 
   async copy(storage: StorageRef, write: (chunk: Uint8Array) => Promise<void>): Promise<void> {
+    const memory = (storage as MemoryStorage).bytes;
+    if (memory) {
+      for (let at = 0; at < memory.length; at += COPY_CHUNK_BYTES) {
+        const chunk = memory.subarray(at, Math.min(at + COPY_CHUNK_BYTES, memory.length));
+        await write(chunk);
+        this.done += chunk.length;
+        this.onProgress?.(this.done, this.total);
+      }
+      return;
+    }
     const cast = (storage as CastStorage).castFrom;
     const from = cast ?? storage;
     if (!from.record) throw new CheckpointError('BAD_TENSOR', this.path, `storage ${from.key} has no bytes to copy`);

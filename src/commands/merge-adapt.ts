@@ -1,0 +1,103 @@
+/**
+ * The values of adapted keys (`merge --adapt`, `--select-rows`): the pretrained tensor is read into
+ * memory, widened to float32 with torch's cast where the rule computes, adapted (src/tensor/adapt-ops.ts)
+ * and cast to the target's dtype; rules that only move rows copy the bytes and cast them directly, as
+ * torch's `copy_` does. The results are small (stems, position tables, heads, embeddings) and are
+ * written as new storages.
+ */
+import { CheckpointError } from '../io/errors.js';
+import { LIMITS } from '../io/limits.js';
+import type { AdaptedKey } from '../match/adapt.js';
+import { INTERP_FLAGS } from '../match/adapt.js';
+import { numelOf, type TensorRef } from '../model/tensor-ref.js';
+import { readTensorBytes } from '../model/read-bytes.js';
+import type { OutputValue } from '../formats/torch-zip/write.js';
+import { adaptInputConv, meanRows, resampleGrid, resampleTable } from '../tensor/adapt-ops.js';
+import { convertElements } from '../tensor/convert.js';
+import { type DType, FLOAT32, dtypeByName } from '../tensor/dtype.js';
+
+export interface AdaptSources {
+  pretrained: ReadonlyMap<string, TensorRef>;
+  target: ReadonlyMap<string, TensorRef>;
+  pretrainedPath: string;
+  targetPath: string;
+}
+
+function dtypeOf(name: string): DType {
+  return dtypeByName(name) as DType;
+}
+
+function toFloat32(bytes: Uint8Array, from: DType, count: number, path: string, key: string): Float32Array {
+  if (count * 4 > LIMITS.adaptBytes) throw new CheckpointError('LIMIT', path, `${key}: adapting ${count} elements needs ${count * 4} bytes of float32, over the adaptBytes limit of ${LIMITS.adaptBytes}`);
+  const out = new Float32Array(count);
+  convertElements(from, FLOAT32, bytes, new Uint8Array(out.buffer), count);
+  return out;
+}
+
+function cast(bytes: Uint8Array, from: DType, to: DType, count: number): Uint8Array {
+  if (from.name === to.name) return bytes;
+  const out = new Uint8Array(count * to.itemSize);
+  convertElements(from, to, bytes, out, count);
+  return out;
+}
+
+function fromFloat32(values: Float32Array, to: DType): Uint8Array {
+  return cast(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), FLOAT32, to, values.length);
+}
+
+/** The output value of one adapted key. */
+export async function adaptedValue(a: AdaptedKey, sources: AdaptSources): Promise<OutputValue> {
+  const targetRef = sources.target.get(a.key) as TensorRef;
+  const to = targetRef.dtype;
+  const out = (bytes: Uint8Array): OutputValue => ({ bytes, dtype: to, shape: a.to_shape });
+  const params = a.params;
+  if ('value' in params) return { tensor: targetRef };
+
+  const pretrainedRef = sources.pretrained.get(a.from) as TensorRef;
+  const from = dtypeOf(a.cast_from ?? a.dtype);
+  const raw = await readTensorBytes(pretrainedRef, sources.pretrainedPath);
+  const numel = numelOf(a.from_shape);
+
+  if ('indexes' in params) {
+    const rowBytes = (numel / (a.from_shape[0] as number)) * from.itemSize;
+    const picked = new Uint8Array(params.indexes.length * rowBytes);
+    params.indexes.forEach((row, i) => picked.set(raw.subarray(row * rowBytes, (row + 1) * rowBytes), i * rowBytes));
+    return out(cast(picked, from, to, numelOf(a.to_shape)));
+  }
+
+  if ('copied' in params) {
+    const width = numel / (a.from_shape[0] as number);
+    const copied = cast(raw.subarray(0, params.copied * width * from.itemSize), from, to, params.copied * width);
+    const toRows = a.to_shape[0] as number;
+    const result = new Uint8Array(toRows * width * to.itemSize);
+    result.set(copied);
+    if (params.new_rows === 'target') {
+      const own = await readTensorBytes(targetRef, sources.targetPath);
+      result.set(own.subarray(copied.length), copied.length);
+    } else if (params.new_rows === 'mean') {
+      const mean = fromFloat32(meanRows(toFloat32(raw, from, numel, sources.pretrainedPath, a.key), a.from_shape[0] as number, width), to);
+      for (let r = params.copied; r < toRows; r++) result.set(mean, r * mean.length);
+    }
+    return out(result);
+  }
+
+  if ('method' in params) {
+    return out(fromFloat32(adaptInputConv(toFloat32(raw, from, numel, sources.pretrainedPath, a.key), a.from_shape, params.to_channels), to));
+  }
+
+  if (params.interp === 'swin') {
+    return out(fromFloat32(resampleTable(toFloat32(raw, from, numel, sources.pretrainedPath, a.key), params.heads, params.from_grid[0], params.to_grid[0]), to));
+  }
+
+  // pos-embed: the prefix tokens keep their values (cast like a loaded tensor), the grid is resampled in float32.
+  const dim = a.from_shape[a.from_shape.length - 1] as number;
+  const prefixBytes = params.prefix_tokens * dim * from.itemSize;
+  const prefix = cast(raw.subarray(0, prefixBytes), from, to, params.prefix_tokens * dim);
+  const gridCount = numel - params.prefix_tokens * dim;
+  const grid = toFloat32(raw.subarray(prefixBytes), from, gridCount, sources.pretrainedPath, a.key);
+  const resized = fromFloat32(resampleGrid(grid, dim, params.from_grid, params.to_grid, INTERP_FLAGS[params.interp]), to);
+  const result = new Uint8Array(prefix.length + resized.length);
+  result.set(prefix);
+  result.set(resized, prefix.length);
+  return out(result);
+}
