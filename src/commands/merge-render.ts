@@ -3,6 +3,7 @@ import { BENIGN_NOTES, type BenignReason } from '../match/benign.js';
 import { fold } from '../match/fold.js';
 import { describeRule } from '../match/rules.js';
 import type { AdaptedKey } from '../match/adapt.js';
+import { HINT_PREFIXES } from '../match/align.js';
 import type { MergeReport } from './merge.js';
 import { indent, shapeText, table } from './render.js';
 
@@ -78,15 +79,11 @@ function hintLines(h: NonNullable<MergeReport['hint']>): string[] {
     ];
   }
   const lines = [`nothing matched. pretrained keys look like ${h.pretrained_sample.join(', ')}; target keys look like ${h.target_sample.join(', ')}`];
-  const useful = h.candidates.filter((c) => c.names > 0);
-  if (useful.length) {
-    lines.push('best prefix mappings tried (a mapping is applied automatically only when it fills at least half of the smaller key set):');
-    for (const c of useful) lines.push(`  ${flagsColumn(c)}    (${c.filled} keys filled, ${c.names} names matched)`);
-  } else if (h.name_agreement) {
-    const a = h.name_agreement;
-    lines.push(`only rare prefixes line up, e.g. ${a.pretrained} -> ${a.target} with ${a.flags || 'no prefix change'}; check the files, or use --rename REGEX=REPLACEMENT`);
+  if (h.candidates.length) {
+    lines.push('best prefix mappings tried (one is applied automatically only when it fills at least half of the smaller key set):');
+    for (const c of h.candidates) lines.push(`  ${flagsColumn(c)}    (${c.filled} keys filled, ${c.names} names matched)`);
   } else {
-    lines.push('no prefix mapping matches any name; use --rename REGEX=REPLACEMENT');
+    lines.push(`no prefix mapping matches any name (tried: stripping and adding the ${HINT_PREFIXES} most common prefixes of each side, up to 3 components after module./_orig_mod./model./_forward_module.); use --rename REGEX=REPLACEMENT`);
   }
   return lines;
 }

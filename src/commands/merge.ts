@@ -13,7 +13,7 @@ import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js'
 import { type DType, dtypeByName } from '../tensor/dtype.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
-import { type Alignment, alignmentFlags, firstNameAgreement, hintAlignments } from '../match/align.js';
+import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
 import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, type Interp, parseAdapt, parseSelectRows, planAdaptations } from '../match/adapt.js';
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
@@ -67,9 +67,9 @@ export interface MergeReport {
   failure?: string;
   /**
    * For a merge that filled nothing, or whose automatic alignment was ambiguous: the closest mapping, the
-   * best candidates as flags to paste (`tied` when they fill the same number of keys and none was chosen),
-   * a pair of keys that agree once prefixes are taken off (null when no candidate mapping matches any
-   * name), and a sample of keys from each side.
+   * best candidates as flags to paste (`tied` when they fill the same number of keys and none was chosen;
+   * otherwise the best mappings between the most common prefixes of each side, whatever their count;
+   * empty when none matches a name), and a sample of keys from each side.
    */
   hint?: {
     strip: string;
@@ -78,7 +78,6 @@ export interface MergeReport {
     shapes: number;
     tied: boolean;
     candidates: Array<{ flags: string; strip: string; add: string; filled: number; names: number }>;
-    name_agreement: { pretrained: string; target: string; flags: string } | null;
     pretrained_sample: string[];
     target_sample: string[];
   };
@@ -237,7 +236,6 @@ function hint(result: MatchResult, pretrained: readonly TensorInfo[], target: re
   const c = result.closest;
   // A tie lists the tied mappings; otherwise the best ones whatever their count (the choice needs half the keys).
   const shown: Alignment[] = result.tied.length > 0 ? result.tied : hintAlignments(pretrained, target, HINT_CANDIDATES);
-  const agreement = firstNameAgreement(pretrained, target);
   return {
     strip: c?.strip ?? '',
     add: c?.add ?? '',
@@ -245,7 +243,6 @@ function hint(result: MatchResult, pretrained: readonly TensorInfo[], target: re
     shapes: c?.shapes ?? 0,
     tied: result.tied.length > 0,
     candidates: shown.map((a) => ({ flags: alignmentFlags(a), strip: a.strip, add: a.add, filled: a.shapes, names: a.names })),
-    name_agreement: agreement ? { pretrained: agreement.pretrained, target: agreement.target, flags: alignmentFlags(agreement) } : null,
     pretrained_sample: psd.tensors.slice(0, 3).map(([k]) => k),
     target_sample: tsd.tensors.slice(0, 3).map(([k]) => k),
   };

@@ -26,7 +26,7 @@ const MAX_PREFIX_DEPTH = 3;
 /** Wrapper prefixes peeled in front of those (`module._orig_mod.` is 2). Real nestings are 1-2 deep. */
 const MAX_WRAPPER_DEPTH = 4;
 /** Prefixes per side tried when looking for hints after a failed merge (no floor then). */
-const HINT_PREFIXES = 12;
+export const HINT_PREFIXES = 12;
 
 export interface KeyShape {
   readonly key: string;
@@ -203,36 +203,6 @@ export function chooseAlignment(ranked: readonly Alignment[], pretrainedCount: n
  */
 export function hintAlignments(pretrained: readonly KeyShape[], target: readonly KeyShape[], count: number): Alignment[] {
   return rankAlignments(pretrained, target, { floor: 1, limit: HINT_PREFIXES }).slice(0, count);
-}
-
-/**
- * Whether any pretrained key and any target key agree once some candidate prefix is taken off each (the
- * whole family of mappings above, however rare the prefixes): the first such pair, or null. Linear: every
- * tail of every target key goes into one map.
- */
-export function firstNameAgreement(pretrained: readonly KeyShape[], target: readonly KeyShape[]): { pretrained: string; target: string; strip: string; add: string } | null {
-  const tails = new Map<string, { key: string; add: string }>();
-  const previous: string[] = [];
-  for (const t of target) {
-    if (!tails.has(t.key)) tails.set(t.key, { key: t.key, add: '' });
-    forEachPrefix(t.key, previous, (add) => {
-      const tail = t.key.slice(add.length);
-      if (!tails.has(tail)) tails.set(tail, { key: t.key, add });
-    });
-  }
-  const check = (key: string, strip: string) => {
-    const hit = tails.get(key.slice(strip.length));
-    return hit ? { pretrained: key, target: hit.key, strip, add: hit.add } : null;
-  };
-  const seen: string[] = [];
-  for (const p of pretrained) {
-    let found = check(p.key, '');
-    forEachPrefix(p.key, seen, (strip) => {
-      found ??= check(p.key, strip);
-    });
-    if (found) return found;
-  }
-  return null;
 }
 
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {
