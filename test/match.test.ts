@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
-import { hintAlignments, rankAlignments } from '../src/match/align.js';
+import { frequentPrefixes, hintAlignments, rankAlignments } from '../src/match/align.js';
 import { parseRename } from '../src/match/rules.js';
 import { CheckpointError } from '../src/io/errors.js';
 
@@ -217,6 +217,42 @@ describe('hints after a failed alignment', () => {
 
   it('finds nothing when no prefix mapping matches a name', () => {
     expect(hintAlignments([t('a.b'), t('a.c')], [t('x.d'), t('x.e')], 3)).toEqual([]);
+  });
+});
+
+describe('frequentPrefixes', () => {
+  /** Every prefix of up to 3 components (after leading `module.`s) that at least `floor` keys start with. */
+  function bruteForce(keys: string[], floor: number): string[] {
+    const counts = new Map<string, number>();
+    for (const key of keys) {
+      const parts = key.split('.').slice(0, -1);
+      let wrappers = 0;
+      while (parts[wrappers] === 'module') wrappers++;
+      for (let d = 1; d <= Math.min(parts.length, wrappers + 3); d++) {
+        const prefix = `${parts.slice(0, d).join('.')}.`;
+        counts.set(prefix, (counts.get(prefix) ?? 0) + 1);
+      }
+    }
+    return [...counts].filter(([, n]) => n >= floor).map(([p]) => p).sort();
+  }
+
+  it('finds exactly the prefixes of at least `floor` keys, whatever the key order (summary and map paths)', () => {
+    let seed = 7;
+    const next = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const names = ['module', 'a', 'b', 'enc', 'dec', '0', '1', '2'];
+    for (let trial = 0; trial < 300; trial++) {
+      const count = 1 + next(60);
+      const keys = [...new Set(Array.from({ length: count }, () => Array.from({ length: 1 + next(5) }, () => names[next(names.length)]).join('.') + '.w'))];
+      // Sorted keys make long runs, shuffled ones break them; both must give the same answer.
+      if (trial % 2) keys.sort();
+      for (const floor of [1, 2, 3, Math.ceil(keys.length / 4), Math.ceil(keys.length / 2)]) {
+        const got = frequentPrefixes(keys.map((key) => ({ key, shape: [1] })), floor, Number.MAX_SAFE_INTEGER).slice(1).sort();
+        expect(got, `${JSON.stringify(keys)} floor ${floor}`).toEqual(bruteForce(keys, floor));
+      }
+    }
   });
 });
 

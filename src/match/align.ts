@@ -91,14 +91,16 @@ function forEachPrefix(key: string, previous: string[], visit: (prefix: string, 
   }
 }
 
-/** Prefix counts over the keys: runs of consecutive keys under one prefix are counted once per run. */
-function prefixCounts(keys: readonly KeyShape[]): Map<string, number> {
-  const counts = new Map<string, number>();
+/**
+ * Calls `count(prefix, depth, n)` once per run of consecutive keys under one prefix (of each depth), with
+ * the run's length: a state dict lists a module's tensors together, so runs are long and few.
+ */
+function forEachRun(keys: readonly KeyShape[], count: (prefix: string, depth: number, n: number) => void): void {
   const current: string[] = [];
   const run: number[] = [];
   const flush = (depth: number) => {
     const prefix = current[depth];
-    if (prefix !== undefined && run[depth]) counts.set(prefix, (counts.get(prefix) ?? 0) + (run[depth] as number));
+    if (prefix !== undefined && run[depth]) count(prefix, depth, run[depth] as number);
     run[depth] = 0;
   };
   const previous: string[] = [];
@@ -112,17 +114,52 @@ function prefixCounts(keys: readonly KeyShape[]): Map<string, number> {
     });
   }
   for (let depth = 0; depth < current.length; depth++) flush(depth);
-  return counts;
 }
+
+/** Counters per depth above which frequentPrefixes counts every prefix in a map instead. */
+const MAX_SUMMARY_COUNTERS = 16;
 
 /**
  * Prefixes that at least `floor` keys start with, '' first; at most `limit` of them (the most common).
  * A mapping built on a rarer prefix could not fill `floor` keys. Since the counts of one depth add up to
  * at most the number of keys, there are at most 1 + depth * keys / floor of them.
+ *
+ * With a high floor (the choice rule: half the smaller key set) the candidates come from a Misra-Gries
+ * summary per depth, fed one run at a time: m = ceil(keys / floor) counters keep every prefix counted more
+ * than keys / (m + 1) times, and floor > keys / (m + 1), so every prefix of at least `floor` keys survives.
+ * Only those few candidates are then counted exactly; no map of every prefix (70,000 distinct `layers.N.`
+ * of a flat model) is built.
  */
-function frequentPrefixes(keys: readonly KeyShape[], floor: number, limit: number): string[] {
+export function frequentPrefixes(keys: readonly KeyShape[], floor: number, limit: number): string[] {
+  const slots = Math.ceil(keys.length / floor);
   const frequent: Array<[string, number]> = [];
-  for (const [prefix, n] of prefixCounts(keys)) if (n >= floor) frequent.push([prefix, n]);
+  if (slots <= MAX_SUMMARY_COUNTERS) {
+    const summaries: Array<Array<{ prefix: string; n: number }>> = [];
+    forEachRun(keys, (prefix, depth, n) => {
+      const counters = (summaries[depth] ??= []);
+      const hit = counters.find((c) => c.prefix === prefix);
+      if (hit) hit.n += n;
+      else if (counters.length < slots) counters.push({ prefix, n });
+      else {
+        let d = n;
+        for (const c of counters) d = Math.min(d, c.n);
+        for (const c of counters) c.n -= d;
+        const left = counters.filter((c) => c.n > 0);
+        if (n - d > 0) left.push({ prefix, n: n - d });
+        summaries[depth] = left;
+      }
+    });
+    const candidates = summaries.flatMap((counters) => (counters ?? []).map((c) => c.prefix));
+    const exact = candidates.map(() => 0);
+    for (const k of keys) for (let i = 0; i < candidates.length; i++) if (k.key.startsWith(candidates[i] as string)) exact[i]++;
+    candidates.forEach((prefix, i) => {
+      if ((exact[i] as number) >= floor) frequent.push([prefix, exact[i] as number]);
+    });
+  } else {
+    const counts = new Map<string, number>();
+    forEachRun(keys, (prefix, _depth, n) => counts.set(prefix, (counts.get(prefix) ?? 0) + n));
+    for (const [prefix, n] of counts) if (n >= floor) frequent.push([prefix, n]);
+  }
   if (frequent.length > limit) frequent.sort((a, b) => b[1] - a[1]).length = limit;
   return ['', ...frequent.map(([p]) => p)];
 }
@@ -149,34 +186,34 @@ export function rankAlignments(pretrained: readonly KeyShape[], target: readonly
   const limit = options.limit ?? Number.MAX_SAFE_INTEGER;
   const strips = frequentPrefixes(pretrained, floor, limit);
   const addList = frequentPrefixes(target, floor, limit);
-  // The strips worth trying with each add: not ending in the add's last component.
-  const stripsFor = new Map<string, string[]>();
-  for (const add of addList) stripsFor.set(add, add === '' ? strips : strips.filter((s) => s === '' || lastComponent(s) !== lastComponent(add)));
+  // Per add, the strips worth trying with it (not ending in the add's last component), each with its score.
+  const cellsFor = new Map<string, Array<{ strip: string; score: Alignment }>>();
+  for (const add of addList) {
+    const usable = add === '' ? strips : strips.filter((s) => s === '' || lastComponent(s) !== lastComponent(add));
+    cellsFor.set(add, usable.map((strip) => ({ strip, score: { strip, add, names: 0, shapes: 0 } })));
+  }
   const shapes = new Map<string, readonly number[]>();
   for (const p of pretrained) shapes.set(p.key, p.shape);
 
-  const scores = new Map<string, Alignment>();
-  const tally = (strip: string, add: string, pretrainedShape: readonly number[], targetShape: readonly number[]) => {
-    const id = `${strip}\u0000${add}`;
-    let s = scores.get(id);
-    if (!s) scores.set(id, (s = { strip, add, names: 0, shapes: 0 }));
-    s.names++;
-    if (sameShape(pretrainedShape, targetShape)) s.shapes++;
-  };
-  const tryStrips = (add: string, rest: string, targetShape: readonly number[]) => {
-    for (const strip of stripsFor.get(add) as string[]) {
+  const tryStrips = (cells: Array<{ strip: string; score: Alignment }>, rest: string, targetShape: readonly number[]) => {
+    for (const { strip, score } of cells) {
       const shape = shapes.get(strip === '' ? rest : strip + rest);
-      if (shape) tally(strip, add, shape, targetShape);
+      if (!shape) continue;
+      score.names++;
+      if (sameShape(shape, targetShape)) score.shapes++;
     }
   };
+  const identityCells = cellsFor.get('') as Array<{ strip: string; score: Alignment }>;
   const previous: string[] = [];
   for (const t of target) {
-    tryStrips('', t.key, t.shape);
+    tryStrips(identityCells, t.key, t.shape);
     forEachPrefix(t.key, previous, (add) => {
-      if (stripsFor.has(add)) tryStrips(add, t.key.slice(add.length), t.shape);
+      const cells = cellsFor.get(add);
+      if (cells) tryStrips(cells, t.key.slice(add.length), t.shape);
     });
   }
-  return [...scores.values()].sort((a, b) => b.shapes - a.shapes || b.names - a.names || a.strip.length + a.add.length - (b.strip.length + b.add.length));
+  const scores = [...cellsFor.values()].flatMap((cells) => cells.map((c) => c.score)).filter((s) => s.names > 0);
+  return scores.sort((a, b) => b.shapes - a.shapes || b.names - a.names || a.strip.length + a.add.length - (b.strip.length + b.add.length));
 }
 
 export interface AlignmentChoice {

@@ -22,7 +22,7 @@ export const BENIGN_NOTES: Record<BenignReason, string> = {
 /** What the benign rules need to know about the pretrained file, besides its keys. */
 export interface PretrainedFacts {
   /** Pretrained keys after the rules (what they are called in the target's namespace). */
-  readonly renamedKeys: ReadonlySet<string>;
+  readonly renamedKeys: { has(key: string): boolean };
   /** Module versions from the pretrained `_metadata`, by module path in the target's namespace; null when it has none. */
   readonly moduleVersion: (modulePath: string) => number | null;
 }

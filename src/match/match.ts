@@ -67,41 +67,46 @@ export function matchStateDicts(input: MatchInput): MatchResult {
 
   const byRenamed = new Map<string, number>();
   renamed.forEach((name, i) => byRenamed.set(name, i));
-  const facts: PretrainedFacts = { renamedKeys: new Set(renamed), moduleVersion: versionLookup(input, rules) };
+  const facts: PretrainedFacts = { renamedKeys: byRenamed, moduleVersion: versionLookup(input, rules) };
 
   const loaded: LoadedKey[] = [];
   const missing: MissingKey[] = [];
   const mismatched: MismatchedKey[] = [];
-  const used = new Set<string>();
+  // Flags by index rather than sets of names: one typed array per side instead of two hashed sets.
+  const pretrainedUsed = new Uint8Array(input.pretrained.length);
+  const targetMatched = new Uint8Array(input.target.length);
   const loadedByTie = new Map<string, string>();
 
   const filledFrom: number[] = [];
-  for (const t of input.target) {
+  input.target.forEach((t, ti) => {
     const index = byRenamed.get(t.key);
-    if (index === undefined) continue;
+    if (index === undefined) return;
     const p = input.pretrained[index] as TensorInfo;
-    used.add(t.key);
+    pretrainedUsed[index] = 1;
+    targetMatched[ti] = 1;
     if (!sameShape(p.shape, t.shape)) {
       const entry: MismatchedKey = { key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape };
       if (isZero3Placeholder(p.shape, t.shape)) Object.assign(entry, { reason: 'zero3-placeholder', note: BENIGN_NOTES['zero3-placeholder'] });
       mismatched.push(entry);
-      continue;
+      return;
     }
-    const from = dtypeByName(p.dtype);
-    const to = dtypeByName(t.dtype);
-    if (p.dtype !== t.dtype && !(from && to && canConvert(from, to))) {
-      mismatched.push({ key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape, reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
-      continue;
+    if (p.dtype !== t.dtype) {
+      const from = dtypeByName(p.dtype);
+      const to = dtypeByName(t.dtype);
+      if (!(from && to && canConvert(from, to))) {
+        mismatched.push({ key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape, reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
+        return;
+      }
     }
     const entry: LoadedKey = { key: t.key, from: p.key, shape: t.shape, dtype: t.dtype };
     if (p.dtype !== t.dtype) entry.cast_from = p.dtype;
     loaded.push(entry);
     filledFrom.push(index);
     if (t.tieId !== undefined && !loadedByTie.has(t.tieId)) loadedByTie.set(t.tieId, t.key);
-  }
+  });
 
-  for (const t of input.target) {
-    if (used.has(t.key)) continue;
+  input.target.forEach((t, ti) => {
+    if (targetMatched[ti]) return;
     const entry: MissingKey = { key: t.key, shape: t.shape, dtype: t.dtype, benign: false };
     const tiedTo = t.tieId !== undefined ? loadedByTie.get(t.tieId) : undefined;
     const reason: BenignReason | null = tiedTo
@@ -114,12 +119,12 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     if (reason) Object.assign(entry, { benign: true, reason, note: BENIGN_NOTES[reason] });
     if (tiedTo) entry.tied_to = tiedTo;
     missing.push(entry);
-  }
+  });
 
   const unexpected: UnexpectedKey[] = [];
   let targetKeys: Set<string> | null = null;
   renamed.forEach((name, i) => {
-    if (used.has(name)) return;
+    if (pretrainedUsed[i]) return;
     const p = input.pretrained[i] as TensorInfo;
     const entry: UnexpectedKey = { key: p.key, shape: p.shape, dtype: p.dtype, benign: false };
     targetKeys ??= new Set(input.target.map((t) => t.key));
