@@ -33,7 +33,7 @@ describe.skipIf(skipInterop)('merge, verified by torch', () => {
     const tgt = fixturePath('backbone_head10.pth');
     const { code, json } = merge(pre, tgt, out);
     expect(code).toBe(0);
-    expect(json.summary).toEqual({ target_keys: 122, pretrained_keys: 102, loaded: 100, missing: 22, missing_benign: 20, unexpected: 2, mismatched: 0, cast: 0 });
+    expect(json.summary).toEqual({ target_keys: 122, pretrained_keys: 102, loaded: 100, missing: 22, missing_benign: 20, unexpected: 2, unexpected_benign: 0, mismatched: 0, adapted: 0, cast: 0 });
     expect(json.unexpected.map((u) => u.key)).toEqual(['fc.weight', 'fc.bias']);
     expect(json.missing.filter((m) => !m.benign).map((m) => m.key)).toEqual(['head.weight', 'head.bias']);
     expect(new Set(json.missing.filter((m) => m.benign).map((m) => m.reason))).toEqual(new Set(['bn-num-batches-tracked']));

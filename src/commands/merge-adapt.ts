@@ -1,20 +1,64 @@
 /**
- * The values of adapted keys (`merge --adapt`, `--select-rows`): the pretrained tensor is read into
- * memory, widened to float32 with torch's cast where the rule computes, adapted (src/tensor/adapt-ops.ts)
+ * `merge --adapt` / `--select-rows` on the command side: the flags checked (and `@FILE` index lists read),
+ * and the values of adapted keys: the pretrained tensor is read into memory, widened to float32 with torch's cast where the rule computes, adapted (src/tensor/adapt-ops.ts)
  * and cast to the target's dtype; rules that only move rows copy the bytes and cast them directly, as
  * torch's `copy_` does. The results are small (stems, position tables, heads, embeddings) and are
  * written as new storages.
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
-import type { AdaptedKey } from '../match/adapt.js';
-import { INTERP_FLAGS } from '../match/adapt.js';
+import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows } from '../match/adapt.js';
+import type { MergeOptions } from './merge.js';
 import { numelOf, type TensorRef } from '../model/tensor-ref.js';
 import { readTensorBytes } from '../model/read-bytes.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { adaptInputConv, meanRows, resampleGrid, resampleTable } from '../tensor/adapt-ops.js';
 import { convertElements } from '../tensor/convert.js';
 import { type DType, FLOAT32, dtypeByName } from '../tensor/dtype.js';
+
+/** The adaptation flags, checked; null when nothing is to be adapted. */
+export async function adaptOptions(options: MergeOptions): Promise<AdaptOptions | null> {
+  const { rules, auto } = parseAdapt(options.adapt ?? 'keep');
+  let interp: Interp | undefined;
+  if (options.interp !== undefined) {
+    if (!(INTERP_CONVENTIONS as readonly string[]).includes(options.interp)) throw new CheckpointError('USAGE', '', `--interp must be one of ${INTERP_CONVENTIONS.join(', ')}`);
+    if (!rules.has('pos-embed')) throw new CheckpointError('USAGE', '', '--interp needs --adapt pos-embed or --adapt auto');
+    interp = options.interp as Interp;
+  }
+  let prefixTokens: number | undefined;
+  if (options.prefixTokens !== undefined) {
+    prefixTokens = Number(options.prefixTokens);
+    if (!Number.isSafeInteger(prefixTokens) || prefixTokens < 0 || !/^\d+$/.test(String(options.prefixTokens))) throw new CheckpointError('USAGE', '', '--prefix-tokens must be a whole number >= 0');
+    if (!rules.has('pos-embed')) throw new CheckpointError('USAGE', '', '--prefix-tokens needs --adapt pos-embed or --adapt auto');
+  }
+  const newRows = options.newRows ?? 'target';
+  if (newRows !== 'target' && newRows !== 'mean') throw new CheckpointError('USAGE', '', '--new-rows must be target or mean');
+  if (options.newRows !== undefined && !rules.has('rows')) throw new CheckpointError('USAGE', '', '--new-rows needs --adapt rows or --adapt auto');
+  const selectRows = [];
+  for (const spec of options.selectRows ?? []) selectRows.push(parseSelectRows(spec, await indexFileReader(spec)));
+  if (rules.size === 0 && selectRows.length === 0) return null;
+  return { rules, auto, ...(interp ? { interp } : {}), ...(prefixTokens !== undefined ? { prefixTokens } : {}), newRows, selectRows };
+}
+
+/** INDEXES of `--select-rows`: the text itself, or the contents of @FILE (read here, before parsing). */
+async function indexFileReader(spec: string): Promise<(source: string) => string> {
+  const at = spec.lastIndexOf('=');
+  const source = at > 0 ? spec.slice(at + 1) : '';
+  if (!source.startsWith('@')) return (text) => text;
+  const file = source.slice(1);
+  const { readFile, stat } = await import('node:fs/promises');
+  let text: string;
+  try {
+    const info = await stat(file);
+    if (!info.isFile()) throw new CheckpointError('NOT_FOUND', file, 'not a regular file');
+    if (info.size > LIMITS.indexFileBytes) throw new CheckpointError('LIMIT', file, `index list of ${info.size} bytes, over the indexFileBytes limit of ${LIMITS.indexFileBytes}`);
+    text = await readFile(file, 'latin1');
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    throw new CheckpointError('NOT_FOUND', file, `cannot read the --select-rows index list (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return () => text;
+}
 
 export interface AdaptSources {
   pretrained: ReadonlyMap<string, TensorRef>;

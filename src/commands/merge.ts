@@ -14,10 +14,8 @@ import { type DType, dtypeByName } from '../tensor/dtype.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
-import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, type Interp, parseAdapt, parseSelectRows, planAdaptations } from '../match/adapt.js';
-import { CheckpointError } from '../io/errors.js';
-import { LIMITS } from '../io/limits.js';
-import { adaptedValue } from './merge-adapt.js';
+import { type AdaptOptions, type AdaptedKey, planAdaptations } from '../match/adapt.js';
+import { adaptOptions, adaptedValue } from './merge-adapt.js';
 import { assertWritableOutput } from './paths.js';
 import { progressLine } from './progress.js';
 
@@ -94,50 +92,6 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
   if (options.addPrefix) rules.push({ kind: 'add-prefix', value: options.addPrefix });
   for (const r of options.rename ?? []) rules.push(parseRename(r));
   return rules.length ? rules : null;
-}
-
-/** The adaptation flags, checked; null when nothing is to be adapted. */
-export async function adaptOptions(options: MergeOptions): Promise<AdaptOptions | null> {
-  const { rules, auto } = parseAdapt(options.adapt ?? 'keep');
-  let interp: Interp | undefined;
-  if (options.interp !== undefined) {
-    if (!(INTERP_CONVENTIONS as readonly string[]).includes(options.interp)) throw new CheckpointError('USAGE', '', `--interp must be one of ${INTERP_CONVENTIONS.join(', ')}`);
-    if (!rules.has('pos-embed')) throw new CheckpointError('USAGE', '', '--interp needs --adapt pos-embed or --adapt auto');
-    interp = options.interp as Interp;
-  }
-  let prefixTokens: number | undefined;
-  if (options.prefixTokens !== undefined) {
-    prefixTokens = Number(options.prefixTokens);
-    if (!Number.isSafeInteger(prefixTokens) || prefixTokens < 0 || !/^\d+$/.test(String(options.prefixTokens))) throw new CheckpointError('USAGE', '', '--prefix-tokens must be a whole number >= 0');
-    if (!rules.has('pos-embed')) throw new CheckpointError('USAGE', '', '--prefix-tokens needs --adapt pos-embed or --adapt auto');
-  }
-  const newRows = options.newRows ?? 'target';
-  if (newRows !== 'target' && newRows !== 'mean') throw new CheckpointError('USAGE', '', '--new-rows must be target or mean');
-  if (options.newRows !== undefined && !rules.has('rows')) throw new CheckpointError('USAGE', '', '--new-rows needs --adapt rows or --adapt auto');
-  const selectRows = [];
-  for (const spec of options.selectRows ?? []) selectRows.push(parseSelectRows(spec, await indexFileReader(spec)));
-  if (rules.size === 0 && selectRows.length === 0) return null;
-  return { rules, auto, ...(interp ? { interp } : {}), ...(prefixTokens !== undefined ? { prefixTokens } : {}), newRows, selectRows };
-}
-
-/** INDEXES of `--select-rows`: the text itself, or the contents of @FILE (read here, before parsing). */
-async function indexFileReader(spec: string): Promise<(source: string) => string> {
-  const at = spec.lastIndexOf('=');
-  const source = at > 0 ? spec.slice(at + 1) : '';
-  if (!source.startsWith('@')) return (text) => text;
-  const file = source.slice(1);
-  const { readFile, stat } = await import('node:fs/promises');
-  let text: string;
-  try {
-    const info = await stat(file);
-    if (!info.isFile()) throw new CheckpointError('NOT_FOUND', file, 'not a regular file');
-    if (info.size > LIMITS.indexFileBytes) throw new CheckpointError('LIMIT', file, `index list of ${info.size} bytes, over the indexFileBytes limit of ${LIMITS.indexFileBytes}`);
-    text = await readFile(file, 'latin1');
-  } catch (e) {
-    if (e instanceof CheckpointError) throw e;
-    throw new CheckpointError('NOT_FOUND', file, `cannot read the --select-rows index list (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  return () => text;
 }
 
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
