@@ -89,6 +89,12 @@ describe('planAdaptations', () => {
     expect(explicit.adapted[0]?.params).toEqual({ copied: 100, new_rows: 'mean' });
   });
 
+  it('adapts nothing it cannot cast (complex), and says so for --select-rows', () => {
+    expect(plan([t('wte.weight', [4, 2], 'complex64')], [t('wte.weight', [6, 2], 'complex64')]).adapted).toEqual([]);
+    const selectRows = [parseSelectRows('wte.weight=0,1', (x) => x)];
+    expect(() => plan([t('wte.weight', [4, 2], 'complex64')], [t('wte.weight', [2, 2], 'float32')], { rules: new Set(), auto: false, selectRows })).toThrow(/no conversion from complex64 to float32/);
+  });
+
   it('select-rows takes loaded and mismatched keys matching the whole key, in order', () => {
     const s = parseSelectRows('fc.*=2,0,1', () => '2,0,1');
     const r = plan([t('fc.weight', [5, 4]), t('fc.bias', [5]), t('fc2.weight', [3, 4])], [t('fc.weight', [3, 4]), t('fc.bias', [3]), t('fc2.weight', [3, 4])], { rules: new Set(), auto: false, selectRows: [s] });

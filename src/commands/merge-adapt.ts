@@ -97,6 +97,10 @@ export async function adaptedValue(a: AdaptedKey, sources: AdaptSources): Promis
   const params = a.params;
   if ('value' in params) return { tensor: targetRef };
 
+  const outCount = numelOf(a.to_shape);
+  if (outCount * Math.max(4, to.itemSize) > LIMITS.adaptBytes) {
+    throw new CheckpointError('LIMIT', sources.targetPath, `${a.key}: an adapted tensor of shape [${a.to_shape.join(', ')}] is over the adaptBytes limit of ${LIMITS.adaptBytes} bytes`);
+  }
   const pretrainedRef = sources.pretrained.get(a.from) as TensorRef;
   const from = dtypeOf(a.cast_from ?? a.dtype);
   const raw = await readTensorBytes(pretrainedRef, sources.pretrainedPath);

@@ -19,6 +19,8 @@
  *   rows, in order.
  */
 import { CheckpointError } from '../io/errors.js';
+import { canConvert } from '../tensor/convert.js';
+import { dtypeByName } from '../tensor/dtype.js';
 import { sameShape } from './align.js';
 import type { LoadedKey, MismatchedKey, TensorInfo } from './match.js';
 
@@ -125,6 +127,7 @@ export function planAdaptations(loaded: readonly LoadedKey[], mismatched: readon
       for (const c of all) {
         if (!s.pattern.test(c.key)) continue;
         hits++;
+        if (!convertible(c)) throw new CheckpointError('BAD_RULE', '', `--select-rows '${s.spec}': ${c.key}: no conversion from ${c.fromDtype} to ${c.toDtype}`);
         const before = adapted.get(c.key);
         if (before) throw new CheckpointError('BAD_RULE', '', `--select-rows '${s.spec}': ${c.key} is already taken by another --select-rows`);
         add(c, 'select-rows', { indexes: checkSelectRows(s, c) });
@@ -140,6 +143,7 @@ export function planAdaptations(loaded: readonly LoadedKey[], mismatched: readon
     // dtype: no conversion exists; zero3-placeholder: the pretrained tensor is empty, nothing to adapt.
     if (adapted.has(m.key) || m.reason) continue;
     const c = candidate(m.key, m.from);
+    if (!convertible(c)) continue;
     const floats = FLOAT_DTYPES.has(c.fromDtype) && FLOAT_DTYPES.has(c.toDtype);
     const on = (rule: AdaptRuleName) => options.rules.has(rule);
     if (on('in-chans') && floats && /(^|\.)weight$/.test(c.key)) {
@@ -191,6 +195,12 @@ export function planAdaptations(loaded: readonly LoadedKey[], mismatched: readon
         return note && !m.note ? { ...m, note } : m;
       }),
   };
+}
+
+function convertible(c: Candidate): boolean {
+  const from = dtypeByName(c.fromDtype);
+  const to = dtypeByName(c.toDtype);
+  return Boolean(from && to && canConvert(from, to));
 }
 
 function checkSelectRows(s: SelectRows, c: Candidate): number[] {
