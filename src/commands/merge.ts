@@ -10,7 +10,6 @@ import { findStateDict, moduleVersions, type StateDict } from '../model/state-di
 import { type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from '../model/tensor-ref.js';
 import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
-import { type DType, dtypeByName } from '../tensor/dtype.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
@@ -205,13 +204,21 @@ function hint(result: MatchResult, pretrained: readonly TensorInfo[], target: re
 /** The output: every target entry in the target's order, tensors replaced where the match says so. */
 async function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], pretrainedPath: string, targetPath: string): Promise<Array<[string, OutputValue]>> {
   const pretrainedByKey = new Map(psd.tensors);
-  const fill = new Map<string, OutputValue>();
-  for (const l of result.loaded) fill.set(l.key, { tensor: pretrainedByKey.get(l.from) as TensorRef, dtype: dtypeByName(l.dtype) as DType });
+  const fill = new Map<string, TensorRef>();
+  for (const l of result.loaded) fill.set(l.key, pretrainedByKey.get(l.from) as TensorRef);
+  // Adapted values are computed in memory; a key tied to one shares the very same bytes (one storage).
+  const computed = new Map<string, OutputValue>();
   if (adapted.length) {
     const sources = { pretrained: pretrainedByKey, target: new Map(tsd.tensors), pretrainedPath, targetPath };
-    for (const a of adapted) fill.set(a.key, await adaptedValue(a, sources));
+    for (const a of adapted) computed.set(a.key, await adaptedValue(a, sources));
   }
-  for (const m of result.missing) if (m.tied_to && fill.has(m.tied_to)) fill.set(m.key, fill.get(m.tied_to) as OutputValue);
+  for (const m of result.missing) {
+    if (!m.tied_to) continue;
+    const partner = fill.get(m.tied_to);
+    if (partner) fill.set(m.key, partner);
+    const value = computed.get(m.tied_to);
+    if (value) computed.set(m.key, value);
+  }
   const out: Array<[string, OutputValue]> = [];
   for (const [k, v] of tsd.dict.entries) {
     const key = String(k);
@@ -220,7 +227,7 @@ async function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult
       continue;
     }
     const source = fill.get(key);
-    out.push([key, source && 'tensor' in source ? { tensor: source.tensor, dtype: v.dtype } : (source ?? { tensor: v })]);
+    out.push([key, computed.get(key) ?? (source ? { tensor: source, dtype: v.dtype } : { tensor: v })]);
   }
   return out;
 }
