@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { styleText } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { CheckpointError } from './io/errors.js';
 import type { MergeOptions } from './commands/merge.js';
 import type { DiffOptions } from './commands/diff.js';
@@ -58,9 +59,9 @@ export function buildProgram(): Command {
     .argument('<file>', 'checkpoint (.pth, .pt, .bin, .ckpt)')
     .option('--json', 'one JSON document (schema ckpt.inspect/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint (state_dict, model, model.ema)')
-    .action(async (file: string, opts: { json?: boolean; key?: string }) => {
+    .action(async (file: string, opts: { json?: boolean; key?: string } & RemoteFlags) => {
       const { collectInspect, renderInspect } = await import('./commands/inspect.js');
-      const report = await collectInspect(file, opts.key);
+      const report = await collectInspect(file, opts.key, await remoteSession(opts));
       emit({ report, text: renderInspect(report), exitCode: EXIT_OK }, Boolean(opts.json));
     });
 
@@ -85,11 +86,11 @@ export function buildProgram(): Command {
     .addOption(new Option('--new-rows <fill>', "rows that the rows rule adds: keep the target's values, or the mean of the pretrained rows").choices(['target', 'mean']))
     .option('--select-rows <pattern=indexes>', "build the target's rows of keys matching PATTERN (a regular expression on the whole key) from these pretrained rows: a comma list or @FILE (repeatable)", collect, [])
     .option('--verbose', 'list every loaded key')
-    .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean }) => {
+    .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean } & RemoteFlags) => {
       if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
       const { collectMerge } = await import('./commands/merge.js');
       const { renderMerge } = await import('./commands/merge-render.js');
-      const outcome = await collectMerge(pretrained, target, opts);
+      const outcome = await collectMerge(pretrained, target, { ...opts, remote: await remoteSession(opts) });
       emit({ report: outcome.report, text: renderMerge(outcome.report, Boolean(opts.verbose)), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
 
@@ -105,10 +106,10 @@ export function buildProgram(): Command {
     .option('--values', 'also compare values (streams both files; bitwise equal counts as equal)')
     .option('--atol <x>', 'absolute tolerance for --values', parseNumber, 0)
     .option('--rtol <x>', 'relative tolerance for --values', parseNumber, 0)
-    .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean }) => {
+    .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean } & RemoteFlags) => {
       const { collectDiff } = await import('./commands/diff.js');
       const { renderDiff } = await import('./commands/diff-render.js');
-      const outcome = await collectDiff(a, b, opts);
+      const outcome = await collectDiff(a, b, { ...opts, remote: await remoteSession(opts) });
       emit({ report: outcome.report, text: renderDiff(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
 
@@ -121,7 +122,8 @@ export function buildProgram(): Command {
     .option('--against <target>', 'a checkpoint or a manifest (ckpt inspect --json output) the file must load into with strict=True')
     .option('--finite', 'scan float tensors for NaN and Inf')
     .option('--fail-on <kinds>', 'comma-separated finding kinds that fail: missing,unexpected,shape,dtype,unsafe,global,nonfinite,corrupt')
-    .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string }) => {
+    .option('--crc', "for a URL: fetch every record and verify its CRC-32 (always done for local files)")
+    .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string; crc?: boolean } & RemoteFlags) => {
       const { collectCheck, parseFailOn } = await import('./commands/check.js');
       const { renderCheck } = await import('./commands/check-render.js');
       const outcome = await collectCheck(file, {
@@ -129,6 +131,8 @@ export function buildProgram(): Command {
         against: opts.against,
         finite: opts.finite,
         failOn: opts.failOn === undefined ? undefined : parseFailOn(opts.failOn),
+        crc: opts.crc,
+        remote: await remoteSession(opts),
       });
       emit({ report: outcome.report, text: renderCheck(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
@@ -140,13 +144,37 @@ export function buildProgram(): Command {
     .argument('<out>', 'file to write (written atomically)')
     .option('--json', 'one JSON document (schema ckpt.convert/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint')
-    .action(async (input: string, output: string, opts: { json?: boolean; key?: string }) => {
+    .action(async (input: string, output: string, opts: { json?: boolean; key?: string } & RemoteFlags) => {
       const { collectConvert, renderConvert } = await import('./commands/convert.js');
-      const report = await collectConvert(input, output, opts.key);
+      const report = await collectConvert(input, output, opts.key, await remoteSession(opts));
       emit({ report, text: renderConvert(report), exitCode: EXIT_OK }, Boolean(opts.json));
     });
 
+  for (const command of program.commands) addRemoteOptions(command);
   return program;
+}
+
+/** The options every command takes for http(s) inputs (remote-session.ts). */
+interface RemoteFlags {
+  header: string[];
+  maxBytes?: string;
+  allowDownload?: boolean;
+  timeout?: string;
+}
+
+function addRemoteOptions(command: Command): void {
+  command
+    .option('--header <header>', "'NAME: VALUE' sent with requests to a URL's own host, never after a redirect elsewhere (repeatable)", collect, [])
+    .option('--max-bytes <n>', 'most bytes one command may fetch from URLs (64MiB, 2GB, ...)', '64MiB')
+    .option('--allow-download', 'accept a server that ignores Range requests by downloading the whole file (within --max-bytes)')
+    .option('--timeout <seconds>', 'give up on a request that makes no progress for this long', '30');
+}
+
+async function remoteSession(opts: RemoteFlags) {
+  const { RemoteSession, parseByteCount } = await import('./io/remote-session.js');
+  const timeout = parseNumber(opts.timeout ?? '30');
+  if (timeout === 0) throw new CheckpointError('USAGE', '', '--timeout must be more than 0 seconds');
+  return new RemoteSession({ headers: opts.header, maxBytes: parseByteCount(opts.maxBytes ?? '64MiB'), allowDownload: opts.allowDownload, timeoutSeconds: timeout });
 }
 
 function parseNumber(value: string): number {
@@ -165,6 +193,10 @@ export async function main(argv: string[]): Promise<void> {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw e;
   });
+  // fetch parses HTTP with WebAssembly that V8 recompiles in background threads (TurboFan), and the
+  // process waits for them: ~1 s added to every command that read a URL. Baseline code is plenty for
+  // a few requests. Set before anything compiles WebAssembly; the library never touches V8 flags.
+  setFlagsFromString('--liftoff-only');
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });

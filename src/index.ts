@@ -4,6 +4,8 @@
 export { CheckpointError, type CheckpointErrorCode } from './io/errors.js';
 export { LIMITS } from './io/limits.js';
 export { type ByteSource, FileSource, BufferSource } from './io/source.js';
+export { HttpSource } from './io/http-source.js';
+export { RemoteSession, type RemoteOptions, type FetchedReport } from './io/remote-session.js';
 export type { Checkpoint, CheckpointFormat, OpenOptions } from './formats/checkpoint.js';
 export { openCheckpoint, openSource } from './formats/open.js';
 export { openSafetensors } from './formats/safetensors/read.js';

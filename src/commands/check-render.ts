@@ -1,6 +1,7 @@
 /** Text rendering of the check report: one line per finding, grouped by kind, failing kinds first. */
 import { fold } from '../match/fold.js';
 import type { CheckReport, Finding, FindingKind } from './check.js';
+import { fetchedText } from './remote.js';
 
 const TITLES: Record<FindingKind, string> = {
   corrupt: 'corrupt',
@@ -17,7 +18,9 @@ export function renderCheck(r: CheckReport): string {
   const lines: string[] = [];
   const c = r.checked;
   lines.push(`file      ${r.path} (${r.format})${r.key ? ` [${r.key}]` : ''}`);
-  lines.push(`records   ${c.records} checked${c.crc === 'verified' ? ', CRC-32 verified' : c.crc === 'absent' ? ', CRC-32 absent (written without checksums)' : ''}`);
+  if (r.fetched) lines.push(`fetched   ${fetchedText(r.fetched)}`);
+  if (c.crc === 'not fetched') lines.push(`records   ${c.records} listed, not fetched (remote file: --crc fetches and verifies them)`);
+  else lines.push(`records   ${c.records} checked${c.crc === 'verified' ? ', CRC-32 verified' : c.crc === 'absent' ? ', CRC-32 absent (written without checksums)' : ''}`);
   lines.push(`tensors   ${c.tensors}${c.finite ? ', scanned for NaN/Inf' : ''}`);
   if (c.against) lines.push(`against   ${c.against}`);
   for (const kind of Object.keys(TITLES) as FindingKind[]) {

@@ -17,6 +17,11 @@ import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
 import { ioError } from '../io/source.js';
 import type { StorageRef } from '../model/tensor-ref.js';
+import { HttpSource } from '../io/http-source.js';
+import { LIMITS } from '../io/limits.js';
+import { type FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { isUrl, parseUrl, redactUrl, urlFileName } from '../io/url.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
 export type FindingKind = (typeof FINDING_KINDS)[number];
@@ -37,6 +42,10 @@ export interface CheckOptions {
   against?: string;
   finite?: boolean;
   failOn?: FindingKind[];
+  /** Fetch and verify every record of a remote file too (local files are always verified). */
+  crc?: boolean;
+  /** How URLs are read, and what they cost (reported as `fetched`). */
+  remote?: RemoteSession;
 }
 
 export interface CheckReport {
@@ -46,9 +55,12 @@ export interface CheckReport {
   key: string;
   ok: boolean;
   fail_on: FindingKind[];
-  checked: { records: number; crc: 'verified' | 'absent' | 'not in format'; tensors: number; finite: boolean; against: string | null };
+  /** crc 'not fetched': a remote file's records were not read (pass --crc). */
+  checked: { records: number; crc: 'verified' | 'absent' | 'not in format' | 'not fetched'; tensors: number; finite: boolean; against: string | null };
   globals: Array<{ name: string; verdict: GlobalVerdict }>;
   findings: Finding[];
+  /** What reading URLs cost (absent for local files). */
+  fetched?: FetchedReport;
 }
 
 export function parseFailOn(list: string): FindingKind[] {
@@ -61,23 +73,28 @@ export function parseFailOn(list: string): FindingKind[] {
 
 export async function collectCheck(path: string, options: CheckOptions): Promise<{ report: CheckReport; exitCode: number }> {
   const failOn = options.failOn ?? DEFAULT_FAIL_ON;
-  const expected = options.against ? await loadArchitecture(options.against) : null;
-  const ckpt = await openCheckpoint(path, { strict: false });
+  const expected = options.against ? await loadArchitecture(options.against, options.remote) : null;
+  const ckpt = await openCheckpoint(path, { strict: false, remote: options.remote });
   try {
     const findings: Finding[] = ckpt.problems.map((p) => (p.key === undefined ? { kind: 'corrupt', detail: p.detail } : { kind: 'corrupt', key: p.key, detail: p.detail }));
-    const integrity = await checkRecords(ckpt, findings);
+    const sd = findStateDict(ckpt.root, ckpt.path, options.key);
+    if (options.crc) ensureBudget(options.remote, 'check --crc', [ckpt], ckpt.storages);
+    const integrity = await checkRecords(ckpt, findings, Boolean(options.crc));
     const globals = ckpt.globals.map((g) => ({ name: g.qualname, verdict: globalVerdict(g) })).filter((g) => g.verdict !== 'torch');
     for (const g of globals) {
       if (g.verdict === 'dangerous') findings.push({ kind: 'unsafe', detail: `${g.name}: torch.load(weights_only=False) would call it` });
       else if (g.verdict === 'unknown') findings.push({ kind: 'global', detail: `${g.name}: not plain torch; torch.load(weights_only=True) refuses it` });
     }
-    const sd = findStateDict(ckpt.root, path, options.key);
-    if (options.finite) await checkFinite(sd, path, findings, new Set(ckpt.problems.map((p) => p.storage)));
+    if (options.finite) {
+      const scanned = sd.tensors.filter(([, t]) => t.dtype.kind === 'float' || t.dtype.kind === 'complex').map(([, t]) => t.storage);
+      ensureBudget(options.remote, 'check --finite', [ckpt], scanned);
+      await checkFinite(sd, ckpt.path, findings, new Set(ckpt.problems.map((p) => p.storage)));
+    }
     if (expected) findings.push(...compareArchitecture(sd, expected.tensors));
     const ok = !findings.some((f) => !f.benign && failOn.includes(f.kind));
-    const report: CheckReport = {
+    const report: CheckReport = withFetched<CheckReport>({
       schema: 'ckpt.check/1',
-      path,
+      path: ckpt.path,
       format: ckpt.format,
       key: sd.key,
       ok,
@@ -85,17 +102,21 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
       checked: { records: integrity.records, crc: integrity.crc, tensors: sd.tensors.length, finite: Boolean(options.finite), against: options.against ?? null },
       globals,
       findings,
-    };
+    }, options.remote);
     return { report, exitCode: ok ? 0 : 1 };
   } finally {
     await ckpt.close();
   }
 }
 
-/** Every zip record: a valid local header, data inside the file, CRC-32 equal to the directory's. */
-async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
-  if (ckpt.shards) return checkShardRecords(ckpt.shards, findings);
+/**
+ * Every zip record: a valid local header, data inside the file, CRC-32 equal to the directory's. A remote
+ * file's records are tensor bytes: read only when asked (--crc).
+ */
+async function checkRecords(ckpt: Checkpoint, findings: Finding[], fetchRemote: boolean): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
+  if (ckpt.shards) return checkShardRecords(ckpt.shards, findings, fetchRemote);
   if (!ckpt.zip) return { records: ckpt.storages.length, crc: 'not in format' };
+  if (ckpt.source.remote && !fetchRemote) return { records: ckpt.zip.entries.length, crc: 'not fetched' };
   const entries = ckpt.zip.entries;
   // Locate every record in a few batched reads; a bad header makes the batch fail, and the per-entry
   // pass below then names each bad record on its own.
@@ -122,18 +143,18 @@ async function checkRecords(ckpt: Checkpoint, findings: Finding[]): Promise<{ re
 }
 
 /** Each shard's records, findings keyed `<shard file>:<record>`; CRCs verified only if every zip shard has them. */
-async function checkShardRecords(shards: readonly Checkpoint[], findings: Finding[]): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
+async function checkShardRecords(shards: readonly Checkpoint[], findings: Finding[], fetchRemote: boolean): Promise<{ records: number; crc: CheckReport['checked']['crc'] }> {
   let records = 0;
   const crcs = new Set<CheckReport['checked']['crc']>();
   for (const shard of shards) {
     const own: Finding[] = [];
-    const r = await checkRecords(shard, own);
+    const r = await checkRecords(shard, own, fetchRemote);
     records += r.records;
     crcs.add(r.crc);
     const name = basename(shard.path);
     for (const f of own) findings.push({ ...f, key: f.key === undefined ? name : `${name}:${f.key}` });
   }
-  const crc = crcs.has('absent') ? 'absent' : crcs.has('verified') ? 'verified' : 'not in format';
+  const crc = crcs.has('not fetched') ? 'not fetched' : crcs.has('absent') ? 'absent' : crcs.has('verified') ? 'verified' : 'not in format';
   return { records, crc };
 }
 
@@ -187,17 +208,18 @@ function fmt(shape: readonly number[]): string {
 }
 
 /** The expected keys, shapes and dtypes: from a checkpoint, or from `ckpt inspect --json` output (a manifest). */
-async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {
-  if (path.endsWith('.json')) {
+async function loadArchitecture(path: string, remote: RemoteSession | undefined): Promise<{ tensors: TensorInfo[] }> {
+  if ((isUrl(path) ? urlFileName(path) : path).endsWith('.json')) {
     let doc: unknown;
     try {
-      doc = JSON.parse(await readFile(path, 'utf8'));
+      doc = JSON.parse(await readText(path, remote));
     } catch (e) {
-      if (e instanceof SyntaxError) throw new CheckpointError('NOT_A_CHECKPOINT', path, `not valid JSON (${e.message})`);
+      if (e instanceof SyntaxError) throw new CheckpointError('NOT_A_CHECKPOINT', isUrl(path) ? redactUrl(parseUrl(path)) : path, `not valid JSON (${e.message})`);
+      if (e instanceof CheckpointError) throw e;
       throw ioError(path, e, 'cannot read');
     }
     const m = doc as { schema?: unknown; tensors?: unknown; weight_map?: unknown };
-    if (m.weight_map !== undefined && m.schema === undefined) return loadCheckpointArchitecture(path); // a sharded checkpoint's index
+    if (m.weight_map !== undefined && m.schema === undefined) return loadCheckpointArchitecture(path, remote); // a sharded checkpoint's index
     if (m.schema !== 'ckpt.inspect/1' || !Array.isArray(m.tensors)) {
       throw new CheckpointError('NOT_A_CHECKPOINT', path, 'not a manifest: expected the JSON of `ckpt inspect --json` (schema ckpt.inspect/1)');
     }
@@ -211,13 +233,25 @@ async function loadArchitecture(path: string): Promise<{ tensors: TensorInfo[] }
       }),
     };
   }
-  return loadCheckpointArchitecture(path);
+  return loadCheckpointArchitecture(path, remote);
 }
 
-async function loadCheckpointArchitecture(path: string): Promise<{ tensors: TensorInfo[] }> {
-  const ckpt = await openCheckpoint(path);
+/** A manifest's text, from a file or a URL (bounded like a shard index). */
+async function readText(path: string, remote: RemoteSession | undefined): Promise<string> {
+  if (!isUrl(path)) return readFile(path, 'utf8');
+  const source = await HttpSource.open(path, remote ?? new RemoteSession());
   try {
-    const sd = findStateDict(ckpt.root, path);
+    if (source.size > LIMITS.shardIndexBytes) throw new CheckpointError('LIMIT', source.path, `manifest of ${source.size} bytes exceeds ${LIMITS.shardIndexBytes} (shardIndexBytes)`);
+    return Buffer.from(await source.read(0, source.size)).toString('utf8');
+  } finally {
+    await source.close();
+  }
+}
+
+async function loadCheckpointArchitecture(path: string, remote: RemoteSession | undefined): Promise<{ tensors: TensorInfo[] }> {
+  const ckpt = await openCheckpoint(path, { remote });
+  try {
+    const sd = findStateDict(ckpt.root, ckpt.path);
     return { tensors: sd.tensors.map(([key, t]) => ({ key, shape: t.shape, dtype: t.dtype.name })) };
   } finally {
     await ckpt.close();

@@ -7,6 +7,8 @@ import { writeStateDict, type OutputValue } from '../formats/torch-zip/write.js'
 import { assertWritableOutput } from './paths.js';
 import { formatBytes, formatCount } from './render.js';
 import { progressLine } from './progress.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, fetchedText, withFetched } from './remote.js';
 
 export interface ConvertReport {
   schema: 'ckpt.convert/1';
@@ -16,11 +18,13 @@ export interface ConvertReport {
   storages: number;
   bytes: number;
   metadata: boolean;
+  /** What reading a URL cost (absent for a local input). */
+  fetched?: FetchedReport;
 }
 
-export async function collectConvert(input: string, output: string, keyPath?: string): Promise<ConvertReport> {
+export async function collectConvert(input: string, output: string, keyPath?: string, remote?: RemoteSession): Promise<ConvertReport> {
   await assertWritableOutput(output);
-  const ckpt = await openCheckpoint(input);
+  const ckpt = await openCheckpoint(input, { remote });
   try {
     const sd = findStateDict(ckpt.root, input, keyPath);
     const entries: Array<[string, OutputValue]> = [];
@@ -37,21 +41,22 @@ export async function collectConvert(input: string, output: string, keyPath?: st
       const name = String(key);
       entries.push([name, typeof value === 'object' && value !== null && value.kind === 'tensor' ? { tensor: detach(value) } : { value }]);
     }
+    ensureBudget(remote, 'convert', [ckpt], entries.flatMap(([, v]) => ('tensor' in v ? [v.tensor.storage] : [])));
     const progress = progressLine('copying');
     const result = await writeStateDict(output, entries, { metadata: sd.metadata, onProgress: progress.update }).catch((e: unknown) => {
       // An entry torch's weights_only loader could not take is a property of the input, not of the output path.
       throw e instanceof CheckpointError && e.code === 'UNWRITABLE' ? e.withPath(input) : e;
     });
     progress.done();
-    return {
+    return withFetched<ConvertReport>({
       schema: 'ckpt.convert/1',
-      input: { path: input, format: ckpt.format, key: sd.key },
+      input: { path: ckpt.path, format: ckpt.format, key: sd.key },
       output,
       tensors: result.tensors,
       storages: result.storages,
       bytes: result.bytes,
       metadata: sd.metadata !== null,
-    };
+    }, remote);
   } finally {
     await ckpt.close();
   }
@@ -62,5 +67,6 @@ export function renderConvert(r: ConvertReport): string {
   return [
     `read    ${from} (${r.input.format})`,
     `wrote   ${r.output}: ${formatCount(r.tensors)} tensors in ${formatCount(r.storages)} storages, ${formatBytes(r.bytes)}, zip format${r.metadata ? ', _metadata kept' : ''}`,
+    ...(r.fetched ? [`fetched ${fetchedText(r.fetched)}`] : []),
   ].join('\n');
 }

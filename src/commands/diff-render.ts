@@ -2,12 +2,14 @@
 import { fold } from '../match/fold.js';
 import type { DiffReport } from './diff.js';
 import { indent, shapeText, table } from './render.js';
+import { fetchedText } from './remote.js';
 
 export function renderDiff(r: DiffReport): string {
   const lines: string[] = [];
   const side = (s: DiffReport['a']) => `${s.path}${s.key ? ` [${s.key}]` : ''} (${s.format}): ${s.tensors} tensors`;
   lines.push(`a  ${side(r.a)}`);
   lines.push(`b  ${side(r.b)}`);
+  if (r.fetched) lines.push(`   fetched ${fetchedText(r.fetched)}`);
   for (const rule of r.rules) lines.push(`   --strip-prefix ${rule.value} (${rule.matched} keys)`);
   const s = r.summary;
   const values = s.value_differs === null ? '' : `, ${s.value_differs} with different values`;

@@ -13,6 +13,8 @@ import { sameShape } from '../match/align.js';
 import { canConvert } from '../tensor/convert.js';
 import { ValueComparer } from '../tensor/compare.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export interface DiffOptions {
   key?: string;
@@ -21,6 +23,8 @@ export interface DiffOptions {
   values?: boolean;
   atol?: number;
   rtol?: number;
+  /** How URLs are read, and what they cost (reported as `fetched`). */
+  remote?: RemoteSession;
 }
 
 export interface ValueDiff {
@@ -47,14 +51,16 @@ export interface DiffReport {
   /** Present with --values: common keys of equal shape whose values differ (bitwise equal counts as equal). */
   value_differs?: ValueDiff[];
   tolerance?: { atol: number; rtol: number };
+  /** What reading URLs cost (absent when both files are local). */
+  fetched?: FetchedReport;
 }
 
 export async function collectDiff(pathA: string, pathB: string, options: DiffOptions): Promise<{ report: DiffReport; exitCode: number }> {
-  const a = await openCheckpoint(pathA);
+  const a = await openCheckpoint(pathA, { remote: options.remote });
   try {
-    const b = await openCheckpoint(pathB);
+    const b = await openCheckpoint(pathB, { remote: options.remote });
     try {
-      const report = await diff(a, b, options);
+      const report = withFetched(await diff(a, b, options), options.remote);
       return { report, exitCode: report.same ? 0 : 1 };
     } finally {
       await b.close();
@@ -94,6 +100,8 @@ async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise
   const atol = options.atol ?? 0;
   const rtol = options.rtol ?? 0;
   if (options.values) {
+    // Only tensors of equal shape are compared; the bytes of both sides, fetched from URLs, must fit the budget.
+    ensureBudget(options.remote, 'diff --values', [a, b], comparable.flatMap(([, ta, tb]) => [ta.storage, tb.storage]));
     valueDiffers = [];
     const bufA = new Uint8Array(SCAN_CHUNK_BYTES);
     const bufB = new Uint8Array(SCAN_CHUNK_BYTES);

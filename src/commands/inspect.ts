@@ -6,6 +6,8 @@ import { globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
 import { PyDict } from '../pickle/value.js';
 import { numelOf } from '../model/tensor-ref.js';
 import { formatBytes, formatCount, table } from './render.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { fetchedText, withFetched } from './remote.js';
 
 export interface InspectReport {
   schema: 'ckpt.inspect/1';
@@ -27,12 +29,14 @@ export interface InspectReport {
   others: Array<{ key: string; value: string }>;
   /** Every global that is not plain torch machinery, with its verdict. */
   globals: Array<{ name: string; verdict: GlobalVerdict }>;
+  /** What reading a URL cost (absent for local files). */
+  fetched?: FetchedReport;
 }
 
-export async function collectInspect(path: string, keyPath?: string): Promise<InspectReport> {
-  const ckpt = await openCheckpoint(path);
+export async function collectInspect(path: string, keyPath?: string, remote?: RemoteSession): Promise<InspectReport> {
+  const ckpt = await openCheckpoint(path, { remote });
   try {
-    const sd = findStateDict(ckpt.root, path, keyPath);
+    const sd = findStateDict(ckpt.root, ckpt.path, keyPath);
     const storages = new Set(sd.tensors.map(([, t]) => t.storage));
     let parameters = 0;
     for (const [, t] of sd.tensors) parameters += numelOf(t.shape);
@@ -44,9 +48,9 @@ export async function collectInspect(path: string, keyPath?: string): Promise<In
       }
     }
     for (const [k, v] of sd.others) others.push({ key: sd.key ? `${sd.key}.${k}` : k, value: describeValue(v) });
-    return {
+    return withFetched<InspectReport>({
       schema: 'ckpt.inspect/1',
-      path,
+      path: ckpt.path,
       format: ckpt.format,
       format_detail: ckpt.formatDetail,
       key: sd.key,
@@ -60,7 +64,7 @@ export async function collectInspect(path: string, keyPath?: string): Promise<In
       globals: ckpt.globals
         .map((g) => ({ name: g.qualname, verdict: globalVerdict(g) }))
         .filter((g) => g.verdict !== 'torch'),
-    };
+    }, remote);
   } finally {
     await ckpt.close();
   }
@@ -69,6 +73,7 @@ export async function collectInspect(path: string, keyPath?: string): Promise<In
 export function renderInspect(r: InspectReport): string {
   const lines: string[] = [];
   lines.push(`file      ${r.path}`);
+  if (r.fetched) lines.push(`fetched   ${fetchedText(r.fetched)}`);
   lines.push(`format    ${r.format_detail}`);
   const where = r.key === '' ? 'top level' : r.key;
   lines.push(`state     ${where}${r.origin === 'module' ? ' (collected from a pickled nn.Module, as model.state_dict() would)' : ''}${r.alternatives.length ? ` (also found: ${r.alternatives.join(', ')}; choose with --key)` : ''}`);

@@ -9,7 +9,7 @@ import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows } from '../match/adapt.js';
 import type { MergeOptions } from './merge.js';
-import { numelOf, type TensorRef } from '../model/tensor-ref.js';
+import { numelOf, type StorageRef, type TensorRef } from '../model/tensor-ref.js';
 import { readTensorBytes } from '../model/read-bytes.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { adaptInputConv, meanRows, resampleGrid, resampleTable } from '../tensor/adapt-ops.js';
@@ -87,6 +87,21 @@ function cast(bytes: Uint8Array, from: DType, to: DType, count: number): Uint8Ar
 
 function fromFloat32(values: Float32Array, to: DType): Uint8Array {
   return cast(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), FLOAT32, to, values.length);
+}
+
+/** The storages an adapted key's value is computed from (for the remote byte budget). */
+export function adaptedReads(a: AdaptedKey, sources: AdaptSources): StorageRef[] {
+  if ('value' in a.params) return [];
+  const reads = [(sources.pretrained.get(a.from) as TensorRef).storage];
+  if ('new_rows' in a.params && a.params.new_rows === 'target') reads.push((sources.target.get(a.key) as TensorRef).storage);
+  return reads;
+}
+
+/** Every adapted key's output value, by key. */
+export async function computeAdapted(adapted: readonly AdaptedKey[], sources: AdaptSources): Promise<Map<string, OutputValue>> {
+  const out = new Map<string, OutputValue>();
+  for (const a of adapted) out.set(a.key, await adaptedValue(a, sources));
+  return out;
 }
 
 /** The output value of one adapted key. */

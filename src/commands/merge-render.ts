@@ -6,6 +6,7 @@ import type { AdaptedKey } from '../match/adapt.js';
 import { HINT_PREFIXES } from '../match/align.js';
 import type { MergeReport } from './merge.js';
 import { indent, shapeText, table } from './render.js';
+import { fetchedText } from './remote.js';
 
 export function renderMerge(r: MergeReport, verbose = false): string {
   const s = r.summary;
@@ -19,6 +20,7 @@ export function renderMerge(r: MergeReport, verbose = false): string {
   );
   if (r.failure) lines.push(`failed      ${r.failure}`);
   else lines.push(`output      ${r.output ?? 'none written (dry run or no -o)'}`);
+  if (r.fetched) lines.push(`fetched     ${fetchedText(r.fetched)}`);
 
   if (r.hint) lines.push('', ...hintLines(r.hint));
 

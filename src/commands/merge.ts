@@ -14,9 +14,11 @@ import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
 import { type AdaptOptions, type AdaptedKey, planAdaptations } from '../match/adapt.js';
-import { adaptOptions, adaptedValue } from './merge-adapt.js';
+import { type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
 import { assertWritableOutput } from './paths.js';
 import { progressLine } from './progress.js';
+import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
+import { ensureBudget, withFetched } from './remote.js';
 
 export interface MergeOptions {
   output?: string;
@@ -34,6 +36,8 @@ export interface MergeOptions {
   prefixTokens?: string | number;
   newRows?: string;
   selectRows?: string[];
+  /** How URLs are read, and what they cost (reported as `fetched`). */
+  remote?: RemoteSession;
 }
 
 export interface MergeReport {
@@ -78,6 +82,8 @@ export interface MergeReport {
     pretrained_sample: string[];
     target_sample: string[];
   };
+  /** What reading URLs cost (absent when both inputs are local). */
+  fetched?: FetchedReport;
 }
 
 export interface MergeOutcome {
@@ -97,11 +103,13 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   const rules = explicitRules(options);
   const adapt = await adaptOptions(options);
   if (options.output && !options.dryRun) await assertWritableOutput(options.output);
-  const pretrained = await openCheckpoint(pretrainedPath);
+  const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
-    const target = await openCheckpoint(targetPath);
+    const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      return await merge(pretrained, target, rules, adapt, options);
+      const outcome = await merge(pretrained, target, rules, adapt, options);
+      withFetched(outcome.report, options.remote);
+      return outcome;
     } finally {
       await target.close();
     }
@@ -158,9 +166,15 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   }
   if (options.dryRun || !options.output) return { report, exitCode: 0 };
 
+  const sources: AdaptSources = { pretrained: new Map(psd.tensors), target: new Map(tsd.tensors), pretrainedPath: pretrained.path, targetPath: target.path };
+  const planned = composeOutput(tsd, result, sources, new Map());
+  // From a URL, only the storages the output takes are fetched (and those an adaptation reads): check they fit the budget first.
+  const adaptedKeys = new Set(adapted.map((a) => a.key));
+  const reads = planned.flatMap(([key, v]) => ('tensor' in v && !adaptedKeys.has(key) ? [v.tensor.storage] : [])).concat(adapted.flatMap((a) => adaptedReads(a, sources)));
+  ensureBudget(options.remote, 'merge', [pretrained, target], reads);
+  const output = adapted.length ? composeOutput(tsd, result, sources, await computeAdapted(adapted, sources)) : planned;
   const progress = progressLine('merging');
-  const entries = await composeOutput(psd, tsd, result, adapted, pretrained.path, target.path);
-  await writeStateDict(options.output, entries, { metadata: tsd.metadata, onProgress: progress.update });
+  await writeStateDict(options.output, output, { metadata: tsd.metadata, onProgress: progress.update });
   progress.done();
   report.output = options.output;
   return { report, exitCode: 0 };
@@ -201,23 +215,21 @@ function hint(result: MatchResult, pretrained: readonly TensorInfo[], target: re
   };
 }
 
-/** The output: every target entry in the target's order, tensors replaced where the match says so. */
-async function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], pretrainedPath: string, targetPath: string): Promise<Array<[string, OutputValue]>> {
-  const pretrainedByKey = new Map(psd.tensors);
+/**
+ * The output: every target entry in the target's order, tensors replaced where the match says so, and
+ * the adapted values (`computed`, by key) where an adaptation made them.
+ */
+function composeOutput(tsd: StateDict, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> {
   const fill = new Map<string, TensorRef>();
-  for (const l of result.loaded) fill.set(l.key, pretrainedByKey.get(l.from) as TensorRef);
-  // Adapted values are computed in memory; a key tied to one shares the very same bytes (one storage).
-  const computed = new Map<string, OutputValue>();
-  if (adapted.length) {
-    const sources = { pretrained: pretrainedByKey, target: new Map(tsd.tensors), pretrainedPath, targetPath };
-    for (const a of adapted) computed.set(a.key, await adaptedValue(a, sources));
-  }
+  for (const l of result.loaded) fill.set(l.key, sources.pretrained.get(l.from) as TensorRef);
+  // A key tied to an adapted one shares the very same bytes (one storage).
+  const values = new Map(computed);
   for (const m of result.missing) {
     if (!m.tied_to) continue;
     const partner = fill.get(m.tied_to);
     if (partner) fill.set(m.key, partner);
     const value = computed.get(m.tied_to);
-    if (value) computed.set(m.key, value);
+    if (value) values.set(m.key, value);
   }
   const out: Array<[string, OutputValue]> = [];
   for (const [k, v] of tsd.dict.entries) {
@@ -227,7 +239,7 @@ async function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult
       continue;
     }
     const source = fill.get(key);
-    out.push([key, computed.get(key) ?? (source ? { tensor: source, dtype: v.dtype } : { tensor: v })]);
+    out.push([key, values.get(key) ?? (source ? { tensor: source, dtype: v.dtype } : { tensor: v })]);
   }
   return out;
 }

@@ -4,6 +4,7 @@ import type { ByteSource } from '../io/source.js';
 import type { StorageRef } from '../model/tensor-ref.js';
 import type { Problem } from './torch-rebuild.js';
 import type { ZipDirectory } from '../zip/reader.js';
+import type { RemoteSession } from '../io/remote-session.js';
 
 export type CheckpointFormat = 'zip' | 'legacy' | 'safetensors' | 'sharded';
 
@@ -33,4 +34,6 @@ export interface Checkpoint {
 export interface OpenOptions {
   /** Throw on the first storage-level problem (default) or collect them in `problems` (`ckpt check`). */
   strict?: boolean;
+  /** How http(s) URLs are read and what they may cost; a default session when absent. */
+  remote?: RemoteSession;
 }

@@ -2,12 +2,15 @@
  * Sniff, then dispatch (torch-format.md §1, §9): zip local-header magic at offset 0, the legacy magic-number
  * pickle, a safetensors file (8-byte header length, then `{`), or the ancient tar layout, which is
  * recognised and refused. A path to a `.json` index of shard files opens the shards as one checkpoint
- * (sharded.ts).
+ * (sharded.ts). An http(s) URL goes wherever a path goes (http-source.ts).
  */
 import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CheckpointError } from '../io/errors.js';
 import { type ByteSource, FileSource } from '../io/source.js';
+import { HttpSource } from '../io/http-source.js';
+import { RemoteSession } from '../io/remote-session.js';
+import { isUrl, siblingUrl, urlFileName } from '../io/url.js';
 import { openArchive } from './torch-zip/read.js';
 import { isLegacyMagic, openLegacy } from './torch-legacy/read.js';
 import { looksLikeSafetensors, openSafetensors } from './safetensors/read.js';
@@ -26,10 +29,12 @@ export async function openCheckpoint(path: string, options: OpenOptions = {}): P
 }
 
 async function openFile(path: string, options: OpenOptions, allowIndex: boolean): Promise<Checkpoint> {
-  const source = await openRegularFile(path);
+  const source = await openPathOrUrl(path, options);
   try {
-    if (allowIndex && isShardIndexName(path) && looksLikeJsonObject(await source.read(0, Math.min(MAGIC_BYTES, source.size)))) {
-      return await openSharded(source, options, (shard, o) => openFile(shard, o, false));
+    if (allowIndex && isShardIndexName(isUrl(path) ? urlFileName(path) : path) && looksLikeJsonObject(await source.read(0, Math.min(MAGIC_BYTES, source.size)))) {
+      // Shards live beside their index: in its folder, or at the same place on its server.
+      const locate = (name: string) => (isUrl(path) ? siblingUrl(path, name) : join(dirname(path), name));
+      return await openSharded(source, options, (name, o) => openFile(locate(name), o, false));
     }
     return await openSource(source, options);
   } catch (e) {
@@ -54,6 +59,13 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
     throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'a plain pickle, not a torch.save checkpoint (no zip container and no legacy magic number)');
   }
   throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)');
+}
+
+/** An http(s) URL is read with range requests (one session per command: its budget and its costs). */
+async function openPathOrUrl(path: string, options: OpenOptions): Promise<ByteSource> {
+  if (!isUrl(path)) return openRegularFile(path);
+  options.remote ??= new RemoteSession();
+  return HttpSource.open(path, options.remote);
 }
 
 /** FileSource.open, with a hint for a folder (only once opening failed: no extra stat on the way in). */

@@ -5,6 +5,7 @@
 export type CheckpointErrorCode =
   | 'NOT_FOUND' // the path does not exist or is not a regular file
   | 'IO' // the operating system refused a read or write
+  | 'REMOTE' // an HTTP server refused or failed a request, ignored Range, or the file changed mid-read
   | 'NOT_A_CHECKPOINT' // the first bytes match no known format
   | 'UNSUPPORTED_FORMAT' // a known format we do not read (tar, TorchScript)
   | 'TRUNCATED' // the file ends before a structure it declares

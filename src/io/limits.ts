@@ -71,6 +71,8 @@ export const LIMITS = {
    * read lazily), and a process may hold 1024 files by default; the largest public models use < 200.
    */
   shards: 1000,
+  /** Redirects followed for one request. Fetch's own limit is 20; a hub answers with one (to its CDN). */
+  httpRedirects: 10,
 } as const;
 
 export type LimitName = keyof typeof LIMITS;

@@ -14,6 +14,13 @@ export interface ByteSource {
   /** Fills `target` from `offset` (used by streaming copies with one reused buffer). */
   readInto(offset: number, target: Uint8Array): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional hint: [offset, offset + length) is about to be read front to back. A remote source fetches
+   * such an extent in a few large requests instead of one per chunk; a file ignores it.
+   */
+  willRead?(offset: number, length: number): void;
+  /** True when reads cost network requests (http-source.ts): optional whole-file reads are skipped. */
+  readonly remote?: boolean;
 }
 
 /** Linux returns at most 0x7ffff000 bytes per read(2); Node refuses lengths of 2^31 and above. */

@@ -32,6 +32,7 @@ export async function* tensorChunks(tensor: TensorRef, path: string, elementsPer
   if (!tensor.storage.record) throw new CheckpointError('BAD_TENSOR', path, `storage ${tensor.storage.key} has no record`);
   const { source, offset } = await tensor.storage.record.resolve();
   const start = offset + tensor.storageOffset * item;
+  source.willRead?.(start, numel * item);
   for (let at = 0; at < numel; at += elementsPerChunk) {
     const count = Math.min(elementsPerChunk, numel - at);
     const view = buffer.subarray(0, count * item);

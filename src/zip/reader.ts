@@ -282,16 +282,21 @@ export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Prom
 const PREFETCH_GAP = 64 << 10;
 /** The largest single read a prefetch makes. */
 const PREFETCH_WINDOW = 4 << 20;
+/** Windows read at once (within PREFETCH_WINDOW bytes): a remote source then has that many requests in flight. */
+const PREFETCH_PARALLEL = 16;
 
 /**
  * Locates the data of many entries with few reads: headers that sit close together (small records, as
  * in a 100k-tensor file) are read in one window instead of one request each. Never reads more than
- * PREFETCH_GAP bytes of record data per header, so large files cost one small read per record.
+ * PREFETCH_GAP bytes of record data per header, so large files cost one small read per record. The
+ * windows are read PREFETCH_PARALLEL at a time (a file does not care; a URL pays one round trip per
+ * batch instead of one per header) and checked in file order, so the first bad header is the one named.
  */
 export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[]): Promise<void> {
   const limit = dataLimits.get(source) ?? source.size;
   const pending = entries.filter((e) => !dataOffsets.has(e)).sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
   const headerEndOf = (e: ZipEntry) => e.localHeaderOffset + LOCAL_HEADER_SIZE + Buffer.byteLength(e.name, 'utf8');
+  const windows: Array<{ from: number; to: number; start: number; end: number }> = [];
   for (let i = 0; i < pending.length; ) {
     const start = pending[i]!.localHeaderOffset;
     let end = headerEndOf(pending[i]!);
@@ -303,19 +308,35 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
       end = nextEnd;
       j++;
     }
-    if (end > limit) {
-      // Let the one-by-one path name the entry whose header runs past the end.
-      for (let k = i; k < j; k++) await entryDataOffset(source, pending[k]!);
-      i = j;
-      continue;
-    }
-    const window = await source.read(start, end - start);
-    for (let k = i; k < j; k++) {
-      const e = pending[k]!;
-      const at = e.localHeaderOffset - start;
-      checkLocalHeader(source, e, window.subarray(at, headerEndOf(e) - start), limit);
-    }
+    windows.push({ from: i, to: j, start, end });
     i = j;
+  }
+  for (let w = 0; w < windows.length; ) {
+    // At most PREFETCH_PARALLEL windows and PREFETCH_WINDOW bytes at once (one big window alone is fine).
+    let next = w + 1;
+    for (let bytes = windows[w]!.end - windows[w]!.start; next < windows.length && next - w < PREFETCH_PARALLEL; next++) {
+      bytes += windows[next]!.end - windows[next]!.start;
+      if (bytes > PREFETCH_WINDOW) break;
+    }
+    const batch = windows.slice(w, next);
+    w = next;
+    const reads = await Promise.allSettled(batch.map(({ start, end }) => (end > limit ? Promise.resolve(null) : source.read(start, end - start))));
+    for (let b = 0; b < batch.length; b++) {
+      const { from, to, start } = batch[b]!;
+      const read = reads[b]!;
+      if (read.status === 'rejected') throw read.reason;
+      const window = read.value;
+      if (window === null) {
+        // Let the one-by-one path name the entry whose header runs past the end.
+        for (let k = from; k < to; k++) await entryDataOffset(source, pending[k]!);
+        continue;
+      }
+      for (let k = from; k < to; k++) {
+        const e = pending[k]!;
+        const at = e.localHeaderOffset - start;
+        checkLocalHeader(source, e, window.subarray(at, headerEndOf(e) - start), limit);
+      }
+    }
   }
 }
 
@@ -373,6 +394,7 @@ export async function readEntryBytes(source: ByteSource, entry: ZipEntry, maxByt
 export async function computeEntryCrc(source: ByteSource, entry: ZipEntry): Promise<number> {
   const offset = await entryDataOffset(source, entry);
   const chunk = Buffer.allocUnsafe(Math.min(CRC_CHUNK_BYTES, Math.max(1, entry.compressedSize)));
+  source.willRead?.(offset, entry.compressedSize);
   if (entry.method === METHOD_STORED) {
     let crc = 0;
     for (let done = 0; done < entry.size; ) {

@@ -14,7 +14,7 @@
  * Never trusted: shard names come from a file, so only plain file names in the index's own folder are
  * accepted (no '/', '\', '..'), and their number and the index size are bounded (limits.ts).
  */
-import { basename, dirname, join } from 'node:path';
+import { basename } from 'node:path';
 import { CheckpointError } from '../../io/errors.js';
 import { LIMITS } from '../../io/limits.js';
 import type { ByteSource } from '../../io/source.js';
@@ -40,8 +40,11 @@ export function looksLikeJsonObject(head: Uint8Array): boolean {
   return false;
 }
 
-/** Opens one shard file; never another index (an index naming an index would be a loop or a guess). */
-export type ShardOpener = (path: string, options: OpenOptions) => Promise<Checkpoint>;
+/**
+ * Opens one shard, given its plain file name (the caller knows where the index lives: a folder or a
+ * URL); never another index (an index naming an index would be a loop or a guess).
+ */
+export type ShardOpener = (name: string, options: OpenOptions) => Promise<Checkpoint>;
 
 export async function openSharded(source: ByteSource, options: OpenOptions, openShard: ShardOpener): Promise<Checkpoint> {
   const indexPath = source.path;
@@ -76,14 +79,13 @@ export async function openSharded(source: ByteSource, options: OpenOptions, open
   }
   if (listed.size === 0) throw bad('the index\'s weight_map is empty');
 
-  const folder = dirname(indexPath);
   const names = [...listed.keys()].sort();
   const shards: Checkpoint[] = [];
   try {
     const root = new PyDict(true);
     const holder = new Map<string, string>();
     for (const name of names) {
-      const shard = await openShard(join(folder, name), options);
+      const shard = await openShard(name, options);
       shards.push(shard);
       const sd = findStateDict(shard.root, shard.path);
       for (const [k, v] of sd.dict.entries) {

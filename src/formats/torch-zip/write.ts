@@ -120,6 +120,7 @@ export async function writeStateDict(path: string, entries: ReadonlyArray<readon
     await zip.addBuffer('data.pkl', pickle);
     await zip.addBuffer('byteorder', Buffer.from('little', 'latin1'));
     const copier = new StorageCopier(path, total, options.onProgress);
+    await copier.plan(order);
     for (let i = 0; i < order.length; i++) {
       const storage = order[i] as StorageRef;
       await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copy(storage, write), reusableCrc(storage));
@@ -194,10 +195,24 @@ function reusableCrc(storage: StorageRef): number | undefined {
 
 /** Storages smaller than this are served from a read-ahead window: 100k tiny records, one read each, add up. */
 const SMALL_STORAGE_BYTES = 64 << 10;
+/**
+ * Records copied one after the other whose bytes are at most this far apart in their source (a zip
+ * local header, a legacy storage's 8-byte count) form one run: read ahead together, and announced
+ * together to a remote source, which then fetches the run in a few large requests.
+ */
+const RUN_GAP_BYTES = 1 << 10;
+
+/** Bytes [start, end) of one source that the copy reads front to back. */
+interface Run {
+  source: ByteSource;
+  start: number;
+  end: number;
+}
 
 /**
  * Reads small records through one window of the source, so that records lying next to each other in
  * the input (the usual case: torch writes them in key order) cost one read per window, not one each.
+ * The window never reaches past the run the record belongs to: bytes no output needs are not read.
  */
 class ReadAhead {
   private readonly window = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
@@ -205,12 +220,12 @@ class ReadAhead {
   private start = 0;
   private length = 0;
 
-  async read(source: ByteSource, offset: number, target: Uint8Array): Promise<void> {
+  async read(source: ByteSource, offset: number, target: Uint8Array, runEnd: number): Promise<void> {
     const end = offset + target.length;
     if (source !== this.source || offset < this.start || end > this.start + this.length) {
       this.source = source;
       this.start = offset;
-      this.length = Math.min(this.window.length, source.size - offset);
+      this.length = Math.min(this.window.length, Math.max(end, runEnd) - offset);
       await source.readInto(offset, this.window.subarray(0, this.length));
     }
     target.set(this.window.subarray(offset - this.start, end - this.start));
@@ -226,6 +241,8 @@ class StorageCopier {
   private readonly buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
   private castBuffers: Buffer[] | null = null;
   private readonly readAhead = new ReadAhead();
+  /** The run each output storage's source bytes belong to (plan()). */
+  private readonly runs = new Map<StorageRef, Run>();
   private turn = 0;
   private done = 0;
   private sinceYield = 0;
@@ -235,6 +252,23 @@ class StorageCopier {
     private readonly total: number,
     private readonly onProgress?: (done: number, total: number) => void,
   ) {}
+
+  /**
+   * Locates every storage's bytes, in copy order, and groups records that follow each other closely in
+   * the same source into runs (RUN_GAP_BYTES).
+   */
+  async plan(order: readonly StorageRef[]): Promise<void> {
+    let run: Run | null = null;
+    for (const storage of order) {
+      const from = (storage as CastStorage).castFrom ?? storage;
+      if (!from.record) continue;
+      const { source, offset } = await from.record.resolve();
+      const end = offset + from.byteLength;
+      if (run && run.source === source && offset >= run.end && offset - run.end <= RUN_GAP_BYTES) run.end = end;
+      else run = { source, start: offset, end };
+      this.runs.set(storage, run);
+    }
+  }
 
   async copy(storage: StorageRef, write: (chunk: Uint8Array) => Promise<void>): Promise<void> {
     const memory = (storage as MemoryStorage).bytes;
@@ -251,6 +285,9 @@ class StorageCopier {
     const from = cast ?? storage;
     if (!from.record) throw new CheckpointError('BAD_TENSOR', this.path, `storage ${from.key} has no bytes to copy`);
     const { source, offset } = await from.record.resolve();
+    const run = this.runs.get(storage);
+    if (run) source.willRead?.(run.start, run.end - run.start);
+    const runEnd = run?.end ?? offset + from.byteLength;
     const inItem = from.dtype.itemSize;
     const outItem = storage.dtype.itemSize;
     // Elements per chunk, so that neither the input nor the output side exceeds a buffer.
@@ -262,7 +299,7 @@ class StorageCopier {
         const count = Math.min(perChunk, from.numel - element);
         this.turn ^= 1;
         const input = (this.buffers[this.turn] as Buffer).subarray(0, count * inItem);
-        if (from.byteLength <= SMALL_STORAGE_BYTES) await this.readAhead.read(source, offset + element * inItem, input);
+        if (from.byteLength <= SMALL_STORAGE_BYTES) await this.readAhead.read(source, offset + element * inItem, input, runEnd);
         else await source.readInto(offset + element * inItem, input);
         let output = input;
         if (cast) {
