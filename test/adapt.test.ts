@@ -2,9 +2,12 @@
  * Adaptation decisions (src/match/adapt.ts) and the flags' errors through the CLI. The values written are
  * judged by torch in adapt-interop.test.ts and adapt-ops.test.ts.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collectMerge } from '../src/commands/merge.js';
+import { RemoteSession } from '../src/io/remote-session.js';
+import { TestServer } from './helpers/http-server.js';
 import { ADAPT_RULES, type AdaptOptions, parseAdapt, parseSelectRows, planAdaptations } from '../src/match/adapt.js';
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
 import { CheckpointError } from '../src/io/errors.js';
@@ -179,5 +182,33 @@ describe('merge --adapt / --select-rows through the CLI', () => {
     const { json } = ckptJson<MergeReport>(['merge', pre, tgt, '--dry-run']);
     expect(json.adapted).toEqual([]);
     expect(json.summary).toMatchObject({ adapted: 0, unexpected_benign: 0, mismatched: 2 });
+  });
+});
+
+describe('merge --select-rows from a URL', () => {
+  const server = new TestServer();
+  const dir = tempDir('ckpt-adapt-remote-');
+  beforeAll(async () => {
+    server.add('resnet18_tiny.pth', fixturePath('resnet18_tiny.pth'));
+    await server.start();
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+
+  it('writes the same file as from the local file, and counts the adapted storages in the byte budget', async () => {
+    const options = { selectRows: ['fc\\..*=9,8,7,6,5,4,3,2,1,0'] };
+    const remoteOut = join(dir, 'remote.pth');
+    const localOut = join(dir, 'local.pth');
+    const remote = await collectMerge(server.url('f', 'resnet18_tiny.pth'), fixturePath('resnet18_tiny_fc10.pth'), { ...options, output: remoteOut, remote: new RemoteSession() });
+    await collectMerge(fixturePath('resnet18_tiny.pth'), fixturePath('resnet18_tiny_fc10.pth'), { ...options, output: localOut });
+    expect(remote.report.summary.adapted).toBe(2);
+    expect(readFileSync(remoteOut).equals(readFileSync(localOut))).toBe(true);
+    // fc.weight [1000, 8] and fc.bias [1000] (36,000 bytes) are read to pick 10 rows: a budget that holds the
+    // plain merge (33.4 KiB of tensors) refuses this one before fetching, counting 68.5 KiB.
+    const budget = () => new RemoteSession({ maxBytes: 260_000 });
+    const plain = await collectMerge(server.url('f', 'resnet18_tiny.pth'), fixturePath('resnet18_tiny_fc10.pth'), { output: join(dir, 'plain.pth'), remote: budget() });
+    expect(plain.exitCode).toBe(0);
+    await expect(collectMerge(server.url('f', 'resnet18_tiny.pth'), fixturePath('resnet18_tiny_fc10.pth'), { ...options, output: join(dir, 'refused.pth'), remote: budget() })).rejects.toThrow(/68\.5 KiB of tensor data/);
   });
 });
