@@ -121,16 +121,7 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
 async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
-  const pretrainedInfos = psd.tensors.map(([key, t]) => info(key, t));
-  const targetInfoList = targetInfos(tsd);
-  const result = matchStateDicts({ pretrained: pretrainedInfos, target: targetInfoList, rules, pretrainedVersions: moduleVersions(psd.metadata) });
-  let adapted: AdaptedKey[] = [];
-  if (adapt) {
-    const plan = planAdaptations(result.loaded, result.mismatched, pretrainedInfos, targetInfoList, adapt);
-    adapted = plan.adapted;
-    result.loaded = plan.loaded;
-    result.mismatched = plan.mismatched;
-  }
+  const { result, adapted, failure, hint } = decide(psd, tsd, rules, adapt, options);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
@@ -158,26 +149,50 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
     adapted,
   };
 
-  const failure = policyFailure(result, adapted, options);
   if (failure) {
     report.failure = failure;
-    if (result.tied.length > 0 || result.loaded.length + adapted.length === 0) report.hint = hint(result, pretrainedInfos, targetInfoList, psd, tsd);
+    if (hint) report.hint = hint;
     return { report, exitCode: 1 };
   }
   if (options.dryRun || !options.output) return { report, exitCode: 0 };
 
-  const sources: AdaptSources = { pretrained: new Map(psd.tensors), target: new Map(tsd.tensors), pretrainedPath: pretrained.path, targetPath: target.path };
-  const planned = composeOutput(tsd, result, sources, new Map());
-  // From a URL, only the storages the output takes are fetched (and those an adaptation reads): check they fit the budget first.
-  const adaptedKeys = new Set(adapted.map((a) => a.key));
-  const reads = planned.flatMap(([key, v]) => ('tensor' in v && !adaptedKeys.has(key) ? [v.tensor.storage] : [])).concat(adapted.flatMap((a) => adaptedReads(a, sources)));
-  ensureBudget(options.remote, 'merge', [pretrained, target], reads);
-  const output = adapted.length ? composeOutput(tsd, result, sources, await computeAdapted(adapted, sources)) : planned;
+  const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, options);
   const progress = progressLine('merging');
   await writeStateDict(options.output, output, { metadata: tsd.metadata, onProgress: progress.update });
   progress.done();
   report.output = options.output;
   return { report, exitCode: 0 };
+}
+
+/**
+ * Matching, adaptation and the policy verdict. A function of its own so that its per-key intermediates
+ * (two TensorInfo lists of every key) are garbage before the output is written.
+ */
+function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): { result: MatchResult; adapted: AdaptedKey[]; failure: string | null; hint: MergeReport['hint'] | null } {
+  const pretrainedInfos = psd.tensors.map(([key, t]) => info(key, t));
+  const targetInfoList = targetInfos(tsd);
+  const result = matchStateDicts({ pretrained: pretrainedInfos, target: targetInfoList, rules, pretrainedVersions: moduleVersions(psd.metadata) });
+  let adapted: AdaptedKey[] = [];
+  if (adapt) {
+    const plan = planAdaptations(result.loaded, result.mismatched, pretrainedInfos, targetInfoList, adapt);
+    adapted = plan.adapted;
+    result.loaded = plan.loaded;
+    result.mismatched = plan.mismatched;
+  }
+  const failure = policyFailure(result, adapted, options);
+  const needsHint = failure !== null && (result.tied.length > 0 || result.loaded.length + adapted.length === 0);
+  return { result, adapted, failure, hint: needsHint ? hintFor(result, pretrainedInfos, targetInfoList, psd, tsd) : null };
+}
+
+/** The entries to write; the byte budget of remote inputs is checked before any tensor byte is read. */
+async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
+  const sources: AdaptSources = { pretrained: new Map(psd.tensors), target: new Map(tsd.tensors), pretrainedPath: pretrained.path, targetPath: target.path };
+  const planned = composeOutput(tsd, result, sources, new Map());
+  // From a URL, only the storages the output takes are fetched (and those an adaptation reads).
+  const adaptedKeys = new Set(adapted.map((a) => a.key));
+  const reads = planned.flatMap(([key, v]) => ('tensor' in v && !adaptedKeys.has(key) ? [v.tensor.storage] : [])).concat(adapted.flatMap((a) => adaptedReads(a, sources)));
+  ensureBudget(options.remote, 'merge', [pretrained, target], reads);
+  return adapted.length ? composeOutput(tsd, result, sources, await computeAdapted(adapted, sources)) : planned;
 }
 
 function policyFailure(result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): string | null {
@@ -199,7 +214,7 @@ function policyFailure(result: MatchResult, adapted: readonly AdaptedKey[], opti
 /** Candidates shown in a hint. */
 const HINT_CANDIDATES = 5;
 
-function hint(result: MatchResult, pretrained: readonly TensorInfo[], target: readonly TensorInfo[], psd: StateDict, tsd: StateDict): MergeReport['hint'] {
+function hintFor(result: MatchResult, pretrained: readonly TensorInfo[], target: readonly TensorInfo[], psd: StateDict, tsd: StateDict): MergeReport['hint'] {
   const c = result.closest;
   // A tie lists the tied mappings; otherwise the best ones whatever their count (the choice needs half the keys).
   const shown: Alignment[] = result.tied.length > 0 ? result.tied : hintAlignments(pretrained, target, HINT_CANDIDATES);
