@@ -26,7 +26,7 @@ const MAKE_PAIR = path.join(PYDIR, 'make_pair.py');
 const MB = 1e6; // targets are in MB = 10^6 bytes (stricter than MiB)
 const TAIL_WINDOW = 22 + 65535 + 20 + 56; // EOCD + max comment + zip64 locator + zip64 EOCD
 
-const ALL = ['inspect', 'open100k', 'convert', 'merge', 'merge70k', 'diff', 'big'];
+const ALL = ['inspect', 'open100k', 'convert', 'safetensors', 'merge', 'merge70k', 'diff', 'big'];
 const DEFAULT = ALL.filter((n) => n !== 'big');
 
 // ---------------------------------------------------------------------------------------------- options
@@ -162,7 +162,7 @@ function inputSpecs() {
   };
 }
 const SPECS = inputSpecs();
-const NEEDS = { inspect: ['pre'], open100k: ['t100k'], convert: ['z2g', 'l2g'], merge: ['pre', 'tgt'],
+const NEEDS = { inspect: ['pre'], open100k: ['t100k'], convert: ['z2g', 'l2g'], safetensors: ['z2g'], merge: ['pre', 'tgt'],
   merge70k: ['k70pre', 'k70tgt'], diff: ['pre', 'tgt'], big: ['big'] };
 const made = new Set();
 
@@ -317,6 +317,59 @@ BENCH.convert = () => {
     log(`    bytes read from the legacy file: ${fmtBytes(tr.total)} in ${tr.reads.length} reads (largest ${fmtBytes(biggest)}), ${(100 * tr.total / size).toFixed(2)}% of ${fmtBytes(size)}`);
     info(B, 'bytes read by inspect of the legacy file (info)', `${fmtBytes(tr.total)} (${(100 * tr.total / size).toFixed(2)}%)`);
   }
+};
+
+const TORCH2 = path.join(ROOT, 'scripts', 'torch2.sh');
+
+BENCH.safetensors = () => {
+  const B = 'safetensors 2 GB';
+  log(`== 2c. convert a ${g(2)} GiB .pth to .safetensors and to 5 shards: <= 1.1x cp + sync of the same bytes, peak RSS < 150 MB; the Python way beside`);
+  const src = input('z2g');
+  warmAll(src);
+  const size = fileSize(src);
+  const cpsOut = outFile('st-cp-sync.bin');
+  const stOut = outFile('convert.safetensors');
+  const shardDir = outFile('shards');
+  const pyOut = outFile('python.safetensors');
+  // 200 equal tensors: a maximum of a fifth of the tensor bytes (rounded up) makes exactly 5 shards.
+  const tensorBytes = JSON.parse(runPlain([...CKPT, 'inspect', src, '--json'], { stdout: 'pipe' }).stdout).summary.bytes;
+  const shard = String(Math.ceil(tensorBytes / 5));
+  const torch2 = spawnSync('bash', [TORCH2, 'available']).status === 0;
+  // The Python side runs in the trixie root with DIR at /work: paths relative to DIR.
+  const inRoot = (p) => `/work/${path.relative(DIR, p)}`;
+  const sides = [
+    { name: 'cps', argv: ['sh', '-c', `cp ${shellQuote([src, cpsOut])} && sync ${shellQuote([cpsOut])}`], before: () => rmf(cpsOut) },
+    { name: 'st', argv: [...CKPT, 'convert', src, stOut], before: () => rmf(stOut), stdout: 'pipe' },
+    { name: 'sh', argv: [...CKPT, 'convert', src, shardDir, '--shard', shard], before: () => rmf(shardDir), stdout: 'pipe' },
+  ];
+  log(`  ${opt.reps} interleaved rounds after 1 untimed warm-up round; each side deletes its previous output first, then a global sync (untimed)`);
+  const res = interleave(sides, { reps: opt.reps, warmup: 1, timeFile: TIME_FILE, log });
+  let py = null;
+  if (torch2) {
+    py = interleave([{ name: 'py', argv: ['bash', TORCH2, 'run', DIR, '/repo/bench/py/python_safetensors.py', inRoot(src), inRoot(pyOut)], before: () => rmf(pyOut), stdout: 'pipe' }],
+      { reps: opt.pyReps, timeFile: TIME_FILE, log });
+    for (const [k, v] of py) res.set(k, v);
+  } else {
+    log('  (torch 2.6 root not found: scripts/torch2.sh build; the Python side is skipped)');
+  }
+  showRuns(res, [['cps', 'cp + sync FILE'], ['st', 'ckpt convert -> .safetensors'], ['sh', `ckpt convert --shard ${shard}`], ...(py ? [['py', 'Python: torch.load + save_file (torch 2.6)']] : [])]);
+  const files = fs.readdirSync(shardDir).sort();
+  log(`  shards  ${files.join(', ')}`);
+  const st = res.get('st').best.wall;
+  const sh = res.get('sh').best.wall;
+  const cps = res.get('cps').best.wall;
+  target(B, '.safetensors: ckpt / (cp + sync) <= 1.1', `${fmtX(st / cps)} (${fmtS(st)} vs ${fmtS(cps)})`, st / cps <= 1.1);
+  target(B, '5 shards: ckpt / (cp + sync) <= 1.1', `${fmtX(sh / cps)} (${fmtS(sh)} vs ${fmtS(cps)})`, sh / cps <= 1.1);
+  target(B, '.safetensors: peak RSS < 150 MB', fmtMB(res.get('st').rssKB), res.get('st').rssKB * 1024 < 150 * MB);
+  target(B, '5 shards: peak RSS < 150 MB', fmtMB(res.get('sh').rssKB), res.get('sh').rssKB * 1024 < 150 * MB);
+  target(B, 'shards written: 5 + index', files.join(' ').slice(0, 40), files.length === 6);
+  if (py) {
+    const same = fs.readFileSync(pyOut).equals(fs.readFileSync(stOut));
+    target(B, "ckpt's file = save_file's, byte for byte", same ? 'identical' : 'DIFFERENT', same);
+    info(B, 'Python / ckpt (.safetensors)', `${fmtX(res.get('py').best.wall / st)} (${fmtS(res.get('py').best.wall)} vs ${fmtS(st)}; Python peak RSS ${fmtMB(res.get('py').rssKB)}, no fsync)`);
+  }
+  log(`  input ${fmtBytes(size)}; ckpt throughput ${(size / st / 2 ** 20).toFixed(0)} MiB/s (.safetensors), ${(size / sh / 2 ** 20).toFixed(0)} MiB/s (shards)`);
+  rmf(cpsOut, stOut, shardDir, pyOut);
 };
 
 BENCH.merge = () => {

@@ -10,6 +10,7 @@ import { setFlagsFromString } from 'node:v8';
 import { CheckpointError } from './io/errors.js';
 import type { MergeOptions } from './commands/merge.js';
 import type { DiffOptions } from './commands/diff.js';
+import type { OutputOptions } from './commands/output-form.js';
 
 export const EXIT_OK = 0;
 export const EXIT_ERROR = 2;
@@ -65,7 +66,7 @@ export function buildProgram(): Command {
       emit({ report, text: renderInspect(report), exitCode: EXIT_OK }, Boolean(opts.json));
     });
 
-  program
+  const merge = program
     .command('merge')
     .description("fill the target's keys with pretrained values where names and shapes agree, and explain every other key")
     .argument('<pretrained>', 'checkpoint with the weights to load')
@@ -85,7 +86,8 @@ export function buildProgram(): Command {
     .option('--prefix-tokens <n>', 'position-embedding rows before the grid (class/distillation tokens); default: inferred')
     .addOption(new Option('--new-rows <fill>', "rows that the rows rule adds: keep the target's values, or the mean of the pretrained rows").choices(['target', 'mean']))
     .option('--select-rows <pattern=indexes>', "build the target's rows of keys matching PATTERN (a regular expression on the whole key) from these pretrained rows: a comma list or @FILE (repeatable)", collect, [])
-    .option('--verbose', 'list every loaded key')
+    .option('--verbose', 'list every loaded key');
+  outputOptions(merge)
     .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean } & RemoteFlags) => {
       if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
       const { collectMerge } = await import('./commands/merge.js');
@@ -137,21 +139,46 @@ export function buildProgram(): Command {
       emit({ report: outcome.report, text: renderCheck(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
 
-  program
+  const convert = program
     .command('convert')
-    .description('rewrite any readable checkpoint (legacy, nested) as a modern zip state dict that torch.load(weights_only=True) accepts')
+    .description('rewrite any readable checkpoint as a zip state dict torch.load(weights_only=True) accepts, as safetensors, or as a sharded folder (never executes the input)')
+    .argument('<in>', 'checkpoint to read')
+    .argument('<out>', 'file to write (.safetensors: safetensors; other names: torch zip), or a folder with --shard; written atomically')
+    .option('--json', 'one JSON document (schema ckpt.convert/1) on stdout')
+    .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint');
+  outputOptions(convert)
+    .action(async (input: string, output: string, opts: OutputOptions & { json?: boolean; key?: string } & RemoteFlags) => {
+      const { collectConvert, renderConvert } = await import('./commands/convert.js');
+      const report = await collectConvert(input, output, opts.key, await remoteSession(opts), opts);
+      emit({ report, text: renderConvert(report), exitCode: EXIT_OK }, Boolean(opts.json));
+    });
+
+  program
+    .command('sanitize')
+    .description('rewrite a training checkpoint so torch.load(weights_only=True) loads it: numpy, Namespace, omegaconf, sets, pickled models become plain values (exit 1 and nothing written when a value has no such form)')
     .argument('<in>', 'checkpoint to read')
     .argument('<out>', 'file to write (written atomically)')
-    .option('--json', 'one JSON document (schema ckpt.convert/1) on stdout')
-    .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint')
-    .action(async (input: string, output: string, opts: { json?: boolean; key?: string } & RemoteFlags) => {
-      const { collectConvert, renderConvert } = await import('./commands/convert.js');
-      const report = await collectConvert(input, output, opts.key, await remoteSession(opts));
-      emit({ report, text: renderConvert(report), exitCode: EXIT_OK }, Boolean(opts.json));
+    .option('--json', 'one JSON document (schema ckpt.sanitize/1) on stdout')
+    .addOption(new Option('--scalars <as>', 'numpy scalars become Python numbers or 0-d tensors').choices(['number', 'tensor']).default('number'))
+    .option('--drop-unknown', 'leave out (and list) values of unknown classes instead of refusing the file')
+    .action(async (input: string, output: string, opts: { json?: boolean; scalars: 'number' | 'tensor'; dropUnknown?: boolean } & RemoteFlags) => {
+      const { collectSanitize } = await import('./commands/sanitize.js');
+      const { renderSanitize } = await import('./commands/sanitize-render.js');
+      const outcome = await collectSanitize(input, output, { scalars: opts.scalars, dropUnknown: opts.dropUnknown, remote: await remoteSession(opts) });
+      emit({ report: outcome.report, text: renderSanitize(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
     });
 
   for (const command of program.commands) addRemoteOptions(command);
   return program;
+}
+
+/** The output-form options convert and merge share (src/commands/output-form.ts). */
+function outputOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--format <format>', 'output format, overriding the extension').choices(['pth', 'safetensors']))
+    .option('--shard <size>', "write a folder in Hugging Face's layout, shards of at most SIZE (5GB, 500MB, 2GiB, bytes, or auto = 5GB)")
+    .addOption(new Option('--tied <policy>', 'safetensors: names sharing one storage each get their bytes (copy), or one name is kept (drop)').choices(['copy', 'drop']))
+    .option('--metadata <key=value>', 'safetensors: add a __metadata__ entry (repeatable)', collect, []);
 }
 
 /** The options every command takes for http(s) inputs (remote-session.ts). */

@@ -14,4 +14,9 @@ export type { TensorRef, StorageRef, StorageRecord } from './model/tensor-ref.js
 export { readTensorBytes, readStorageBytes, resolveLazyBits } from './model/read-bytes.js';
 export * from './pickle/value.js';
 export { DTYPES, dtypeByName, type DType } from './tensor/dtype.js';
+export { writeStateDict, type OutputValue } from './formats/torch-zip/write.js';
+export { writeSafetensors, type SafetensorsOptions, type TiedPolicy } from './formats/safetensors/write.js';
+export { writeSharded, type ShardedOptions } from './formats/sharded/write.js';
+export { parseShardSize } from './formats/sharded/split.js';
 export { collectInspect, type InspectReport } from './commands/inspect.js';
+export { collectSanitize, type SanitizeReport } from './commands/sanitize.js';

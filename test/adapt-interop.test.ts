@@ -233,4 +233,52 @@ print(json.dumps(res))`,
     expect(res.torch).toMatch(/^2\.6/);
     for (const k of ['timm', 'mae', 'torchvision', 'swin']) expect(res[k]).toBeLessThanOrEqual(1e-5);
   });
+
+  it.skipIf(skipTorch2)('adapted merges written as safetensors and as sharded folders load in the official safetensors library and equal the .pth outputs', () => {
+    // The .pth outputs of the tests above were judged by torch 1.13; the same merges in the other output forms must hold the same tensors.
+    const swin = merge('swin_t', 'swin_t_w12', 'swin.safetensors', ['--adapt', 'auto']);
+    expect(swin.code).toBe(0);
+    expect(swin.json.summary.adapted).toBe(24);
+    expect(swin.json.written).toMatchObject({ format: 'safetensors', layout: 'file', index: null, tensors: swin.json.summary.target_keys });
+    const sharded = merge('swin_t', 'swin_t_w12', 'swin-shards', ['--adapt', 'auto', '--shard', '20MB']);
+    expect(sharded.code).toBe(0);
+    expect(sharded.json.written?.layout).toBe('sharded');
+    expect(sharded.json.written?.files.length).toBeGreaterThan(1);
+    expect(sharded.json.written?.index).toBe(join(dir, 'out-swin-shards', 'model.safetensors.index.json'));
+    const lm = merge('tinylm_bf16', 'tinylm_120', 'lm.safetensors', ['--adapt', 'auto', '--new-rows', 'mean']);
+    expect(lm.code).toBe(0);
+    expect(lm.json.adapted.map((a) => a.key)).toEqual(['model.embed_tokens.weight', 'lm_head.weight', 'lm_head.bias']);
+    const pthSelect = merge('resnet18', 'resnet18_fc10', 'select-shards', ['--select-rows', 'fc\\..*=963,1,404,947,0,3,10,251,96,543', '--shard', '10MB', '--format', 'pth']);
+    expect(pthSelect.code).toBe(0);
+    expect(pthSelect.json.written).toMatchObject({ format: 'pth', layout: 'sharded', index: join(dir, 'out-select-shards', 'pytorch_model.bin.index.json') });
+
+    const out = torch2(
+      dir,
+      `import json, os, safetensors, torch
+from safetensors.torch import load_file
+def shards(folder, index, load):
+    names = json.load(open(os.path.join(folder, index)))['weight_map']
+    out = {}
+    for f in sorted(set(names.values())):
+        part = load(os.path.join(folder, f))
+        assert set(part) == {k for k, v in names.items() if v == f}, f
+        out.update(part)
+    return out
+def same(a, b):
+    assert list(sorted(a)) == list(sorted(b)), (sorted(set(a) ^ set(b)))[:5]
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]), k
+    return len(a)
+res = {'safetensors': safetensors.__version__, 'torch': torch.__version__}
+res['swin'] = same(load_file('out-swin.safetensors'), torch.load('out-swin.pth', weights_only=True))
+res['swin_shards'] = same(shards('out-swin-shards', 'model.safetensors.index.json', load_file), torch.load('out-swin.pth', weights_only=True))
+res['lm'] = same(load_file('out-lm.safetensors'), torch.load('out-lm.pth', weights_only=True))
+res['select_shards'] = same(shards('out-select-shards', 'pytorch_model.bin.index.json', lambda p: torch.load(p, weights_only=True)), torch.load('out-select.pth', weights_only=True))
+print(json.dumps(res))`,
+    );
+    const res = JSON.parse(out) as Record<string, number | string>;
+    expect(res).toMatchObject({ safetensors: '0.4.5', swin: swin.json.summary.target_keys, swin_shards: swin.json.summary.target_keys, lm: lm.json.summary.target_keys });
+    expect(res.torch).toMatch(/^2\.6/);
+    expect(res.select_shards).toBe(pthSelect.json.summary.target_keys);
+  });
 });

@@ -19,10 +19,14 @@ import { BOMBS, type BombName, smallZipCheckpoint } from './fuzz/builders.js';
 import { cliBuilt, runCli } from './fuzz/cli.js';
 import { DETONATE_OPS, type DetonateOp, detonate } from './fuzz/detonate.js';
 
-const BOUND_MS = 2000;
+/**
+ * Complexity guards, not speed targets (those are measured in bench/): a bomb that does work in proportion to
+ * what its file claims runs for minutes, so a bound this loose still catches it on a loaded 2-core CI machine.
+ */
+const BOUND_MS = 10_000;
 const RSS_MB = 200;
 /** The whole child (Node start-up + six commands) is killed after this: a hang, not a slow command. */
-const KILL_MS = 10_000;
+const KILL_MS = 60_000;
 const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'ckpt-bombs-'));
 const target = join(dir, 'target.pth');
 const out = join(dir, 'out.pth');

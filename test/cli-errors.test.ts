@@ -29,7 +29,7 @@ const dataPkl = zip.indexOf(Buffer.from([0x80, 0x02]), 64);
 
 const cases: Array<[string, string, RegExp]> = [
   ['an empty file', file('empty.pth', ''), /file is empty/],
-  ['a text file', file('notes.pth', 'these are not weights\n'), /not a PyTorch checkpoint/],
+  ['a text file', file('notes.pth', 'these are not weights\n'), /a text file \(22 bytes\), not a checkpoint; first line: these are not weights$/],
   ['a missing file', join(dir, 'nope.pth'), /no such file/],
   ['a zip truncated in the middle', file('half.pth', zip.subarray(0, zip.length >> 1)), /./],
   ['a zip truncated before its end record', file('tail.pth', zip.subarray(0, zip.length - 10)), /./],

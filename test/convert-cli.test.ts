@@ -48,6 +48,8 @@ describe('ckpt convert', () => {
       schema: 'ckpt.convert/1',
       input: { path: fixturePath('dtypes.pth'), format: 'zip', key: '' },
       output: out,
+      format: 'pth',
+      layout: 'file',
       tensors: 27,
       storages: 25,
       bytes: statSync(out).size,

@@ -34,7 +34,8 @@ import { FIXTURES } from './helpers/fixtures.js';
 const SEED = 20261127;
 const CASES = 5000;
 const CHUNKS = 10;
-const CASE_MS = 2000;
+/** A complexity guard (a hostile case doing work in proportion to its claims runs for minutes), not a speed target. */
+const CASE_MS = 10_000;
 const RSS_GROWTH_MB = 300;
 const REGRESSIONS = join(FIXTURES, 'regressions');
 
@@ -182,9 +183,9 @@ describe('fuzz regressions (fixtures/regressions)', () => {
   });
 
   // A child process: today this allocates 2.4 GB and runs for minutes, which must not hang the test run.
-  it.skipIf(!cliBuilt())('check-finite-view-past-storage-hang.pth: check --finite ends within 2 s and 200 MB (it ran for minutes and grew to GBs gathering a 590M-element view of a 6-element storage)', async () => {
+  it.skipIf(!cliBuilt())('check-finite-view-past-storage-hang.pth: check --finite ends within 10 s and 200 MB (it ran for minutes and grew to GBs gathering a 590M-element view of a 6-element storage)', async () => {
     const f = file('check-finite-view-past-storage-hang.pth');
-    const run = await runCli(['check', f, '--finite'], { timeoutMs: 10_000 });
+    const run = await runCli(['check', f, '--finite'], { timeoutMs: 60_000 });
     expect({ killed: run.killed, codeIs1or2: run.code === 1 || run.code === 2 }).toEqual({ killed: false, codeIs1or2: true });
     expect(run.ms).toBeLessThan(CASE_MS);
     expect(run.maxRssMb).toBeLessThan(200);
@@ -192,11 +193,14 @@ describe('fuzz regressions (fixtures/regressions)', () => {
 
   it('pickle-sparse-memo-build-slow.pth: a LONG_BINPUT of 49,999,999 before a BUILD does not cost a walk over 50M memo slots (inspect took 2+ s)', async () => {
     const f = file('pickle-sparse-memo-build-slow.pth');
-    const started = performance.now();
+    // CPU time of this process, not wall time: other load on the machine does not stretch it. The walk over
+    // 50M slots costs seconds of CPU; the fixed reader a few milliseconds.
+    const started = process.cpuUsage();
     await collectInspect(f).catch((e: unknown) => {
       if (!(e instanceof CheckpointError)) throw e;
     });
-    expect(performance.now() - started).toBeLessThan(500);
+    const cpu = process.cpuUsage(started);
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(1000);
   });
 
   it('error-message-entry-name-newline.pth: a zip entry name holding a newline and control bytes gives a one-line error (it printed two lines and raw control bytes)', async () => {
@@ -219,9 +223,9 @@ describe('fuzz regressions (fixtures/regressions)', () => {
   // A valid file: torch saves x.expand(2147483647, 3) as a 3-element storage with stride (0, 1). Child
   // processes, because a scan that walks all 6.4 billion elements would take minutes.
   for (const [command, args] of [['check --finite', ['check', '{}', '--finite']], ['diff --values', ['diff', '{}', '{}', '--values']]] as const) {
-    it.skipIf(!cliBuilt())(`values-scan-expanded-view-6g-elements.pth: ${command} on a stride-0 view of 6.4G elements stays within 2 s and 200 MB ("internal error: Invalid typed array length: 25769803764" from gather)`, async () => {
+    it.skipIf(!cliBuilt())(`values-scan-expanded-view-6g-elements.pth: ${command} on a stride-0 view of 6.4G elements stays within 10 s and 200 MB ("internal error: Invalid typed array length: 25769803764" from gather)`, async () => {
       const f = file('values-scan-expanded-view-6g-elements.pth');
-      const run = await runCli(args.map((a) => (a === '{}' ? f : a)), { timeoutMs: 10_000 });
+      const run = await runCli(args.map((a) => (a === '{}' ? f : a)), { timeoutMs: 60_000 });
       expect({ killed: run.killed, internal: run.stderr.includes('internal error'), lines: run.stderr.split('\n').filter((l) => l !== '').length <= 1 }).toEqual({ killed: false, internal: false, lines: true });
       expect([0, 1, 2]).toContain(run.code);
       expect(run.ms).toBeLessThan(CASE_MS);

@@ -196,5 +196,5 @@ torch.save(pre, sys.argv[1]); torch.save(tgt, sys.argv[2])`,
     expect(json.summary).toMatchObject({ target_keys: 70001, loaded: 70000, missing: 1, unexpected: 0 });
     expect(json.rules).toEqual([{ kind: 'strip-prefix', value: 'module.', auto: true, matched: 70000 }]);
     verify(out, pre, tgt, json);
-  });
+  }, 300_000);
 });

@@ -152,6 +152,63 @@ describe('pickleValue: bytes', () => {
   });
 });
 
+describe('pickleValue: extended values (what torch 2.x reads; ckpt sanitize)', () => {
+  const extended = { floats: true, bytes: true, global: (g: PyGlobal) => g.qualname === 'torch.device' || g.qualname === 'torch.float16' };
+  const dumpX = (v: PyValue): Uint8Array => pickleValue(v, { path: 'out.pth', storageKey: (s) => s.key, extended });
+  const bytes = (...b: number[]) => new PyBytes(Uint8Array.from(b));
+  const values = (): PyValue[] => {
+    const shared = bytes(1, 2);
+    return [
+      list(new PyFloat(0.1), new PyFloat(-0), new PyFloat(Infinity), new PyFloat(5e-324)),
+      list(bytes(), bytes(0, 0x7f, 0x80, 0xff), shared, shared),
+      dict(false, [[null, 1], [true, 2], [new PyFloat(1.5), 3], [7, 4]]),
+      list(new PyGlobal('torch', 'float16'), new PyObject(new PyGlobal('torch', 'device'), ['cuda', 0], 'reduce'), new PyObject(new PyGlobal('torch', 'device'), [], 'reduce')),
+    ];
+  };
+
+  it('BINFLOAT (8 bytes big-endian), as CPython writes a float', () => {
+    expect(hex(dumpX(new PyFloat(0.1)))).toBe('8002473fb999999999999a2e');
+  });
+
+  it('bytes as _codecs.encode(latin-1 text, "latin1"); a shared bytes object once; globals and REDUCE calls; None, bool and float keys: they round-trip', () => {
+    for (const v of values()) {
+      const back = reload(dumpX(v));
+      expect(enc(back)).toEqual(enc(v));
+    }
+    const [, b] = values();
+    const back = reload(dumpX(b!)) as PyList;
+    expect(back.items[2]).toBe(back.items[3]);
+  });
+
+  it('a global the predicate does not allow, or a call with state, is still refused', () => {
+    const call = new PyObject(new PyGlobal('torch', 'device'), ['cpu'], 'reduce');
+    call.state = dict(false, []);
+    for (const v of [new PyGlobal('os', 'system'), call]) {
+      expect(() => dumpX(list(v))).toThrow(/cannot be written so that torch 1.13 loads it/);
+    }
+  });
+});
+
+describePy('pickleValue: extended values read by CPython', () => {
+  it('pickle.loads gives the same floats, bytes, keys and the torch.device / dtype objects', () => {
+    const pickles = [
+      list(new PyFloat(0.1), new PyFloat(-0), new PyFloat(Infinity)),
+      list(new PyBytes(new Uint8Array(0)), new PyBytes(Uint8Array.from([0, 0x7f, 0x80, 0xff]))),
+      dict(false, [[null, 1], [true, 2], [new PyFloat(1.5), 3]]),
+      list(new PyGlobal('torch', 'float16'), new PyObject(new PyGlobal('torch', 'device'), ['cuda', 1], 'reduce')),
+    ].map((v) => pickleValue(v, { path: 'out.pth', storageKey: (s) => s.key, extended: { floats: true, bytes: true, global: () => true } }));
+    const out = runPy(`${PY_PRELUDE}
+for h in json.loads(sys.stdin.read()):
+    v = load_plain(bytes.fromhex(h))
+    out(repr(v) if isinstance(v, list) and v and not isinstance(v[0], (float, bytes)) else enc(v))
+`, JSON.stringify(pickles.map(hex))).trim().split('\n').map((l) => JSON.parse(l));
+    expect(out[0]).toEqual({ list: [{ float: '3fb999999999999a' }, { float: '8000000000000000' }, { float: '7ff0000000000000' }] });
+    expect(out[1]).toEqual({ list: [{ bytes: '' }, { bytes: '007f80ff' }] });
+    expect(out[2]).toEqual({ dict: [[null, { int: '1' }], [true, { int: '2' }], [{ float: '3ff8000000000000' }, { int: '3' }]] });
+    expect(out[3]).toBe("[torch.float16, device(type='cuda', index=1)]");
+  });
+});
+
 describe('pickleValue: refusals name where in the tree', () => {
   it('refuses a Python float', () => {
     const ckpt = dict(false, [['optimizer', dict(false, [['param_groups', list(dict(false, [['lr', new PyFloat(0.1)]]))]])]]);
@@ -175,7 +232,7 @@ describe('pickleValue: refusals name where in the tree', () => {
 
   it('refuses dict keys other than str and int, state on a plain dict, and a non-dict state', () => {
     expect(unwritable(dict(false, [['a', dict(false, [[tuple(1), 1]])]]))).toBe(
-      'a: a dict key of type tuple cannot be written (only str and int keys are supported)',
+      'a: a dict key of type tuple cannot be written (only str, int, bool and None keys are supported)',
     );
     expect(unwritable(dict(false, [[new PyFloat(1), 1]]))).toMatch(/^\(top level\): a dict key of type float/);
     expect(unwritable(list(dict(false, [], metadata())))).toBe(

@@ -177,7 +177,7 @@ describe('sharded checkpoints', () => {
         const index = join(f, 'pytorch_model.bin.index.json');
         editIndex(index, (i) => { i.weight_map['fc.bias'] = 'inner.index.json'; });
         return index;
-      }, /inner\.index\.json: not a PyTorch checkpoint/],
+      }, /inner\.index\.json: a JSON document/],
     ];
     cases.forEach(([what, make, message], n) => {
       it(what, () => {

@@ -12,7 +12,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -287,12 +287,188 @@ describe.skipIf(!cliBuilt())('SIGINT and SIGTERM while the CLI copies a 300 MB c
       expect(await sha256(big)).toBe(bigHash);
     }, 60_000);
 
+    it(`convert to .safetensors: ${signal} exits ${code}, removes the temporary file, writes no output`, async () => {
+      const output = join(work, `convert-${signal}.safetensors`);
+      const r = await interrupt(['convert', big, output], output, signal);
+      expect({ code: r.code, signal: r.signal }).toEqual({ code, signal: null });
+      expectNoOutput(output);
+      expect(await sha256(big)).toBe(bigHash);
+    }, 60_000);
+
     it(`merge: ${signal} exits ${code}, removes the temporary file, writes no output, leaves the inputs unchanged`, async () => {
       const output = join(work, `merge-${signal}.pth`);
       const r = await interrupt(['merge', big, big, '-o', output], output, signal);
       expect({ code: r.code, signal: r.signal }).toEqual({ code, signal: null });
       expectNoOutput(output);
       expect(await sha256(big)).toBe(bigHash);
+    }, 60_000);
+  }
+});
+
+/**
+ * Sharded output (a folder in Hugging Face's layout): every shard goes to a temporary name first and the
+ * commit renames them all (index last), so a failure leaves no shard, no index, no temporary file, and an
+ * existing output folder exactly as it was (old shards of an earlier save included).
+ */
+describe('sharded output: all or nothing', () => {
+  /** A checkpoint of four float32 tensors of `elements` each, in one storage: shards of one tensor each at 1.2× a tensor. */
+  function fourTensors(elements: number): Uint8Array {
+    const tensors: TensorSpec[] = [0, 1, 2, 3].map((i) => ({ key: `w${i}`, storage: '0', numel: 4 * elements, offset: i * elements, shape: [elements] }));
+    return zipCheckpoint(stateDictPickle(tensors), tensors, { records: [{ key: '0', data: floatData(4 * elements) }] });
+  }
+
+  /** Name -> sha256 of every file in `folder` (hidden ones too, so a leftover temporary file shows). */
+  async function snapshot(folder: string): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const name of readdirSync(folder).sort()) out[name] = statSync(join(folder, name)).isDirectory() ? 'a folder' : await sha256(join(folder, name));
+    return out;
+  }
+
+  /** A folder holding an earlier save (two shards + index) and a file of the user's. */
+  function earlierSave(folder: string): void {
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, 'model-00001-of-00002.safetensors'), 'old shard 1');
+    writeFileSync(join(folder, 'model-00002-of-00002.safetensors'), 'old shard 2');
+    writeFileSync(join(folder, 'model.safetensors.index.json'), '{"old": true}');
+    writeFileSync(join(folder, 'config.json'), '{"user": "file"}');
+  }
+
+  it('ENOSPC in the second shard, into a new folder: IO error, no folder, no temporary file left in its parent', async (ctx) => {
+    const mount = mkdtempSync(join(work, 'full-shards-'));
+    const problem = tryMount(mount, 'size=1m');
+    if (problem) ctx.skip(`cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN): ${problem}`);
+    try {
+      const input = copyOf('four-tensors.pth', fourTensors(96 * 1024)); // 4 × 384 KiB
+      const output = join(mount, 'out');
+      const e = await failure(() => collectConvert(input, output, undefined, undefined, { shard: '450KB' }));
+      expect(e.code).toBe('IO');
+      expect(e.detail).toMatch(/ENOSPC/);
+      expect(readdirSync(mount)).toEqual([]);
+    } finally {
+      spawnSync('umount', [mount]);
+    }
+  });
+
+  it('ENOSPC mid-shard into an existing folder: its files (an earlier save, a file of the user) stay byte for byte', async (ctx) => {
+    const mount = mkdtempSync(join(work, 'full-existing-'));
+    const problem = tryMount(mount, 'size=1m');
+    if (problem) ctx.skip(`cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN): ${problem}`);
+    try {
+      const output = join(mount, 'model');
+      earlierSave(output);
+      const before = await snapshot(output);
+      const input = copyOf('four-tensors-existing.pth', fourTensors(96 * 1024));
+      for (const format of ['safetensors', 'pth'] as const) {
+        const e = await failure(() => collectConvert(input, output, undefined, undefined, { shard: '450KB', format }));
+        expect(e.detail).toMatch(/ENOSPC/);
+        expect(await snapshot(output)).toEqual(before);
+      }
+    } finally {
+      spawnSync('umount', [mount]);
+    }
+  });
+
+  it('a read-only folder: IO (EROFS), nothing written, nothing removed', async (ctx) => {
+    const mount = mkdtempSync(join(work, 'ro-shards-'));
+    const problem = tryMount(mount, 'size=1m');
+    if (problem) ctx.skip(`cannot mount a tmpfs here: ${problem}`);
+    try {
+      earlierSave(join(mount, 'model'));
+      spawnSync('mount', ['-o', 'remount,ro', mount]);
+      const before = await snapshot(join(mount, 'model'));
+      const e = await failure(() => collectConvert(fixturePath('resnet18_tiny.pth'), join(mount, 'model'), undefined, undefined, { shard: '20KB' }));
+      expect(e.code).toBe('IO');
+      expect(e.detail).toMatch(/EROFS/);
+      expect(await snapshot(join(mount, 'model'))).toEqual(before);
+    } finally {
+      spawnSync('umount', [mount]);
+    }
+  });
+
+  it('a rename that fails during the commit puts everything back: new shards removed, the earlier save restored', async () => {
+    const output = join(work, 'commit-fails');
+    earlierSave(output);
+    // The third shard's name is taken by a directory: the commit renames shards 1 and 2, then stops.
+    mkdirSync(join(output, 'model-00003-of-00003.safetensors'));
+    const before = await snapshot(output);
+    const e = await failure(() => collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, undefined, { shard: '20KB' }));
+    expect(e.detail).toMatch(/is a directory/);
+    expect(await snapshot(output)).toEqual(before);
+  });
+
+  it('the source fails mid-copy (EIO in a later shard): that error, the existing folder untouched', async () => {
+    const input = copyOf('four-tensors-failing.pth', fourTensors(96 * 1024));
+    const output = join(work, 'failing-source-shards');
+    earlierSave(output);
+    const before = await snapshot(output);
+    const probe = new FailingSource(await FileSource.open(input), Number.POSITIVE_INFINITY, () => new Error('unused'));
+    await (await openSource(probe)).close();
+    // Opening, then the first shard's copy (one tensor), succeed; a read of a later shard fails.
+    const source = new FailingSource(await FileSource.open(input), probe.reads + 1, () => new CheckpointError('IO', input, 'read failed: EIO (i/o error)'));
+    const ckpt = await openSource(source);
+    try {
+      const { writeSharded } = await import('../src/formats/sharded/write.js');
+      const e = await failure(() => writeSharded(output, entriesOf(ckpt.root, input), { format: 'safetensors', maxShardSize: 450_000 }));
+      expect(e.detail).toBe('read failed: EIO (i/o error)');
+      expect(source.reads).toBeGreaterThan(probe.reads);
+      expect(await snapshot(output)).toEqual(before);
+    } finally {
+      await ckpt.close();
+    }
+  });
+
+  it('after a successful write into that folder, the earlier save is replaced and the user file kept', async () => {
+    const output = join(work, 'replaced');
+    earlierSave(output);
+    const report = await collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, undefined, { shard: '20KB' });
+    expect(report.removed).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    expect(readdirSync(output).sort()).toEqual(['config.json', 'model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors', 'model.safetensors.index.json']);
+    // One shard now: the single file replaces the shards and the index of the save before.
+    const single = await collectConvert(fixturePath('resnet18_tiny.pth'), output, undefined, undefined, { shard: 'auto' });
+    expect(single.files!.map((f) => basename(f.path))).toEqual(['model.safetensors']);
+    expect(single.index).toBeNull();
+    expect(readdirSync(output).sort()).toEqual(['config.json', 'model.safetensors']);
+  });
+});
+
+describe.skipIf(!cliBuilt())('SIGTERM while the CLI writes shards', () => {
+  const big = join(work, 'big-shards-300mb.pth');
+
+  beforeAll(async () => {
+    await writeLargeCheckpoint(big, 300 * 1000 * 1000, 6);
+  }, 120_000);
+
+  for (const [where, existing] of [['into an existing folder', true], ['into a new folder', false]] as const) {
+    it(`SIGTERM after the first shard, ${where}: exit 143, no shard, no index, no temporary file, the folder as it was`, async () => {
+      const parent = mkdtempSync(join(work, 'sigterm-shards-'));
+      const output = join(parent, 'model');
+      if (existing) {
+        mkdirSync(output);
+        writeFileSync(join(output, 'config.json'), '{}');
+        writeFileSync(join(output, 'model.safetensors'), 'an earlier single-file save');
+      }
+      const before = existing ? readdirSync(output).sort() : null;
+      const child = spawn(process.execPath, [CLI, 'convert', big, output, '--shard', '100MB'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+      const closed = new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+      let exited = false;
+      void closed.then(() => (exited = true));
+      // Temporary shards live in the folder, or in its parent while the folder does not exist yet.
+      const temps = () => readdirSync(existing ? output : parent).filter((n) => n.includes('.ckpt-tmp-'));
+      const started = performance.now();
+      while (!exited && temps().length < 2 && performance.now() - started < 30_000) await new Promise((r) => setTimeout(r, 2));
+      if (!exited) child.kill('SIGTERM');
+      const [code, signal] = await closed;
+      expect({ code, signal }).toEqual({ code: 143, signal: null });
+      expect(stderr).toMatch(/interrupted by SIGTERM/);
+      expect(temps()).toEqual([]);
+      if (existing) {
+        expect(readdirSync(output).sort()).toEqual(before);
+        expect(readFileSync(join(output, 'model.safetensors'), 'utf8')).toBe('an earlier single-file save');
+      } else {
+        expect(readdirSync(parent)).toEqual([]);
+      }
     }, 60_000);
   }
 });

@@ -3,13 +3,15 @@
  * and the values of adapted keys: the pretrained tensor is read into memory, widened to float32 with torch's cast where the rule computes, adapted (src/tensor/adapt-ops.ts)
  * and cast to the target's dtype; rules that only move rows copy the bytes and cast them directly, as
  * torch's `copy_` does. The results are small (stems, position tables, heads, embeddings) and are
- * written as new storages.
+ * written as new storages: each is a tensor over an in-memory source, so every writer (.pth, safetensors,
+ * sharded) copies it like any other tensor.
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows } from '../match/adapt.js';
 import type { MergeOptions } from './merge.js';
 import { numelOf, type StorageRef, type TensorRef } from '../model/tensor-ref.js';
+import { BufferSource } from '../io/source.js';
 import { readTensorBytes } from '../model/read-bytes.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { adaptInputConv, meanRows, resampleGrid, resampleTable } from '../tensor/adapt-ops.js';
@@ -97,6 +99,34 @@ export function adaptedReads(a: AdaptedKey, sources: AdaptSources): StorageRef[]
   return reads;
 }
 
+/**
+ * A C-contiguous tensor over bytes computed in memory (row-major, little-endian, already in `dtype`), in a
+ * storage of its own. Its record has no CRC, so the zip writer computes one.
+ */
+export function memoryTensor(key: string, dtype: DType, shape: readonly number[], bytes: Uint8Array, path: string): TensorRef {
+  const numel = numelOf(shape);
+  if (bytes.length !== numel * dtype.itemSize) {
+    throw new CheckpointError('UNWRITABLE', path, `${key}: ${bytes.length} bytes computed for shape [${shape.join(', ')}] of ${dtype.name}`);
+  }
+  const source = new BufferSource(`${path} (adapted ${key})`, bytes);
+  const storage: StorageRef = {
+    kind: 'storage',
+    key: `adapted:${key}`,
+    dtype,
+    location: 'cpu',
+    numel,
+    byteLength: bytes.length,
+    record: { name: `adapted ${key}`, length: bytes.length, crc32: null, resolve: async () => ({ source, offset: 0 }) },
+  };
+  const stride: number[] = new Array<number>(shape.length);
+  let step = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    stride[d] = step;
+    step *= shape[d] as number;
+  }
+  return { kind: 'tensor', dtype, shape: [...shape], stride, storageOffset: 0, storage, requiresGrad: false, parameter: false, conj: false, neg: false };
+}
+
 /** Every adapted key's output value, by key. */
 export async function computeAdapted(adapted: readonly AdaptedKey[], sources: AdaptSources): Promise<Map<string, OutputValue>> {
   const out = new Map<string, OutputValue>();
@@ -108,7 +138,7 @@ export async function computeAdapted(adapted: readonly AdaptedKey[], sources: Ad
 export async function adaptedValue(a: AdaptedKey, sources: AdaptSources): Promise<OutputValue> {
   const targetRef = sources.target.get(a.key) as TensorRef;
   const to = targetRef.dtype;
-  const out = (bytes: Uint8Array): OutputValue => ({ bytes, dtype: to, shape: a.to_shape });
+  const out = (bytes: Uint8Array): OutputValue => ({ tensor: memoryTensor(a.key, to, a.to_shape, bytes, sources.targetPath) });
   const params = a.params;
   if ('value' in params) return { tensor: targetRef };
 

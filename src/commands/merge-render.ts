@@ -8,6 +8,14 @@ import type { MergeReport } from './merge.js';
 import { indent, shapeText, table } from './render.js';
 import { fetchedText } from './remote.js';
 
+/** How the output was written, unless it is a plain .pth file (shown as the path alone). */
+function writtenText(r: MergeReport): string {
+  const w = r.written;
+  if (!w || (w.format === 'pth' && w.layout === 'file')) return '';
+  if (w.layout === 'file') return ` (${w.format})`;
+  return ` (${w.format}, ${w.files.length === 1 ? `one file: ${w.files[0]!.path}` : `${w.files.length} shards + ${w.index}`})`;
+}
+
 export function renderMerge(r: MergeReport, verbose = false): string {
   const s = r.summary;
   const lines: string[] = [];
@@ -19,7 +27,9 @@ export function renderMerge(r: MergeReport, verbose = false): string {
     `result      ${s.loaded} loaded, ${s.missing} missing${s.missing ? ` (${s.missing_benign} benign)` : ''}, ${s.mismatched} mismatched, ${s.unexpected} unexpected${s.unexpected_benign ? ` (${s.unexpected_benign} benign)` : ''}${s.adapted ? `, ${s.adapted} adapted` : ''}${s.cast ? `; ${s.cast} cast to the target dtype` : ''}`,
   );
   if (r.failure) lines.push(`failed      ${r.failure}`);
-  else lines.push(`output      ${r.output ?? 'none written (dry run or no -o)'}`);
+  else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : `${r.output}${writtenText(r)}`}`);
+  for (const d of r.written?.dropped ?? []) lines.push(`            ${d.key} dropped (--tied drop): same bytes as ${d.kept}`);
+  if (r.written?.removed.length) lines.push(`            removed ${r.written.removed.join(', ')} (left by an earlier save in that folder)`);
   if (r.fetched) lines.push(`fetched     ${fetchedText(r.fetched)}`);
 
   if (r.hint) lines.push('', ...hintLines(r.hint));

@@ -9,18 +9,18 @@ import type { Checkpoint } from '../formats/checkpoint.js';
 import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from '../model/tensor-ref.js';
-import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
+import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
 import { type AdaptOptions, type AdaptedKey, planAdaptations } from '../match/adapt.js';
 import { type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
-import { assertWritableOutput } from './paths.js';
+import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
 
-export interface MergeOptions {
+export interface MergeOptions extends OutputOptions {
   output?: string;
   dryRun?: boolean;
   key?: string;
@@ -66,6 +66,8 @@ export interface MergeReport {
   adapted: AdaptedKey[];
   /** Why nothing was written, when a policy stopped the merge; absent on success and on --dry-run. */
   failure?: string;
+  /** What was written (format, files, shards, --tied drop names), when something was. */
+  written?: WrittenOutput;
   /**
    * For a merge that filled nothing, or whose automatic alignment was ambiguous: the closest mapping, the
    * best candidates as flags to paste (`tied` when they fill the same number of keys and none was chosen;
@@ -101,13 +103,14 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
 
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
+  const form = options.output ? outputForm(options.output, options) : null;
   const adapt = await adaptOptions(options);
-  if (options.output && !options.dryRun) await assertWritableOutput(options.output);
+  if (form && !options.dryRun) await assertWritableDestination(form);
   const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
     const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      const outcome = await merge(pretrained, target, rules, adapt, options);
+      const outcome = await merge(pretrained, target, rules, adapt, options, form);
       withFetched(outcome.report, options.remote);
       return outcome;
     } finally {
@@ -118,7 +121,7 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   }
 }
 
-async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): Promise<MergeOutcome> {
+async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
   const { result, adapted, failure, hint } = decide(psd, tsd, rules, adapt, options);
@@ -154,13 +157,13 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
     if (hint) report.hint = hint;
     return { report, exitCode: 1 };
   }
-  if (options.dryRun || !options.output) return { report, exitCode: 0 };
+  if (options.dryRun || !form) return { report, exitCode: 0 };
 
   const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, options);
   const progress = progressLine('merging');
-  await writeStateDict(options.output, output, { metadata: tsd.metadata, onProgress: progress.update });
+  report.written = await writeOutput(form, output, { moduleMetadata: tsd.metadata, onProgress: progress.update });
   progress.done();
-  report.output = options.output;
+  report.output = form.path;
   return { report, exitCode: 0 };
 }
 

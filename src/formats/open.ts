@@ -17,6 +17,7 @@ import { looksLikeSafetensors, openSafetensors } from './safetensors/read.js';
 import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded/read.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
 import { latin1 } from '../pickle/text.js';
+import { diagnoseUnknown, diagnoseZip } from './diagnose.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 const SNIFF_BYTES = 512;
@@ -47,7 +48,11 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   if (source.size === 0) throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'file is empty');
   // A few bytes decide zip, legacy and safetensors; only a file that is none of them is read further.
   let head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
-  if (ZIP_MAGIC.every((b, i) => head[i] === b)) return openArchive(source, options);
+  if (ZIP_MAGIC.every((b, i) => head[i] === b)) {
+    return openArchive(source, options).catch(async (e: unknown) => {
+      throw e instanceof CheckpointError ? await diagnoseZip(source, e) : e;
+    });
+  }
   if (isLegacyMagic(head)) return openLegacy(source, options);
   // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
   if (looksLikeSafetensors(head)) return openSafetensors(source, options);
@@ -55,10 +60,7 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   if (head.length >= TAR_MAGIC_OFFSET + 5 && latin1(head, TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5) === 'ustar') {
     throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
   }
-  if (head[0] === 0x80) {
-    throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'a plain pickle, not a torch.save checkpoint (no zip container and no legacy magic number)');
-  }
-  throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)');
+  throw await diagnoseUnknown(source);
 }
 
 /** An http(s) URL is read with range requests (one session per command: its budget and its costs). */

@@ -36,6 +36,9 @@ function untrack(tmp: string): void {
   process.off('SIGTERM', removePendingAndExit);
 }
 
+/** For writers that manage temporary files of their own (src/io/output-folder.ts): removed on SIGINT/SIGTERM too. */
+export { track as trackTemporary, untrack as untrackTemporary };
+
 export function temporaryPathFor(destination: string): string {
   return join(dirname(destination), `.${basename(destination)}.ckpt-tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }

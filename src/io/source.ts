@@ -29,7 +29,7 @@ const MAX_SINGLE_READ = 0x40000000;
 /**
  * A file read with synchronous positional reads behind the async interface: a pread costs ~2 µs where
  * a FileHandle.read round trip costs ~50 µs, which dominates files with 100k small records. Long loops
- * over a source yield to the event loop themselves (see StorageCopier) so signals are still handled.
+ * over a source yield to the event loop themselves (see ChunkedCopier) so signals are still handled.
  */
 export class FileSource implements ByteSource {
   private closed = false;

@@ -156,7 +156,7 @@ export function moduleVersions(metadata: PyDict | null): Map<string, number | nu
 }
 
 /** The pickled `__dict__` of an nn.Module: it has `_parameters` and `_modules` OrderedDicts. */
-function moduleDict(v: PyValue): PyDict | null {
+export function moduleDict(v: PyValue): PyDict | null {
   if (!(v instanceof PyObject) || !(v.state instanceof PyDict)) return null;
   const state = v.state;
   return state.entries.get('_parameters') instanceof PyDict && state.entries.get('_modules') instanceof PyDict ? state : null;

@@ -46,6 +46,14 @@ export class ByteWriter {
     this.length += 5;
   }
 
+  /** Opcode followed by an 8-byte big-endian IEEE double (BINFLOAT is the one big-endian field in a pickle). */
+  opF64(op: number, v: number): void {
+    this.ensure(9);
+    this.buf[this.length] = op;
+    this.view.setFloat64(this.length + 1, v, false);
+    this.length += 9;
+  }
+
   bytes(data: Uint8Array | readonly number[]): void {
     this.ensure(data.length);
     this.buf.set(data, this.length);

@@ -8,6 +8,10 @@
  * 1000 (a lone item uses APPEND/SETITEM), containers memoised so that a shared object (the same JS
  * object) is written once and referenced with BINGET after, and a self-containing list or dict works.
  * The walk is iterative: nesting depth is bounded by LIMITS.pickleDepth, not by the JS call stack.
+ *
+ * `extended` widens the subset to what torch 2.x's weights_only loader also reads, for writers that say
+ * which torch versions their output needs (`ckpt sanitize`): floats (BINFLOAT), bytes (`_codecs.encode`,
+ * CPython's protocol 2 form) and chosen globals, written as values or called with REDUCE.
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
@@ -15,13 +19,24 @@ import type { StorageRef, TensorRef } from '../model/tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';
-import { PyDict, PyList, PyTuple, type PyValue } from './value.js';
+import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyValue } from './value.js';
 
 export interface PickleOptions {
   /** File name for CheckpointError.path. */
   path: string;
   /** Called once for every distinct StorageRef (by identity), in first-use order; returns its key (the writer numbers them 0..). */
   storageKey(storage: StorageRef): string;
+  extended?: ExtendedValues;
+}
+
+/** What torch 2.x reads beyond torch 1.13's weights-only subset. */
+export interface ExtendedValues {
+  /** PyFloat as BINFLOAT (also as dict keys). */
+  floats: boolean;
+  /** PyBytes as `_codecs.encode(latin-1 text, 'latin1')` REDUCE. */
+  bytes: boolean;
+  /** Globals that may be written: as a value (GLOBAL), or called (a PyObject made by REDUCE, without state or items). */
+  global(g: PyGlobal): boolean;
 }
 
 export function pickleValue(value: PyValue, options: PickleOptions): Uint8Array {
@@ -36,6 +51,8 @@ type Seg = { kind: 'index'; i: number } | { kind: 'key'; k: PyValue } | { kind: 
 
 interface Frame {
   readonly value: PyTuple | PyList | PyDict;
+  /** For the argument tuple of a REDUCE call: the object the call makes (REDUCE follows the tuple). */
+  readonly reduceOf?: PyObject;
   readonly parent: Frame | null;
   readonly seg: Seg;
   readonly n: number;
@@ -83,8 +100,13 @@ class Pickler {
     }
     this.out.byte(f.n === 1 ? OP.TUPLE1 : f.n === 2 ? OP.TUPLE2 : f.n === 3 ? OP.TUPLE3 : OP.TUPLE);
     this.openTuples.delete(t);
-    this.memoize(t);
     this.frames.pop();
+    if (f.reduceOf) {
+      this.out.byte(OP.REDUCE);
+      this.memoize(f.reduceOf);
+    } else {
+      this.memoize(t);
+    }
   }
 
   private stepList(f: Frame, l: PyList): void {
@@ -177,14 +199,18 @@ class Pickler {
       case 'tensor':
         return this.tensor(v, parent, seg);
       case 'float':
+        if (this.options.extended?.floats) return out.opF64(OP.BINFLOAT, v.value);
         return this.fail(parent, seg, `a Python float ${WEIGHTS_ONLY}`);
       case 'bytes':
+        if (this.options.extended?.bytes) return this.pyBytes(v);
         return this.fail(parent, seg, `a bytes value ${WEIGHTS_ONLY} (it needs _codecs.encode)`);
       case 'set':
         return this.fail(parent, seg, `a ${v.frozen ? 'frozenset' : 'set'} ${WEIGHTS_ONLY}`);
       case 'global':
+        if (this.options.extended?.global(v)) return this.global(v.module, v.name);
         return this.fail(parent, seg, `a reference to ${v.qualname} ${WEIGHTS_ONLY}`);
       case 'object': {
+        if (this.writableCall(v)) return this.call(v, parent, seg);
         const by = typeof v.callable === 'object' && v.callable?.kind === 'global' ? ` built by ${v.callable.qualname}` : '';
         return this.fail(parent, seg, `an object${by} ${WEIGHTS_ONLY}`);
       }
@@ -195,11 +221,48 @@ class Pickler {
     }
   }
 
-  private open(value: Frame['value'], parent: Frame | null, seg: Seg, n: number, entries: Frame['entries']): void {
+  private open(value: Frame['value'], parent: Frame | null, seg: Seg, n: number, entries: Frame['entries'], reduceOf?: PyObject): void {
     if (this.frames.length >= LIMITS.pickleDepth) {
       this.fail(parent, seg, `nesting deeper than ${LIMITS.pickleDepth} containers cannot be written`);
     }
-    this.frames.push({ value, parent, seg, n, i: 0, batchStart: 0, batchEnd: 0, entries, stateWritten: false });
+    this.frames.push({ value, parent, seg, n, i: 0, batchStart: 0, batchEnd: 0, entries, stateWritten: false, reduceOf });
+  }
+
+  /** `callable(*args)` through REDUCE: only an allowed global, called once, with nothing applied after. */
+  private writableCall(o: PyObject): o is PyObject & { callable: PyGlobal } {
+    const g = o.callable;
+    return (
+      o.via === 'reduce' && g instanceof PyGlobal && this.options.extended?.global(g) === true &&
+      o.state === undefined && o.listItems.length === 0 && o.dictItems.length === 0
+    );
+  }
+
+  private call(o: PyObject & { callable: PyGlobal }, parent: Frame | null, seg: Seg): void {
+    this.global(o.callable.module, o.callable.name);
+    if (o.args.length === 0) {
+      this.out.byte2(OP.EMPTY_TUPLE, OP.REDUCE);
+      this.memoize(o);
+      return;
+    }
+    const args = new PyTuple(o.args);
+    if (args.items.length > 3) this.out.byte(OP.MARK);
+    this.openTuples.add(args);
+    this.open(args, parent, seg, args.items.length, null, o);
+  }
+
+  /**
+   * bytes as CPython's protocol 2 pickler writes them: `_codecs.encode(text, 'latin1')` where each byte is
+   * the code point of the same value. (CPython writes empty bytes as `bytes()`, which torch's loader
+   * refuses; `_codecs.encode('', 'latin1')` gives the same b''.)
+   */
+  private pyBytes(b: PyBytes): void {
+    this.global('_codecs', 'encode');
+    let text = '';
+    for (let i = 0; i < b.data.length; i += 0x8000) text += String.fromCharCode(...b.data.subarray(i, i + 0x8000));
+    this.out.opUtf8(OP.BINUNICODE, text);
+    this.constString('latin1');
+    this.out.byte2(OP.TUPLE2, OP.REDUCE);
+    this.memoize(b);
   }
 
   /** Python int: BININT1 / BININT2 / BININT by range, else LONG1 (minimal two's complement). */
@@ -224,11 +287,14 @@ class Pickler {
     this.out.bytes(bytes);
   }
 
-  /** Dict keys: str and int only (what state dicts, optimizer states and torch's loaders use). */
+  /** Dict keys: str and int (what state dicts, optimizer states and torch's loaders use), None and bool; floats when extended. */
   private key(k: PyValue, f: Frame): void {
     if (typeof k === 'string') return this.out.opUtf8(OP.BINUNICODE, k);
     if (typeof k === 'number' || typeof k === 'bigint') return this.int(k, f, { kind: 'key', k });
-    this.fail(f, null, `a dict key of type ${pyTypeName(k)} cannot be written (only str and int keys are supported)`);
+    if (k === null) return this.out.byte(OP.NONE);
+    if (typeof k === 'boolean') return this.out.byte(k ? OP.NEWTRUE : OP.NEWFALSE);
+    if (k instanceof PyFloat && this.options.extended?.floats) return this.out.opF64(OP.BINFLOAT, k.value);
+    this.fail(f, null, `a dict key of type ${pyTypeName(k)} cannot be written (only str, int, bool and None keys are supported)`);
   }
 
   private memoize(obj: object): void {

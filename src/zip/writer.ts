@@ -7,46 +7,39 @@
  * For a streamed entry the CRC-32 is computed while copying and patched into the local header with one
  * positional write; the central directory, written last, has it from the start.
  *
- * Memory stays flat: streamed chunks go straight to the file (small ones are coalesced into one bounded
- * buffer to spare 100k tiny entries two system calls each), and only the central directory fields of
- * each entry (name bytes, CRC, size, offset) are kept until finish().
+ * Memory stays flat: bytes go out through a FileAppender (src/io/appender.ts: small chunks coalesced,
+ * large ones written directly, early writeback), and only the central directory fields of each entry
+ * (name bytes, CRC, size, offset) are kept until finish().
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
-import { ioError } from '../io/source.js';
-import { WritebackPacer } from '../io/writeback.js';
+import { FileAppender } from '../io/appender.js';
 import { LOCAL_HEADER_CRC_OFFSET, U16_SATURATED, encodeCentralHeader, encodeEndRecords, encodeLocalHeader, type StoredEntryFields } from './layout.js';
-
-/** Bytes coalesced before a write(2): big enough to batch headers of tiny entries, small enough to ignore. */
-const COALESCE_BYTES = 1 << 20;
-/** Chunks at least this large skip the coalescing buffer and go straight to the file. */
-const DIRECT_WRITE_BYTES = COALESCE_BYTES >> 2;
-/** Node refuses single writes of 2^31 bytes and more, and Linux writes at most ~2^31 - 4096 per call. */
-const MAX_SINGLE_WRITE = 1 << 30;
 
 const utf8 = new TextEncoder();
 
 export class ZipWriter {
   private readonly entries: StoredEntryFields[] = [];
   private readonly names = new Set<string>();
-  /** File offset of the next byte to write (pending bytes included). */
-  private position = 0;
-  private readonly pending = Buffer.allocUnsafe(COALESCE_BYTES);
-  private pendingLength = 0;
   /** Set while an add*() or finish() runs; calls must be awaited one at a time. */
   private busy = false;
   /** After a failure the file is unusable: every later call repeats the first error. */
   private failure: CheckpointError | null = null;
   private finished = false;
-  private readonly writeback: WritebackPacer;
+  private readonly out: FileAppender;
 
   private constructor(
-    private readonly handle: FileHandle,
+    handle: FileHandle,
     private readonly path: string,
     private readonly prefix: string,
   ) {
-    this.writeback = new WritebackPacer(handle, path);
+    this.out = new FileAppender(handle, path);
+  }
+
+  /** File offset of the next byte to write. */
+  private get position(): number {
+    return this.out.position;
   }
 
   /** Writes into an already-open FileHandle from position 0. prefix e.g. 'archive' (entries become '<prefix>/<name>'). */
@@ -101,7 +94,7 @@ export class ZipWriter {
       entry.crc32 = crc;
       const crcBytes = Buffer.alloc(4);
       crcBytes.writeUInt32LE(crc);
-      await this.patch(entry.localHeaderOffset + LOCAL_HEADER_CRC_OFFSET, crcBytes);
+      await this.out.patch(entry.localHeaderOffset + LOCAL_HEADER_CRC_OFFSET, crcBytes);
     });
   }
 
@@ -112,12 +105,10 @@ export class ZipWriter {
       for (const entry of this.entries) await this.write(encodeCentralHeader(entry));
       const centralDirectorySize = this.position - centralDirectoryOffset;
       await this.write(encodeEndRecords({ entryCount: this.entries.length, centralDirectoryOffset, centralDirectorySize }));
-      await this.flush();
-      // The handle may point at an older, longer file: anything after the end record would hide it.
-      await this.io('truncate failed', () => this.handle.truncate(this.position));
-      await this.writeback.settle();
+      // Cuts the file at the end record: the handle may point at an older, longer file.
+      const length = await this.out.finish();
       this.finished = true;
-      return this.position;
+      return length;
     });
   }
 
@@ -162,52 +153,7 @@ export class ZipWriter {
   }
 
   /** Appends bytes at the current position; `bytes` may be reused by the caller once this resolves. */
-  private async write(bytes: Uint8Array): Promise<void> {
-    if (bytes.length >= DIRECT_WRITE_BYTES) {
-      await this.flush();
-      await this.writeToFile(this.position, bytes);
-    } else {
-      if (this.pendingLength + bytes.length > this.pending.length) await this.flush();
-      this.pending.set(bytes, this.pendingLength);
-      this.pendingLength += bytes.length;
-    }
-    this.position += bytes.length;
-  }
-
-  /** Overwrites bytes already appended (the CRC of a streamed entry), in the buffer if they are still there. */
-  private async patch(position: number, bytes: Uint8Array): Promise<void> {
-    const pendingStart = this.position - this.pendingLength;
-    if (position >= pendingStart && position + bytes.length <= this.position) {
-      this.pending.set(bytes, position - pendingStart);
-      return;
-    }
-    if (position + bytes.length > pendingStart) await this.flush();
-    await this.writeToFile(position, bytes);
-  }
-
-  private async flush(): Promise<void> {
-    if (this.pendingLength === 0) return;
-    await this.writeToFile(this.position - this.pendingLength, this.pending.subarray(0, this.pendingLength));
-    this.pendingLength = 0;
-  }
-
-  /** Positional write, looping on short writes. */
-  private async writeToFile(position: number, bytes: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < bytes.length) {
-      const length = Math.min(bytes.length - done, MAX_SINGLE_WRITE);
-      const { bytesWritten } = await this.io('write failed', () => this.handle.write(bytes, done, length, position + done));
-      if (bytesWritten === 0) throw this.fail('IO', `write failed: no progress at byte ${position + done}`);
-      done += bytesWritten;
-      this.writeback.note(bytesWritten);
-    }
-  }
-
-  private async io<T>(what: string, action: () => Promise<T>): Promise<T> {
-    try {
-      return await action();
-    } catch (e) {
-      throw (this.failure ??= ioError(this.path, e, what));
-    }
+  private write(bytes: Uint8Array): Promise<void> {
+    return this.out.append(bytes);
   }
 }

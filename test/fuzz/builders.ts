@@ -627,11 +627,14 @@ function patchCentral(bytes: Uint8Array, index: number, at: number, w: 2 | 4, va
  * Streams a valid zip checkpoint with one float32 tensor `w` of `bytes` bytes to `path` without holding
  * it in memory (the SIGINT/SIGTERM tests need a file big enough that copying it takes a while).
  * Each 1 Mi-element chunk holds the float32 values 0..999 repeated (the same bytes every chunk).
+ * With `parts` > 1 the state dict holds `w0`, `w1`, ... instead: consecutive views splitting that storage.
  */
-export async function writeLargeCheckpoint(path: string, bytes: number): Promise<void> {
-  const numel = Math.floor(bytes / 4);
+export async function writeLargeCheckpoint(path: string, bytes: number, parts = 1): Promise<void> {
+  const numel = Math.floor(bytes / 4 / parts) * parts;
   const size = numel * 4;
-  const tensors: TensorSpec[] = [{ key: 'w', storage: '0', numel, shape: [numel] }];
+  const per = numel / parts;
+  const tensors: TensorSpec[] =
+    parts === 1 ? [{ key: 'w', storage: '0', numel, shape: [numel] }] : Array.from({ length: parts }, (_, i) => ({ key: `w${i}`, storage: '0', numel, offset: i * per, shape: [per] }));
   const pickle = stateDictPickle(tensors);
   const chunkElements = 1 << 20;
   const pattern = new Float32Array(chunkElements);

@@ -17,7 +17,7 @@ import type { ByteSource } from '../../io/source.js';
 import { unpickle, type UnpickleResult } from '../../pickle/unpickler.js';
 import { PyDict, PyList, type PyValue } from '../../pickle/value.js';
 import { TorchDecoder } from '../torch-rebuild.js';
-import type { StorageRecord } from '../../model/tensor-ref.js';
+import type { StorageRecord, StorageRef } from '../../model/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 
 export const LEGACY_MAGIC = Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]);
@@ -58,6 +58,7 @@ export async function openLegacy(source: ByteSource, options: OpenOptions): Prom
   const records = new Map<string, StorageRecord>();
   const headers = new HeaderReader(source);
   pos = keysResult.end;
+  checkComplete(path, source.size, pos, keys.map((k) => byKey.get(k)));
   for (const key of keys) {
     const storage = byKey.get(key);
     if (!storage) throw new CheckpointError('BAD_TENSOR', path, `storage key ${key} is listed but no tensor uses it`);
@@ -86,6 +87,31 @@ export async function openLegacy(source: ByteSource, options: OpenOptions): Prom
     problems: decoder.problems,
     close: () => source.close(),
   };
+}
+
+/**
+ * Every storage's size is known from the pickle once the key list is read: a file shorter than the
+ * records need was cut short (a truncated download). Say where it ends and how much is missing, before
+ * reading any record. Unknown keys are left to the loop's own error.
+ */
+function checkComplete(path: string, size: number, start: number, storages: ReadonlyArray<StorageRef | undefined>): void {
+  let end = start;
+  let cutIndex = -1;
+  let cutStart = 0;
+  for (let i = 0; i < storages.length; i++) {
+    const s = storages[i];
+    if (!s) return;
+    const next = end + COUNT_BYTES + s.byteLength;
+    if (cutIndex < 0 && next > size) {
+      cutIndex = i;
+      cutStart = end;
+    }
+    end = next;
+  }
+  if (cutIndex < 0) return;
+  const s = storages[cutIndex] as StorageRef;
+  const n = (x: number) => x.toLocaleString('en-US');
+  throw new CheckpointError('TRUNCATED', path, `truncated download: the file has ${n(size)} bytes but its ${storages.length} storages end at byte ${n(end)} (${n(end - size)} bytes missing); it ends inside storage ${s.key} (${cutIndex + 1} of ${storages.length}, bytes ${n(cutStart)}..${n(cutStart + COUNT_BYTES + s.byteLength)}); download it again`);
 }
 
 function keyList(path: string, v: PyValue): string[] {
@@ -118,6 +144,10 @@ class GrowingWindow {
         if (!(e instanceof CheckpointError) || e.code !== 'TRUNCATED' || this.bytes.length >= limit) {
           if (e instanceof CheckpointError && e.code === 'TRUNCATED' && this.source.size > LIMITS.legacyPrefixBytes) {
             throw new CheckpointError('LIMIT', this.source.path, `legacy pickle runs past ${LIMITS.legacyPrefixBytes} bytes (legacyPrefixBytes)`);
+          }
+          if (e instanceof CheckpointError && e.code === 'TRUNCATED' && this.bytes.length === this.source.size) {
+            // The whole file is held and a pickle still runs off its end: the file was cut short.
+            throw new CheckpointError('TRUNCATED', this.source.path, `truncated download: the legacy checkpoint ends at byte ${this.source.size.toLocaleString('en-US')}, inside its pickles, before any tensor data (${e.detail}); download it again`);
           }
           throw e;
         }

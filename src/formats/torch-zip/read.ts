@@ -26,7 +26,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   const find = (record: string): ZipEntry | undefined => dir.byName.get(`${prefix}/${record}`);
 
   if (find('constants.pkl')) {
-    throw new CheckpointError('UNSUPPORTED_FORMAT', path, 'TorchScript archive (torch.jit.save); ckpt reads files written by torch.save');
+    throw new CheckpointError('UNSUPPORTED_FORMAT', path, 'a TorchScript archive (torch.jit.save: constants.pkl and code/), not a torch.save checkpoint; load it with torch.jit.load, or save model.state_dict() with torch.save');
   }
   const pickleEntry = find('data.pkl');
   if (!pickleEntry) {

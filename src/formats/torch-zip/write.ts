@@ -7,22 +7,22 @@
  * strides unchanged); a tensor cast to another dtype gets the whole source storage cast element by
  * element, shared by every view cast to the same dtype. Records go out in torch 2.x order:
  * data.pkl, byteorder, data/0.., version.
+ *
+ * `writeStateDict` writes a flat state dict; `writeTree` writes any tree of values the pickler accepts
+ * (a whole training checkpoint, `ckpt sanitize`), its tensors planned beforehand with a StoragePlanner.
  */
 import { CheckpointError } from '../../io/errors.js';
 import { PyDict, type PyValue } from '../../pickle/value.js';
-import { pickleValue } from '../../pickle/pickler.js';
+import { type ExtendedValues, pickleValue } from '../../pickle/pickler.js';
 import type { StorageRef, TensorRef } from '../../model/tensor-ref.js';
+import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
-import type { ByteSource } from '../../io/source.js';
 import { writeAtomically } from '../../io/output.js';
 import { type DType } from '../../tensor/dtype.js';
-import { canConvert, convertElements } from '../../tensor/convert.js';
+import { canConvert } from '../../tensor/convert.js';
+import { type CastStorage, ChunkedCopier, castSource } from '../../model/copy.js';
 
 export const ARCHIVE_PREFIX = 'archive';
-/** One reused buffer per copy: large enough to amortise syscalls, small enough to keep memory flat. */
-export const COPY_CHUNK_BYTES = 4 << 20;
-/** Reads are synchronous underneath; give the event loop a turn this often so SIGINT/SIGTERM are handled. */
-const YIELD_EVERY_BYTES = 64 << 20;
 
 export interface WriteOptions {
   /** The `_metadata` OrderedDict (module versions) to attach, as `model.state_dict()` does. */
@@ -38,97 +38,115 @@ export interface WriteResult {
   bytes: number;
 }
 
-/**
- * An entry of the output: a tensor (optionally cast to `dtype`), a tensor computed in memory (`bytes`:
- * its elements in row-major order, little-endian, already in `dtype`; written as a storage of its own,
- * shared by entries given the same `bytes` object), or a plain writable value.
- */
-export type OutputValue = { tensor: TensorRef; dtype?: DType } | { bytes: Uint8Array; dtype: DType; shape: readonly number[] } | { value: PyValue };
-
-/** A cast output storage: the source storage converted element by element to `dtype`. */
-interface CastStorage extends StorageRef {
-  readonly castFrom: StorageRef;
-}
-
-/** An output storage whose bytes are in memory. */
-interface MemoryStorage extends StorageRef {
-  readonly bytes: Uint8Array;
-}
-
-function memoryTensor(path: string, key: string, out: { bytes: Uint8Array; dtype: DType; shape: readonly number[] }, cache: Map<Uint8Array, MemoryStorage>): TensorRef {
-  let numel = 1;
-  for (const n of out.shape) numel *= n;
-  if (out.bytes.length !== numel * out.dtype.itemSize) {
-    throw new CheckpointError('UNWRITABLE', path, `${key}: ${out.bytes.length} bytes for shape [${out.shape.join(', ')}] of ${out.dtype.name}`);
-  }
-  let storage = cache.get(out.bytes);
-  if (!storage) {
-    storage = { kind: 'storage', key: `memory:${key}`, dtype: out.dtype, location: 'cpu', numel, byteLength: out.bytes.length, record: null, bytes: out.bytes };
-    cache.set(out.bytes, storage);
-  }
-  const stride: number[] = [];
-  let step = 1;
-  for (let d = out.shape.length - 1; d >= 0; d--) {
-    stride[d] = step;
-    step *= out.shape[d] as number;
-  }
-  return { kind: 'tensor', dtype: out.dtype, shape: [...out.shape], stride, storageOffset: 0, storage, requiresGrad: false, parameter: false, conj: false, neg: false };
-}
+/** An entry of the output: a tensor (optionally cast to `dtype`) or a plain writable value. */
+export type OutputValue = { tensor: TensorRef; dtype?: DType } | { value: PyValue };
 
 export async function writeStateDict(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, options: WriteOptions = {}): Promise<WriteResult> {
+  return writePlanned(path, planZip(path, entries, options.metadata ?? null), options);
+}
+
+/**
+ * Writes any value tree as data.pkl (`ckpt sanitize`: a whole training checkpoint), with every storage its
+ * tensors reach. Each tensor in `root` must come from `planner.plan()`; `extended` as in the pickler.
+ */
+export async function writeTree(path: string, root: PyValue, planner: StoragePlanner, options: WriteOptions & { extended?: ExtendedValues } = {}): Promise<WriteResult> {
+  return writePlanned(path, planPickle(path, root, planner.planned, options.extended), options);
+}
+
+async function writePlanned(path: string, plan: ZipPlan, options: WriteOptions): Promise<WriteResult> {
+  return writeAtomically(path, async (handle) => {
+    const copier = new ChunkedCopier(path, plan.storageBytes, options.onProgress);
+    const bytes = await writeZipTo(handle, path, plan, copier);
+    return { path, tensors: plan.tensors, storages: plan.storages.length, bytes };
+  });
+}
+
+/** What a zip checkpoint will hold: its pickle and its storages in record order, before any byte is written. */
+export interface ZipPlan {
+  readonly pickle: Uint8Array;
+  /** Output storages in the order of their records `data/0`, `data/1`, ... */
+  readonly storages: readonly StorageRef[];
+  readonly tensors: number;
+  /** Bytes of all storages (what the copy moves). */
+  readonly storageBytes: number;
+}
+
+/**
+ * The storage plan and the pickle. Nothing is read or written yet, so every entry that cannot be written
+ * (a value torch's weights_only loader refuses, a lazy conj/neg bit, an impossible cast) is refused here,
+ * before an output file exists. `planner` is shared by the files of one sharded output.
+ */
+export function planZip(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, metadata: PyDict | null, planner = new StoragePlanner(path)): ZipPlan {
   const dict = new PyDict(true);
-  const castCache = new Map<StorageRef, Map<DType, CastStorage>>();
-  const typedCache = new Map<StorageRef, Map<DType, StorageRef>>();
-  const memoryCache = new Map<Uint8Array, MemoryStorage>();
-  let tensorCount = 0;
+  let tensors = 0;
   for (const [key, out] of entries) {
     if ('value' in out) {
       dict.entries.set(key, out.value);
       continue;
     }
-    tensorCount++;
-    if ('bytes' in out) {
-      dict.entries.set(key, memoryTensor(path, key, out, memoryCache));
-      continue;
-    }
-    dict.entries.set(key, planTensor(path, key, out.tensor, out.dtype ?? out.tensor.dtype, castCache, typedCache));
+    tensors++;
+    dict.entries.set(key, planner.plan(key, out.tensor, out.dtype ?? out.tensor.dtype));
   }
-  if (options.metadata) {
+  if (metadata) {
     const state = new PyDict(false);
-    state.entries.set('_metadata', options.metadata);
+    state.entries.set('_metadata', metadata);
     dict.state = state;
   }
+  return planPickle(path, dict, tensors);
+}
 
-  const order: StorageRef[] = [];
+/** Pickles `root`, numbering output storages 0.. in the order the pickle first meets them. */
+function planPickle(path: string, root: PyValue, tensors: number, extended?: ExtendedValues): ZipPlan {
+  const storages: StorageRef[] = [];
   const keys = new Map<StorageRef, string>();
-  const pickle = pickleValue(dict, {
+  const pickle = pickleValue(root, {
     path,
+    extended,
     storageKey: (s) => {
       let k = keys.get(s);
       if (k === undefined) {
-        k = String(order.length);
+        k = String(storages.length);
         keys.set(s, k);
-        order.push(s);
+        storages.push(s);
       }
       return k;
     },
   });
-  const total = order.reduce((n, s) => n + s.byteLength, 0);
+  return { pickle, storages, tensors, storageBytes: storages.reduce((n, s) => n + s.byteLength, 0) };
+}
 
-  return writeAtomically(path, async (handle) => {
-    const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX);
-    await zip.addBuffer('data.pkl', pickle);
-    await zip.addBuffer('byteorder', Buffer.from('little', 'latin1'));
-    const copier = new StorageCopier(path, total, options.onProgress);
-    await copier.plan(order);
-    for (let i = 0; i < order.length; i++) {
-      const storage = order[i] as StorageRef;
-      await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copy(storage, write), reusableCrc(storage));
-    }
-    await zip.addBuffer('version', Buffer.from('3\n', 'latin1'));
-    const bytes = await zip.finish();
-    return { path, tensors: tensorCount, storages: order.length, bytes };
-  });
+/** Writes a planned zip checkpoint into an open, empty file; returns its length. The caller fsyncs. */
+export async function writeZipTo(handle: FileHandle, path: string, plan: ZipPlan, copier: ChunkedCopier): Promise<number> {
+  const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX);
+  await zip.addBuffer('data.pkl', plan.pickle);
+  await zip.addBuffer('byteorder', Buffer.from('little', 'latin1'));
+  await copier.plan(plan.storages);
+  for (let i = 0; i < plan.storages.length; i++) {
+    const storage = plan.storages[i] as StorageRef;
+    await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copyStorage(storage, write), reusableCrc(storage));
+  }
+  await zip.addBuffer('version', Buffer.from('3\n', 'latin1'));
+  return zip.finish();
+}
+
+/**
+ * Output storages for output tensors: a tensor written in its own dtype keeps its source storage (typed
+ * for torch 2.x's byte-counted untyped storages), a cast tensor gets the source storage cast as a whole,
+ * one per source storage and dtype, so views and tied weights stay shared.
+ */
+export class StoragePlanner {
+  /** Tensors planned so far (a tensor planned twice counts twice, as the pickle holds it twice). */
+  planned = 0;
+  private readonly castCache = new Map<StorageRef, Map<DType, CastStorage>>();
+  private readonly typedCache = new Map<StorageRef, Map<DType, StorageRef>>();
+
+  constructor(private readonly path: string) {}
+
+  /** The tensor as it will be pickled. Planning an already planned tensor returns it unchanged. */
+  plan(key: string, tensor: TensorRef, dtype: DType): TensorRef {
+    this.planned++;
+    return planTensor(this.path, key, tensor, dtype, this.castCache, this.typedCache);
+  }
 }
 
 function planTensor(path: string, key: string, tensor: TensorRef, dtype: DType, castCache: Map<StorageRef, Map<DType, CastStorage>>, typedCache: Map<StorageRef, Map<DType, StorageRef>>): TensorRef {
@@ -187,139 +205,8 @@ function typedView(t: TensorRef, typedCache: Map<StorageRef, Map<DType, StorageR
  * A CRC of 0 is not reused: torch >= 2.6 writes 0 everywhere under `set_crc32_options(False)`.
  */
 function reusableCrc(storage: StorageRef): number | undefined {
-  if ((storage as CastStorage).castFrom) return undefined;
+  if (castSource(storage)) return undefined;
   const record = storage.record;
   if (!record || record.crc32 === null || record.crc32 === 0 || record.length !== storage.byteLength) return undefined;
   return record.crc32;
-}
-
-/** Storages smaller than this are served from a read-ahead window: 100k tiny records, one read each, add up. */
-const SMALL_STORAGE_BYTES = 64 << 10;
-/**
- * Records copied one after the other whose bytes are at most this far apart in their source (a zip
- * local header, a legacy storage's 8-byte count) form one run: read ahead together, and announced
- * together to a remote source, which then fetches the run in a few large requests.
- */
-const RUN_GAP_BYTES = 1 << 10;
-
-/** Bytes [start, end) of one source that the copy reads front to back. */
-interface Run {
-  source: ByteSource;
-  start: number;
-  end: number;
-}
-
-/**
- * Reads small records through one window of the source, so that records lying next to each other in
- * the input (the usual case: torch writes them in key order) cost one read per window, not one each.
- * The window never reaches past the run the record belongs to: bytes no output needs are not read.
- */
-class ReadAhead {
-  private readonly window = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
-  private source: ByteSource | null = null;
-  private start = 0;
-  private length = 0;
-
-  async read(source: ByteSource, offset: number, target: Uint8Array, runEnd: number): Promise<void> {
-    const end = offset + target.length;
-    if (source !== this.source || offset < this.start || end > this.start + this.length) {
-      this.source = source;
-      this.start = offset;
-      this.length = Math.min(this.window.length, Math.max(end, runEnd) - offset);
-      await source.readInto(offset, this.window.subarray(0, this.length));
-    }
-    target.set(this.window.subarray(offset - this.start, end - this.start));
-  }
-}
-
-/** Copies storages into zip entries through one reused buffer (two when casting). */
-class StorageCopier {
-  /**
-   * Two buffers per side, used in turn: the next chunk is read (a synchronous pread) while the previous
-   * one is still being written by the thread pool, so reading and writing overlap.
-   */
-  private readonly buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
-  private castBuffers: Buffer[] | null = null;
-  private readonly readAhead = new ReadAhead();
-  /** The run each output storage's source bytes belong to (plan()). */
-  private readonly runs = new Map<StorageRef, Run>();
-  private turn = 0;
-  private done = 0;
-  private sinceYield = 0;
-
-  constructor(
-    private readonly path: string,
-    private readonly total: number,
-    private readonly onProgress?: (done: number, total: number) => void,
-  ) {}
-
-  /**
-   * Locates every storage's bytes, in copy order, and groups records that follow each other closely in
-   * the same source into runs (RUN_GAP_BYTES).
-   */
-  async plan(order: readonly StorageRef[]): Promise<void> {
-    let run: Run | null = null;
-    for (const storage of order) {
-      const from = (storage as CastStorage).castFrom ?? storage;
-      if (!from.record) continue;
-      const { source, offset } = await from.record.resolve();
-      const end = offset + from.byteLength;
-      if (run && run.source === source && offset >= run.end && offset - run.end <= RUN_GAP_BYTES) run.end = end;
-      else run = { source, start: offset, end };
-      this.runs.set(storage, run);
-    }
-  }
-
-  async copy(storage: StorageRef, write: (chunk: Uint8Array) => Promise<void>): Promise<void> {
-    const memory = (storage as MemoryStorage).bytes;
-    if (memory) {
-      for (let at = 0; at < memory.length; at += COPY_CHUNK_BYTES) {
-        const chunk = memory.subarray(at, Math.min(at + COPY_CHUNK_BYTES, memory.length));
-        await write(chunk);
-        this.done += chunk.length;
-        this.onProgress?.(this.done, this.total);
-      }
-      return;
-    }
-    const cast = (storage as CastStorage).castFrom;
-    const from = cast ?? storage;
-    if (!from.record) throw new CheckpointError('BAD_TENSOR', this.path, `storage ${from.key} has no bytes to copy`);
-    const { source, offset } = await from.record.resolve();
-    const run = this.runs.get(storage);
-    if (run) source.willRead?.(run.start, run.end - run.start);
-    const runEnd = run?.end ?? offset + from.byteLength;
-    const inItem = from.dtype.itemSize;
-    const outItem = storage.dtype.itemSize;
-    // Elements per chunk, so that neither the input nor the output side exceeds a buffer.
-    const perChunk = Math.floor(COPY_CHUNK_BYTES / Math.max(inItem, outItem));
-    if (cast && !this.castBuffers) this.castBuffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
-    let writing: Promise<void> | null = null;
-    try {
-      for (let element = 0; element < from.numel; element += perChunk) {
-        const count = Math.min(perChunk, from.numel - element);
-        this.turn ^= 1;
-        const input = (this.buffers[this.turn] as Buffer).subarray(0, count * inItem);
-        if (from.byteLength <= SMALL_STORAGE_BYTES) await this.readAhead.read(source, offset + element * inItem, input, runEnd);
-        else await source.readInto(offset + element * inItem, input);
-        let output = input;
-        if (cast) {
-          output = (this.castBuffers as Buffer[])[this.turn]!.subarray(0, count * outItem);
-          convertElements(from.dtype, storage.dtype, input, output, count);
-        }
-        if (writing) await writing;
-        writing = write(output);
-        this.done += count * outItem;
-        this.sinceYield += count * outItem + 4096;
-        if (this.sinceYield >= YIELD_EVERY_BYTES) {
-          this.sinceYield = 0;
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-        this.onProgress?.(this.done, this.total);
-      }
-    } finally {
-      // Never leave a write in flight on a buffer the next chunk will reuse, even after a read failed.
-      if (writing) await writing.catch(() => undefined);
-    }
-    if (writing) await writing;
-  }
 }

@@ -1,0 +1,104 @@
+/**
+ * Sequential output to an open file: what every writer (zip checkpoints, safetensors) does with its bytes.
+ *
+ * Small chunks are coalesced into one bounded buffer (100k tiny tensors would otherwise cost a system call
+ * each), large ones go straight to the file, short writes are retried, and a background datasync keeps the
+ * disk busy while copying continues (src/io/writeback.ts). Bytes already appended can be patched in place
+ * (a zip local header's CRC-32, known only after its data). Memory stays flat: one coalescing buffer.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { CheckpointError } from './errors.js';
+import { ioError } from './source.js';
+import { WritebackPacer } from './writeback.js';
+
+/** Bytes coalesced before a write(2): big enough to batch headers of tiny entries, small enough to ignore. */
+const COALESCE_BYTES = 1 << 20;
+/** Chunks at least this large skip the coalescing buffer and go straight to the file. */
+const DIRECT_WRITE_BYTES = COALESCE_BYTES >> 2;
+/** Node refuses single writes of 2^31 bytes and more, and Linux writes at most ~2^31 - 4096 per call. */
+const MAX_SINGLE_WRITE = 1 << 30;
+
+export class FileAppender {
+  /** File offset of the next byte to append (pending bytes included). */
+  private end = 0;
+  private readonly pending = Buffer.allocUnsafe(COALESCE_BYTES);
+  private pendingLength = 0;
+  private readonly writeback: WritebackPacer;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly path: string,
+  ) {
+    this.writeback = new WritebackPacer(handle, path);
+  }
+
+  /** Bytes appended so far. */
+  get position(): number {
+    return this.end;
+  }
+
+  /** Appends `bytes`; the caller may reuse `bytes` once this resolves. */
+  async append(bytes: Uint8Array): Promise<void> {
+    if (bytes.length >= DIRECT_WRITE_BYTES) {
+      await this.flush();
+      await this.writeAt(this.end, bytes);
+    } else {
+      if (this.pendingLength + bytes.length > this.pending.length) await this.flush();
+      this.pending.set(bytes, this.pendingLength);
+      this.pendingLength += bytes.length;
+    }
+    this.end += bytes.length;
+  }
+
+  /** Overwrites bytes already appended, in the coalescing buffer when they are still there. */
+  async patch(position: number, bytes: Uint8Array): Promise<void> {
+    if (position < 0 || position + bytes.length > this.end) {
+      throw new CheckpointError('UNWRITABLE', this.path, `patch of ${bytes.length} bytes at ${position} lies outside the ${this.end} bytes written`);
+    }
+    const pendingStart = this.end - this.pendingLength;
+    if (position >= pendingStart) {
+      this.pending.set(bytes, position - pendingStart);
+      return;
+    }
+    if (position + bytes.length > pendingStart) await this.flush();
+    await this.writeAt(position, bytes);
+  }
+
+  /**
+   * Writes what is pending, cuts the file at the last appended byte (the handle may point at an older,
+   * longer file) and waits for the background writeback. Returns the file's length. The caller fsyncs.
+   */
+  async finish(): Promise<number> {
+    await this.flush();
+    try {
+      await this.handle.truncate(this.end);
+    } catch (e) {
+      throw ioError(this.path, e, 'truncate failed');
+    }
+    await this.writeback.settle();
+    return this.end;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingLength === 0) return;
+    await this.writeAt(this.end - this.pendingLength, this.pending.subarray(0, this.pendingLength));
+    this.pendingLength = 0;
+  }
+
+  /** Positional write, looping on short writes. */
+  private async writeAt(position: number, bytes: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < bytes.length) {
+      const length = Math.min(bytes.length - done, MAX_SINGLE_WRITE);
+      let bytesWritten: number;
+      try {
+        ({ bytesWritten } = await this.handle.write(bytes, done, length, position + done));
+      } catch (e) {
+        throw ioError(this.path, e, 'write failed');
+      }
+      if (bytesWritten === 0) throw new CheckpointError('IO', this.path, `write failed: no progress at byte ${position + done}`);
+      done += bytesWritten;
+      this.writeback.note(bytesWritten);
+    }
+  }
+}

@@ -1,0 +1,326 @@
+/**
+ * The streaming copy every writer uses: storage or tensor bytes from their source files to an output, in
+ * chunks through a few reused buffers, cast element by element where the output dtype differs and with
+ * torch's lazy conj/neg bits resolved. Memory stays flat whatever the file size.
+ *
+ * Two buffers per side are used in turn: the next chunk is read (a synchronous pread) while the previous
+ * one is still being written by the thread pool, so reading and writing overlap. `write(chunk)` must be
+ * done with `chunk` when its promise resolves; the copier never reuses a buffer before that.
+ */
+import { CheckpointError } from '../io/errors.js';
+import type { ByteSource } from '../io/source.js';
+import type { DType } from '../tensor/dtype.js';
+import { canConvert, convertElements } from '../tensor/convert.js';
+import { resolveLazyBits } from './read-bytes.js';
+import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from './tensor-ref.js';
+
+/** One reused buffer per copy: large enough to amortise syscalls, small enough to keep memory flat. */
+export const COPY_CHUNK_BYTES = 4 << 20;
+/** Reads are synchronous underneath; give the event loop a turn this often so SIGINT/SIGTERM are handled. */
+const YIELD_EVERY_BYTES = 64 << 20;
+/** Ranges smaller than this are served from a read-ahead window: 100k tiny records, one read each, add up. */
+const SMALL_RANGE_BYTES = 64 << 10;
+/**
+ * A non-contiguous view whose elements lie within this many bytes of its storage is read in one piece and
+ * gathered from memory; a wider one (rare: a transposed matrix of more than 64 MiB) is gathered run by run.
+ */
+export const GATHER_WINDOW_BYTES = 64 << 20;
+/**
+ * Items copied one after the other whose bytes are at most this far apart in their source (a zip local
+ * header, a legacy storage's 8-byte count) form one run: read ahead together, and announced together to a
+ * remote source (ByteSource.willRead), which then fetches the run in a few large requests.
+ */
+const RUN_GAP_BYTES = 1 << 10;
+
+/** Bytes [start, end) of one source that the copy reads front to back. */
+interface Run {
+  source: ByteSource;
+  start: number;
+  end: number;
+}
+
+export type WriteChunk = (chunk: Uint8Array) => Promise<void>;
+
+/** An output storage made by casting a whole source storage to another dtype (the zip writer's plan). */
+export interface CastStorage extends StorageRef {
+  readonly castFrom: StorageRef;
+}
+
+export function castSource(storage: StorageRef): StorageRef | undefined {
+  return (storage as Partial<CastStorage>).castFrom;
+}
+
+/**
+ * Reads small ranges through one window of the source, so that ranges lying next to each other in the
+ * input (the usual case: torch writes records in key order) cost one read per window, not one each.
+ * The window never reaches past the run the range belongs to: bytes no output needs are not read.
+ */
+class ReadAhead {
+  private readonly window: Buffer;
+  private source: ByteSource | null = null;
+  private start = 0;
+  private length = 0;
+
+  constructor(size: number) {
+    this.window = Buffer.allocUnsafe(size);
+  }
+
+  async read(source: ByteSource, offset: number, target: Uint8Array, runEnd: number): Promise<void> {
+    const end = offset + target.length;
+    if (source !== this.source || offset < this.start || end > this.start + this.length) {
+      this.source = source;
+      this.start = offset;
+      this.length = Math.min(this.window.length, Math.max(end, runEnd) - offset);
+      await source.readInto(offset, this.window.subarray(0, this.length));
+    }
+    target.set(this.window.subarray(offset - this.start, end - this.start));
+  }
+}
+
+/** Fills `input` with the `count` elements that start at output element `first`. */
+type Fill = (input: Uint8Array, first: number, count: number) => Promise<void>;
+
+export class ChunkedCopier {
+  private readonly buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
+  private castBuffers: Buffer[] | null = null;
+  private readonly readAhead = new ReadAhead(COPY_CHUNK_BYTES);
+  /** Scattered single elements of a wide non-contiguous view: a small window, refilled often. */
+  private readonly elementWindow = new ReadAhead(SMALL_RANGE_BYTES);
+  /** The run each planned item's source bytes belong to (plan()). */
+  private readonly runs = new Map<StorageRef | TensorRef, Run>();
+  private turn = 0;
+  private done = 0;
+  private sinceYield = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly total: number,
+    private readonly onProgress?: (done: number, total: number) => void,
+    /** Tests lower it to reach the run-by-run gather with small tensors. */
+    private readonly gatherWindowBytes = GATHER_WINDOW_BYTES,
+  ) {}
+
+  /**
+   * Locates the bytes of every item (whole output storages, or tensors) in copy order, and groups items
+   * whose bytes follow each other closely in the same source into runs (RUN_GAP_BYTES). Optional: an item
+   * not planned is read on its own.
+   */
+  async plan(items: ReadonlyArray<StorageRef | TensorRef>): Promise<void> {
+    let run: Run | null = null;
+    for (const item of items) {
+      const range = await this.rangeOf(item);
+      if (!range) continue;
+      if (run && run.source === range.source && range.start >= run.end && range.start - run.end <= RUN_GAP_BYTES) run.end = range.end;
+      else run = { ...range };
+      this.runs.set(item, run);
+    }
+  }
+
+  /** A whole output storage: the source storage's bytes, cast element by element for a CastStorage. */
+  async copyStorage(storage: StorageRef, write: WriteChunk): Promise<void> {
+    const from = castSource(storage) ?? storage;
+    const { source, offset } = await this.resolve(from);
+    const runEnd = this.announce(storage, source, offset + from.byteLength);
+    await this.pump(from.numel, from.dtype, storage.dtype, null, this.rangeFill(source, offset, from.dtype.itemSize, from.byteLength, runEnd), write);
+  }
+
+  /**
+   * A tensor's elements in row-major order (C-contiguous, whatever its strides), as `dtype`, with torch's
+   * lazy conj/neg bits applied before any cast: what `t.resolve_conj().resolve_neg().contiguous().to(dtype)`
+   * holds in memory.
+   */
+  async copyTensor(tensor: TensorRef, dtype: DType, write: WriteChunk): Promise<void> {
+    const numel = numelOf(tensor.shape);
+    if (numel === 0) return;
+    const item = tensor.dtype.itemSize;
+    const elements = Math.floor(tensor.storage.byteLength / item);
+    const { last } = viewExtent(tensor.shape, tensor.stride, tensor.storageOffset);
+    if (!(last < elements)) {
+      throw new CheckpointError('BAD_TENSOR', this.path, `view of storage ${tensor.storage.key} reaches element ${last} but the storage has ${elements}`);
+    }
+    if (dtype !== tensor.dtype && !canConvert(tensor.dtype, dtype)) {
+      throw new CheckpointError('UNWRITABLE', this.path, `no conversion from ${tensor.dtype.name} to ${dtype.name}`);
+    }
+    const { source, offset } = await this.resolve(tensor.storage);
+    const runEnd = this.announce(tensor, source, offset + (last + 1) * item);
+    const lazy = tensor.conj || tensor.neg ? tensor : null;
+    if (isContiguous(tensor)) {
+      await this.pump(numel, tensor.dtype, dtype, lazy, this.rangeFill(source, offset + tensor.storageOffset * item, item, numel * item, runEnd), write);
+    } else {
+      await this.pump(numel, tensor.dtype, dtype, lazy, await this.gatherFill(tensor, source, offset, last), write);
+    }
+  }
+
+  /** Bytes [start, end) a copy of `item` reads from its source, or null when it reads none. */
+  private async rangeOf(item: StorageRef | TensorRef): Promise<Run | null> {
+    if (item.kind === 'storage') {
+      const from = castSource(item) ?? item;
+      if (!from.record) return null;
+      const { source, offset } = await from.record.resolve();
+      return { source, start: offset, end: offset + from.byteLength };
+    }
+    if (!item.storage.record || numelOf(item.shape) === 0) return null;
+    const { source, offset } = await item.storage.record.resolve();
+    const { last } = viewExtent(item.shape, item.stride, item.storageOffset);
+    return { source, start: offset + item.storageOffset * item.dtype.itemSize, end: offset + (last + 1) * item.dtype.itemSize };
+  }
+
+  /** Tells a remote source which run is about to be read; returns where the read-ahead may stop. */
+  private announce(item: StorageRef | TensorRef, source: ByteSource, end: number): number {
+    const run = this.runs.get(item);
+    if (run) source.willRead?.(run.start, run.end - run.start);
+    return run?.end ?? end;
+  }
+
+  private async resolve(storage: StorageRef): Promise<{ source: ByteSource; offset: number }> {
+    if (!storage.record) throw new CheckpointError('BAD_TENSOR', this.path, `storage ${storage.key} has no bytes to copy`);
+    return storage.record.resolve();
+  }
+
+  /** Consecutive elements from `offset`; a small range goes through the read-ahead window. */
+  private rangeFill(source: ByteSource, offset: number, item: number, rangeBytes: number, runEnd: number): Fill {
+    return rangeBytes <= SMALL_RANGE_BYTES
+      ? (input, first) => this.readAhead.read(source, offset + first * item, input, runEnd)
+      : (input, first) => source.readInto(offset + first * item, input);
+  }
+
+  /**
+   * Elements of a strided view in row-major order. When the storage span the view touches fits in
+   * GATHER_WINDOW_BYTES it is read once and gathered from memory; otherwise each run along the last
+   * dimension is read on its own (one read per row when that dimension is dense, per element otherwise).
+   */
+  private async gatherFill(tensor: TensorRef, source: ByteSource, offset: number, last: number): Promise<Fill> {
+    const item = tensor.dtype.itemSize;
+    const spanStart = tensor.storageOffset;
+    const spanBytes = (last - spanStart + 1) * item;
+    const walker = new RowMajorWalker(tensor.shape, tensor.stride, spanStart);
+    if (spanBytes <= this.gatherWindowBytes) {
+      const span = Buffer.allocUnsafe(spanBytes);
+      await source.readInto(offset + spanStart * item, span);
+      return async (input, first, count) => {
+        walker.seek(first);
+        for (let i = 0; i < count; i++) {
+          const from = (walker.next() - spanStart) * item;
+          input.set(span.subarray(from, from + item), i * item);
+        }
+      };
+    }
+    const rank = tensor.shape.length;
+    const dense = rank > 0 && tensor.stride[rank - 1] === 1;
+    const spanEnd = offset + (last + 1) * item;
+    return async (input, first, count) => {
+      walker.seek(first);
+      let i = 0;
+      while (i < count) {
+        if (dense) {
+          const run = Math.min(walker.runLeft(), count - i);
+          const at = walker.next();
+          walker.skip(run - 1);
+          const target = input.subarray(i * item, (i + run) * item);
+          if (target.length <= SMALL_RANGE_BYTES) await this.elementWindow.read(source, offset + at * item, target, spanEnd);
+          else await source.readInto(offset + at * item, target);
+          i += run;
+        } else {
+          await this.elementWindow.read(source, offset + walker.next() * item, input.subarray(i * item, (i + 1) * item), spanEnd);
+          i++;
+        }
+      }
+    };
+  }
+
+  /** The chunk loop: fill, resolve lazy bits, cast, write (overlapping the next read), report, yield. */
+  private async pump(numel: number, from: DType, to: DType, lazy: TensorRef | null, fill: Fill, write: WriteChunk): Promise<void> {
+    const inItem = from.itemSize;
+    const outItem = to.itemSize;
+    const cast = from !== to;
+    // Elements per chunk, so that neither the input nor the output side exceeds a buffer.
+    const perChunk = Math.floor(COPY_CHUNK_BYTES / Math.max(inItem, outItem));
+    if (cast && !this.castBuffers) this.castBuffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
+    let writing: Promise<void> | null = null;
+    try {
+      for (let element = 0; element < numel; element += perChunk) {
+        const count = Math.min(perChunk, numel - element);
+        this.turn ^= 1;
+        const input = (this.buffers[this.turn] as Buffer).subarray(0, count * inItem);
+        await fill(input, element, count);
+        if (lazy) resolveLazyBits(lazy, input, this.path);
+        let output = input;
+        if (cast) {
+          output = (this.castBuffers as Buffer[])[this.turn]!.subarray(0, count * outItem);
+          convertElements(from, to, input, output, count);
+        }
+        if (writing) await writing;
+        writing = write(output);
+        this.done += count * outItem;
+        this.sinceYield += count * outItem + 4096;
+        if (this.sinceYield >= YIELD_EVERY_BYTES) {
+          this.sinceYield = 0;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        this.onProgress?.(this.done, this.total);
+      }
+    } finally {
+      // Never leave a write in flight on a buffer the next chunk will reuse, even after a read failed.
+      if (writing) await writing.catch(() => undefined);
+    }
+    if (writing) await writing;
+  }
+}
+
+/** Storage element indices of a strided view, visited in row-major order of the view. */
+export class RowMajorWalker {
+  private readonly index: number[];
+  private at = 0;
+
+  constructor(
+    private readonly shape: readonly number[],
+    private readonly stride: readonly number[],
+    private readonly offset: number,
+  ) {
+    this.index = new Array<number>(shape.length).fill(0);
+  }
+
+  /** Positions the walker on the view's element `n` (row-major). */
+  seek(n: number): void {
+    let rest = n;
+    let at = this.offset;
+    for (let d = this.shape.length - 1; d >= 0; d--) {
+      const size = this.shape[d] as number;
+      const i = rest % size;
+      rest = Math.floor(rest / size);
+      this.index[d] = i;
+      at += i * (this.stride[d] as number);
+    }
+    this.at = at;
+  }
+
+  /** Elements left in the current run along the last dimension, the current one included. */
+  runLeft(): number {
+    const d = this.shape.length - 1;
+    return d < 0 ? 1 : (this.shape[d] as number) - (this.index[d] as number);
+  }
+
+  /** The current element's storage index; moves to the next element. */
+  next(): number {
+    const current = this.at;
+    this.skip(1);
+    return current;
+  }
+
+  /** Moves `n` elements forward (n >= 0). */
+  skip(n: number): void {
+    for (let k = 0; k < n; k++) {
+      let d = this.shape.length - 1;
+      for (; d >= 0; d--) {
+        const i = (this.index[d] as number) + 1;
+        if (i < (this.shape[d] as number)) {
+          this.index[d] = i;
+          this.at += this.stride[d] as number;
+          break;
+        }
+        this.index[d] = 0;
+        this.at -= (i - 1) * (this.stride[d] as number);
+      }
+    }
+  }
+}
