@@ -123,9 +123,10 @@ export function buildProgram(): Command {
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint')
     .option('--against <target>', 'a checkpoint or a manifest (ckpt inspect --json output) the file must load into with strict=True')
     .option('--finite', 'scan float tensors for NaN and Inf')
-    .option('--fail-on <kinds>', 'comma-separated finding kinds that fail: missing,unexpected,shape,dtype,unsafe,global,nonfinite,corrupt')
+    .option('--fail-on <kinds>', 'comma-separated finding kinds that fail (default: all): missing,unexpected,shape,dtype,unsafe,global,nonfinite,corrupt')
+    .option('--allow-global <name>', "accept this global (module.name) although torch's weights_only allowlist lacks it, as add_safe_globals does; never a dangerous one (repeatable)", collect, [])
     .option('--crc', "for a URL: fetch every record and verify its CRC-32 (always done for local files)")
-    .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string; crc?: boolean } & RemoteFlags) => {
+    .action(async (file: string, opts: { json?: boolean; key?: string; against?: string; finite?: boolean; failOn?: string; allowGlobal: string[]; crc?: boolean } & RemoteFlags) => {
       const { collectCheck, parseFailOn } = await import('./commands/check.js');
       const { renderCheck } = await import('./commands/check-render.js');
       const outcome = await collectCheck(file, {
@@ -133,6 +134,7 @@ export function buildProgram(): Command {
         against: opts.against,
         finite: opts.finite,
         failOn: opts.failOn === undefined ? undefined : parseFailOn(opts.failOn),
+        allowGlobals: opts.allowGlobal,
         crc: opts.crc,
         remote: await remoteSession(opts),
       });

@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';
-import { RESNET18_COUNTERS, fixturePath } from './helpers/fixtures.js';
+import { FIXTURES, RESNET18_COUNTERS, fixturePath } from './helpers/fixtures.js';
 import { flipBitInRecord } from './helpers/damage.js';
 import type { DiffReport } from '../src/commands/diff.js';
 import type { CheckReport } from '../src/commands/check.js';
@@ -80,15 +80,44 @@ describe('ckpt check', () => {
     const r = ckptJson<CheckReport>(['check', fixturePath('payload_os_system.pth')]);
     expect(r.code).toBe(1);
     expect(r.json.findings).toEqual([{ kind: 'unsafe', detail: expect.stringContaining('posix.system') }]);
-    expect(r.json.globals).toEqual([{ name: 'posix.system', verdict: 'dangerous' }]);
+    expect(r.json.globals).toEqual([{ name: 'posix.system', verdict: 'dangerous', allowed: false }]);
     if (!before) expect(existsSync(marker)).toBe(false);
   });
 
-  it('reports a pickled whole model\'s classes as non-torch globals without failing by default', () => {
+  it('fails a pickled whole model by default: its classes are outside the weights_only allowlist', () => {
     const r = ckptJson<CheckReport>(['check', fixturePath('full_model_pickle.pth')]);
-    expect(r.code).toBe(0);
-    expect(r.json.findings.every((f) => f.kind === 'global')).toBe(true);
-    expect(ckpt(['check', fixturePath('full_model_pickle.pth'), '--fail-on', 'global']).code).toBe(1);
+    expect(r.code).toBe(1);
+    expect(r.json.findings.map((f) => f.kind)).toEqual(['global', 'global', 'global', 'global']);
+    expect(r.json.globals.filter((g) => !g.allowed).map((g) => g.verdict)).toEqual(['unknown', 'unknown', 'unknown', 'unknown']);
+    expect(r.json.globals.find((g) => g.name === 'builtins.set')).toEqual({ name: 'builtins.set', verdict: 'allowed', allowed: true });
+    // --fail-on without `global` reports them without failing.
+    expect(ckpt(['check', fixturePath('full_model_pickle.pth'), '--fail-on', 'unsafe,corrupt']).code).toBe(0);
+  });
+
+  it('--allow-global accepts named classes, as add_safe_globals does', () => {
+    const classes = ['torch.nn.modules.container.Sequential', 'torch.nn.modules.linear.Linear', 'torch.nn.modules.batchnorm.BatchNorm1d'];
+    const some = ckptJson<CheckReport>(['check', fixturePath('full_model_pickle.pth'), ...classes.flatMap((c) => ['--allow-global', c])]);
+    expect(some.code).toBe(1);
+    expect(some.json.allow_globals).toEqual(classes);
+    expect(some.json.findings).toEqual([{ kind: 'global', detail: expect.stringContaining('torch.nn.modules.activation.ReLU') }]);
+    const every = ckpt(['check', fixturePath('full_model_pickle.pth'), ...[...classes, 'torch.nn.modules.activation.ReLU'].flatMap((c) => ['--allow-global', c])]);
+    expect(every.code).toBe(0);
+    expect(every.stdout).toContain('allowed   torch.nn.modules.container.Sequential, ');
+  });
+
+  it('--allow-global refuses a dangerous name: exit 2, one line saying why, nothing checked', () => {
+    const r = ckpt(['check', fixturePath('payload_os_system.pth'), '--allow-global', 'posix.system']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim()).toBe('error: --allow-global posix.system: it can run code or reach the system when torch.load imports it, so it cannot be allowed');
+  });
+
+  it('fails, by default, every global that runs code, plain or dotted (fixtures/differentials)', () => {
+    for (const name of ['global_dotted_torch_os_system', 'global_dotted_torch_serialization_os_system', 'global_pydoc_pipepager',
+      'global_logging_config_dictConfig', 'global_uuid_get_command_stdout', 'global_fx_forward_from_src']) {
+      const r = ckptJson<CheckReport>(['check', join(FIXTURES, 'differentials', `${name}.pth`)]);
+      expect({ name, code: r.code, kinds: r.json.findings.map((f) => f.kind), verdicts: r.json.globals.map((g) => g.verdict) }).toEqual({ name, code: 1, kinds: ['unsafe'], verdicts: ['dangerous'] });
+    }
   });
 
   it('--finite names the tensor with NaN and Inf and counts them', () => {

@@ -7,6 +7,7 @@ import { OPCODES } from '../src/pickle/opcodes.js';
 import { canStepOver, fetchedMemoSlots } from '../src/pickle/memo-scan.js';
 import { PyList, PyTuple } from '../src/pickle/value.js';
 import { error, load, p, u32 } from './helpers/pickle-bytes.js';
+import { describePy, hex, runPy } from './helpers/pickle-py.js';
 
 describe('fetchedMemoSlots', () => {
   it('knows how to step over every opcode of protocols 0-5', () => {
@@ -55,5 +56,20 @@ describe('fetchedMemoSlots', () => {
     // MEMOIZE numbers slots by how many there are: unread ones must be counted for the numbering to hold.
     const memoize = p(0x80, 4, 'K', 1, 0x94, 'K', 2, 0x94, 'K', 3, 0x94, 0x87, 'h', 2, 0x86, '.');
     expect(load(memoize)).toEqual(new PyTuple([new PyTuple([1, 2, 3]), 3]));
+  });
+});
+
+describePy('MEMOIZE numbering against CPython', () => {
+  // CPython stores MEMOIZE at memo_len, the number of distinct slots set (_Unpickler_MemoPut counts a slot
+  // once). A slot set twice must count once, whether or not the pre-scan keeps its value.
+  const cases: Array<[string, Uint8Array]> = [
+    ['an unread slot set twice', p(0x80, 4, 'K', 7, 'q', 5, 'q', 5, '0', 'K', 1, 0x94, 'K', 2, 0x94, 0x86, 'h', 1, 0x86, '.')],
+    ['a read slot set twice', p(0x80, 4, 'K', 7, 'q', 5, 'q', 5, 'K', 1, 0x94, 0x86, 'h', 1, 'h', 5, 0x87, '.')],
+    ['MEMOIZE onto a slot a PUT already set', p(0x80, 4, 'K', 7, 'q', 1, '0', 'K', 8, 0x94, 'K', 9, 0x94, 0x86, 'h', 1, 0x86, '.')],
+  ];
+  it.each(cases)('%s: the same value as pickle.loads', (_, bytes) => {
+    const python = runPy(`import pickle, json, sys\nprint(json.dumps(pickle.loads(bytes.fromhex(sys.argv[1] if len(sys.argv) > 1 else input()))))`, hex(bytes));
+    const toJson = (v: unknown): unknown => (v instanceof PyTuple ? v.items.map(toJson) : v);
+    expect(toJson(load(bytes))).toEqual(JSON.parse(python));
   });
 });

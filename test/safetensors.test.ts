@@ -233,7 +233,7 @@ const HOSTILE: Array<[string, Buffer, CheckpointErrorCode, RegExp]> = [
   ['duplicate keys', safetensors('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32x2), 'NOT_A_CHECKPOINT', /key "w" twice/],
   ['duplicate keys spelled differently (escape)', safetensors('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"\\u0077":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', f32x2), 'NOT_A_CHECKPOINT', /key "w" twice/],
   ['duplicate field inside an entry', safetensors('{"w":{"dtype":"F32","dtype":"I32","shape":[2],"data_offsets":[0,8]}}', f32x2), 'NOT_A_CHECKPOINT', /key "dtype" twice/],
-  ['nesting 100000 deep', safetensors(`{"w":${'['.repeat(100_000)}${']'.repeat(100_000)}}`), 'LIMIT', /nests deeper than 64/],
+  ['nesting 100000 deep', safetensors(`{"w":${'['.repeat(100_000)}${']'.repeat(100_000)}}`), 'LIMIT', /nests deeper than 127 levels/],
   ['unknown dtype', safetensors({ w: entry('F33', [2], [0, 8]) }, f32x2), 'BAD_TENSOR', /tensor w: unknown dtype "F33"/],
   ['sub-byte dtype F4', safetensors({ w: entry('F4', [16], [0, 8]) }, f32x2), 'UNSUPPORTED_FORMAT', /sub-byte dtype F4/],
   ['entry that is not an object', safetensors({ w: [1, 2] }, f32x2), 'BAD_TENSOR', /header entry is not an object/],

@@ -5,8 +5,8 @@ import { fetchedText } from './remote.js';
 
 const TITLES: Record<FindingKind, string> = {
   corrupt: 'corrupt',
-  unsafe: 'unsafe globals',
-  global: 'non-torch globals',
+  unsafe: 'unsafe globals (can run code)',
+  global: "globals outside torch's weights_only allowlist",
   nonfinite: 'non-finite values',
   missing: 'missing keys',
   unexpected: 'unexpected keys',
@@ -23,6 +23,7 @@ export function renderCheck(r: CheckReport): string {
   else lines.push(`records   ${c.records} checked${c.crc === 'verified' ? ', CRC-32 verified' : c.crc === 'absent' ? ', CRC-32 absent (written without checksums)' : ''}`);
   lines.push(`tensors   ${c.tensors}${c.finite ? ', scanned for NaN/Inf' : ''}`);
   if (c.against) lines.push(`against   ${c.against}`);
+  if (r.allow_globals.length) lines.push(`allowed   ${r.allow_globals.join(', ')} (--allow-global)`);
   for (const kind of Object.keys(TITLES) as FindingKind[]) {
     const found = r.findings.filter((f) => f.kind === kind);
     if (!found.length) continue;

@@ -1,6 +1,7 @@
 /**
  * `ckpt check FILE`: is it intact (every record present, of the right length, its CRC-32 as the directory
- * says, every view in range), is it safe (every global that is not plain torch, with its verdict), are its
+ * says, every view in range), is it safe (every global outside torch's weights_only allowlist fails it:
+ * `unsafe` when it is known to run code, `global` otherwise, unless named with --allow-global), are its
  * floats finite (--finite), and would it load with strict=True into an architecture (--against a
  * checkpoint or an inspect manifest). Exit 1 when a finding of a kind in --fail-on is present.
  */
@@ -10,7 +11,7 @@ import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
 import { CheckpointError } from '../io/errors.js';
 import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
-import { globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
+import { allowGlobalProblem, globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
 import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/reader.js';
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
@@ -25,8 +26,8 @@ import { ensureBudget, withFetched } from './remote.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
 export type FindingKind = (typeof FINDING_KINDS)[number];
-/** `global` (a non-torch global that is not known to be dangerous) is reported but fails only when asked. */
-export const DEFAULT_FAIL_ON: FindingKind[] = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'nonfinite', 'corrupt'];
+/** Every kind fails by default: a global outside the weights_only allowlist (`global`) included. */
+export const DEFAULT_FAIL_ON: FindingKind[] = [...FINDING_KINDS];
 
 export interface Finding {
   kind: FindingKind;
@@ -42,6 +43,8 @@ export interface CheckOptions {
   against?: string;
   finite?: boolean;
   failOn?: FindingKind[];
+  /** Full names of globals to accept although torch's allowlist lacks them (as add_safe_globals does); never dangerous ones. */
+  allowGlobals?: string[];
   /** Fetch and verify every record of a remote file too (local files are always verified). */
   crc?: boolean;
   /** How URLs are read, and what they cost (reported as `fetched`). */
@@ -57,10 +60,21 @@ export interface CheckReport {
   fail_on: FindingKind[];
   /** crc 'not fetched': a remote file's records were not read (pass --crc). */
   checked: { records: number; crc: 'verified' | 'absent' | 'not in format' | 'not fetched'; tensors: number; finite: boolean; against: string | null };
-  globals: Array<{ name: string; verdict: GlobalVerdict }>;
+  /** The names given with --allow-global. */
+  allow_globals: string[];
+  /** Every global that is not plain torch; `allowed`: it does not fail the check (on the allowlist, or named with --allow-global). */
+  globals: Array<{ name: string; verdict: GlobalVerdict; allowed: boolean }>;
   findings: Finding[];
   /** What reading URLs cost (absent for local files). */
   fetched?: FetchedReport;
+}
+
+/** --allow-global values: full dotted names, none of them dangerous (USAGE error, exit 2, otherwise). */
+export function checkAllowGlobals(names: readonly string[]): void {
+  for (const name of names) {
+    const problem = allowGlobalProblem(name);
+    if (problem) throw new CheckpointError('USAGE', '', `--allow-global ${name}: ${problem}`);
+  }
 }
 
 export function parseFailOn(list: string): FindingKind[] {
@@ -73,6 +87,9 @@ export function parseFailOn(list: string): FindingKind[] {
 
 export async function collectCheck(path: string, options: CheckOptions): Promise<{ report: CheckReport; exitCode: number }> {
   const failOn = options.failOn ?? DEFAULT_FAIL_ON;
+  const allowGlobals = options.allowGlobals ?? [];
+  checkAllowGlobals(allowGlobals);
+  const userAllowed = new Set(allowGlobals);
   const expected = options.against ? await loadArchitecture(options.against, options.remote) : null;
   const ckpt = await openCheckpoint(path, { strict: false, remote: options.remote });
   try {
@@ -80,10 +97,13 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
     const sd = findStateDict(ckpt.root, ckpt.path, options.key);
     if (options.crc) ensureBudget(options.remote, 'check --crc', [ckpt], ckpt.storages);
     const integrity = await checkRecords(ckpt, findings, Boolean(options.crc));
-    const globals = ckpt.globals.map((g) => ({ name: g.qualname, verdict: globalVerdict(g) })).filter((g) => g.verdict !== 'torch');
+    const globals = ckpt.globals
+      .map((g) => ({ name: g.qualname, verdict: globalVerdict(g) }))
+      .filter((g) => g.verdict !== 'torch')
+      .map((g) => ({ ...g, allowed: g.verdict === 'allowed' || (g.verdict === 'unknown' && userAllowed.has(g.name)) }));
     for (const g of globals) {
-      if (g.verdict === 'dangerous') findings.push({ kind: 'unsafe', detail: `${g.name}: torch.load(weights_only=False) would call it` });
-      else if (g.verdict === 'unknown') findings.push({ kind: 'global', detail: `${g.name}: not plain torch; torch.load(weights_only=True) refuses it` });
+      if (g.verdict === 'dangerous') findings.push({ kind: 'unsafe', detail: `${g.name}: can run code; torch.load(weights_only=False) would import and call it` });
+      else if (!g.allowed) findings.push({ kind: 'global', detail: `${g.name}: not on torch's weights_only allowlist; torch.load(weights_only=False) would import and call it (--allow-global ${g.name} accepts it if you trust it)` });
     }
     if (options.finite) {
       const scanned = sd.tensors.filter(([, t]) => t.dtype.kind === 'float' || t.dtype.kind === 'complex').map(([, t]) => t.storage);
@@ -99,6 +119,7 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
       key: sd.key,
       ok,
       fail_on: failOn,
+      allow_globals: allowGlobals,
       checked: { records: integrity.records, crc: integrity.crc, tensors: sd.tensors.length, finite: Boolean(options.finite), against: options.against ?? null },
       globals,
       findings,

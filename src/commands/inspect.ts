@@ -27,7 +27,7 @@ export interface InspectReport {
   locations: string[];
   /** Entries outside the state dict (and non-tensor entries inside it), summarised. */
   others: Array<{ key: string; value: string }>;
-  /** Every global that is not plain torch machinery, with its verdict. */
+  /** Every global that is not plain torch machinery, by full (resolved) name, with its verdict. */
   globals: Array<{ name: string; verdict: GlobalVerdict }>;
   /** What reading a URL cost (absent for local files). */
   fetched?: FetchedReport;
@@ -91,11 +91,11 @@ export function renderInspect(r: InspectReport): string {
 function verdictText(v: GlobalVerdict): string {
   switch (v) {
     case 'dangerous':
-      return 'DANGEROUS: torch.load(weights_only=False) would call it';
+      return 'DANGEROUS: can run code; torch.load(weights_only=False) would call it';
     case 'unknown':
-      return 'unknown: not plain torch; torch.load(weights_only=True) refuses it';
+      return "unknown: not on torch's weights_only allowlist (check fails on it)";
     case 'allowed':
-      return 'allowed by torch 2.x weights_only loading';
+      return "allowed: on torch 2.x's weights_only allowlist";
     default:
       return v;
   }

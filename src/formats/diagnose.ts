@@ -87,7 +87,8 @@ export async function diagnoseZip(source: ByteSource, error: CheckpointError): P
     const list = names.slice(0, 4).map((n) => n.slice(0, -4)).join(', ');
     return new CheckpointError('UNSUPPORTED_FORMAT', source.path, `a NumPy .npz archive (numpy.savez) of ${names.length} array${names.length === 1 ? '' : 's'} (${shown(list, SHOWN_CHARS)}${names.length > 4 ? ', ...' : ''}), not a PyTorch checkpoint; load it with numpy.load`);
   }
-  if (!error.detail.includes('data.pkl')) return error;
+  // A zip with no data.pkl anywhere is no checkpoint at all, whichever torch rule refused it first.
+  if (!error.detail.includes('data.pkl') && names.some((n) => n === 'data.pkl' || n.endsWith('/data.pkl'))) return error;
   return new CheckpointError('BAD_ZIP', source.path, `a zip archive of ${names.length} entries that is not a torch.save checkpoint (no data.pkl); first entry: ${shown(names[0] ?? '', SHOWN_CHARS)}`);
 }
 

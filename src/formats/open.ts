@@ -1,8 +1,11 @@
 /**
- * Sniff, then dispatch (torch-format.md §1, §9): zip local-header magic at offset 0, the legacy magic-number
- * pickle, a safetensors file (8-byte header length, then `{`), or the ancient tar layout, which is
- * recognised and refused. A path to a `.json` index of shard files opens the shards as one checkpoint
- * (sharded.ts). An http(s) URL goes wherever a path goes (http-source.ts).
+ * Sniff, then dispatch (torch-format.md §1, §9): zip local-header magic at offset 0 (what torch.load
+ * checks first); the legacy magic-number pickle; a safetensors file (8-byte header length, then `{` after
+ * JSON white space). torch.load hands every non-zip file to Python's tarfile before the legacy stream, so
+ * a file tarfile would open is refused (tar-header.ts): the legacy reader checks its first window, and any
+ * other file is checked here (torch's 0.1.x tar format). safetensors files are not torch.load's to read.
+ * A path to a `.json` index of shard files opens the shards as one checkpoint (sharded.ts). An http(s)
+ * URL goes wherever a path goes (http-source.ts).
  */
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,14 +19,12 @@ import { isLegacyMagic, openLegacy } from './torch-legacy/read.js';
 import { looksLikeSafetensors, openSafetensors } from './safetensors/read.js';
 import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded/read.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
-import { latin1 } from '../pickle/text.js';
+import { TAR_BLOCK, isTarToPython, tarRefusal } from './tar-header.js';
 import { diagnoseUnknown, diagnoseZip } from './diagnose.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
-const SNIFF_BYTES = 512;
 /** Enough for the zip local-header magic and the 15-byte legacy magic number. */
 const MAGIC_BYTES = 16;
-const TAR_MAGIC_OFFSET = 257;
 
 export async function openCheckpoint(path: string, options: OpenOptions = {}): Promise<Checkpoint> {
   return openFile(path, options, true);
@@ -54,12 +55,9 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
     });
   }
   if (isLegacyMagic(head)) return openLegacy(source, options);
-  // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
-  if (looksLikeSafetensors(head)) return openSafetensors(source, options);
-  head = await source.read(0, Math.min(SNIFF_BYTES, source.size));
-  if (head.length >= TAR_MAGIC_OFFSET + 5 && latin1(head, TAR_MAGIC_OFFSET, TAR_MAGIC_OFFSET + 5) === 'ustar') {
-    throw new CheckpointError('UNSUPPORTED_FORMAT', source.path, 'tar checkpoint from torch 0.1.x is not supported');
-  }
+  if (await looksLikeSafetensors(source, head)) return openSafetensors(source, options);
+  head = await source.read(0, Math.min(TAR_BLOCK, source.size));
+  if (isTarToPython(head)) throw tarRefusal(source.path, false);
   throw await diagnoseUnknown(source);
 }
 

@@ -23,9 +23,17 @@ export class Machine {
   readonly marks: number[] = [];
   base = 0;
   readonly memo: Array<PyValue | undefined> = [];
+  /**
+   * Distinct memo slots set so far: CPython's memo_len (`_Unpickler_MemoPut` counts a slot once, however
+   * often it is set), which is where MEMOIZE stores next. Kept exact whether or not a slot's value is kept.
+   */
   memoCount = 0;
+  /** Bitmap of the memo slots ever set (slots are small and dense; at most LIMITS.pickleMemo / 8 bytes). */
+  private setSlots = new Uint8Array(64);
   /** object → memo slots holding it; built only once a BUILD hook replaces its target. */
   private memoSlots: Map<object, number[]> | null = null;
+  /** The protocol of the last PROTO opcode (0 without one): CPython's find_class depends on it. */
+  proto = 0;
   readonly globals = new Map<string, PyGlobal>();
   /** Built-in decoder per distinct global (null: none), so a call costs no string building. */
   private readonly decoders = new Map<PyGlobal, Decoder | null>();
@@ -117,18 +125,13 @@ export class Machine {
     return this.stack.splice(this.closeMark());
   }
 
-  /** Memo index check shared by PUT, BINPUT, LONG_BINPUT and MEMOIZE. */
+  /** PUT, BINPUT, LONG_BINPUT and MEMOIZE (at memoCount): sets memo slot `index` to the top of the stack. */
   put(index: number): void {
     if (index > LIMITS.pickleMemo) throw this.error('LIMIT', `memo index ${index} is over the pickleMemo limit of ${LIMITS.pickleMemo}`);
     const v = this.top();
-    if (this.fetched && !this.fetched.has(index)) {
-      // Never read back: counted against the limit like any slot, but not kept alive.
-      if (++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
-      return;
-    }
-    if (this.memo[index] === undefined) {
-      if (++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
-    }
+    if (this.firstSet(index) && ++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
+    // A slot no GET reads back is counted but not kept alive.
+    if (this.fetched && !this.fetched.has(index)) return;
     this.memo[index] = v;
     if (this.memoSlots && typeof v === 'object' && v !== null) {
       const slots = this.memoSlots.get(v);
@@ -137,15 +140,39 @@ export class Machine {
     }
   }
 
+  /** Marks slot `index` as set; true the first time. */
+  private firstSet(index: number): boolean {
+    const byte = index >>> 3;
+    if (byte >= this.setSlots.length) {
+      const grown = new Uint8Array(Math.max(byte + 1, this.setSlots.length * 2));
+      grown.set(this.setSlots);
+      this.setSlots = grown;
+    }
+    const bit = 1 << (index & 7);
+    if (this.setSlots[byte]! & bit) return false;
+    this.setSlots[byte] = this.setSlots[byte]! | bit;
+    return true;
+  }
+
   get(index: number): void {
     const v = index < this.memo.length ? this.memo[index] : undefined;
     if (v === undefined) throw this.error('BAD_PICKLE', `reads memo slot ${index}, which was never set`);
     this.stack.push(v);
   }
 
-  /** A GLOBAL / INST / STACK_GLOBAL reference: mapped to Python 3 names, one PyGlobal per distinct name. */
+  /**
+   * A GLOBAL / INST / STACK_GLOBAL reference, named as CPython's find_class resolves it (Lib/pickle.py,
+   * Modules/_pickle.c): below protocol 3, Python 2 names are mapped to Python 3 ones (fix_imports); from
+   * protocol 4 a dotted name is an attribute walk from the module (`torch` + `os.system` is os.system,
+   * judged on the full name), below it getattr with the dotted string fails, so torch.load would fail and
+   * the file is refused. One PyGlobal per distinct name.
+   */
   global(module: string, name: string): PyGlobal {
-    const [mod, nm] = mapPython2Name(module, name);
+    const [mod, nm] = this.proto < 3 ? mapPython2Name(module, name) : [module, name];
+    if (nm.includes('.')) {
+      if (this.proto < 4) throw this.error('BAD_PICKLE', `names the global ${JSON.stringify(`${mod} ${nm}`.slice(0, 120))}: below protocol 4 CPython cannot resolve a dotted name (torch.load fails on it)`);
+      if (nm.split('.').some((part) => part === '' || part === '<locals>')) throw this.error('BAD_PICKLE', `names the global ${JSON.stringify(`${mod} ${nm}`.slice(0, 120))}, which CPython cannot resolve`);
+    }
     const key = `${mod}\n${nm}`;
     let g = this.globals.get(key);
     if (!g) {

@@ -89,6 +89,7 @@ function run(m: Machine): PyValue {
       case 0x80: { // PROTO
         const v = m.u8();
         if (v > 5) throw m.error('BAD_PICKLE', `declares unsupported protocol ${v}`);
+        m.proto = v;
         break;
       }
       case 0x95: // FRAME: a read-ahead hint

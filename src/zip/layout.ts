@@ -29,8 +29,14 @@ export const U32_SATURATED = 0xffffffff;
 
 export const FLAG_ENCRYPTED = 0x0001;
 export const FLAG_DATA_DESCRIPTOR = 0x0008;
+/** "Compressed patched data": miniz refuses to extract such an entry. */
+export const FLAG_PATCH_DATA = 0x0020;
 export const FLAG_STRONG_ENCRYPTION = 0x0040;
 export const FLAG_UTF8_NAME = 0x0800;
+/** "Local header values masked" (central directory encryption): miniz refuses the whole archive. */
+export const FLAG_MASKED_LOCAL_HEADER = 0x2000;
+/** DOS "directory" bit of the external attributes: miniz extracts nothing for such an entry. */
+export const EXTERNAL_ATTRIBUTE_DIRECTORY = 0x10;
 
 export const METHOD_STORED = 0;
 export const METHOD_DEFLATE = 8;

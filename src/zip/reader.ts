@@ -6,13 +6,26 @@
  * touched until an entry's data is asked for. Sizes always come from the central directory (torch's
  * local headers hold zeros and set the data-descriptor flag, torch-format.md §2.3). Every count,
  * size and offset is checked against the file and LIMITS before it is used.
+ *
+ * torch reads zips with miniz 3.0.2 (third_party/miniz-3.0.2/miniz.c); wherever miniz would see a
+ * different archive than a by-the-book reader, this reader refuses the file instead of guessing:
+ * - end record: miniz takes the last "PK\5\6" with at least 22 bytes after it
+ *   (mz_zip_reader_locate_header_sig), APPNOTE the one whose comment reaches the end of the file; a
+ *   signature between the two (inside the comment) makes them different records;
+ * - names: mz_zip_reader_locate_file compares names ASCII case-insensitively (binary search over the
+ *   case-folded sorted names), so names equal under ASCII case folding are duplicates, and lookups
+ *   (findEntry) fold case like miniz;
+ * - entries miniz extracts as nothing (the DOS directory attribute, a name ending in "/", no compressed
+ *   bytes) while declaring data: torch would get uninitialised memory where we would read the bytes;
+ * - disk numbers, flags and zip64 fields that make miniz refuse the whole archive.
  */
 import { createInflateRaw, crc32, inflateRawSync } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
 import {
-  CENTRAL_HEADER_SIZE, END_RECORD_SIZE, FLAG_ENCRYPTED, FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
+  CENTRAL_HEADER_SIZE, END_RECORD_SIZE, EXTERNAL_ATTRIBUTE_DIRECTORY, FLAG_ENCRYPTED, FLAG_MASKED_LOCAL_HEADER, FLAG_PATCH_DATA,
+  FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
   METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeEndRecord,
   decodeZip64EndRecord, decodeZip64Extra, decodeZip64Locator, type EndRecordValues,
 } from './layout.js';
@@ -29,10 +42,21 @@ export interface ZipEntry {
 
 export interface ZipDirectory {
   entries: ZipEntry[];
+  /** Entries by ASCII case-folded name (foldName), as miniz looks them up; use findEntry. */
   byName: Map<string, ZipEntry>;
-  /** archive prefix: text before the first '/' of the first central-directory entry (torch's rule); fallback: the folder of the only entry ending in '/data.pkl' */
+  /** Text before the first '/' of the first central-directory entry (torch's archive name); '' when there is no '/'. */
   prefix: string;
   centralDirectoryOffset: number;
+}
+
+/** miniz's MZ_TOLOWER: A-Z only, byte by byte (names are UTF-8, whose multi-byte sequences never hold A-Z). */
+export function foldName(name: string): string {
+  return /[A-Z]/.test(name) ? name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : name;
+}
+
+/** The entry miniz's mz_zip_reader_locate_file finds for `name` (case-insensitive; duplicates were refused). */
+export function findEntry(dir: ZipDirectory, name: string): ZipEntry | undefined {
+  return dir.byName.get(foldName(name));
 }
 
 /** Largest buffer computeEntryCrc streams through. */
@@ -87,19 +111,32 @@ async function locateCentralDirectory(source: ByteSource): Promise<CentralDirect
     if (view.getUint32(at, true) === SIGNATURE.endRecord && at + END_RECORD_SIZE + view.getUint16(at + 20, true) === tailLength) break;
   }
   if (at < lowest) throw await missingEndRecord(source, view, tailLength);
+  // miniz takes the last signature with a whole record's room after it: any later one (inside the
+  // comment) is a second end record that torch would read instead.
+  for (let later = tailLength - END_RECORD_SIZE; later > at; later--) {
+    if (view.getUint32(later, true) === SIGNATURE.endRecord) {
+      throw bad(`a second end-of-central-directory record at byte ${tailStart + later} sits in the zip comment of the one at byte ${tailStart + at}: torch (miniz) reads the second, other zip readers the first; refusing an archive that reads two ways`);
+    }
+  }
   const endRecordOffset = tailStart + at;
   const end = decodeEndRecord(view, at);
-  if ((end.diskNumber !== 0 && end.diskNumber !== U16_SATURATED) || (end.centralDirectoryDisk !== 0 && end.centralDirectoryDisk !== U16_SATURATED)) {
-    throw bad(`multi-disk archives are not supported (disk ${end.diskNumber}, central directory on disk ${end.centralDirectoryDisk})`);
-  }
   if (end.entriesOnDisk !== end.entryCount) throw bad(`end record declares ${end.entryCount} entries but ${end.entriesOnDisk} on this disk`);
 
   let location: CentralDirectoryLocation = { ...end, endRecordsStart: endRecordOffset };
+  let zip64 = false;
   const locatorOffset = endRecordOffset - ZIP64_LOCATOR_SIZE;
   if (locatorOffset >= 0) {
     const locatorBytes = locatorOffset >= tailStart ? view : await viewAt(source, locatorOffset, ZIP64_LOCATOR_SIZE);
     const locator = decodeZip64Locator(locatorBytes, locatorOffset >= tailStart ? locatorOffset - tailStart : 0);
-    if (locator.signatureOk) location = await followZip64Locator(source, locator, locatorOffset, end, view, tailStart);
+    if (locator.signatureOk) {
+      location = await followZip64Locator(source, locator, locatorOffset, end, view, tailStart);
+      zip64 = true;
+    }
+  }
+  // Without zip64 records miniz takes the disk numbers from the classic record (0 is the only value
+  // we accept; with zip64 records miniz ignores these fields and the zip64 ones must be 0).
+  if (!zip64 && (end.diskNumber !== 0 || end.centralDirectoryDisk !== 0)) {
+    throw bad(`multi-disk archives are not supported (disk ${end.diskNumber}, central directory on disk ${end.centralDirectoryDisk})`);
   }
 
   const { entryCount, centralDirectoryOffset: cdOffset, centralDirectorySize: cdSize, endRecordsStart } = location;
@@ -122,7 +159,8 @@ async function followZip64Locator(
 ): Promise<CentralDirectoryLocation> {
   const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, detail);
   const offset = locator.zip64EndRecordOffset;
-  if (locator.zip64EndRecordDisk !== 0 || locator.diskCount > 1) throw bad(`multi-disk archives are not supported (zip64 locator names ${locator.diskCount} disks)`);
+  // miniz requires exactly one disk here (MZ_ZIP_UNSUPPORTED_MULTIDISK otherwise, 0 included).
+  if (locator.zip64EndRecordDisk !== 0 || locator.diskCount !== 1) throw bad(`multi-disk archives are not supported (zip64 locator names ${locator.diskCount} disks)`);
   if (offset + ZIP64_END_RECORD_SIZE > locatorOffset) {
     throw bad(`zip64 locator points to byte ${offset}, outside the ${locatorOffset} bytes before it`);
   }
@@ -187,6 +225,8 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
     const nameLength = view.getUint16(at + 28, true);
     const extraLength = view.getUint16(at + 30, true);
     const commentLength = view.getUint16(at + 32, true);
+    const diskStart = view.getUint16(at + 34, true);
+    const externalAttributes = view.getUint32(at + 38, true);
     const localHeaderOffset32 = view.getUint32(at + 42, true);
     const nameStart = at + CENTRAL_HEADER_SIZE;
     const extraStart = nameStart + nameLength;
@@ -196,6 +236,8 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
     const name = decodeName(text, nameStart, extraStart);
     if (name === null) throw bad(`central directory entry ${i} has a name that is not valid UTF-8`);
     if (name === '') throw bad(`central directory entry ${i} has an empty name`);
+    // torch passes names to miniz as C strings: a NUL would cut a lookup short.
+    if (name.includes('\0')) throw bad(`central directory entry ${i} has a name with a NUL byte`);
 
     let size = size32, compressedSize = compressedSize32, localHeaderOffset = localHeaderOffset32;
     if (size32 === U32_SATURATED || compressedSize32 === U32_SATURATED || localHeaderOffset32 === U32_SATURATED) {
@@ -205,23 +247,39 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
       // Without a zip64 block a saturated field is taken literally, as Python's zipfile does.
       if (zip64) ({ size = size, compressedSize = compressedSize, localHeaderOffset = localHeaderOffset } = zip64);
     }
-    if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION)) throw bad(`entry '${name}' is encrypted`);
+    if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_LOCAL_HEADER)) throw bad(`entry '${name}' is encrypted`);
+    if (flags & FLAG_PATCH_DATA) throw bad(`entry '${name}' is flagged as compressed patch data, which torch's zip reader does not extract`);
     if (method !== METHOD_STORED && method !== METHOD_DEFLATE) throw bad(`entry '${name}' uses compression method ${method}; only stored (0) and deflate (8) are supported`);
     if (method === METHOD_STORED && compressedSize !== size) throw bad(`entry '${name}' is stored but declares ${compressedSize} compressed and ${size} uncompressed bytes`);
+    if (compressedSize === 0 && size > 0) throw bad(`entry '${name}' declares ${size} bytes but no compressed data: torch's zip reader would extract nothing`);
+    // miniz (mz_zip_reader_read_central_dir) refuses the archive unless an entry starts on disk 0 or 1.
+    if (diskStart !== 0 && diskStart !== 1) throw bad(`multi-disk archives are not supported (entry '${name}' starts on disk ${diskStart})`);
+    if (size > 0 && ((externalAttributes & EXTERNAL_ATTRIBUTE_DIRECTORY) !== 0 || name.endsWith('/'))) {
+      throw bad(`entry '${name}' is marked as a directory but declares ${size} bytes: torch's zip reader would extract nothing for it`);
+    }
     const start = localHeaderOffset;
     const minimalEnd = start + LOCAL_HEADER_SIZE + nameLength + compressedSize;
     if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) throw bad(`entry '${name}': local header offset ${start} is beyond the central directory at ${cdOffset}`);
     if (!(minimalEnd <= cdOffset)) throw bad(`entry '${name}': ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
     const entry: ZipEntry = { name, method, flags, compressedSize, size, crc32: crc, localHeaderOffset };
     entries[i] = entry;
-    byName.set(name, entry); // one hash lookup instead of has() + set(): a duplicate leaves the size unchanged
-    if (byName.size !== i + 1) throw bad(`duplicate entry name '${name}'`);
+    const folded = foldName(name);
+    byName.set(folded, entry); // one hash lookup instead of has() + set(): a duplicate leaves the size unchanged
+    if (byName.size !== i + 1) throw duplicateName(path, entries, i, folded);
     extents.starts[i] = start;
     extents.ends[i] = minimalEnd;
     at = next;
   }
   if (at !== cd.length) throw bad(`entry count inconsistent: ${cd.length - at} bytes of the central directory follow its ${entryCount} declared entries`);
   return { entries, byName, extents };
+}
+
+/** Entry `i` folds to the same name as an earlier one: the same name twice, or two spellings miniz cannot tell apart. */
+function duplicateName(path: string, entries: ZipEntry[], i: number, folded: string): CheckpointError {
+  const name = entries[i]!.name;
+  const earlier = entries.slice(0, i).find((e) => foldName(e.name) === folded)!.name;
+  if (earlier === name) return new CheckpointError('BAD_ZIP', path, `duplicate entry name '${name}'`);
+  return new CheckpointError('BAD_ZIP', path, `entries '${earlier}' and '${name}' differ only in letter case: torch's zip reader (miniz) looks names up case-insensitively, so which of them torch reads depends on its sort order; refusing`);
 }
 
 /** ASCII names (all of torch's) take the fast latin1 path; anything else must be valid UTF-8. */
@@ -258,13 +316,11 @@ function checkExtents(path: string, entries: ZipEntry[], extents: { starts: Floa
   }
 }
 
+/** torch's archive name: the first central-directory entry's name up to its first '/' (PyTorchStreamReader::init). */
 function archivePrefix(entries: ZipEntry[]): string {
-  const first = entries[0]?.name;
-  if (first === undefined) return '';
+  const first = entries[0]?.name ?? '';
   const slash = first.indexOf('/');
-  if (slash > 0) return first.slice(0, slash);
-  const pickles = entries.filter((e) => e.name.endsWith('/data.pkl'));
-  return pickles.length === 1 ? pickles[0]!.name.slice(0, -'/data.pkl'.length) : '';
+  return slash < 0 ? '' : first.slice(0, slash);
 }
 
 export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {

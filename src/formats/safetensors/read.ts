@@ -4,8 +4,10 @@
  * buffer, END exclusive) plus an optional `__metadata__` map of strings. Validation follows the Rust crate
  * (`safetensors/src/tensor.rs`): known dtype codes, whole-byte sizes equal to numel × element size, and,
  * sorted by offset, tensors that tile the data buffer from 0 to the end of the file with no hole, no
- * overlap and nothing after. Only the header is read when opening; each tensor is a lazy reference with its
- * own storage, contiguous, in the header's key order.
+ * overlap and nothing after. The header's JSON is read as serde_json reads it (header-json.ts): leading
+ * white space is fine, `1.0` or `1e0` is no size, a shape whose element count overflows 64 bits is
+ * refused even when a later dimension is 0 (`try_fold(1, usize::checked_mul)`). Only the header is read
+ * when opening; each tensor is a lazy reference with its own storage, contiguous, in the header's key order.
  */
 import { CheckpointError } from '../../io/errors.js';
 import { LIMITS } from '../../io/limits.js';
@@ -14,19 +16,37 @@ import { PyDict } from '../../pickle/value.js';
 import type { StorageRecord, StorageRef, TensorRef } from '../../model/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 import { type DType, dtypeBySafetensors } from '../../tensor/dtype.js';
+import { JsonBigInteger, JsonError, type JsonValue, isJsonWhiteSpace, parseHeaderJson } from './header-json.js';
 
 /** The Rust crate's MAX_HEADER_SIZE. */
 export const SAFETENSORS_MAX_HEADER = 100_000_000;
 const LENGTH_BYTES = 8;
-/** A real header nests 3 deep (top object, entry object, shape array); this only stops stack-depth tricks. */
-const MAX_HEADER_DEPTH = 64;
 const METADATA_KEY = '__metadata__';
+const U64_MAX = (1n << 64n) - 1n;
+/** How much of a header sniffing reads at a time while it skips leading white space. */
+const SNIFF_CHUNK = 64 << 10;
+const OPEN_BRACE = 0x7b;
 /** Sub-byte codes the format defines but no torch dtype here represents. */
 const SUB_BYTE_CODES = new Set(['F4', 'F6_E2M3', 'F6_E3M2']);
 
-/** What the first bytes of a safetensors file look like: an 8-byte length, then the header's `{`. */
-export function looksLikeSafetensors(head: Uint8Array): boolean {
-  return head.length > LENGTH_BYTES && head[LENGTH_BYTES] === 0x7b;
+/**
+ * A safetensors file: an 8-byte header length, then the header, whose first character after JSON white
+ * space is `{` (serde_json skips leading white space, so the Rust crate reads such a header). `head` holds
+ * the file's first bytes; more of the header is read only when it starts with white space.
+ */
+export async function looksLikeSafetensors(source: ByteSource, head: Uint8Array): Promise<boolean> {
+  if (head.length <= LENGTH_BYTES) return false;
+  if (head[LENGTH_BYTES] === OPEN_BRACE) return true;
+  if (!isJsonWhiteSpace(head[LENGTH_BYTES]!)) return false;
+  const declared = new DataView(head.buffer, head.byteOffset, LENGTH_BYTES).getBigUint64(0, true);
+  if (declared > BigInt(Math.min(SAFETENSORS_MAX_HEADER, source.size - LENGTH_BYTES))) return false;
+  const end = LENGTH_BYTES + Number(declared);
+  for (let at = LENGTH_BYTES; at < end; at += SNIFF_CHUNK) {
+    const chunk = await source.read(at, Math.min(SNIFF_CHUNK, end - at));
+    const first = chunk.findIndex((b) => !isJsonWhiteSpace(b));
+    if (first >= 0) return chunk[first] === OPEN_BRACE;
+  }
+  return false;
 }
 
 interface Entry {
@@ -60,21 +80,23 @@ export async function openSafetensors(source: ByteSource, _options: OpenOptions 
   } catch {
     throw fail('NOT_A_CHECKPOINT', 'safetensors header is not valid UTF-8');
   }
-  const scan = scanJson(text);
-  if (scan.maxDepth > MAX_HEADER_DEPTH) throw fail('LIMIT', `safetensors header nests deeper than ${MAX_HEADER_DEPTH} levels`);
-  let parsed: unknown;
+  let parsed: JsonValue;
+  let duplicate: string | null;
   try {
-    parsed = JSON.parse(text);
+    ({ value: parsed, duplicate } = parseHeaderJson(text));
   } catch (e) {
-    throw fail('NOT_A_CHECKPOINT', `safetensors header is not valid JSON (${(e as Error).message.split('\n')[0]})`);
+    if (!(e instanceof JsonError)) throw e;
+    if (e.depthExceeded) throw fail('LIMIT', `safetensors header ${e.message} (serde_json's recursion limit)`);
+    throw fail('NOT_A_CHECKPOINT', `safetensors header is not valid JSON (${e.message})`);
   }
-  if (!isObject(parsed)) throw fail('NOT_A_CHECKPOINT', 'safetensors header is not a JSON object');
-  if (scan.duplicate !== null) throw fail('NOT_A_CHECKPOINT', `safetensors header has the key ${JSON.stringify(scan.duplicate)} twice`);
+  if (!(parsed instanceof Map)) throw fail('NOT_A_CHECKPOINT', 'safetensors header is not a JSON object');
+  // serde: a repeated __metadata__ or entry field is an error, a repeated tensor name silently keeps the last.
+  if (duplicate !== null) throw fail('NOT_A_CHECKPOINT', `safetensors header has the key ${JSON.stringify(duplicate)} twice`);
 
-  const metadata = readMetadata(parsed[METADATA_KEY], fail);
-  const names = scan.topKeys.filter((k) => k !== METADATA_KEY);
+  const metadata = readMetadata(parsed.get(METADATA_KEY), fail);
+  const names = [...parsed.keys()].filter((k) => k !== METADATA_KEY);
   if (names.length > LIMITS.tensors) throw fail('LIMIT', `more than ${LIMITS.tensors} tensors (tensors)`);
-  const entries = names.map((name) => readEntry(name, parsed[name], fail));
+  const entries = names.map((name) => readEntry(name, parsed.get(name)!, fail));
 
   // Sorted by offsets, the tensors must tile [0, data size) exactly (Rust: validate()).
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -132,56 +154,74 @@ export async function openSafetensors(source: ByteSource, _options: OpenOptions 
 
 type Fail = (code: CheckpointError['code'], detail: string) => CheckpointError;
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 /** `__metadata__`: absent, null, or an object whose values are all strings (Rust: HashMap<String, String>). */
-function readMetadata(v: unknown, fail: Fail): Map<string, string> | null {
+function readMetadata(v: JsonValue | undefined, fail: Fail): Map<string, string> | null {
   if (v === undefined || v === null) return null;
-  if (!isObject(v)) throw fail('NOT_A_CHECKPOINT', `safetensors ${METADATA_KEY} is not a map of strings`);
+  if (!(v instanceof Map)) throw fail('NOT_A_CHECKPOINT', `safetensors ${METADATA_KEY} is not a map of strings`);
   const out = new Map<string, string>();
-  for (const [k, x] of Object.entries(v)) {
+  for (const [k, x] of v) {
     if (typeof x !== 'string') throw fail('NOT_A_CHECKPOINT', `safetensors ${METADATA_KEY} value ${JSON.stringify(k)} is not a string`);
     out.set(k, x);
   }
   return out;
 }
 
-function readEntry(name: string, v: unknown, fail: Fail): Entry {
+/** A usize to serde: an unsigned integer token below 2^64 (JsonBigInteger when it is 2^53 or more); null otherwise. */
+function usize(v: JsonValue): bigint | null {
+  if (typeof v === 'number') return BigInt(v);
+  if (v instanceof JsonBigInteger) {
+    const n = BigInt(v.text);
+    return n <= U64_MAX ? n : null;
+  }
+  return null;
+}
+
+function shown(v: JsonValue): string {
+  if (v instanceof Map) return 'an object';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object' && v !== null) return v.text.slice(0, 40);
+  return JSON.stringify(v)?.slice(0, 40) ?? String(v);
+}
+
+function readEntry(name: string, v: JsonValue, fail: Fail): Entry {
   const where = `safetensors tensor ${name}`;
-  if (!isObject(v)) throw fail('BAD_TENSOR', `${where}: header entry is not an object`);
-  const code = v.dtype;
+  if (!(v instanceof Map)) throw fail('BAD_TENSOR', `${where}: header entry is not an object`);
+  const code = v.get('dtype');
   if (typeof code !== 'string') throw fail('BAD_TENSOR', `${where}: dtype is missing or not a string`);
   if (SUB_BYTE_CODES.has(code)) throw fail('UNSUPPORTED_FORMAT', `${where}: sub-byte dtype ${code} is not supported`);
   const dtype = dtypeBySafetensors(code);
   if (!dtype) throw fail('BAD_TENSOR', `${where}: unknown dtype ${JSON.stringify(code.slice(0, 20))}`);
 
-  const shape = v.shape;
+  const shape = v.get('shape');
   if (!Array.isArray(shape)) throw fail('BAD_TENSOR', `${where}: shape is missing or not a list`);
   if (shape.length > LIMITS.tensorRank) throw fail('LIMIT', `${where}: rank ${shape.length} exceeds tensorRank (${LIMITS.tensorRank})`);
-  let numel = 1;
+  // Rust: shape.iter().try_fold(1usize, usize::checked_mul), then checked_mul by the dtype's size: an
+  // overflow anywhere refuses the file, even if a later dimension is 0.
+  let numel = 1n;
   for (const s of shape) {
-    if (!isCount(s)) throw fail('BAD_TENSOR', `${where}: shape holds ${JSON.stringify(s)}, not a non-negative integer`);
-    numel *= s;
+    const dim = usize(s);
+    if (dim === null) throw fail('BAD_TENSOR', `${where}: shape holds ${shown(s)}, not a non-negative integer (the safetensors library refuses it)`);
+    numel *= dim;
+    if (numel > U64_MAX) throw fail('LIMIT', `${where}: shape [${shape.map(shown).join(', ')}] is too large: its element count overflows 64 bits (the safetensors library refuses it)`);
   }
-  const bytes = numel * dtype.itemSize;
-  if (!Number.isSafeInteger(bytes)) throw fail('LIMIT', `${where}: shape [${shape.join(', ')}] is too large to address (storageBytes)`);
+  const bigBytes = numel * BigInt(dtype.itemSize);
+  if (bigBytes > U64_MAX) throw fail('LIMIT', `${where}: shape [${shape.map(shown).join(', ')}] of ${code} is too large: its byte size overflows 64 bits`);
+  if (bigBytes > BigInt(Number.MAX_SAFE_INTEGER) || !shape.every((s) => typeof s === 'number')) {
+    throw fail('LIMIT', `${where}: shape [${shape.map(shown).join(', ')}] is too large to address (storageBytes)`);
+  }
+  const bytes = Number(bigBytes);
 
-  const offsets = v.data_offsets;
-  if (!Array.isArray(offsets) || offsets.length !== 2 || !isCount(offsets[0]) || !isCount(offsets[1])) {
+  const offsets = v.get('data_offsets');
+  if (!Array.isArray(offsets) || offsets.length !== 2 || usize(offsets[0]!) === null || usize(offsets[1]!) === null) {
     throw fail('BAD_TENSOR', `${where}: data_offsets must be [BEGIN, END] with non-negative integers`);
   }
+  if (typeof offsets[0] !== 'number' || typeof offsets[1] !== 'number') throw fail('LIMIT', `${where}: data_offsets [${offsets.map(shown).join(', ')}] are too large to address`);
   const [begin, end] = offsets as [number, number];
   if (end < begin) throw fail('BAD_TENSOR', `${where}: data_offsets [${begin}, ${end}] end before they begin`);
   if (end - begin !== bytes) {
     throw fail('BAD_TENSOR', `${where}: data_offsets [${begin}, ${end}] hold ${end - begin} bytes but shape [${shape.join(', ')}] of ${code} needs ${bytes}`);
   }
   return { name, dtype, shape: shape as number[], begin, end };
-}
-
-function isCount(v: unknown): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
 function contiguousStrides(shape: readonly number[]): number[] {
@@ -192,56 +232,4 @@ function contiguousStrides(shape: readonly number[]): number[] {
     s *= Math.max(shape[i] as number, 1);
   }
   return stride;
-}
-
-/**
- * One lexical pass over the header text, before JSON.parse: the top-level keys in the order they are
- * written (a JS object would put integer-like names such as "0" first), the first key that an object
- * repeats (JSON.parse silently keeps the last one; the format forbids duplicates), and the nesting depth
- * (so JSON.parse never recurses deeply). Keys are compared after unescaping ("\u0061" equals "a").
- * Garbage text gives some answer; JSON.parse then rejects it.
- */
-export function scanJson(text: string): { topKeys: string[]; duplicate: string | null; maxDepth: number } {
-  const stack: Array<Set<string> | null> = []; // a Set per open object, null per open array
-  const topKeys: string[] = [];
-  let duplicate: string | null = null;
-  let expectKey = false;
-  let maxDepth = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22) {
-      let j = i + 1;
-      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
-      if (expectKey) {
-        const keys = stack[stack.length - 1];
-        let key: string;
-        try {
-          key = JSON.parse(text.slice(i, j + 1)) as string;
-        } catch {
-          key = text.slice(i + 1, j);
-        }
-        if (keys) {
-          if (keys.has(key) && duplicate === null) duplicate = key;
-          keys.add(key);
-          if (stack.length === 1) topKeys.push(key);
-        }
-        expectKey = false;
-      }
-      i = j;
-    } else if (c === 0x7b /* { */) {
-      stack.push(new Set());
-      maxDepth = Math.max(maxDepth, stack.length);
-      expectKey = true;
-    } else if (c === 0x5b /* [ */) {
-      stack.push(null);
-      maxDepth = Math.max(maxDepth, stack.length);
-      expectKey = false;
-    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      stack.pop();
-      expectKey = false;
-    } else if (c === 0x2c /* , */) {
-      expectKey = stack[stack.length - 1] instanceof Set;
-    }
-  }
-  return { topKeys, duplicate, maxDepth };
 }

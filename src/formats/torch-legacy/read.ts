@@ -19,6 +19,7 @@ import { PyDict, PyList, type PyValue } from '../../pickle/value.js';
 import { TorchDecoder } from '../torch-rebuild.js';
 import type { StorageRecord, StorageRef } from '../../model/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
+import { TAR_BLOCK, isTarToPython, tarRefusal } from '../tar-header.js';
 
 export const LEGACY_MAGIC = Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]);
 const PROTOCOL_VERSION = 1001;
@@ -33,6 +34,9 @@ export function isLegacyMagic(head: Uint8Array): boolean {
 export async function openLegacy(source: ByteSource, options: OpenOptions): Promise<Checkpoint> {
   const path = source.path;
   const window = new GrowingWindow(source);
+  // torch.load tries tarfile before the legacy stream: a legacy file whose first block is also a valid
+  // tar header (a pickled string can hold one) is a tar archive to torch.
+  if (isTarToPython(await window.head(TAR_BLOCK))) throw tarRefusal(path, true);
   let pos = LEGACY_MAGIC.length;
 
   const protocol = await window.unpickleAt(pos);
@@ -134,9 +138,19 @@ class GrowingWindow {
 
   constructor(private readonly source: ByteSource) {}
 
+  /** The first `n` bytes (fewer if the file is shorter), from the first window. */
+  async head(n: number): Promise<Uint8Array> {
+    await this.fill();
+    return this.bytes.subarray(0, n);
+  }
+
+  private async fill(): Promise<void> {
+    if (this.bytes.length === 0) this.bytes = await this.source.read(0, Math.min(this.source.size, LIMITS.legacyPrefixBytes, FIRST_WINDOW));
+  }
+
   async unpickleAt(start: number, makeHooks?: () => ReturnType<TorchDecoder['hooks']>): Promise<UnpickleResult> {
     const limit = Math.min(this.source.size, LIMITS.legacyPrefixBytes);
-    if (this.bytes.length === 0) this.bytes = await this.source.read(0, Math.min(limit, FIRST_WINDOW));
+    await this.fill();
     for (;;) {
       try {
         return unpickle(this.bytes, { path: this.source.path, start, hooks: makeHooks?.() });
