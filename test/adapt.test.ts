@@ -12,6 +12,7 @@ import { ADAPT_RULES, type AdaptOptions, parseAdapt, parseSelectRows, planAdapta
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';
+import { python, skipInterop } from './helpers/torch.js';
 import { fixturePath } from './helpers/fixtures.js';
 import type { MergeReport } from '../src/commands/merge.js';
 
@@ -182,6 +183,45 @@ describe('merge --adapt / --select-rows through the CLI', () => {
     const { json } = ckptJson<MergeReport>(['merge', pre, tgt, '--dry-run']);
     expect(json.adapted).toEqual([]);
     expect(json.summary).toMatchObject({ adapted: 0, unexpected_benign: 0, mismatched: 2 });
+  });
+});
+
+describe.skipIf(skipInterop)('a target key tied to an adapted one', () => {
+  const dir = tempDir('ckpt-adapt-tied-');
+
+  it('takes the adapted value in the same storage (benign tied-weight), so load_state_dict keeps the adaptation', () => {
+    // fixtures/tied_lm.pth ties lm_head.weight to embed.weight [50, 8]; the pretrained file stores only a 40-row embed.
+    const pre = join(dir, 'lm40.pth');
+    python(
+      `import sys, torch
+from collections import OrderedDict
+g = torch.Generator().manual_seed(3)
+torch.save(OrderedDict([('embed.weight', torch.randn(40, 8, generator=g)), ('norm.weight', torch.randn(8, generator=g)), ('norm.bias', torch.randn(8, generator=g))]), sys.argv[1])`,
+      [pre],
+    );
+    const out = join(dir, 'tied.pth');
+    const { code, json } = ckptJson<MergeReport>(['merge', pre, fixturePath('tied_lm.pth'), '-o', out, '--adapt', 'rows', '--new-rows', 'mean']);
+    expect(code).toBe(0);
+    expect(json.adapted.map((a) => a.key)).toEqual(['embed.weight']);
+    expect(json.missing).toEqual([expect.objectContaining({ key: 'lm_head.weight', benign: true, reason: 'tied-weight', tied_to: 'embed.weight' })]);
+    expect(json.summary).toMatchObject({ missing: 1, missing_benign: 1, adapted: 1 });
+    const verdict = python(
+      `import sys, torch
+out, pre = torch.load(sys.argv[1], weights_only=True), torch.load(sys.argv[2], weights_only=True)
+e, h = out['embed.weight'], out['lm_head.weight']
+class LM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.lm_head = torch.nn.Linear(8, 50, bias=False)
+        self.lm_head.weight = self.embed.weight
+m = LM()
+m.load_state_dict(out, strict=True)
+print(e.data_ptr() == h.data_ptr(), torch.equal(e[:40], pre['embed.weight']), torch.allclose(e[40:], pre['embed.weight'].mean(0).expand(10, 8), rtol=0, atol=1e-6), torch.equal(m.lm_head.weight, e))`,
+      [out, pre],
+    );
+    expect(verdict.trim()).toBe('True True True True');
   });
 });
 

@@ -13,7 +13,7 @@ import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
-import { type AdaptOptions, type AdaptedKey, planAdaptations } from '../match/adapt.js';
+import { type AdaptOptions, type AdaptedKey, planAdaptations, tieToAdapted } from '../match/adapt.js';
 import { type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
 import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
@@ -181,6 +181,7 @@ function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: 
     adapted = plan.adapted;
     result.loaded = plan.loaded;
     result.mismatched = plan.mismatched;
+    tieToAdapted(result.missing, adapted, targetInfoList);
   }
   const failure = policyFailure(result, adapted, options);
   const needsHint = failure !== null && (result.tied.length > 0 || result.loaded.length + adapted.length === 0);

@@ -22,7 +22,8 @@ import { CheckpointError } from '../io/errors.js';
 import { canConvert } from '../tensor/convert.js';
 import { dtypeByName } from '../tensor/dtype.js';
 import { sameShape } from './align.js';
-import type { LoadedKey, MismatchedKey, TensorInfo } from './match.js';
+import type { LoadedKey, MismatchedKey, MissingKey, TensorInfo } from './match.js';
+import { BENIGN_NOTES } from './benign.js';
 
 export const ADAPT_RULES = ['in-chans', 'pos-embed', 'rel-pos-bias', 'rows'] as const;
 export type AdaptRuleName = (typeof ADAPT_RULES)[number];
@@ -275,6 +276,29 @@ function modulePath(key: string): string {
 }
 
 /** `--adapt` value: `auto` or a comma list of rule names. */
+/**
+ * A missing target key tied to an adapted one (a vocabulary grown with `rows` where the pretrained file
+ * stores only `embed_tokens` and the target ties `lm_head` to it) takes the adapted value, as a tie to a
+ * loaded key takes the loaded one: otherwise `load_state_dict` would copy the target's old value into the
+ * shared parameter after the adapted one, and the adaptation would be lost. Marks such keys benign in place.
+ */
+export function tieToAdapted(missing: MissingKey[], adapted: readonly AdaptedKey[], target: readonly TensorInfo[]): void {
+  if (adapted.length === 0) return;
+  const tieOf = new Map<string, string>();
+  for (const t of target) if (t.tieId !== undefined) tieOf.set(t.key, t.tieId);
+  const adaptedByTie = new Map<string, string>();
+  for (const a of adapted) {
+    const tie = tieOf.get(a.key);
+    if (tie !== undefined && !adaptedByTie.has(tie)) adaptedByTie.set(tie, a.key);
+  }
+  for (const m of missing) {
+    if (m.benign) continue;
+    const tie = tieOf.get(m.key);
+    const partner = tie === undefined ? undefined : adaptedByTie.get(tie);
+    if (partner) Object.assign(m, { benign: true, reason: 'tied-weight', note: BENIGN_NOTES['tied-weight'], tied_to: partner });
+  }
+}
+
 export function parseAdapt(value: string): { rules: Set<AdaptRuleName>; auto: boolean } {
   const parts = value.split(',').map((s) => s.trim()).filter(Boolean);
   if (parts.length === 1 && parts[0] === 'keep') return { rules: new Set(), auto: false };

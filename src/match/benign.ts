@@ -12,7 +12,7 @@ export const BENIGN_NOTES: Record<BenignReason, string> = {
   'frozen-bn-counter':
     "the target's module keeps running_mean/running_var but no num_batches_tracked counter: a frozen BatchNorm (torchvision's FrozenBatchNorm2d, used in detection backbones), which drops the pretrained counter itself when loading.",
   'tied-weight':
-    'shares its storage with another target key that was loaded (tied weights); it is filled with the same pretrained value so the tie holds.',
+    'shares its storage with another target key that was loaded or adapted (tied weights); it is filled with the same value so the tie holds.',
   'position-ids':
     'position_ids is a constant buffer (0, 1, 2, ...) that models rebuild from their config; older checkpoints do not store it, and the target value is kept.',
   'zero3-placeholder':
