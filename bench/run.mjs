@@ -26,7 +26,7 @@ const MAKE_PAIR = path.join(PYDIR, 'make_pair.py');
 const MB = 1e6; // targets are in MB = 10^6 bytes (stricter than MiB)
 const TAIL_WINDOW = 22 + 65535 + 20 + 56; // EOCD + max comment + zip64 locator + zip64 EOCD
 
-const ALL = ['inspect', 'open100k', 'convert', 'safetensors', 'merge', 'merge70k', 'diff', 'big'];
+const ALL = ['startup', 'inspect', 'open100k', 'convert', 'safetensors', 'merge', 'merge70k', 'merge200k', 'diff200k', 'check200k', 'diff', 'big'];
 const DEFAULT = ALL.filter((n) => n !== 'big');
 
 // ---------------------------------------------------------------------------------------------- options
@@ -157,13 +157,18 @@ function inputSpecs() {
       what: `${n(70000)} tiny tensors under "module." (DataParallel-style)` },
     k70tgt: { file: f('target-70k'), argv: (o) => [PY, MAKE_PAIR, o, '--tensors', n(70000), '--vary', '2'],
       what: `${n(70000)} tiny tensors, plain names, every 2nd with other values` },
+    k200pre: { file: f('pretrained-200k-module'), argv: (o) => [PY, MAKE_PAIR, o, '--tensors', n(200000), '--prefix', 'module.'],
+      what: `${n(200000)} tiny tensors under "module." (a mixture-of-experts-sized state dict)` },
+    k200tgt: { file: f('target-200k'), argv: (o) => [PY, MAKE_PAIR, o, '--tensors', n(200000), '--vary', '2'],
+      what: `${n(200000)} tiny tensors, plain names, every 2nd with other values` },
     big: { file: f('big-5g'), argv: (o) => [PY, MAKE_BIG, o, '--gb', g(5), '--tensors', '10'],
       what: `${g(5)} GiB in 10 float32 tensors (torch zip)` },
   };
 }
 const SPECS = inputSpecs();
-const NEEDS = { inspect: ['pre'], open100k: ['t100k'], convert: ['z2g', 'l2g'], safetensors: ['z2g'], merge: ['pre', 'tgt'],
-  merge70k: ['k70pre', 'k70tgt'], diff: ['pre', 'tgt'], big: ['big'] };
+const NEEDS = { startup: ['pre'], inspect: ['pre'], open100k: ['t100k'], convert: ['z2g', 'l2g'], safetensors: ['z2g'], merge: ['pre', 'tgt'],
+  merge70k: ['k70pre', 'k70tgt'], merge200k: ['k200pre', 'k200tgt'], diff200k: ['k200pre', 'k200tgt'], check200k: ['k200pre', 'k200tgt'],
+  diff: ['pre', 'tgt'], big: ['big'] };
 const made = new Set();
 
 /** Generates an input once (reused across benchmarks, and across runs with --keep). */
@@ -202,6 +207,26 @@ const firstLine = (text, re) => (text.split('\n').find((l) => re.test(l)) ?? '')
 
 // ---------------------------------------------------------------------------------------------- benchmarks
 const BENCH = {};
+
+BENCH.startup = () => {
+  const B = 'start-up';
+  const reps = Math.max(opt.reps, 10);
+  log(`== 0. start-up: ckpt --version within 1.3x and ckpt inspect of a ${g(1)} GiB checkpoint within 2x of \`node -e 0\` (best of ${reps}, interleaved)`);
+  const file = input('pre');
+  warmAll(file);
+  const res = interleave([
+    { name: 'node', argv: [process.execPath, '-e', '0'] },
+    { name: 'version', argv: [...CKPT, '--version'] },
+    { name: 'inspect', argv: [...CKPT, 'inspect', file] },
+  ], { reps, warmup: 1, timeFile: TIME_FILE, log });
+  showRuns(res, [['node', 'node -e 0'], ['version', 'ckpt --version'], ['inspect', 'ckpt inspect (1 GiB)']]);
+  const base = res.get('node').best.wall;
+  const rv = res.get('version').best.wall / base;
+  const ri = res.get('inspect').best.wall / base;
+  target(B, 'ckpt --version / node -e 0 <= 1.3', `${fmtX(rv)} (${fmtS(res.get('version').best.wall)} vs ${fmtS(base)})`, rv <= 1.3);
+  target(B, 'ckpt inspect 1 GiB / node -e 0 <= 2', `${fmtX(ri)} (${fmtS(res.get('inspect').best.wall)} vs ${fmtS(base)})`, ri <= 2);
+  info(B, 'user+sys: node -e 0 / --version / inspect', `${fmtS(res.get('node').best.cpu)} / ${fmtS(res.get('version').best.cpu)} / ${fmtS(res.get('inspect').best.cpu)}`);
+};
 
 BENCH.inspect = () => {
   const B = 'inspect 1 GB';
@@ -438,12 +463,42 @@ BENCH.merge70k = () => {
   log(`  python  ${res.get('py').best.stdout.trim()}`);
   rmf(out, pyOut);
   const ck = res.get('ck').best.wall;
+  const pyWall = res.get('py').best.wall;
   const loaded = Number((/(\d+) loaded/.exec(result) ?? [])[1]);
+  const rt = ck / pyWall;
+  const rr = res.get('ck').rssKB / res.get('py').rssKB;
   target(B, `merge of ${count} keys < 3 s`, fmtS(ck), ck < 3);
   target(B, 'all keys aligned (strip "module.")', `${loaded} of ${count} loaded`, loaded === Number(count));
-  info(B, 'python_merge.py, 70k (info)', `${fmtS(res.get('py').best.wall)} (${fmtX(res.get('py').best.wall / ck)} ckpt)`);
-  info(B, 'ckpt merge 70k peak RSS (info)', fmtMB(res.get('ck').rssKB));
+  target(B, 'ckpt / python wall <= 0.25', `${fmtX(rt)} (${fmtS(ck)} vs ${fmtS(pyWall)})`, rt <= 0.25);
+  target(B, 'ckpt / python peak RSS <= 0.33', `${fmtX(rr)} (${fmtMB(res.get('ck').rssKB)} vs ${fmtMB(res.get('py').rssKB)})`, rr <= 1 / 3);
 };
+
+/** merge, diff and check --against of two 200,000-key files: each completes with peak RSS under 1 GB. */
+function scale200k(what, argvOf, okCodes, py) {
+  const count = n(200000);
+  const B = `${what} 200k keys`;
+  log(`== 3c. ${what} of two ${count}-key checkpoints: completes, peak RSS < 1 GB (best of ${opt.pyReps})`);
+  const pre = input('k200pre');
+  const tgt = input('k200tgt');
+  warmAll(pre, tgt);
+  const out = outFile(`${what}200k.pth`);
+  const entries = [{ name: 'ck', argv: argvOf(pre, tgt, out), before: () => rmf(out), okCodes, stdout: 'pipe' }];
+  if (py) entries.push({ name: 'py', argv: py(pre, tgt, outFile(`${what}200k-python.pth`)), okCodes: [0, 1], stdout: 'pipe' });
+  const res = interleave(entries, { reps: opt.pyReps, timeFile: TIME_FILE, log });
+  showRuns(res, py ? [['ck', `ckpt ${what}`], ['py', 'Python way']] : [['ck', `ckpt ${what}`]]);
+  const text = res.get('ck').best.stdout;
+  log(`  ckpt    ${text.split('\n').filter((l) => /^(rules|result|different|same|tensors|FAILED|ok)/.test(l)).join(' | ')}`);
+  rmf(out, outFile(`${what}200k-python.pth`));
+  const rss = res.get('ck').rssKB;
+  target(B, `ckpt ${what} completes, peak RSS < 1 GB`, `${fmtS(res.get('ck').best.wall)}, ${fmtMB(rss)}`, rss * 1024 < 1000 * MB);
+  if (py) info(B, `Python way (info)`, `${fmtS(res.get('py').best.wall)}, ${fmtMB(res.get('py').rssKB)}`);
+}
+
+BENCH.merge200k = () => scale200k('merge', (a, b, out) => [...CKPT, 'merge', a, b, '-o', out], [0],
+  (a, b, out) => [PY, path.join(PYDIR, 'python_merge.py'), a, b, out, '--strip-prefix', 'module.']);
+BENCH.diff200k = () => scale200k('diff', (a, b) => [...CKPT, 'diff', a, b], [1],
+  (a, b) => [PY, path.join(PYDIR, 'python_diff.py'), a, b]);
+BENCH.check200k = () => scale200k('check', (a, b) => [...CKPT, 'check', a, '--against', b], [1]);
 
 BENCH.diff = () => {
   const B = 'diff 1 GB';

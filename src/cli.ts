@@ -1,58 +1,43 @@
 /**
  * Commander wiring only: parse, call a command's collect function, render text or JSON, set the exit code.
  * Exit codes (every command): 0 success / no differences, 1 findings, 2 usage error, unreadable or
- * invalid input, I/O error. Errors are one line on stderr: `error: <file>: <what is wrong>`.
+ * invalid input, I/O error. Errors are one line on stderr: `error: <file>: <what is wrong>`; with
+ * `--json`, stdout gets one `ckpt.error/1` document as well.
  * Each command's module is imported only when that command runs: start-up pays for one command, not all.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { styleText } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { CheckpointError } from './io/errors.js';
+import { printable, printableLines } from './io/printable.js';
+import { guardStdout, writeOut } from './cli-output.js';
+import { EXIT_ERROR, EXIT_OK, emit, errorDocument, reportError, wantsJson } from './cli-report.js';
+import { inspectAction } from './cli-fast.js';
+import { VERSION } from './version.js';
+import { enablePhaseCollections } from './io/memory.js';
 import type { MergeOptions } from './commands/merge.js';
 import type { DiffOptions } from './commands/diff.js';
 import type { OutputOptions } from './commands/output-form.js';
 
-export const EXIT_OK = 0;
-export const EXIT_ERROR = 2;
+export { EXIT_ERROR, EXIT_OK, emit, errorDocument, reportError, type CommandOutcome, type ErrorDocument } from './cli-report.js';
 
-export interface CommandOutcome {
-  report: unknown;
-  text: string;
-  exitCode: number;
-}
-
-function emit(outcome: CommandOutcome, json: boolean): void {
-  process.stdout.write(json ? `${JSON.stringify(outcome.report, null, 2)}\n` : `${terminalSafe(outcome.text)}\n`);
-  process.exitCode = outcome.exitCode;
-}
-
-/** Keys come from the file: escape control characters (ANSI sequences, carriage returns) in text reports. */
-function terminalSafe(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-}
-
-function useColour(): boolean {
-  return Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
-}
-
-export function reportError(e: unknown): number {
-  const prefix = useColour() ? styleText('red', 'error:') : 'error:';
-  if (e instanceof CheckpointError) {
-    process.stderr.write(`${prefix} ${e.path ? `${e.path}: ` : ''}${e.detail}\n`);
-  } else {
-    const message = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`${prefix} internal error: ${message.split('\n')[0]} (please report this with the file that caused it)\n`);
-  }
-  return EXIT_ERROR;
+/**
+ * Commander's own messages quote arguments: one line, escaped. Its "(Did you mean ...?)" suggestion, on a
+ * line of its own, joins the first; any other line break is the argument's and is shown as `\n`.
+ */
+function commanderError(text: string): string {
+  return `${printable(text.trimEnd().replace(/\n\(Did you mean /g, ' (Did you mean '))}\n`;
 }
 
 export function buildProgram(): Command {
   const program = new Command('ckpt')
     .description('Inspect, diff, check and merge PyTorch checkpoints without Python. Never executes a pickle.')
-    .version('0.1.0')
+    .version(VERSION)
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      writeOut: (s) => writeOut(s),
+      outputError: (s, write) => write(commanderError(s)),
+    });
 
   program
     .command('inspect')
@@ -60,11 +45,7 @@ export function buildProgram(): Command {
     .argument('<file>', 'checkpoint (.pth, .pt, .bin, .ckpt)')
     .option('--json', 'one JSON document (schema ckpt.inspect/1) on stdout')
     .option('--key <path>', 'dotted path of the state dict inside a nested checkpoint (state_dict, model, model.ema)')
-    .action(async (file: string, opts: { json?: boolean; key?: string } & RemoteFlags) => {
-      const { collectInspect, renderInspect } = await import('./commands/inspect.js');
-      const report = await collectInspect(file, opts.key, await remoteSession(opts));
-      emit({ report, text: renderInspect(report), exitCode: EXIT_OK }, Boolean(opts.json));
-    });
+    .action(async (file: string, opts: { json?: boolean; key?: string } & RemoteFlags) => inspectAction(file, { ...opts, remote: await remoteSession(opts) }));
 
   const merge = program
     .command('merge')
@@ -92,8 +73,17 @@ export function buildProgram(): Command {
       if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
       const { collectMerge } = await import('./commands/merge.js');
       const { renderMerge } = await import('./commands/merge-render.js');
-      const outcome = await collectMerge(pretrained, target, { ...opts, remote: await remoteSession(opts) });
-      emit({ report: outcome.report, text: renderMerge(outcome.report, Boolean(opts.verbose)), exitCode: outcome.exitCode }, Boolean(opts.json));
+      // The report is rendered before the output is renamed into place: a report that cannot be rendered
+      // fails the merge with no output left behind.
+      let out: string | null = null;
+      const render = (report: Parameters<typeof renderMerge>[0]) => {
+        out = opts.json ? JSON.stringify(report, null, 2) : printableLines(renderMerge(report, Boolean(opts.verbose)));
+      };
+      const outcome = await collectMerge(pretrained, target, { ...opts, remote: await remoteSession(opts), beforeCommit: render });
+      // No output was written (dry run, a failed policy): render the final report now.
+      if (out === null || outcome.report.output === null) render(outcome.report);
+      process.exitCode = outcome.exitCode;
+      writeOut(`${out}\n`);
     });
 
   program
@@ -174,6 +164,11 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** Commander's parse errors as a ckpt.error/1 document (USAGE, no path). */
+function usageDocument(e: CommanderError) {
+  return { schema: 'ckpt.error/1', error: { code: 'USAGE', path: null, message: e.message.replace(/^error: /, '').replace(/\n\(Did you mean /g, ' (Did you mean ') } };
+}
+
 /** The output-form options convert and merge share (src/commands/output-form.ts). */
 function outputOptions(command: Command): Command {
   return command
@@ -217,11 +212,8 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  // `ckpt inspect big.pth | head`: the reader went away; that is not an error worth a stack trace.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw e;
-  });
+  guardStdout();
+  enablePhaseCollections();
   // fetch parses HTTP with WebAssembly that V8 recompiles in background threads (TurboFan), and the
   // process waits for them: ~1 s added to every command that read a URL. Baseline code is plenty for
   // a few requests. Set before anything compiles WebAssembly; the library never touches V8 flags.
@@ -230,12 +222,14 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
-    if (e instanceof CommanderError) {
-      // Help and version exit 0; every other parse problem is a usage error.
-      process.exitCode = e.exitCode === 0 ? EXIT_OK : EXIT_ERROR;
+    if (e instanceof CommanderError && e.exitCode === 0) {
+      // Help and version exit 0.
+      process.exitCode = EXIT_OK;
       return;
     }
-    process.exitCode = reportError(e);
+    // Commander has printed its own message; ours goes to stderr here.
+    process.exitCode = e instanceof CommanderError ? EXIT_ERROR : reportError(e);
+    if (wantsJson(argv)) writeOut(`${JSON.stringify(e instanceof CommanderError ? usageDocument(e) : errorDocument(e), null, 2)}\n`);
   }
 }
 

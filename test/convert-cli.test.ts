@@ -109,7 +109,7 @@ describe('ckpt convert', () => {
     expect(await hashes(out)).toEqual(expectedFor('small_mlp.pth').tensors.map((t) => [t.key, t.sha256]));
   });
 
-  describe('errors: exit 2, one line `error: <file>: ...` on stderr, nothing on stdout, no output file', () => {
+  describe('errors: exit 2, one line `error: <file>: ...` on stderr, nothing on stdout but the --json error document, no output file', () => {
     const oneLine = (stderr: string) => {
       expect(stderr).toMatch(/^error: [^\n]+\n$/);
       return stderr;
@@ -123,10 +123,10 @@ describe('ckpt convert', () => {
       expect(oneLine(r.stderr)).toBe(`error: ${out}: folder ${join(dir, 'no', 'such', 'folder')} does not exist\n`);
     });
 
-    it('the output is a directory', () => {
+    it('the output is a directory (under --json, stdout holds only the ckpt.error/1 document)', () => {
       const r = ckpt(['convert', fixturePath('small_mlp.pth'), dir, '--json']);
       expect(r.code).toBe(2);
-      expect(r.stdout).toBe('');
+      expect(JSON.parse(r.stdout)).toEqual({ schema: 'ckpt.error/1', error: { code: 'IO', path: dir, message: 'is a directory' } });
       expect(oneLine(r.stderr)).toBe(`error: ${dir}: is a directory\n`);
     });
 
@@ -150,7 +150,7 @@ describe('ckpt convert', () => {
       const folder = tempDir('ckpt-convert-payload-');
       const r = ckpt(['convert', fixturePath('payload_os_system.pth'), join(folder, 'out.pth'), '--json']);
       expect(r.code).toBe(2);
-      expect(r.stdout).toBe('');
+      expect(JSON.parse(r.stdout).error).toMatchObject({ code: 'UNWRITABLE', path: fixturePath('payload_os_system.pth') });
       expect(oneLine(r.stderr)).toBe(
         `error: ${fixturePath('payload_os_system.pth')}: x: an object built by posix.system cannot be written so that torch 1.13 loads it with weights_only=True\n`,
       );

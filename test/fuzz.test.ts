@@ -89,7 +89,7 @@ describe('fuzz helpers', () => {
         throw new TypeError('boom');
       },
       collectConvert: async (_input, output) => {
-        writeFileSync(join(scratch, `.${basename(output)}.ckpt-tmp-1-abcd`), 'partial');
+        writeFileSync(join(scratch, `.ckpt-tmp-1-abcd1234-${basename(output)}`), 'partial');
         writeFileSync(output, 'partial');
         throw new CheckpointError('IO', output, 'write failed');
       },

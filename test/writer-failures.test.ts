@@ -1,6 +1,6 @@
 /**
  * Failure injection for the writer (issue 6): whatever goes wrong while merge/convert write, the result
- * is a CheckpointError (exit 2 through the CLI), no file under the output's name, no `.<name>.ckpt-tmp-*`
+ * is a CheckpointError (exit 2 through the CLI), no file under the output's name, no `.ckpt-tmp-*`
  * file beside it, and inputs byte-for-byte as they were.
  *
  * Tests run as root here, where chmod 0555 does not stop a write; the unwritable destinations are the
@@ -43,7 +43,7 @@ async function sha256(path: string): Promise<string> {
 function expectNoOutput(output: string): void {
   expect(existsSync(output)).toBe(false);
   const folder = dirname(output);
-  const temps = existsSync(folder) ? readdirSync(folder).filter((n) => n.startsWith(`.${basename(output)}.ckpt-tmp-`)) : [];
+  const temps = existsSync(folder) ? readdirSync(folder).filter((n) => n.startsWith('.ckpt-tmp-') && n.endsWith(`-${basename(output)}`)) : [];
   expect(temps).toEqual([]);
 }
 
@@ -243,7 +243,7 @@ describe('the source fails during the copy', () => {
   });
 });
 
-describe.skipIf(!cliBuilt())('SIGINT and SIGTERM while the CLI copies a 300 MB checkpoint', () => {
+describe.skipIf(!cliBuilt())('SIGINT, SIGTERM, SIGHUP and SIGQUIT while the CLI copies a 300 MB checkpoint', () => {
   const big = join(work, 'big-300mb.pth');
   let bigHash = '';
 
@@ -256,17 +256,17 @@ describe.skipIf(!cliBuilt())('SIGINT and SIGTERM while the CLI copies a 300 MB c
    * Starts the command, waits until its temporary output exists (the copy has begun and the handlers are
    * installed), then sends `signal`. Returns the exit code and stderr.
    */
-  async function interrupt(args: string[], output: string, signal: 'SIGINT' | 'SIGTERM'): Promise<{ code: number | null; signal: string | null; stderr: string; sentAfterMs: number }> {
+  async function interrupt(args: string[], output: string, signal: NodeJS.Signals): Promise<{ code: number | null; signal: string | null; stderr: string; sentAfterMs: number }> {
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     const closed = new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
     const started = performance.now();
     const folder = dirname(output);
-    const prefix = `.${basename(output)}.ckpt-tmp-`;
+    const isTemporary = (n: string) => n.startsWith('.ckpt-tmp-') && n.endsWith(`-${basename(output)}`);
     let exited = false;
     void closed.then(() => (exited = true));
-    while (!exited && !readdirSync(folder).some((n) => n.startsWith(prefix)) && performance.now() - started < 15_000) {
+    while (!exited && !readdirSync(folder).some(isTemporary) && performance.now() - started < 15_000) {
       await new Promise((r) => setTimeout(r, 2));
     }
     // ~100 ms into the copy, as the issue asks (the copy of 300 MB plus fsync takes longer than that).
@@ -277,7 +277,8 @@ describe.skipIf(!cliBuilt())('SIGINT and SIGTERM while the CLI copies a 300 MB c
     return { code, signal: sig, stderr, sentAfterMs };
   }
 
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  // SIGHUP: the terminal closed or the ssh session dropped; SIGQUIT: Ctrl-\. Both used to leave the temporary file.
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129], ['SIGQUIT', 131]] as const) {
     it(`convert: ${signal} exits ${code}, removes the temporary file, writes no output, leaves the input unchanged`, async () => {
       const output = join(work, `convert-${signal}.pth`);
       const r = await interrupt(['convert', big, output], output, signal);
@@ -431,15 +432,21 @@ describe('sharded output: all or nothing', () => {
   });
 });
 
-describe.skipIf(!cliBuilt())('SIGTERM while the CLI writes shards', () => {
+describe.skipIf(!cliBuilt())('SIGTERM, SIGHUP and SIGQUIT while the CLI writes shards', () => {
   const big = join(work, 'big-shards-300mb.pth');
 
   beforeAll(async () => {
     await writeLargeCheckpoint(big, 300 * 1000 * 1000, 6);
   }, 120_000);
 
-  for (const [where, existing] of [['into an existing folder', true], ['into a new folder', false]] as const) {
-    it(`SIGTERM after the first shard, ${where}: exit 143, no shard, no index, no temporary file, the folder as it was`, async () => {
+  const cases = [
+    ['SIGTERM', 143, 'into an existing folder', true],
+    ['SIGTERM', 143, 'into a new folder', false],
+    ['SIGHUP', 129, 'into an existing folder', true],
+    ['SIGQUIT', 131, 'into a new folder', false],
+  ] as const;
+  for (const [signal, exitCode, where, existing] of cases) {
+    it(`${signal} after the first shard, ${where}: exit ${exitCode}, no shard, no index, no temporary file, the folder as it was`, async () => {
       const parent = mkdtempSync(join(work, 'sigterm-shards-'));
       const output = join(parent, 'model');
       if (existing) {
@@ -458,10 +465,10 @@ describe.skipIf(!cliBuilt())('SIGTERM while the CLI writes shards', () => {
       const temps = () => readdirSync(existing ? output : parent).filter((n) => n.includes('.ckpt-tmp-'));
       const started = performance.now();
       while (!exited && temps().length < 2 && performance.now() - started < 30_000) await new Promise((r) => setTimeout(r, 2));
-      if (!exited) child.kill('SIGTERM');
-      const [code, signal] = await closed;
-      expect({ code, signal }).toEqual({ code: 143, signal: null });
-      expect(stderr).toMatch(/interrupted by SIGTERM/);
+      if (!exited) child.kill(signal);
+      const [code, killedBy] = await closed;
+      expect({ code, killedBy }).toEqual({ code: exitCode, killedBy: null });
+      expect(stderr).toMatch(new RegExp(`interrupted by ${signal}`));
       expect(temps()).toEqual([]);
       if (existing) {
         expect(readdirSync(output).sort()).toEqual(before);

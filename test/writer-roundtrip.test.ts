@@ -64,7 +64,7 @@ async function view(path: string, key?: string) {
 
 const withoutSum = (e: Expected) => e.tensors.map(({ sum: _sum, ...rest }) => rest);
 
-/** Leftovers of the atomic writer (`.<name>.ckpt-tmp-<pid>-<hex>`) in a folder. */
+/** Leftovers of the atomic writer (`.ckpt-tmp-<pid>-<hex>-<name>`) in a folder. */
 const tempFiles = (folder: string) => readdirSync(folder).filter((f) => f.includes('.ckpt-tmp-'));
 
 describe.each(writable.map((e) => [e.file, e] as const))('convert %s', (file, expected) => {

@@ -5,7 +5,6 @@
  * floats finite (--finite), and would it load with strict=True into an architecture (--against a
  * checkpoint or an inspect manifest). Exit 1 when a finding of a kind in --fail-on is present.
  */
-import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
@@ -16,12 +15,14 @@ import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/re
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
-import { ioError } from '../io/source.js';
+import { type ByteSource, FileSource } from '../io/source.js';
+import { parseJsonBytes } from '../io/json-text.js';
+import { betweenPhases } from '../io/memory.js';
 import type { StorageRef } from '../model/tensor-ref.js';
 import { HttpSource } from '../io/http-source.js';
 import { LIMITS } from '../io/limits.js';
 import { type FetchedReport, RemoteSession } from '../io/remote-session.js';
-import { isUrl, parseUrl, redactUrl, urlFileName } from '../io/url.js';
+import { isUrl, urlFileName } from '../io/url.js';
 import { ensureBudget, withFetched } from './remote.js';
 
 export const FINDING_KINDS = ['missing', 'unexpected', 'shape', 'dtype', 'unsafe', 'global', 'nonfinite', 'corrupt'] as const;
@@ -105,12 +106,15 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
       if (g.verdict === 'dangerous') findings.push({ kind: 'unsafe', detail: `${g.name}: can run code; torch.load(weights_only=False) would import and call it` });
       else if (!g.allowed) findings.push({ kind: 'global', detail: `${g.name}: not on torch's weights_only allowlist; torch.load(weights_only=False) would import and call it (--allow-global ${g.name} accepts it if you trust it)` });
     }
+    const size = sd.tensors.length + (expected?.tensors.length ?? 0);
+    betweenPhases(size);
     if (options.finite) {
       const scanned = sd.tensors.filter(([, t]) => t.dtype.kind === 'float' || t.dtype.kind === 'complex').map(([, t]) => t.storage);
       ensureBudget(options.remote, 'check --finite', [ckpt], scanned);
       await checkFinite(sd, ckpt.path, findings, new Set(ckpt.problems.map((p) => p.storage)));
     }
-    if (expected) findings.push(...compareArchitecture(sd, expected.tensors));
+    if (expected) for (const f of compareArchitecture(sd, expected.tensors)) findings.push(f);
+    betweenPhases(size);
     const ok = !findings.some((f) => !f.benign && failOn.includes(f.kind));
     const report: CheckReport = withFetched<CheckReport>({
       schema: 'ckpt.check/1',
@@ -231,14 +235,7 @@ function fmt(shape: readonly number[]): string {
 /** The expected keys, shapes and dtypes: from a checkpoint, or from `ckpt inspect --json` output (a manifest). */
 async function loadArchitecture(path: string, remote: RemoteSession | undefined): Promise<{ tensors: TensorInfo[] }> {
   if ((isUrl(path) ? urlFileName(path) : path).endsWith('.json')) {
-    let doc: unknown;
-    try {
-      doc = JSON.parse(await readText(path, remote));
-    } catch (e) {
-      if (e instanceof SyntaxError) throw new CheckpointError('NOT_A_CHECKPOINT', isUrl(path) ? redactUrl(parseUrl(path)) : path, `not valid JSON (${e.message})`);
-      if (e instanceof CheckpointError) throw e;
-      throw ioError(path, e, 'cannot read');
-    }
+    const doc = await readJsonFile(path, remote, 'a manifest (ckpt inspect --json output)');
     const m = doc as { schema?: unknown; tensors?: unknown; weight_map?: unknown };
     if (m.weight_map !== undefined && m.schema === undefined) return loadCheckpointArchitecture(path, remote); // a sharded checkpoint's index
     if (m.schema !== 'ckpt.inspect/1' || !Array.isArray(m.tensors)) {
@@ -257,13 +254,15 @@ async function loadArchitecture(path: string, remote: RemoteSession | undefined)
   return loadCheckpointArchitecture(path, remote);
 }
 
-/** A manifest's text, from a file or a URL (bounded like a shard index). */
-async function readText(path: string, remote: RemoteSession | undefined): Promise<string> {
-  if (!isUrl(path)) return readFile(path, 'utf8');
-  const source = await HttpSource.open(path, remote ?? new RemoteSession());
+/**
+ * A manifest, from a file or a URL, decoded strictly (json-text.ts). A local one is opened through
+ * FileSource, so a FIFO or device named as the manifest is refused without blocking.
+ */
+async function readJsonFile(path: string, remote: RemoteSession | undefined, what: string): Promise<unknown> {
+  const source: ByteSource = isUrl(path) ? await HttpSource.open(path, remote ?? new RemoteSession()) : await FileSource.open(path);
   try {
-    if (source.size > LIMITS.shardIndexBytes) throw new CheckpointError('LIMIT', source.path, `manifest of ${source.size} bytes exceeds ${LIMITS.shardIndexBytes} (shardIndexBytes)`);
-    return Buffer.from(await source.read(0, source.size)).toString('utf8');
+    if (source.size > LIMITS.manifestBytes) throw new CheckpointError('LIMIT', source.path, `manifest of ${source.size} bytes exceeds manifestBytes (${LIMITS.manifestBytes})`);
+    return parseJsonBytes(await source.read(0, source.size), source.path, what);
   } finally {
     await source.close();
   }

@@ -9,7 +9,7 @@ import { findStateDict } from '../model/state-dict.js';
 import type { TensorRef } from '../model/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
-import { formatBytes, formatCount, indent, table } from './render.js';
+import { formatBytes, formatCount, indent, safe, table } from './render.js';
 import { progressLine } from './progress.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, fetchedText, withFetched } from './remote.js';
@@ -86,25 +86,25 @@ export async function collectConvert(input: string, output: string, keyPath?: st
 }
 
 export function renderConvert(r: ConvertReport): string {
-  const from = r.input.key === '' ? r.input.path : `${r.input.path} [${r.input.key}]`;
+  const from = r.input.key === '' ? safe(r.input.path) : `${safe(r.input.path)} [${safe(r.input.key)}]`;
   const lines = [`read    ${from} (${r.input.format})`];
   const what = r.format === 'pth' ? `zip format${r.metadata ? ', _metadata kept' : ''}` : 'safetensors';
   if (r.layout === 'file') {
     const counts = r.format === 'pth' ? `${formatCount(r.tensors)} tensors in ${formatCount(r.storages)} storages` : `${formatCount(r.tensors)} tensors`;
-    lines.push(`wrote   ${r.output}: ${counts}, ${formatBytes(r.bytes)}, ${what}`);
+    lines.push(`wrote   ${safe(r.output)}: ${counts}, ${formatBytes(r.bytes)}, ${what}`);
   } else {
     const files = r.files ?? [];
     const shards = files.length === 1 ? 'one file (no index needed)' : `${files.length} shards + index`;
-    lines.push(`wrote   ${r.output}: ${formatCount(r.tensors)} tensors in ${shards}, ${formatBytes(r.bytes)}, ${what}`);
+    lines.push(`wrote   ${safe(r.output)}: ${formatCount(r.tensors)} tensors in ${shards}, ${formatBytes(r.bytes)}, ${what}`);
     const rows = files.map((f) => [f.path, formatCount(f.tensors), formatBytes(f.bytes)]);
     if (r.index) rows.push([r.index, '', '']);
     lines.push(indent(table(['file', 'tensors', 'bytes'], rows)));
   }
   if (r.dropped?.length) {
     lines.push(`dropped ${r.dropped.length} tied name${r.dropped.length === 1 ? '' : 's'} (--tied drop; recorded in __metadata__ as dropped -> kept):`);
-    for (const d of r.dropped) lines.push(`  ${d.key} -> ${d.kept}`);
+    for (const d of r.dropped) lines.push(`  ${safe(d.key)} -> ${safe(d.kept)}`);
   }
-  if (r.removed?.length) lines.push(`removed ${r.removed.join(', ')} (left by an earlier save in that folder)`);
-  if (r.fetched) lines.push(`fetched ${fetchedText(r.fetched)}`);
+  if (r.removed?.length) lines.push(`removed ${r.removed.map(safe).join(', ')} (left by an earlier save in that folder)`);
+  if (r.fetched) lines.push(`fetched ${safe(fetchedText(r.fetched))}`);
   return lines.join('\n');
 }

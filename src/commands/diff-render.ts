@@ -1,16 +1,16 @@
 /** Text rendering of the diff report; layer indices folded as in the merge report. */
 import { fold } from '../match/fold.js';
 import type { DiffReport } from './diff.js';
-import { indent, shapeText, table } from './render.js';
+import { indent, safe, shapeText, table } from './render.js';
 import { fetchedText } from './remote.js';
 
 export function renderDiff(r: DiffReport): string {
   const lines: string[] = [];
-  const side = (s: DiffReport['a']) => `${s.path}${s.key ? ` [${s.key}]` : ''} (${s.format}): ${s.tensors} tensors`;
+  const side = (s: DiffReport['a']) => `${safe(s.path)}${s.key ? ` [${safe(s.key)}]` : ''} (${s.format}): ${s.tensors} tensors`;
   lines.push(`a  ${side(r.a)}`);
   lines.push(`b  ${side(r.b)}`);
-  if (r.fetched) lines.push(`   fetched ${fetchedText(r.fetched)}`);
-  for (const rule of r.rules) lines.push(`   --strip-prefix ${rule.value} (${rule.matched} keys)`);
+  if (r.fetched) lines.push(`   fetched ${safe(fetchedText(r.fetched))}`);
+  for (const rule of r.rules) lines.push(`   --strip-prefix ${safe(rule.value)} (${rule.matched} keys)`);
   const s = r.summary;
   const values = s.value_differs === null ? '' : `, ${s.value_differs} with different values`;
   lines.push(
@@ -21,7 +21,7 @@ export function renderDiff(r: DiffReport): string {
   const keyList = (title: string, keys: string[]) => {
     if (!keys.length) return;
     lines.push('', `${title} (${keys.length})`);
-    for (const f of fold(keys, (k) => k, () => '')) lines.push(`  ${f.pattern}`);
+    for (const f of fold(keys, (k) => k, () => '')) lines.push(`  ${safe(f.pattern)}`);
   };
   keyList('only in a', r.only_in_a);
   keyList('only in b', r.only_in_b);

@@ -13,6 +13,7 @@ import { sameShape } from '../match/align.js';
 import { canConvert } from '../tensor/convert.js';
 import { ValueComparer } from '../tensor/compare.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
+import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
 
@@ -73,6 +74,8 @@ export async function collectDiff(pathA: string, pathB: string, options: DiffOpt
 async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise<DiffReport> {
   const sa = findStateDict(a.root, a.path, options.key);
   const sb = findStateDict(b.root, b.path, options.keyB ?? options.key);
+  const size = sa.tensors.length + sb.tensors.length;
+  betweenPhases(size);
   const rules: KeyRule[] = (options.stripPrefix ?? []).map((value) => ({ kind: 'strip-prefix', value }));
   const ra = applyRules(sa.tensors.map(([k]) => k), rules, false, false);
   const rb = applyRules(sb.tensors.map(([k]) => k), rules, false, false);
@@ -111,6 +114,7 @@ async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise
     }
   }
 
+  betweenPhases(size);
   const same = onlyInA.length + onlyInB.length + shapeDiffers.length + dtypeDiffers.length + (valueDiffers?.length ?? 0) === 0;
   const report: DiffReport = {
     schema: 'ckpt.diff/1',

@@ -5,7 +5,7 @@ import { describeValue } from '../model/describe.js';
 import { globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
 import { PyDict } from '../pickle/value.js';
 import { numelOf } from '../model/tensor-ref.js';
-import { formatBytes, formatCount, table } from './render.js';
+import { formatBytes, formatCount, safe, table } from './render.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { fetchedText, withFetched } from './remote.js';
 
@@ -72,17 +72,17 @@ export async function collectInspect(path: string, keyPath?: string, remote?: Re
 
 export function renderInspect(r: InspectReport): string {
   const lines: string[] = [];
-  lines.push(`file      ${r.path}`);
-  if (r.fetched) lines.push(`fetched   ${fetchedText(r.fetched)}`);
-  lines.push(`format    ${r.format_detail}`);
-  const where = r.key === '' ? 'top level' : r.key;
-  lines.push(`state     ${where}${r.origin === 'module' ? ' (collected from a pickled nn.Module, as model.state_dict() would)' : ''}${r.alternatives.length ? ` (also found: ${r.alternatives.join(', ')}; choose with --key)` : ''}`);
+  lines.push(`file      ${safe(r.path)}`);
+  if (r.fetched) lines.push(`fetched   ${safe(fetchedText(r.fetched))}`);
+  lines.push(`format    ${safe(r.format_detail)}`);
+  const where = r.key === '' ? 'top level' : safe(r.key);
+  lines.push(`state     ${where}${r.origin === 'module' ? ' (collected from a pickled nn.Module, as model.state_dict() would)' : ''}${r.alternatives.length ? ` (also found: ${r.alternatives.map(safe).join(', ')}; choose with --key)` : ''}`);
   lines.push(`tensors   ${formatCount(r.summary.tensors)} tensors, ${formatCount(r.summary.parameters)} elements, ${formatBytes(r.summary.bytes)}`);
   lines.push(`metadata  ${r.metadata_modules === null ? 'none (no _metadata: module versions unknown, as in pre-0.4 files or plain dict copies)' : `_metadata for ${r.metadata_modules} modules`}`);
   if (r.locations.length) lines.push(`devices   saved from ${r.locations.join(', ')} (reading needs no such device)`);
-  r.others.forEach((o, i) => lines.push(`${i === 0 ? 'other     ' : '          '}${o.key}: ${o.value}`));
+  r.others.forEach((o, i) => lines.push(`${i === 0 ? 'other     ' : '          '}${safe(o.key)}: ${safe(o.value)}`));
   if (r.globals.length === 0) lines.push('globals   plain torch only');
-  r.globals.forEach((g, i) => lines.push(`${i === 0 ? 'globals   ' : '          '}${g.name}  ${verdictText(g.verdict)}`));
+  r.globals.forEach((g, i) => lines.push(`${i === 0 ? 'globals   ' : '          '}${safe(g.name)}  ${verdictText(g.verdict)}`));
   lines.push('');
   lines.push(table(['key', 'dtype', 'shape'], r.tensors.map((t) => [t.key, t.dtype, `[${t.shape.join(', ')}]`])));
   return lines.join('\n');

@@ -5,7 +5,7 @@ import { describeRule } from '../match/rules.js';
 import type { AdaptedKey } from '../match/adapt.js';
 import { HINT_PREFIXES } from '../match/align.js';
 import type { MergeReport } from './merge.js';
-import { indent, shapeText, table } from './render.js';
+import { indent, safe, shapeText, table } from './render.js';
 import { fetchedText } from './remote.js';
 
 /** How the output was written, unless it is a plain .pth file (shown as the path alone). */
@@ -13,13 +13,13 @@ function writtenText(r: MergeReport): string {
   const w = r.written;
   if (!w || (w.format === 'pth' && w.layout === 'file')) return '';
   if (w.layout === 'file') return ` (${w.format})`;
-  return ` (${w.format}, ${w.files.length === 1 ? `one file: ${w.files[0]!.path}` : `${w.files.length} shards + ${w.index}`})`;
+  return ` (${w.format}, ${w.files.length === 1 ? `one file: ${safe(w.files[0]!.path)}` : `${w.files.length} shards + ${safe(w.index ?? '')}`})`;
 }
 
 export function renderMerge(r: MergeReport, verbose = false): string {
   const s = r.summary;
   const lines: string[] = [];
-  const where = (p: { path: string; key: string; format: string }) => `${p.path}${p.key ? ` [${p.key}]` : ''} (${p.format})`;
+  const where = (p: { path: string; key: string; format: string }) => `${safe(p.path)}${p.key ? ` [${safe(p.key)}]` : ''} (${p.format})`;
   lines.push(`pretrained  ${where(r.pretrained)}: ${s.pretrained_keys} tensors`);
   lines.push(`target      ${where(r.target)}: ${s.target_keys} tensors`);
   lines.push(`rules       ${rulesText(r)}`);
@@ -27,10 +27,10 @@ export function renderMerge(r: MergeReport, verbose = false): string {
     `result      ${s.loaded} loaded, ${s.missing} missing${s.missing ? ` (${s.missing_benign} benign)` : ''}, ${s.mismatched} mismatched, ${s.unexpected} unexpected${s.unexpected_benign ? ` (${s.unexpected_benign} benign)` : ''}${s.adapted ? `, ${s.adapted} adapted` : ''}${s.cast ? `; ${s.cast} cast to the target dtype` : ''}`,
   );
   if (r.failure) lines.push(`failed      ${r.failure}`);
-  else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : `${r.output}${writtenText(r)}`}`);
-  for (const d of r.written?.dropped ?? []) lines.push(`            ${d.key} dropped (--tied drop): same bytes as ${d.kept}`);
-  if (r.written?.removed.length) lines.push(`            removed ${r.written.removed.join(', ')} (left by an earlier save in that folder)`);
-  if (r.fetched) lines.push(`fetched     ${fetchedText(r.fetched)}`);
+  else lines.push(`output      ${r.output === null ? 'none written (dry run or no -o)' : `${safe(r.output)}${writtenText(r)}`}`);
+  for (const d of r.written?.dropped ?? []) lines.push(`            ${safe(d.key)} dropped (--tied drop): same bytes as ${safe(d.kept)}`);
+  if (r.written?.removed.length) lines.push(`            removed ${r.written.removed.map(safe).join(', ')} (left by an earlier save in that folder)`);
+  if (r.fetched) lines.push(`fetched     ${safe(fetchedText(r.fetched))}`);
 
   if (r.hint) lines.push('', ...hintLines(r.hint));
 
@@ -69,7 +69,7 @@ export function renderMerge(r: MergeReport, verbose = false): string {
 
 function rulesText(r: MergeReport): string {
   if (r.rules.length === 0) return r.summary.loaded > 0 ? 'none (names already agree)' : 'none';
-  return r.rules.map((rule) => `${describeRule(rule)} (${rule.auto ? 'automatic, ' : ''}${rule.matched} keys)`).join(', then ');
+  return r.rules.map((rule) => `${safe(describeRule(rule))} (${rule.auto ? 'automatic, ' : ''}${rule.matched} keys)`).join(', then ');
 }
 
 function benignLines(lines: string[], what: string, entries: ReadonlyArray<{ key: string; shape: readonly number[]; dtype: string; benign: boolean; reason?: BenignReason }>): void {
@@ -77,20 +77,20 @@ function benignLines(lines: string[], what: string, entries: ReadonlyArray<{ key
   for (const reason of new Set(benign.map((e) => e.reason as BenignReason))) {
     const rows = benign.filter((e) => e.reason === reason);
     lines.push('', `${what}, benign (${rows.length}): ${reason}`);
-    for (const f of fold(rows, (e) => e.key, (e) => `${shapeText(e.shape)} ${e.dtype}`)) lines.push(`  ${f.pattern}`);
+    for (const f of fold(rows, (e) => e.key, (e) => `${shapeText(e.shape)} ${e.dtype}`)) lines.push(`  ${safe(f.pattern)}`);
     lines.push(`  note: ${BENIGN_NOTES[reason]}`);
   }
 }
 
 function hintLines(h: NonNullable<MergeReport['hint']>): string[] {
-  const flagsColumn = (c: { flags: string }) => c.flags || '(no prefix change)';
+  const flagsColumn = (c: { flags: string }) => (c.flags ? safe(c.flags) : '(no prefix change)');
   if (h.tied) {
     return [
       `ambiguous: ${h.candidates.length} prefix mappings fill the same number of target keys, so none was applied. Run again with one of them:`,
       ...h.candidates.map((c) => `  ${flagsColumn(c)}    (${c.filled} keys filled)`),
     ];
   }
-  const lines = [`nothing matched. pretrained keys look like ${h.pretrained_sample.join(', ')}; target keys look like ${h.target_sample.join(', ')}`];
+  const lines = [`nothing matched. pretrained keys look like ${h.pretrained_sample.map(safe).join(', ')}; target keys look like ${h.target_sample.map(safe).join(', ')}`];
   if (h.candidates.length) {
     lines.push('best prefix mappings tried (one is applied automatically only when it fills at least half of the smaller key set):');
     for (const c of h.candidates) lines.push(`  ${flagsColumn(c)}    (${c.filled} keys filled, ${c.names} names matched)`);

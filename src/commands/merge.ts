@@ -17,6 +17,7 @@ import { type AdaptOptions, type AdaptedKey, planAdaptations, tieToAdapted } fro
 import { type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
 import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
+import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
 
@@ -36,6 +37,11 @@ export interface MergeOptions extends OutputOptions {
   prefixTokens?: string | number;
   newRows?: string;
   selectRows?: string[];
+  /**
+   * Called with the final report after the output is written and fsynced, before it is renamed into
+   * place (the CLI renders the report here): if it throws, no output is left behind.
+   */
+  beforeCommit?: (report: MergeReport) => void;
   /** How URLs are read, and what they cost (reported as `fetched`). */
   remote?: RemoteSession;
 }
@@ -124,7 +130,10 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
 async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
+  const size = psd.tensors.length + tsd.tensors.length;
+  betweenPhases(size);
   const { result, adapted, failure, hint } = decide(psd, tsd, rules, adapt, options);
+  betweenPhases(size);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
@@ -161,9 +170,24 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
 
   const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, options);
   const progress = progressLine('merging');
-  report.written = await writeOutput(form, output, { moduleMetadata: tsd.metadata, onProgress: progress.update });
-  progress.done();
-  report.output = form.path;
+  const beforeCommit = options.beforeCommit;
+  await writeOutput(form, output, {
+    moduleMetadata: tsd.metadata,
+    onProgress: progress.update,
+    beforeCommit: (written) => {
+      progress.done();
+      report.written = written;
+      report.output = form.path;
+      withFetched(report, options.remote);
+      try {
+        beforeCommit?.(report);
+      } catch (e) {
+        report.output = null;
+        delete report.written;
+        throw e;
+      }
+    },
+  });
   return { report, exitCode: 0 };
 }
 
@@ -270,13 +294,16 @@ function info(key: string, t: TensorRef, tieId?: string): TensorInfo {
 /** Target keys that are the same view of the same storage are tied weights; give them a common id. */
 function targetInfos(tsd: StateDict): TensorInfo[] {
   // Storages by identity, not by key: the shards of a sharded checkpoint each number theirs from 0.
+  // Only storages used more than once can tie keys; the others (nearly all) need no id string.
+  const uses = new Map<TensorRef['storage'], number>();
+  for (const [, t] of tsd.tensors) uses.set(t.storage, (uses.get(t.storage) ?? 0) + 1);
   const storageIds = new Map<TensorRef['storage'], number>();
   const storageId = (s: TensorRef['storage']) => storageIds.get(s) ?? (storageIds.set(s, storageIds.size), storageIds.size - 1);
-  const ids = tsd.tensors.map(([, t]) => `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`);
+  const ids = tsd.tensors.map(([, t]) => ((uses.get(t.storage) as number) > 1 ? `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}` : undefined));
   const counts = new Map<string, number>();
-  for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const id of ids) if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + 1);
   return tsd.tensors.map(([key, t], i) => {
-    const id = ids[i] as string;
-    return info(key, t, (counts.get(id) as number) > 1 ? id : undefined);
+    const id = ids[i];
+    return info(key, t, id !== undefined && (counts.get(id) as number) > 1 ? id : undefined);
   });
 }

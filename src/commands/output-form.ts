@@ -7,14 +7,14 @@
  * - `--tied copy|drop` and `--metadata KEY=VALUE` concern safetensors only (a .pth keeps shared
  *   storages shared and has no such metadata); given with a .pth output they are a usage error.
  */
-import { stat } from 'node:fs/promises';
 import { dirname, extname, join as joinPath } from 'node:path';
 import { CheckpointError } from '../io/errors.js';
+import { checkOutputFolder } from '../io/output-folder.js';
 import { isUrl } from '../io/url.js';
 import type { PyDict } from '../pickle/value.js';
-import { type OutputValue, writeStateDict } from '../formats/torch-zip/write.js';
-import { type TiedPolicy, writeSafetensors } from '../formats/safetensors/write.js';
-import { writeSharded } from '../formats/sharded/write.js';
+import { type OutputValue, type WriteResult, writeStateDict } from '../formats/torch-zip/write.js';
+import { type SafetensorsResult, type TiedPolicy, writeSafetensors } from '../formats/safetensors/write.js';
+import { type ShardedResult, writeSharded } from '../formats/sharded/write.js';
 import { parseShardSize } from '../formats/sharded/split.js';
 import { assertWritableOutput } from './paths.js';
 
@@ -99,19 +99,43 @@ export function parseMetadata(pairs: readonly string[]): Array<readonly [string,
 
 /** Fails before any input is read when the destination cannot take the output. */
 export async function assertWritableDestination(form: OutputForm): Promise<void> {
-  if (form.maxShardSize === null || isUrl(form.path)) return assertWritableOutput(form.path);
-  const there = await stat(form.path).catch(() => null);
-  if (there && !there.isDirectory()) throw new CheckpointError('IO', form.path, 'exists and is not a folder (--shard writes a folder)');
-  if (!there && !(await stat(dirname(form.path)).catch(() => null))?.isDirectory()) throw new CheckpointError('IO', form.path, `folder ${dirname(form.path)} does not exist`);
+  if (form.maxShardSize === null || isUrl(form.path)) return assertWritableOutput(form.path, form.format === 'safetensors' ? 'safetensors' : 'zip');
+  // The shard names are known only once the output is planned; each is checked then, before any byte is written.
+  await checkOutputFolder(form.path);
 }
 
 export async function writeOutput(
   form: OutputForm,
   entries: ReadonlyArray<readonly [string, OutputValue]>,
-  options: { moduleMetadata: PyDict | null; onProgress?: (done: number, total: number) => void },
+  options: {
+    moduleMetadata: PyDict | null;
+    onProgress?: (done: number, total: number) => void;
+    /**
+     * Runs with what was written when every byte is on disk, before the output is renamed (or a sharded
+     * folder committed) into place: if it throws, nothing is left behind.
+     */
+    beforeCommit?: (written: WrittenOutput) => void | Promise<void>;
+  },
 ): Promise<WrittenOutput> {
   const base = { format: form.format, dropped: [] as WrittenOutput['dropped'], removed: [] as string[] };
+  const before = options.beforeCommit;
   if (form.maxShardSize !== null) {
+    const written = (r: ShardedResult): WrittenOutput => {
+      const join = (name: string) => joinPath(form.path, name);
+      const files = r.files.map((f) => ({ path: join(f.name), tensors: f.tensors, bytes: f.bytes }));
+      return {
+        ...base,
+        layout: 'sharded',
+        files,
+        index: r.index ? join(r.index) : null,
+        tensors: r.tensors,
+        storages: r.storages,
+        bytes: files.reduce((n, f) => n + f.bytes, r.indexBytes),
+        dropped: r.dropped,
+        removed: r.removed,
+        moduleMetadata: form.format === 'pth' && options.moduleMetadata !== null,
+      };
+    };
     const r = await writeSharded(form.path, entries, {
       format: form.format,
       maxShardSize: form.maxShardSize,
@@ -119,27 +143,16 @@ export async function writeOutput(
       metadata: form.metadata,
       tied: form.tied,
       onProgress: options.onProgress,
+      beforeCommit: before ? (partial) => before(written(partial)) : undefined,
     });
-    const join = (name: string) => joinPath(form.path, name);
-    const files = r.files.map((f) => ({ path: join(f.name), tensors: f.tensors, bytes: f.bytes }));
-    const indexBytes = r.index ? (await stat(join(r.index))).size : 0;
-    return {
-      ...base,
-      layout: 'sharded',
-      files,
-      index: r.index ? join(r.index) : null,
-      tensors: r.tensors,
-      storages: r.storages,
-      bytes: files.reduce((n, f) => n + f.bytes, indexBytes),
-      dropped: r.dropped,
-      removed: r.removed,
-      moduleMetadata: form.format === 'pth' && options.moduleMetadata !== null,
-    };
+    return written(r);
   }
   if (form.format === 'safetensors') {
-    const r = await writeSafetensors(form.path, entries, { metadata: form.metadata, tied: form.tied, onProgress: options.onProgress });
-    return { ...base, layout: 'file', files: [{ path: r.path, tensors: r.tensors, bytes: r.bytes }], index: null, tensors: r.tensors, storages: r.tensors, bytes: r.bytes, dropped: r.dropped, moduleMetadata: false };
+    const written = (r: SafetensorsResult): WrittenOutput => ({ ...base, layout: 'file', files: [{ path: r.path, tensors: r.tensors, bytes: r.bytes }], index: null, tensors: r.tensors, storages: r.tensors, bytes: r.bytes, dropped: r.dropped, moduleMetadata: false });
+    const r = await writeSafetensors(form.path, entries, { metadata: form.metadata, tied: form.tied, onProgress: options.onProgress, beforeCommit: before ? (partial) => before(written(partial)) : undefined });
+    return written(r);
   }
-  const r = await writeStateDict(form.path, entries, { metadata: options.moduleMetadata, onProgress: options.onProgress });
-  return { ...base, layout: 'file', files: [{ path: r.path, tensors: r.tensors, bytes: r.bytes }], index: null, tensors: r.tensors, storages: r.storages, bytes: r.bytes, moduleMetadata: options.moduleMetadata !== null };
+  const written = (r: WriteResult): WrittenOutput => ({ ...base, layout: 'file', files: [{ path: r.path, tensors: r.tensors, bytes: r.bytes }], index: null, tensors: r.tensors, storages: r.storages, bytes: r.bytes, moduleMetadata: options.moduleMetadata !== null });
+  const r = await writeStateDict(form.path, entries, { metadata: options.moduleMetadata, onProgress: options.onProgress, beforeCommit: before ? (partial) => before(written(partial)) : undefined });
+  return written(r);
 }

@@ -1,18 +1,14 @@
 /** Output-path rules shared by the commands that write files. */
-import { stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { STDOUT_WHY, checkDestination } from '../io/output.js';
 import { CheckpointError } from '../io/errors.js';
 import { isUrl, parseUrl, redactUrl } from '../io/url.js';
 
 /**
- * The output's folder must exist and the output must not be a directory. Writing onto an input is
+ * Checks the output path before any input is read: its folder exists, it is not `-`, and it is not an
+ * existing folder, device, FIFO or socket (see io/output.ts for every rule). Writing onto an input is
  * allowed: output goes through a temporary file and a rename after every input byte has been read.
  */
-export async function assertWritableOutput(output: string): Promise<void> {
+export async function assertWritableOutput(output: string, format: keyof typeof STDOUT_WHY = 'zip'): Promise<void> {
   if (isUrl(output)) throw new CheckpointError('USAGE', redactUrl(parseUrl(output)), 'outputs are local files; URLs are read, never written');
-  const dir = dirname(output);
-  const dirStat = await stat(dir).catch(() => null);
-  if (!dirStat?.isDirectory()) throw new CheckpointError('IO', output, `folder ${dir} does not exist`);
-  const outStat = await stat(output).catch(() => null);
-  if (outStat?.isDirectory()) throw new CheckpointError('IO', output, 'is a directory');
+  checkDestination(output, STDOUT_WHY[format]);
 }

@@ -4,7 +4,7 @@
  */
 import type { Checkpoint } from '../formats/checkpoint.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
-import { BLOCK_BYTES, isRemoteSource } from '../io/http-source.js';
+import { BLOCK_BYTES, isRemoteSource } from '../io/remote-kind.js';
 import type { StorageRef } from '../model/tensor-ref.js';
 import { formatBytes, formatCount } from './render.js';
 

@@ -1,18 +1,22 @@
-/** Text rendering of the sanitize report: what was written and where torch loads it, then every change, folded by index. */
+/**
+ * Text rendering of the sanitize report: what was written and where torch loads it, then every change, folded
+ * by index. Paths, class names and file names come from the file or the command line: each goes through
+ * `safe` (table cells are escaped by `table`).
+ */
 import { fold } from '../match/fold.js';
 import type { Change, Omission } from '../model/sanitize.js';
-import { formatBytes, formatCount, indent, table } from './render.js';
+import { formatBytes, formatCount, indent, safe, table } from './render.js';
 import { fetchedText } from './remote.js';
 import type { SanitizeReport } from './sanitize.js';
 
 export function renderSanitize(r: SanitizeReport): string {
-  const lines = [`read      ${r.input.path} (${r.input.format})`];
-  if (r.fetched) lines.push(`fetched   ${fetchedText(r.fetched)}`);
+  const lines = [`read      ${safe(r.input.path)} (${r.input.format})`];
+  if (r.fetched) lines.push(`fetched   ${safe(fetchedText(r.fetched))}`);
   if (r.output && r.written && r.torch) {
     const w = r.written;
-    lines.push(`wrote     ${r.output}: ${formatCount(w.tensors)} tensors in ${formatCount(w.storages)} storages, ${formatBytes(w.bytes)}`);
+    lines.push(`wrote     ${safe(r.output)}: ${formatCount(w.tensors)} tensors in ${formatCount(w.storages)} storages, ${formatBytes(w.bytes)}`);
     const needs = r.torch.needs.filter((n) => n.since === r.torch!.minimum).map((n) => n.feature);
-    lines.push(`loads on  ${r.torch.loads} with weights_only=True${needs.length ? ` (for ${needs.join(', ')})` : ''}`);
+    lines.push(`loads on  ${r.torch.loads} with weights_only=True${needs.length ? ` (for ${needs.map(safe).join(', ')})` : ''}`);
   } else {
     lines.push(`refused   ${r.refused.length} value${r.refused.length === 1 ? '' : 's'} with no weights-only form; nothing written`);
   }
@@ -31,7 +35,7 @@ export function renderSanitize(r: SanitizeReport): string {
     for (const c of r.changes) if (c.note && !notes.has(c.note)) notes.set(c.note, `${c.from} -> ${c.to}`);
     if (notes.size) {
       lines.push('', 'what consumer code may notice');
-      for (const [note, what] of notes) lines.push(`  ${what}: ${note}`);
+      for (const [note, what] of notes) lines.push(`  ${safe(what)}: ${safe(note)}`);
     }
   }
   if (r.dropped.length) {

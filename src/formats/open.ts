@@ -11,8 +11,6 @@ import { readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CheckpointError } from '../io/errors.js';
 import { type ByteSource, FileSource } from '../io/source.js';
-import { HttpSource } from '../io/http-source.js';
-import { RemoteSession } from '../io/remote-session.js';
 import { isUrl, siblingUrl, urlFileName } from '../io/url.js';
 import { openArchive } from './torch-zip/read.js';
 import { isLegacyMagic, openLegacy } from './torch-legacy/read.js';
@@ -61,9 +59,13 @@ export async function openSource(source: ByteSource, options: OpenOptions = {}):
   throw await diagnoseUnknown(source);
 }
 
-/** An http(s) URL is read with range requests (one session per command: its budget and its costs). */
+/**
+ * An http(s) URL is read with range requests (one session per command: its budget and its costs). The
+ * HTTP client is loaded only then: a local file does not pay for its modules at start-up.
+ */
 async function openPathOrUrl(path: string, options: OpenOptions): Promise<ByteSource> {
   if (!isUrl(path)) return openRegularFile(path);
+  const [{ HttpSource }, { RemoteSession }] = await Promise.all([import('../io/http-source.js'), import('../io/remote-session.js')]);
   options.remote ??= new RemoteSession();
   return HttpSource.open(path, options.remote);
 }

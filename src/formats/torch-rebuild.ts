@@ -11,6 +11,9 @@ import type { UnpickleHooks } from '../pickle/unpickler.js';
 import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from '../model/tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 
+/** Distinct shapes/strides interned per file; past this, new ones are kept unshared (a hostile file cannot grow the table). */
+const MAX_INTERNED_TUPLES = 65_536;
+
 /** A storage-level inconsistency. Strict opening throws the first; `ckpt check` lists them all. */
 export interface Problem {
   kind: 'corrupt';
@@ -26,6 +29,8 @@ export class TorchDecoder {
   readonly storages: StorageRef[] = [];
   readonly problems: Problem[] = [];
   private readonly byKey = new Map<string, StorageRef>();
+  /** Shape and stride arrays by value, shared between tensors. */
+  private readonly tuples = new Map<string, readonly number[]>();
   private tensorCount = 0;
 
   constructor(
@@ -201,7 +206,12 @@ export class TorchDecoder {
         throw new CheckpointError('BAD_TENSOR', this.path, `tensor ${what} holds ${String(x)}, not a non-negative integer`);
       }
     }
-    // The tuple's own array: both are read-only, and 70k tensors need not cost 140k more arrays.
+    // Interned: shapes and strides repeat (every layer of a stack has the same ones), and 100k tensors
+    // need not keep 200k small arrays alive. Both are read-only everywhere.
+    const key = items.join(',');
+    const known = this.tuples.get(key);
+    if (known) return known;
+    if (this.tuples.size < MAX_INTERNED_TUPLES) this.tuples.set(key, items as readonly number[]);
     return items as readonly number[];
   }
 

@@ -2,6 +2,8 @@
  * The one error type the library throws for anything wrong with an input or output file.
  * The CLI turns it into `error: <path>: <detail>` and exit code 2; nothing else should escape.
  */
+import { printable } from './printable.js';
+
 export type CheckpointErrorCode =
   | 'NOT_FOUND' // the path does not exist or is not a regular file
   | 'IO' // the operating system refused a read or write
@@ -23,12 +25,17 @@ export type CheckpointErrorCode =
 
 export class CheckpointError extends Error {
   readonly code: CheckpointErrorCode;
+  /** The file as named (exact; escape it before printing). */
   readonly path: string;
+  /**
+   * What is wrong. Details quote names taken from the file (zip entry names, pickle strings): they are
+   * escaped here (printable.ts), so an error stays one line and cannot send terminal sequences.
+   */
   readonly detail: string;
 
   constructor(code: CheckpointErrorCode, path: string, detail: string) {
     const safeDetail = printable(detail);
-    super(path ? `${path}: ${safeDetail}` : safeDetail);
+    super(path ? `${printable(path)}: ${safeDetail}` : safeDetail);
     this.name = 'CheckpointError';
     this.code = code;
     this.path = path;
@@ -39,15 +46,6 @@ export class CheckpointError extends Error {
   withPath(path: string): CheckpointError {
     return new CheckpointError(this.code, path, this.detail);
   }
-}
-
-/**
- * Details quote names taken from the file (zip entry names, pickle strings): control characters are
- * escaped so that an error stays one line and a hostile file cannot send terminal escape sequences.
- */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }
 
 export function isCheckpointError(e: unknown): e is CheckpointError {

@@ -20,8 +20,9 @@ import { RemoteFile } from './http-range.js';
 import type { RemoteSession } from './remote-session.js';
 import { parseUrl } from './url.js';
 
-/** Smallest request: a local header or an end record costs one block; 64 KiB over a link costs little more than 1 byte. */
-export const BLOCK_BYTES = 64 << 10;
+import { BLOCK_BYTES } from './remote-kind.js';
+
+export { BLOCK_BYTES, isRemoteSource } from './remote-kind.js';
 /** Cached blocks; metadata reads revisit few of them. */
 const CACHE_BYTES = 32 << 20;
 /** Reads this long or longer are tensor data: fetched exactly, never cached. */
@@ -267,9 +268,4 @@ class DownloadedSource implements ByteSource {
   close(): Promise<void> {
     return this.local.close();
   }
-}
-
-/** True for sources whose bytes come over the network (each read may cost a request). */
-export function isRemoteSource(source: ByteSource): boolean {
-  return (source as { remote?: unknown }).remote === true;
 }

@@ -71,6 +71,11 @@ export const LIMITS = {
    * read lazily), and a process may hold 1024 files by default; the largest public models use < 200.
    */
   shards: 1000,
+  /**
+   * Bytes of a `check --against` manifest (`ckpt inspect --json` output, ~110 bytes per tensor pretty
+   * printed): 1 GiB is ~10M tensors, the tensors limit; the file is parsed in memory.
+   */
+  manifestBytes: 1 << 30,
   /** Redirects followed for one request. Fetch's own limit is 20; a hub answers with one (to its CDN). */
   httpRedirects: 10,
 } as const;

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { CheckpointError } from './errors.js';
 
 /**
@@ -43,13 +43,15 @@ export class FileSource implements ByteSource {
   static async open(path: string): Promise<FileSource> {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; the fstat below
+      // then refuses it (and devices, sockets). On a regular file the flag changes nothing.
+      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     } catch (e) {
       throw ioError(path, e, 'cannot open');
     }
     try {
       const stat = fstatSync(fd);
-      if (!stat.isFile()) throw new CheckpointError('NOT_FOUND', path, 'not a regular file');
+      if (!stat.isFile()) throw new CheckpointError('NOT_FOUND', path, `is ${nonRegularKind(stat)}, not a regular file`);
       return new FileSource(path, stat.size, fd);
     } catch (e) {
       closeSync(fd);
@@ -121,6 +123,15 @@ export class BufferSource implements ByteSource {
     target.set(await this.read(offset, target.length));
   }
   async close(): Promise<void> {}
+}
+
+function nonRegularKind(stat: { isDirectory(): boolean; isFIFO(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSocket(): boolean }): string {
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isFIFO()) return 'a FIFO (named pipe)';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isBlockDevice()) return 'a block device';
+  if (stat.isSocket()) return 'a socket';
+  return 'something other than a file';
 }
 
 export function ioError(path: string, e: unknown, what: string): CheckpointError {

@@ -62,6 +62,12 @@ export function isPositionIds(key: string, dtype: string): boolean {
   return (key === 'position_ids' || key.endsWith('.position_ids')) && dtype === 'int64';
 }
 
+/**
+ * DeepSpeed ZeRO-3 leaves every partitioned parameter in the module's state dict as `torch.empty(0)`:
+ * shape exactly [0]. The reason is given when such a tensor meets a target that holds values. Two empty
+ * tensors of different shapes ([0] vs [0, 3, 1], [0, 2, 1] vs [0, 3, 1]) are an ordinary mismatch without
+ * a reason: no values are missing, and load_state_dict refuses the shapes all the same.
+ */
 export function isZero3Placeholder(pretrainedShape: readonly number[], targetShape: readonly number[]): boolean {
-  return pretrainedShape.length === 1 && pretrainedShape[0] === 0 && !(targetShape.length === 1 && targetShape[0] === 0);
+  return pretrainedShape.length === 1 && pretrainedShape[0] === 0 && !targetShape.includes(0);
 }

@@ -11,6 +11,7 @@ import { CheckpointError } from '../io/errors.js';
 import type { ByteSource } from '../io/source.js';
 import type { DType } from '../tensor/dtype.js';
 import { canConvert, convertElements } from '../tensor/convert.js';
+import { type Bf16NanLayout, needsBf16NanLayout, rowMajorNanPatch } from '../tensor/bf16-nan.js';
 import { resolveLazyBits } from './read-bytes.js';
 import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from './tensor-ref.js';
 
@@ -44,6 +45,8 @@ export type WriteChunk = (chunk: Uint8Array) => Promise<void>;
 /** An output storage made by casting a whole source storage to another dtype (the zip writer's plan). */
 export interface CastStorage extends StorageRef {
   readonly castFrom: StorageRef;
+  /** float32/float64 -> bfloat16: which NaNs torch's copy would write as 0x7FC0 rather than 0xFFFF. */
+  readonly nanLayout?: Bf16NanLayout;
 }
 
 export function castSource(storage: StorageRef): StorageRef | undefined {
@@ -79,6 +82,8 @@ class ReadAhead {
 
 /** Fills `input` with the `count` elements that start at output element `first`. */
 type Fill = (input: Uint8Array, first: number, count: number) => Promise<void>;
+/** Rewrites cast output elements [first, first + count) in place (bf16-nan.ts: torch's NaN patterns). */
+type Patch = (output: Uint8Array, first: number, count: number) => void;
 
 export class ChunkedCopier {
   private readonly buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
@@ -121,7 +126,9 @@ export class ChunkedCopier {
     const from = castSource(storage) ?? storage;
     const { source, offset } = await this.resolve(from);
     const runEnd = this.announce(storage, source, offset + from.byteLength);
-    await this.pump(from.numel, from.dtype, storage.dtype, null, this.rangeFill(source, offset, from.dtype.itemSize, from.byteLength, runEnd), write);
+    const layout = (storage as Partial<CastStorage>).nanLayout;
+    const patch = layout ? (output: Uint8Array, first: number, count: number) => layout.patch(output, first, count) : null;
+    await this.pump(from.numel, from.dtype, storage.dtype, null, this.rangeFill(source, offset, from.dtype.itemSize, from.byteLength, runEnd), write, patch);
   }
 
   /**
@@ -144,10 +151,12 @@ export class ChunkedCopier {
     const { source, offset } = await this.resolve(tensor.storage);
     const runEnd = this.announce(tensor, source, offset + (last + 1) * item);
     const lazy = tensor.conj || tensor.neg ? tensor : null;
+    // Row-major into a contiguous tensor, as load_state_dict's copy into a parameter: its NaN bits too.
+    const patch = needsBf16NanLayout(tensor.dtype, dtype) ? rowMajorNanPatch(tensor.dtype, tensor) : null;
     if (isContiguous(tensor)) {
-      await this.pump(numel, tensor.dtype, dtype, lazy, this.rangeFill(source, offset + tensor.storageOffset * item, item, numel * item, runEnd), write);
+      await this.pump(numel, tensor.dtype, dtype, lazy, this.rangeFill(source, offset + tensor.storageOffset * item, item, numel * item, runEnd), write, patch);
     } else {
-      await this.pump(numel, tensor.dtype, dtype, lazy, await this.gatherFill(tensor, source, offset, last), write);
+      await this.pump(numel, tensor.dtype, dtype, lazy, await this.gatherFill(tensor, source, offset, last), write, patch);
     }
   }
 
@@ -229,7 +238,7 @@ export class ChunkedCopier {
   }
 
   /** The chunk loop: fill, resolve lazy bits, cast, write (overlapping the next read), report, yield. */
-  private async pump(numel: number, from: DType, to: DType, lazy: TensorRef | null, fill: Fill, write: WriteChunk): Promise<void> {
+  private async pump(numel: number, from: DType, to: DType, lazy: TensorRef | null, fill: Fill, write: WriteChunk, patch: Patch | null = null): Promise<void> {
     const inItem = from.itemSize;
     const outItem = to.itemSize;
     const cast = from !== to;
@@ -248,6 +257,7 @@ export class ChunkedCopier {
         if (cast) {
           output = (this.castBuffers as Buffer[])[this.turn]!.subarray(0, count * outItem);
           convertElements(from, to, input, output, count);
+          patch?.(output, element, count);
         }
         if (writing) await writing;
         writing = write(output);

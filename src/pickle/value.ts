@@ -51,24 +51,137 @@ export class PyList {
   constructor(readonly items: PyValue[]) {}
 }
 
+/** Entries a dict keeps in one flat array before it switches to a Map (a linear scan is as fast up to here). */
+const SMALL_DICT_ENTRIES = 8;
+
 /**
  * dict and collections.OrderedDict. `state` is what BUILD applied to an OrderedDict: for a state dict it
- * is a dict holding `_metadata`. Keys keep Python's distinction between 1 and '1' (Map uses SameValueZero).
+ * is a dict holding `_metadata`. Keys keep Python's distinction between 1 and '1' (SameValueZero, as Map).
+ *
+ * Memory: a state dict's `_metadata` holds one small dict per module ({'version': 1}) and every tensor's
+ * pickle builds an empty hooks OrderedDict: 140,000 Maps of ~190 bytes each were the largest item of a
+ * 70,000-key merge. A dict of up to SMALL_DICT_ENTRIES entries keeps them as [k0, v0, k1, v1, ...] and
+ * becomes a Map past that; `entries` is a Map-shaped view over either.
  */
 export class PyDict {
   readonly kind = 'dict' as const;
-  /** Created on first use: every tensor in a state dict carries an empty OrderedDict (its backward hooks). */
-  private map: Map<PyValue, PyValue> | null = null;
   state: PyValue | undefined = undefined;
+  /** null when empty; the flat pairs of a small dict; a Map past SMALL_DICT_ENTRIES. */
+  store: PyValue[] | Map<PyValue, PyValue> | null = null;
   constructor(readonly ordered: boolean) {}
 
+  /** The entries, as a Map (reads and writes go to this dict). */
   get entries(): Map<PyValue, PyValue> {
-    return (this.map ??= new Map());
+    return this.store instanceof Map ? this.store : (new DictEntries(this) as Map<PyValue, PyValue>);
   }
 
-  /** Reads without creating the map. */
+  /** Reads without creating anything. */
   get(key: PyValue): PyValue | undefined {
-    return this.map?.get(key);
+    const s = this.store;
+    if (s === null) return undefined;
+    if (s instanceof Map) return s.get(key);
+    const i = pairIndex(s, key);
+    return i < 0 ? undefined : s[i + 1];
+  }
+}
+
+function sameValueZero(a: PyValue, b: PyValue): boolean {
+  return a === b || (a !== a && b !== b); // NaN keys, as Map
+}
+
+function pairIndex(pairs: PyValue[], key: PyValue): number {
+  for (let i = 0; i < pairs.length; i += 2) if (sameValueZero(pairs[i] as PyValue, key)) return i;
+  return -1;
+}
+
+/** Map interface over a small dict's pairs; promotes the dict to a real Map when it grows past the limit. */
+class DictEntries implements Map<PyValue, PyValue> {
+  constructor(private readonly dict: PyDict) {}
+
+  private get pairs(): PyValue[] {
+    return (this.dict.store as PyValue[] | null) ?? [];
+  }
+
+  get size(): number {
+    const s = this.dict.store;
+    return s === null ? 0 : s instanceof Map ? s.size : s.length / 2;
+  }
+
+  get(key: PyValue): PyValue | undefined {
+    return this.dict.get(key);
+  }
+
+  has(key: PyValue): boolean {
+    const s = this.dict.store;
+    if (s === null) return false;
+    return s instanceof Map ? s.has(key) : pairIndex(s, key) >= 0;
+  }
+
+  set(key: PyValue, value: PyValue): this {
+    const s = this.dict.store;
+    if (s instanceof Map) {
+      s.set(key, value);
+      return this;
+    }
+    if (s === null) {
+      this.dict.store = [key, value];
+      return this;
+    }
+    const i = pairIndex(s, key);
+    if (i >= 0) s[i + 1] = value;
+    else if (s.length < 2 * SMALL_DICT_ENTRIES) s.push(key, value);
+    else {
+      const map = new Map<PyValue, PyValue>();
+      for (let k = 0; k < s.length; k += 2) map.set(s[k] as PyValue, s[k + 1] as PyValue);
+      map.set(key, value);
+      this.dict.store = map;
+    }
+    return this;
+  }
+
+  delete(key: PyValue): boolean {
+    const s = this.dict.store;
+    if (s === null) return false;
+    if (s instanceof Map) return s.delete(key);
+    const i = pairIndex(s, key);
+    if (i < 0) return false;
+    s.splice(i, 2);
+    if (s.length === 0) this.dict.store = null;
+    return true;
+  }
+
+  clear(): void {
+    this.dict.store = null;
+  }
+
+  forEach(callback: (value: PyValue, key: PyValue, map: Map<PyValue, PyValue>) => void, thisArg?: unknown): void {
+    for (const [k, v] of this) callback.call(thisArg, v, k, this);
+  }
+
+  *entries(): MapIterator<[PyValue, PyValue]> {
+    const s = this.dict.store;
+    if (s instanceof Map) {
+      yield* s.entries();
+      return;
+    }
+    const pairs = this.pairs;
+    for (let i = 0; i < pairs.length; i += 2) yield [pairs[i] as PyValue, pairs[i + 1] as PyValue];
+  }
+
+  *keys(): MapIterator<PyValue> {
+    for (const [k] of this.entries()) yield k;
+  }
+
+  *values(): MapIterator<PyValue> {
+    for (const [, v] of this.entries()) yield v;
+  }
+
+  [Symbol.iterator](): MapIterator<[PyValue, PyValue]> {
+    return this.entries();
+  }
+
+  get [Symbol.toStringTag](): string {
+    return 'Map';
   }
 }
 

@@ -12,8 +12,9 @@
  *   (a signalling NaN stays signalling); float32 <-> float64 quiet and shift the payload (cvtss2sd /
  *   cvtsd2ss); any NaN -> float16 is sign | 0x7E00; float16 -> bfloat16 NaN is 0x7FC0; float32/float64
  *   -> bfloat16 NaN is 0xFFFF, torch's AVX2 result. torch itself writes 0x7FC0 for float64 NaNs in the
- *   scalar tail (last n % 16 elements of each run its threads convert) and for all float NaNs on
- *   non-SIMD CPUs; that depends on thread splits, so a chunked stream cannot follow it (see half.ts).
+ *   scalar tail (last n % 16 elements of each contiguous run) and for every element of a non-contiguous
+ *   copy; which elements those are depends on the tensor's layout, not on the bytes, so the writer
+ *   rewrites them after converting (bf16-nan.ts) rather than this element-wise converter.
  * - float -> integer truncates toward zero. NaN, infinities and out-of-range values give what x86's
  *   cvttss2si/cvttsd2si give, the "integer indefinite" INT_MIN: int64 -> -2^63, int32 -> -2^31. int16
  *   and int8 go through int32 and keep its low bits (NaN -> 0, 3e9 -> int16 0), uint8 through int64

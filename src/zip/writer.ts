@@ -19,8 +19,25 @@ import { LOCAL_HEADER_CRC_OFFSET, U16_SATURATED, encodeCentralHeader, encodeEndR
 
 const utf8 = new TextEncoder();
 
+/** The layout encoder's view of an entry, its name as UTF-8 bytes (made when a header is written). */
+function fields(entry: WrittenEntry): StoredEntryFields {
+  return { name: utf8.encode(entry.name), crc32: entry.crc32, size: entry.size, localHeaderOffset: entry.localHeaderOffset };
+}
+
+/**
+ * What the central directory needs of an entry, kept until finish(). The name stays a string (the one in
+ * `names`) and is encoded again at the end: a small Uint8Array per entry costs ~230 bytes, the largest
+ * item of a 70,000-record write.
+ */
+interface WrittenEntry {
+  readonly name: string;
+  crc32: number;
+  readonly size: number;
+  readonly localHeaderOffset: number;
+}
+
 export class ZipWriter {
-  private readonly entries: StoredEntryFields[] = [];
+  private readonly entries: WrittenEntry[] = [];
   private readonly names = new Set<string>();
   /** Set while an add*() or finish() runs; calls must be awaited one at a time. */
   private busy = false;
@@ -54,7 +71,7 @@ export class ZipWriter {
   addBuffer(name: string, data: Uint8Array): Promise<void> {
     return this.guard(async () => {
       const entry = this.beginEntry(name, data.length, crc32(data));
-      await this.write(encodeLocalHeader(entry));
+      await this.write(encodeLocalHeader(fields(entry)));
       await this.write(data);
     });
   }
@@ -71,7 +88,7 @@ export class ZipWriter {
     return this.guard(async () => {
       const computeCrc = knownCrc === undefined;
       const entry = this.beginEntry(name, size, knownCrc ?? 0);
-      await this.write(encodeLocalHeader(entry));
+      await this.write(encodeLocalHeader(fields(entry)));
       let received = 0;
       let crc = 0;
       let writing = false;
@@ -102,7 +119,7 @@ export class ZipWriter {
   finish(): Promise<number> {
     return this.guard(async () => {
       const centralDirectoryOffset = this.position;
-      for (const entry of this.entries) await this.write(encodeCentralHeader(entry));
+      for (const entry of this.entries) await this.write(encodeCentralHeader(fields(entry)));
       const centralDirectorySize = this.position - centralDirectoryOffset;
       await this.write(encodeEndRecords({ entryCount: this.entries.length, centralDirectoryOffset, centralDirectorySize }));
       // Cuts the file at the end record: the handle may point at an older, longer file.
@@ -121,14 +138,13 @@ export class ZipWriter {
     return `${this.prefix}/${name}`;
   }
 
-  private beginEntry(name: string, size: number, crc: number): StoredEntryFields {
+  private beginEntry(name: string, size: number, crc: number): WrittenEntry {
     const full = this.fullName(name);
     if (name === '' || this.names.has(full)) throw this.fail('UNWRITABLE', `entry name '${full}' is empty or already used`);
-    const nameBytes = utf8.encode(full);
-    if (nameBytes.length > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${full.slice(0, 60)}...' is longer than 65535 bytes`);
+    if (Buffer.byteLength(full, 'utf8') > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${full.slice(0, 60)}...' is longer than 65535 bytes`);
     if (!Number.isSafeInteger(size) || size < 0) throw this.fail('UNWRITABLE', `entry '${full}' has an invalid size ${size}`);
     this.names.add(full);
-    const entry: StoredEntryFields = { name: nameBytes, crc32: crc, size, localHeaderOffset: this.position };
+    const entry: WrittenEntry = { name: full, crc32: crc, size, localHeaderOffset: this.position };
     this.entries.push(entry);
     return entry;
   }

@@ -2,7 +2,7 @@
  * Runs one mutant through every command in-process and checks the invariants of issue 6:
  *  - only CheckpointError escapes (anything else is an `escape` finding with its stack top);
  *  - the case ends within the bound (`slow`);
- *  - a failed merge/convert leaves no output and no `.<name>.ckpt-tmp-*` file, a successful one leaves
+ *  - a failed merge/convert leaves no output and no `.ckpt-tmp-*` file, a successful one leaves
  *    exactly the output, and that output opens again (`leftover`, `output`);
  *  - the input file is unchanged (`input-changed`).
  * The library is passed in (src/ under vitest, dist/ under scripts/fuzz.mjs), so this file imports

@@ -16,7 +16,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { CheckpointError } from '../../io/errors.js';
-import { writeAtomically } from '../../io/output.js';
+import { STDOUT_WHY, writeAtomically } from '../../io/output.js';
 import { describeValue } from '../../model/describe.js';
 import { ChunkedCopier } from '../../model/copy.js';
 import { numelOf, type TensorRef } from '../../model/tensor-ref.js';
@@ -37,6 +37,8 @@ export interface SafetensorsOptions {
   metadata?: ReadonlyArray<readonly [string, string]>;
   tied?: TiedPolicy;
   onProgress?: (done: number, total: number) => void;
+  /** Runs when every byte is written and fsynced, before the rename; if it throws, nothing is left behind. */
+  beforeCommit?: (result: SafetensorsResult) => void | Promise<void>;
 }
 
 export interface SafetensorsResult {
@@ -63,11 +65,15 @@ export interface SafetensorsPlan {
 export async function writeSafetensors(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, options: SafetensorsOptions = {}): Promise<SafetensorsResult> {
   const { tensors, dropped } = selectTensors(path, entries, options.tied ?? 'copy');
   const plan = planSafetensors(path, tensors, fileMetadata(options.metadata ?? [], dropped));
-  return writeAtomically(path, async (handle) => {
-    const copier = new ChunkedCopier(path, plan.header.dataBytes, options.onProgress);
-    const bytes = await writeSafetensorsTo(handle, path, plan, copier);
-    return { path, tensors: plan.tensors.length, bytes, dropped };
-  });
+  return writeAtomically(
+    path,
+    async (handle) => {
+      const copier = new ChunkedCopier(path, plan.header.dataBytes, options.onProgress);
+      const bytes = await writeSafetensorsTo(handle, path, plan, copier);
+      return { path, tensors: plan.tensors.length, bytes, dropped };
+    },
+    { beforeCommit: options.beforeCommit, stdoutWhy: STDOUT_WHY.safetensors },
+  );
 }
 
 /**

@@ -20,6 +20,7 @@ import { LIMITS } from '../../io/limits.js';
 import type { ByteSource } from '../../io/source.js';
 import { PyDict, type PyGlobal } from '../../pickle/value.js';
 import { findStateDict } from '../../model/state-dict.js';
+import { parseJsonBytes, startsWithUtf8Bom } from '../../io/json-text.js';
 import type { Problem } from '../torch-rebuild.js';
 import type { StorageRef } from '../../model/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
@@ -31,9 +32,12 @@ export function isShardIndexName(path: string): boolean {
   return path.toLowerCase().endsWith('.json');
 }
 
-/** The first bytes of a JSON object: blanks, then `{`. */
+/**
+ * The first bytes of a JSON object: blanks, then `{`. A UTF-8 byte order mark in front counts too, so
+ * that such an index is refused for its BOM by name rather than called "not a checkpoint".
+ */
 export function looksLikeJsonObject(head: Uint8Array): boolean {
-  for (const b of head) {
+  for (const b of startsWithUtf8Bom(head) ? head.subarray(3) : head) {
     if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d) continue;
     return b === OPEN_BRACE;
   }
@@ -52,13 +56,7 @@ export async function openSharded(source: ByteSource, options: OpenOptions, open
   if (source.size > LIMITS.shardIndexBytes) {
     throw new CheckpointError('LIMIT', indexPath, `shard index of ${source.size} bytes exceeds shardIndexBytes (${LIMITS.shardIndexBytes})`);
   }
-  let index: unknown;
-  try {
-    index = JSON.parse(Buffer.from(await source.read(0, source.size)).toString('utf8'));
-  } catch (e) {
-    if (e instanceof CheckpointError) throw e;
-    throw bad('a .json file that is not valid JSON; a sharded checkpoint index is expected');
-  }
+  const index = parseJsonBytes(await source.read(0, source.size), indexPath, 'a sharded checkpoint index');
   const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
     throw bad('JSON without a "weight_map" object; not a sharded checkpoint index');

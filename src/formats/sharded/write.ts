@@ -35,6 +35,8 @@ export interface ShardedOptions {
   metadata?: ReadonlyArray<readonly [string, string]>;
   tied?: TiedPolicy;
   onProgress?: (done: number, total: number) => void;
+  /** Runs when every file is written and fsynced, before the commit; if it throws, nothing is left behind. */
+  beforeCommit?: (result: ShardedResult) => void | Promise<void>;
 }
 
 export interface ShardedResult {
@@ -42,6 +44,8 @@ export interface ShardedResult {
   files: Array<{ name: string; tensors: number; bytes: number }>;
   /** The index file's name, or null for a single file. */
   index: string | null;
+  /** Bytes of the index file (0 without one). */
+  indexBytes: number;
   /** `metadata.total_size`: tensor bytes, each storage once, no headers. */
   totalSize: number;
   tensors: number;
@@ -77,17 +81,22 @@ export async function writeSharded(folder: string, entries: ReadonlyArray<readon
       },
     });
   }
-  const outcome = await writeFolderAtomically(folder, folderFiles, (name) => isOutputOfFormat(options.format, name));
-  return {
+  const result = (results: readonly number[], removed: string[]): ShardedResult => ({
     folder,
-    files: files.map((f, i) => ({ name: f.name, tensors: f.tensors, bytes: outcome.results[i] as number })),
+    files: files.map((f, i) => ({ name: f.name, tensors: f.tensors, bytes: results[i] as number })),
     index: index?.name ?? null,
+    indexBytes: index ? (results[files.length] as number) : 0,
     totalSize,
     tensors,
     storages,
     dropped,
-    removed: outcome.removed,
-  };
+    removed,
+  });
+  const beforeCommit = options.beforeCommit;
+  const outcome = await writeFolderAtomically(folder, folderFiles, (name) => isOutputOfFormat(options.format, name), {
+    beforeCommit: beforeCommit ? (results, stale) => beforeCommit(result(results, [...stale])) : undefined,
+  });
+  return result(outcome.results, outcome.removed);
 }
 
 interface ShardPlan {

@@ -18,8 +18,10 @@ import type { StorageRef, TensorRef } from '../../model/tensor-ref.js';
 import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
 import { writeAtomically } from '../../io/output.js';
+import { betweenPhases } from '../../io/memory.js';
 import { type DType } from '../../tensor/dtype.js';
 import { canConvert } from '../../tensor/convert.js';
+import { Bf16NanLayout, needsBf16NanLayout } from '../../tensor/bf16-nan.js';
 import { type CastStorage, ChunkedCopier, castSource } from '../../model/copy.js';
 
 export const ARCHIVE_PREFIX = 'archive';
@@ -29,6 +31,8 @@ export interface WriteOptions {
   metadata?: PyDict | null;
   /** Called after each chunk with bytes written so far and the total. */
   onProgress?: (done: number, total: number) => void;
+  /** Runs when every byte is written and fsynced, before the rename; if it throws, nothing is left behind. */
+  beforeCommit?: (result: WriteResult) => void | Promise<void>;
 }
 
 export interface WriteResult {
@@ -54,11 +58,17 @@ export async function writeTree(path: string, root: PyValue, planner: StoragePla
 }
 
 async function writePlanned(path: string, plan: ZipPlan, options: WriteOptions): Promise<WriteResult> {
-  return writeAtomically(path, async (handle) => {
-    const copier = new ChunkedCopier(path, plan.storageBytes, options.onProgress);
-    const bytes = await writeZipTo(handle, path, plan, copier);
-    return { path, tensors: plan.tensors, storages: plan.storages.length, bytes };
-  });
+  // Planning and pickling leave their garbage in the old generation; copying is long: collect first.
+  betweenPhases(plan.tensors);
+  return writeAtomically(
+    path,
+    async (handle) => {
+      const copier = new ChunkedCopier(path, plan.storageBytes, options.onProgress);
+      const bytes = await writeZipTo(handle, path, plan, copier);
+      return { path, tensors: plan.tensors, storages: plan.storages.length, bytes };
+    },
+    { beforeCommit: options.beforeCommit },
+  );
 }
 
 /** What a zip checkpoint will hold: its pickle and its storages in record order, before any byte is written. */
@@ -173,9 +183,11 @@ function planTensor(path: string, key: string, tensor: TensorRef, dtype: DType, 
       byteLength: source.numel * dtype.itemSize,
       record: null,
       castFrom: source,
+      ...(needsBf16NanLayout(source.dtype, dtype) ? { nanLayout: new Bf16NanLayout(source.dtype) } : {}),
     };
     perDtype.set(dtype, storage);
   }
+  storage.nanLayout?.add(t);
   return { ...t, dtype, storage };
 }
 
