@@ -28,7 +28,7 @@ import { type Finding, type FuzzLib, loadCorpus, runCase } from './fuzz/runner.j
 import { rewriteZip, SIG } from './fuzz/zip.js';
 import { scanPickle } from './fuzz/pickle.js';
 import { cliBuilt, runCli } from './fuzz/cli.js';
-import { FIXTURES } from './helpers/fixtures.js';
+import { FIXTURES, REFUSED_FIXTURES } from './helpers/fixtures.js';
 
 /** Fixed, so CI runs the same cases every time; change it to explore, or use scripts/fuzz.mjs. */
 const SEED = 20261127;
@@ -66,7 +66,7 @@ describe('fuzz helpers', () => {
   });
 
   it('rewriting an archive with its own data.pkl keeps it a readable, equal checkpoint', async () => {
-    for (const c of corpus.filter((f) => f.kind === 'zip').slice(0, 8)) {
+    for (const c of corpus.filter((f) => f.kind === 'zip' && !(f.name in REFUSED_FIXTURES)).slice(0, 8)) {
       const z = c.zip!;
       const rebuilt = rewriteZip(c.bytes, z.parsed, new Map([[z.parsed.entries[z.pickleIndex]!.name, z.pickle]]));
       const [a, b] = [await openSource(new BufferSource(c.name, c.bytes)), await openSource(new BufferSource(c.name, rebuilt))];
@@ -236,7 +236,8 @@ describe('fuzz regressions (fixtures/regressions)', () => {
   it('every file in fixtures/regressions/ has a test here and a line in its README', () => {
     const tested = ['check-finite-view-past-storage-hang.pth', 'check-finite-view-past-storage-rangeerror.pth', 'diff-values-complex64.pth', 'error-message-entry-name-newline.pth', 'pickle-sparse-memo-build-slow.pth', 'values-scan-expanded-view-6g-elements.pth'];
     const readme = readFileSync(join(REGRESSIONS, 'README.md'), 'utf8');
-    expect(readdirSync(REGRESSIONS).filter((n) => n !== 'README.md').sort()).toEqual(tested);
+    // difffuzz-* files are the differential fuzzer's, tested in test/difffuzz.test.ts.
+    expect(readdirSync(REGRESSIONS).filter((n) => n !== 'README.md' && !n.startsWith('difffuzz-')).sort()).toEqual(tested);
     for (const n of tested) expect(readme).toContain(n);
   });
 });

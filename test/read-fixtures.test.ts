@@ -9,7 +9,10 @@ import { findStateDict, moduleVersions } from '../src/model/state-dict.js';
 import { readTensorBytes } from '../src/model/read-bytes.js';
 import { PyDict, type PyValue } from '../src/pickle/value.js';
 import { globalVerdict } from '../src/pickle/globals.js';
-import { expectedFixtures, fixturePath, tensorSummaries } from './helpers/fixtures.js';
+import { REFUSED_FIXTURES, expectedFixtures, fixturePath, tensorSummaries } from './helpers/fixtures.js';
+import { ckpt, tempDir } from './helpers/cli.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 const withTensors = expectedFixtures().filter((e) => e.key !== null);
 
@@ -38,6 +41,19 @@ describe.each(withTensors.map((e) => [e.file, e] as const))('%s', (file, expecte
     } finally {
       await ckpt.close();
     }
+  });
+});
+
+describe.each(Object.entries(REFUSED_FIXTURES))('%s (torch loads it, torch 2.x two ways)', (file, reason) => {
+  it('is refused by the library and by every command in one line (exit 2, nothing on stdout)', async () => {
+    await expect(openCheckpoint(fixturePath(file))).rejects.toThrow(reason);
+    const out = join(tempDir(), 'never-written.safetensors');
+    for (const args of [['inspect', fixturePath(file)], ['check', fixturePath(file)], ['convert', fixturePath(file), out]]) {
+      const r = ckpt(args);
+      expect({ code: r.code, stdout: r.stdout, lines: r.stderr.split('\n').length }).toEqual({ code: 2, stdout: '', lines: 2 });
+      expect(r.stderr).toMatch(reason);
+    }
+    expect(existsSync(out)).toBe(false);
   });
 });
 

@@ -7,6 +7,8 @@ import {
 import { PY_PRELUDE, describePy, enc, runPy, testTorchHooks, unhex } from './helpers/pickle-py.js';
 
 import { error, load, p, timed, u32 } from './helpers/pickle-bytes.js';
+import { TorchDecoder } from '../src/formats/torch-rebuild.js';
+import type { TensorRef } from '../src/model/tensor-ref.js';
 
 describe('opcode table', () => {
   it('lists the 68 opcodes of protocols 0-5 with torch weights_only acceptance', () => {
@@ -153,6 +155,16 @@ describe('unpickle: calls, BUILD and hooks', () => {
     expect(d.state).toEqual(new PyDict(false));
   });
 
+  it('refuses a second BUILD on one object: CPython merges it into the first, torch.save never writes it', () => {
+    const od = [G('collections', 'OrderedDict'), ')', 'R', 'q', 0];
+    const state = (k: string) => ['}', 'X', u32(k.length), k, 0x4b, 1, 's'];
+    const e = error(() => load(p(0x80, 2, ...od, ...state('a'), 'b', 0x30, 'h', 0, ...state('b'), 'b', '.')));
+    expect(e.code).toBe('BAD_PICKLE');
+    expect(e.detail).toMatch(/^BUILD at byte \d+ applies state to a OrderedDict a second time/);
+    expect(error(() => load(p(0x80, 2, G('m', 'C'), ')', 0x81, 0x4e, 'b', 0x4e, 'b', '.'))).detail).toMatch(/a second time/);
+    expect((load(p(0x80, 2, ...od, ...state('a'), 'b', '.')) as PyDict).state).toBeInstanceOf(PyDict);
+  });
+
   it('builds INST/OBJ as opaque nodes and NEWOBJ_EX with kwargs as copyreg.__newobj_ex__', () => {
     expect(load(p('(I1\nimod\nK\n.'))).toEqual(new PyObject(new PyGlobal('mod', 'K'), [1], 'inst'));
     const kw = load(p(0x80, 4, G('m', 'C'), ')', '}', 0x8c, 1, 'k', 0x4e, 's', 0x92, '.')) as PyObject;
@@ -221,6 +233,45 @@ for proto in range(6):
     }
   });
 
+  it('reads INT, LONG, FLOAT and memo-index lines as CPython does, or refuses those CPython reads by other rules', () => {
+    // C _pickle: INT is strtol(base 0) with 2-character 0/1 lines as bools; LONG is PyLong_FromString(base 0);
+    // FLOAT is PyOS_string_to_double; PUT/GET are base 10. Only the spellings CPython writes are read.
+    const lines: Array<[string, string, boolean]> = [
+      ['I', '0', true], ['I', '1', true], ['I', '-1', true], ['I', '10', true], ['I', '00', true], ['I', '01', true],
+      ['I', '99999999999999999999', true], ['I', '-12345678901234567890', true],
+      ['I', '010', false], ['I', '0x10', false], ['I', '0o7', false], ['I', '0b1', false], ['I', '1_0', false], ['I', ' 1', false],
+      ['I', '+1', false], ['I', '-0', false], ['I', '+0', false], ['I', '\t0', false], ['I', '1\x00', false], ['I', '12 ', false], ['I', '007', false],
+      ['L', '0L', true], ['L', '-5L', true], ['L', '123456789012345678901234567890L', true], ['L', '7', true],
+      ['L', '0x10L', false], ['L', '1_0L', false], ['L', ' 12L', false], ['L', '00L', false],
+      ['F', '1.5', true], ['F', '-0.0', true], ['F', 'inf', true], ['F', '-inf', true], ['F', 'nan', true], ['F', '1e+300', true], ['F', '1', true],
+      ['F', ' 1.5', false], ['F', '1.5 ', false], ['F', '1.5\x00zz', false], ['F', '\xa01.5', false],
+      ['p', '5', true], ['p', ' 5', false], ['p', '+5', false], ['p', '5_0', false], ['p', '\xa05', false],
+    ];
+    const script = `${PY_PRELUDE}
+for op, text in json.loads(sys.stdin.read()):
+    body = text.encode('latin1')
+    b = b'I7\\np' + body + b'\\n0g' + body + b'\\n.' if op == 'p' else op.encode() + body + b'\\n.'
+    try: out({'hex': b.hex(), 'v': enc(pickle.loads(b))})
+    except Exception as e: out({'hex': b.hex(), 'error': type(e).__name__})
+`;
+    const input = JSON.stringify(lines.map(([op, text]) => [op, text]));
+    const answers = runPy(script, input).trim().split('\n').map((l) => JSON.parse(l) as { hex: string; v?: unknown; error?: string });
+    const got = answers.map((a, i) => {
+      const [op, text, canonical] = lines[i]!;
+      let ckpt: unknown;
+      try {
+        ckpt = enc(load(unhex(a.hex)));
+      } catch (e) {
+        ckpt = (e as { code?: string }).code;
+      }
+      // A canonical line reads as CPython reads it; every other spelling that CPython accepts is refused.
+      return { line: `${op}${text}`, agrees: canonical ? JSON.stringify(ckpt) === JSON.stringify(a.v) : ckpt === 'BAD_PICKLE', cpython: a.error ?? 'reads' };
+    });
+    expect(got.filter((g) => !g.agrees)).toEqual([]);
+    // The refused spellings are ones CPython reads (octal, hex, white space, "_", a NUL ending the number).
+    expect(got.filter((g, i) => !lines[i]![2] && g.cpython === 'reads').length).toBeGreaterThan(20);
+  });
+
   it('keeps shared and self-referencing objects shared at every protocol', () => {
     const script = `${PY_PRELUDE}
 x = [1]; l = []; l.append(l)
@@ -264,5 +315,88 @@ b = io.BytesIO(); P(b, protocol=2).dump(sd); sys.stdout.write(b.getvalue().hex()
     console.log(`100k tensors, ${(b.length / 1e6).toFixed(1)} MB pickled by CPython: ${ms}`);
     expect((r.value as PyDict).entries.size).toBe(100_000);
     expect(r.globals.map((g) => g.qualname)).toEqual(['collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch.FloatStorage']);
+  });
+});
+
+describe('torch rebuild: tensor metadata (conj/neg bits)', () => {
+  const G = (m: string, n: string): string => `c${m}\n${n}\n`;
+  const str = (s: string) => ['X', u32(s.length), s];
+  /** `_rebuild_tensor_v2(storage, 0, (2,), (1,), False, OrderedDict(), *extra)` over a complex64 storage. */
+  const rebuildWith = (requiresGrad: number[], ...extra: Array<number | string | number[]>) =>
+    p(0x80, 2, G('torch._utils', '_rebuild_tensor_v2'), '(', '(', ...str('storage'), G('torch', 'ComplexFloatStorage'), ...str('0'), ...str('cpu'), 0x4b, 2, 't', 'Q',
+      0x4b, 0, 0x4b, 2, 0x85, 0x4b, 1, 0x85, ...requiresGrad, G('collections', 'OrderedDict'), ')', 'R', ...extra, 't', 'R', '.');
+  const rebuild = (...extra: Array<number | string | number[]>) => rebuildWith([0x89], ...extra);
+  const open = (b: Uint8Array) => unpickle(b, { path: 'x', hooks: new TorchDecoder('x', true).hooks() }).value as TensorRef;
+  const dict = (...items: Array<number | string | number[]>) => ['}', '(', ...items, 'u'];
+
+  it('sets a bit for {conj: True} / {neg: True}, none for no metadata, None or {}', () => {
+    expect(open(rebuild(...dict(...str('conj'), 0x88, ...str('neg'), 0x88)))).toMatchObject({ conj: true, neg: true });
+    expect(open(rebuild(...dict(...str('neg'), 0x88)))).toMatchObject({ conj: false, neg: true });
+    for (const b of [rebuild(), rebuild('N'), rebuild('}')]) expect(open(b)).toMatchObject({ conj: false, neg: false });
+  });
+
+  it('refuses metadata torch would read by key presence or refuse: a flag set to False or 1, another key, a non-dict, an 8th argument', () => {
+    const refused = [
+      rebuild(...dict(...str('neg'), 0x89)), // torch 2.x sets neg: the key is present
+      rebuild(...dict(...str('conj'), 0x4b, 1)),
+      rebuild(...dict(...str('other'), 0x88)),
+      rebuild(...dict('C', 4, 'conj', 0x88)), // bytes key: pybind11 converts it to the string "conj"
+      rebuild(']'),
+      rebuild('}', 'N'),
+    ];
+    for (const b of refused) expect(error(() => open(b)).code).toBe('BAD_TENSOR');
+    // `tensor.requires_grad = 1` raises in torch 1.13 and 2.6 ("requires_grad must be a bool").
+    expect(open(rebuildWith([0x88])).requiresGrad).toBe(true);
+    for (const rg of [[0x4b, 1], [0x4e]]) expect(error(() => open(rebuildWith(rg))).detail).toMatch(/^tensor requires_grad is a (int|none), which torch refuses/);
+    expect(error(() => open(rebuild(...dict(...str('neg'), 0x89)))).detail).toBe('tensor metadata "neg" is not the flag conj or neg set to True (torch sets a flag whenever its key is present)');
+  });
+});
+
+describePy('unpickle: dict keys and set items as Python compares them', () => {
+  const G = (m: string, n: string): string => `c${m}\n${n}\n`;
+  const f64 = (x: number) => { const b = Buffer.alloc(8); b.writeDoubleBE(x); return [...b]; };
+  const s = (t: string) => [0x8c, t.length, t];
+  // Each pickles a dict or a set whose keys/items are built by separate opcodes (no memo sharing).
+  const cases: Array<[string, Uint8Array, 'same' | 'refused']> = [
+    ['{0: a, False: b}', p(0x80, 4, '}', '(', 0x4b, 0, ...s('a'), 0x89, ...s('b'), 'u', '.'), 'refused'],
+    ['{1: a, 1.0: b}', p(0x80, 4, '}', '(', 0x4b, 1, ...s('a'), 'G', ...f64(1), ...s('b'), 'u', '.'), 'refused'],
+    ['{-0.0: a, 0: b}', p(0x80, 4, '}', '(', 'G', ...f64(-0), ...s('a'), 0x4b, 0, ...s('b'), 'u', '.'), 'refused'],
+    ['{(1, 2): a, (1, 2): b}', p(0x80, 4, '}', '(', 0x4b, 1, 0x4b, 2, 0x86, ...s('a'), 0x4b, 1, 0x4b, 2, 0x86, ...s('b'), 'u', '.'), 'refused'],
+    ["{b'x': 1, b'x': 2}", p(0x80, 4, '}', '(', 'C', 1, 'x', 0x4b, 1, 'C', 1, 'x', 0x4b, 2, 'u', '.'), 'refused'],
+    ['{[1]: 2}', p(0x80, 4, '}', ']', 0x4b, 1, 'a', 0x4b, 2, 's', '.'), 'refused'],
+    ['frozenset({1, True})', p(0x80, 4, '(', 0x4b, 1, 0x88, 0x91, '.'), 'refused'],
+    ['set() + ADDITEMS 1, 1', p(0x80, 4, 0x8f, '(', 0x4b, 1, 0x4b, 1, 0x90, '.'), 'refused'],
+    ['dict([(0, a), (False, b)])', p(0x80, 2, G('__builtin__', 'dict'), ']', '(', 0x4b, 0, 'X', 1, 0, 0, 0, 'a', 0x86, 0x89, 'X', 1, 0, 0, 0, 'b', 0x86, 'e', 0x85, 'R', '.'), 'refused'],
+    // An IntEnum member equals its int; an undecoded object beside another key is refused whatever its class.
+    ['{HTTPStatus(200): a, 200: b}', p(0x80, 2, '}', '(', G('http', 'HTTPStatus'), 0x4b, 200, 0x85, 'R', ...s('a'), 0x4b, 200, ...s('b'), 'u', '.'), 'refused'],
+    ['{int: a, int: b} (the same class twice)', p(0x80, 2, '}', '(', G('__builtin__', 'int'), ...s('a'), G('__builtin__', 'int'), ...s('b'), 'u', '.'), 'refused'],
+    ['{HTTPStatus(200): a} (alone)', p(0x80, 2, '}', '(', G('http', 'HTTPStatus'), 0x4b, 200, 0x85, 'R', ...s('a'), 'u', '.'), 'same'],
+    ['{a: 1, b: 2}', p(0x80, 4, '}', '(', ...s('a'), 0x4b, 1, ...s('b'), 0x4b, 2, 'u', '.'), 'same'],
+    ['{0: 1, 1: 2, 0.5: 3, (1,): 4, (1.5,): 5, None: 6}', p(0x80, 4, '}', '(', 0x4b, 0, 0x4b, 1, 0x4b, 1, 0x4b, 2, 'G', ...f64(0.5), 0x4b, 3, 0x4b, 1, 0x85, 0x4b, 4, 'G', ...f64(1.5), 0x85, 0x4b, 5, 'N', 0x4b, 6, 'u', '.'), 'same'],
+    ['{nan: 1, nan: 2} (two NaN objects)', p(0x80, 4, '}', '(', 'G', ...f64(NaN), 0x4b, 1, 'G', ...f64(NaN), 0x4b, 2, 'u', '.'), 'same'],
+    ['frozenset({(1, 2), 3})', p(0x80, 4, '(', 0x4b, 1, 0x4b, 2, 0x86, 0x4b, 3, 0x91, '.'), 'same'],
+  ];
+
+  it('reads as many entries as CPython, or refuses keys CPython merges (0 and False, 1 and 1.0, equal tuples and bytes) or cannot hash', () => {
+    const script = `import json, pickle, sys
+def out(v): sys.stdout.write(json.dumps(v) + '\\n')
+for h in json.loads(sys.stdin.read()):
+    try: out(len(pickle.loads(bytes.fromhex(h))))
+    except Exception as e: out(type(e).__name__)
+`;
+    const py = runPy(script, JSON.stringify(cases.map(([, b]) => Buffer.from(b).toString('hex')))).trim().split('\n').map((l) => JSON.parse(l) as number | string);
+    const got = cases.map(([name, b], i) => {
+      let ckpt: number | string;
+      try {
+        const v = load(b);
+        ckpt = v instanceof PyDict ? v.entries.size : (v as PySet).items.length;
+      } catch (e) {
+        ckpt = (e as { code?: string }).code ?? String(e);
+      }
+      return [name, ckpt === 'BAD_PICKLE' ? 'refused' : ckpt === py[i] ? 'same' : `ckpt ${ckpt}, CPython ${py[i]}`];
+    });
+    expect(got).toEqual(cases.map(([name, , want]) => [name, want]));
+    // The refused ones are files CPython reads with fewer entries (or refuses): they would read differently.
+    expect(cases.map(([, , want], i) => (want === 'refused' ? py[i] : null)).filter((x) => x !== null)).toEqual([1, 1, 1, 1, 1, 'TypeError', 1, 1, 1, 1, 1]);
   });
 });

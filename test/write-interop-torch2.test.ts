@@ -58,7 +58,6 @@ const MODELS: Record<string, string> = {
   'small_mlp.pth': 'small_mlp',
   'my.model.v2.pth': 'small_mlp',
   'from_bytesio.pth': 'small_mlp',
-  'deflated.pth': 'small_mlp',
   'cuda_location.pth': 'small_mlp',
   'pickle_protocol4.pth': 'small_mlp',
   'full_model_pickle.pth': 'small_mlp',

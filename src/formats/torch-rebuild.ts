@@ -6,7 +6,7 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
-import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor } from '../pickle/value.js';
+import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor, kindOf } from '../pickle/value.js';
 import type { UnpickleHooks } from '../pickle/unpickler.js';
 import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from '../model/tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
@@ -140,14 +140,14 @@ export class TorchDecoder {
     const name = callable.qualname;
     switch (name) {
       case 'torch._utils._rebuild_tensor':
-        return this.tensor(args, 4, null);
+        return this.tensor(args, 4, 4, undefined);
       case 'torch._utils._rebuild_tensor_v2':
-        return this.tensor(args, 6, args[6]);
+        return this.tensor(args, 6, 7, args[6]);
       case 'torch._utils._rebuild_tensor_v3': {
         const dtypeGlobal = args[6];
         const dtype = dtypeGlobal instanceof PyGlobal && dtypeGlobal.module === 'torch' ? dtypeByName(dtypeGlobal.name) : undefined;
         if (!dtype) throw new CheckpointError('BAD_TENSOR', this.path, '_rebuild_tensor_v3 without a known dtype');
-        return this.tensor(args, 7, args[7], dtype);
+        return this.tensor(args, 7, 8, args[7], dtype);
       }
       case 'torch._utils._rebuild_parameter':
       case 'torch._utils._rebuild_parameter_with_state':
@@ -167,20 +167,25 @@ export class TorchDecoder {
     if (!(target instanceof PyObject) || !(target.callable instanceof PyGlobal)) return undefined;
     if (target.callable.module !== 'torch' || !dtypeByTensorClass(target.callable.name)) return undefined;
     if (!(state instanceof PyTuple)) return undefined;
-    return this.tensor(state.items, 4, null);
+    return this.tensor(state.items, 4, Infinity, undefined);
   }
 
-  private tensor(args: PyValue[], minArgs: number, metadata: PyValue | undefined, dtypeOverride?: DType): TensorRef {
+  /** `metadata`: the rebuild's optional last argument (undefined when absent). */
+  private tensor(args: PyValue[], minArgs: number, maxArgs: number, metadata: PyValue | undefined, dtypeOverride?: DType): TensorRef {
     if (args.length < minArgs) throw new CheckpointError('BAD_TENSOR', this.path, `tensor rebuild has ${args.length} arguments, expected ${minArgs}`);
+    // More than the function's parameters: a TypeError in torch.
+    if (args.length > maxArgs) throw new CheckpointError('BAD_TENSOR', this.path, `tensor rebuild has ${args.length} arguments, at most ${maxArgs}`);
     if (++this.tensorCount > LIMITS.tensors) throw new CheckpointError('LIMIT', this.path, `more than ${LIMITS.tensors} tensors (tensors)`);
     const [storageArg, offsetArg, sizeArg, strideArg, requiresGrad] = args;
+    // _rebuild_tensor_v2/v3 assign `tensor.requires_grad = requires_grad`: anything but a bool raises.
+    if (minArgs >= 6 && typeof requiresGrad !== 'boolean') throw new CheckpointError('BAD_TENSOR', this.path, `tensor requires_grad is a ${kindOf(requiresGrad ?? null)}, which torch refuses ("requires_grad must be a bool")`);
     if (!isStorage(storageArg)) throw new CheckpointError('BAD_TENSOR', this.path, 'tensor rebuild without a storage');
     const shape = this.intTuple(sizeArg, 'size');
     const stride = this.intTuple(strideArg, 'stride');
     if (shape.length !== stride.length) throw new CheckpointError('BAD_TENSOR', this.path, `tensor has ${shape.length} sizes but ${stride.length} strides`);
     if (!isInt(offsetArg) || typeof offsetArg === 'bigint' || offsetArg < 0) throw new CheckpointError('BAD_TENSOR', this.path, `invalid storage offset ${String(offsetArg)}`);
     const dtype = dtypeOverride ?? storageArg.dtype;
-    const flags = metadata instanceof PyDict ? metadata : null;
+    const bits = this.lazyBits(metadata);
     const tensor: TensorRef = {
       kind: 'tensor',
       dtype,
@@ -190,11 +195,32 @@ export class TorchDecoder {
       storage: storageArg,
       requiresGrad: requiresGrad === true,
       parameter: false,
-      conj: flags?.get('conj') === true,
-      neg: flags?.get('neg') === true,
+      conj: bits.conj,
+      neg: bits.neg,
     };
     this.checkView(tensor);
     return tensor;
+  }
+
+  /**
+   * torch 2.x's `_rebuild_tensor_v2/v3` metadata: `if metadata: set_tensor_metadata(t, metadata)`, which
+   * asserts a dict, converts it to `unordered_map<string, bool>` (pybind11: str or bytes keys, values
+   * through `__bool__`) and sets a bit wherever its key is PRESENT, whatever the value
+   * (torch/csrc/jit/serialization/pickler.h setTensorMetadata); other keys go to a backend hook (none on
+   * cpu). torch writes only `{'conj': True}` / `{'neg': True}`, so anything else is refused rather than
+   * read through those rules (fixtures/regressions/difffuzz-tensor-metadata-neg-false.pth).
+   */
+  private lazyBits(metadata: PyValue | undefined): { conj: boolean; neg: boolean } {
+    const bits = { conj: false, neg: false };
+    if (metadata === undefined || metadata === null) return bits;
+    if (!(metadata instanceof PyDict)) throw new CheckpointError('BAD_TENSOR', this.path, `tensor metadata is a ${kindOf(metadata)}, not a dict`);
+    for (const [key, value] of metadata.entries) {
+      if ((key !== 'conj' && key !== 'neg') || value !== true) {
+        throw new CheckpointError('BAD_TENSOR', this.path, `tensor metadata ${JSON.stringify(typeof key === 'string' ? key.slice(0, 40) : kindOf(key))} is not the flag conj or neg set to True (torch sets a flag whenever its key is present)`);
+      }
+      bits[key] = true;
+    }
+    return bits;
   }
 
   private intTuple(v: PyValue | undefined, what: string): readonly number[] {

@@ -21,11 +21,6 @@ export const LIMITS = {
    * which only crafted data reaches (a 1 MB file honestly declaring 1 GiB).
    */
   deflateRatio: 100,
-  /**
-   * Inflated size of one deflated storage record. torch never compresses storages (only re-zipped files
-   * do), and a deflated record is inflated in memory to be read at random offsets.
-   */
-  inflatedStorageBytes: 256 << 20,
   /** Pickle opcodes executed. Each opcode costs at least one byte, so this only bites on amplification tricks. */
   pickleOps: 200_000_000,
   /** Nesting depth of containers (MARK stack and nested values). Real checkpoints nest < 20 deep. */

@@ -5,6 +5,7 @@
  * the caller, which builds an opaque PyObject. Nothing here imports or runs anything.
  */
 import { PyBytes, PyDict, PyList, PySet, PyTuple, kindOf, type PyGlobal, type PyValue } from './value.js';
+import { PyKeyIndex, addPyKey } from './py-equality.js';
 
 export type Decoder = (args: PyValue[]) => PyValue | undefined;
 
@@ -47,8 +48,11 @@ function dictFrom(args: PyValue[], ordered: boolean): PyDict | undefined {
     const kv = pair instanceof PyList || pair instanceof PyTuple ? pair.items : undefined;
     if (!kv || kv.length !== 2) return undefined;
   }
+  // Python keeps the last value of a key given twice; equal keys of other types (0 and False) are refused.
+  const keys = new PyKeyIndex(false);
   for (const pair of pairs) {
     const kv = (pair as PyList | PyTuple).items;
+    if (!out.entries.has(kv[0]!)) addPyKey(keys, kv[0]!, 'dict key');
     out.entries.set(kv[0]!, kv[1]!);
   }
   return out;
@@ -57,7 +61,14 @@ function dictFrom(args: PyValue[], ordered: boolean): PyDict | undefined {
 function setFrom(args: PyValue[], frozen: boolean): PySet | undefined {
   if (args.length === 0) return new PySet([], frozen);
   const items = args.length === 1 ? itemsOf(args[0]!) : undefined;
-  return items ? new PySet(items.slice(), frozen) : undefined;
+  return items ? new PySet(checkedSetItems(items), frozen) : undefined;
+}
+
+/** A set's items: one Python would drop or merge with another (a repeat, 0 and False) is refused. */
+function checkedSetItems(items: readonly PyValue[]): PyValue[] {
+  const index = new PyKeyIndex(true);
+  for (const x of items) addPyKey(index, x, 'set item');
+  return items.slice();
 }
 
 /** bytes()/bytearray() with (), (bytes), (str, encoding) or (list of ints 0..255). */

@@ -6,6 +6,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { decoderFor, pyTypeName, type Decoder } from './decoders.js';
+import { PyKeyIndex, PyKeyRefusal, addPyKey } from './py-equality.js';
 import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';
 import { decodeUtf8 } from './text.js';
@@ -30,6 +31,8 @@ export class Machine {
   memoCount = 0;
   /** Bitmap of the memo slots ever set (slots are small and dense; at most LIMITS.pickleMemo / 8 bytes). */
   private setSlots = new Uint8Array(64);
+  /** Python identities of the non-string dict keys and set items seen so far, per container. */
+  private readonly keyIndexes = new WeakMap<PyDict | PySet, PyKeyIndex>();
   /** object → memo slots holding it; built only once a BUILD hook replaces its target. */
   private memoSlots: Map<object, number[]> | null = null;
   /** The protocol of the last PROTO opcode (0 without one): CPython's find_class depends on it. */
@@ -190,7 +193,13 @@ export class Machine {
       if (hooked !== undefined) return hooked;
       let decoder = this.decoders.get(callable);
       if (decoder === undefined) this.decoders.set(callable, (decoder = decoderFor(callable) ?? null));
-      const builtin = decoder ? decoder(args) : undefined;
+      let builtin: PyValue | undefined;
+      try {
+        builtin = decoder ? decoder(args) : undefined;
+      } catch (e) {
+        if (e instanceof PyKeyRefusal) throw this.error('BAD_PICKLE', e.message);
+        throw e;
+      }
       if (builtin !== undefined) return builtin;
     }
     return new PyObject(callable, args, via);
@@ -205,6 +214,11 @@ export class Machine {
       return;
     }
     if (target instanceof PyDict || target instanceof PyObject) {
+      // CPython's BUILD (and torch 2.x's weights-only BUILD on an OrderedDict) updates the instance
+      // __dict__, so a second BUILD merges into the first; a class's __setstate__ may do anything.
+      // torch.save writes one BUILD per object: a second one is refused rather than guessed at
+      // (fixtures/regressions/difffuzz-ordereddict-second-build.pth).
+      if (target.state !== undefined) throw this.error('BAD_PICKLE', `applies state to a ${pyTypeName(target)} a second time, which torch.save never writes (CPython would merge the two states)`);
       // OrderedDict: how a state dict's `_metadata` arrives. A plain dict has no __dict__: keep it here too.
       target.state = state;
       return;
@@ -255,8 +269,29 @@ export class Machine {
     if (into.length + stack.length - from > LIMITS.pickleContainerItems) {
       throw this.error('LIMIT', `grows a container past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
     }
+    if (target instanceof PySet) for (let i = from; i < stack.length; i++) this.pythonKey(target, stack[i]!);
     for (let i = from; i < stack.length; i++) into.push(stack[i]!);
     stack.length = from;
+  }
+
+  /**
+   * Refuses a dict key or set item that Python cannot hash or takes for one already there (py-equality.ts).
+   * The index of a container is made on its first non-string key, from what it holds by then.
+   */
+  pythonKey(container: PyDict | PySet, key: PyValue): void {
+    let index = this.keyIndexes.get(container);
+    const where = container instanceof PyDict ? 'dict key' : 'set item';
+    try {
+      if (!index) {
+        index = new PyKeyIndex(container instanceof PySet);
+        this.keyIndexes.set(container, index);
+        for (const k of container instanceof PyDict ? container.entries.keys() : container.items) addPyKey(index, k, where);
+      }
+      addPyKey(index, key, where);
+    } catch (e) {
+      if (e instanceof PyKeyRefusal) throw this.error('BAD_PICKLE', e.message);
+      throw e;
+    }
   }
 
   /** SETITEM/SETITEMS: stack[from..] holds keys and values alternately; they go into the value below them. */
@@ -272,6 +307,7 @@ export class Machine {
       const entries = target.entries;
       for (let i = from; i < stack.length; i += 2) {
         const key = stack[i]!;
+        if (typeof key !== 'string') this.pythonKey(target, key);
         const size = entries.size;
         // Python never writes a key twice; a file that does would have its last value win silently.
         // (One lookup per key: a set() that does not grow the map found the key already there.)

@@ -69,7 +69,7 @@ export function runRareOp(m: Machine, op: number): void {
       stack.push(m.persistentLoad(latin1(m.bytes, s, e)));
       return;
     }
-    case 0x49: { // INT: decimal, or 01/00 for True/False (protocol 0/1 bools)
+    case 0x49: { // INT: decimal, or 01/00 for True/False (protocol 0/1 bools); see INT_TEXT in text.ts
       const [s, e] = line(m);
       if (e - s === 2 && m.bytes[s] === 0x30 && (m.bytes[s + 1] === 0x30 || m.bytes[s + 1] === 0x31)) {
         stack.push(m.bytes[s + 1] === 0x31);
@@ -117,7 +117,16 @@ export function runRareOp(m: Machine, op: number): void {
       m.setItems(at + 1);
       return;
     }
-    case 0x91: stack.push(new PySet(m.popMark(), true)); return; // FROZENSET
+    case 0x91: { // FROZENSET
+      const items = m.popMark();
+      const set = new PySet([], true);
+      for (const x of items) {
+        m.pythonKey(set, x);
+        set.items.push(x);
+      }
+      stack.push(set);
+      return;
+    }
     case 0x82: // EXT1
     case 0x83: // EXT2
     case 0x84: // EXT4
@@ -154,7 +163,7 @@ function intLine(m: Machine, s: number, e: number): number | bigint {
     throw m.error('LIMIT', `has a ${e - s}-digit int, wider than the pickleLongBytes limit of ${LIMITS.pickleLongBytes} bytes`);
   }
   const v = parseIntText(latin1(m.bytes, s, e));
-  if (v === null) throw m.error('BAD_PICKLE', 'has an argument that is not an int');
+  if (v === null) throw m.error('BAD_PICKLE', 'has an argument that is not a plain decimal int (CPython would read it with base prefixes, leading zeros as octal, white space or "_": refused)');
   return v;
 }
 

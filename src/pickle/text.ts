@@ -187,20 +187,26 @@ export function decodeLong(b: Uint8Array, pos: number, n: number): number | bigi
   return normalizeInt(v);
 }
 
-const INT_TEXT = /^\s*[+-]?\d+\s*$/;
-const FLOAT_TEXT = /^\s*[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)\s*$/i;
+/**
+ * What CPython writes for an int in text opcodes: decimal, no sign on 0, no leading zeros. CPython reads
+ * more (INT: strtol base 0, so "010" is 8, "0x10" 16, " 1" and "+1" True; LONG: PyLong_FromString base 0
+ * with "_", whitespace and 0x/0o/0b; PUT/GET: base 10), and every other spelling is refused rather than
+ * read (fixtures/regressions/difffuzz-int-text-octal.pth).
+ */
+const INT_TEXT = /^(?:0|-?[1-9]\d*)$/;
+/** Python's float repr and what PyOS_string_to_double reads (no white space, no "_", no hex). */
+const FLOAT_TEXT = /^[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)$/i;
 
-/** Decimal text of an INT/LONG line (trailing 'L' already removed), or null. */
+/** Canonical decimal text of an INT/LONG line (trailing 'L' already removed) or a memo index, or null. */
 export function parseIntText(s: string): number | bigint | null {
   if (!INT_TEXT.test(s)) return null;
-  const t = s.trim();
-  return t.length < 16 ? Number(t) + 0 : normalizeInt(BigInt(t)); // + 0 turns -0 into 0
+  return s.length < 16 ? Number(s) : normalizeInt(BigInt(s));
 }
 
 /** Text of a FLOAT line as Python's float() reads it, or null. */
 export function parseFloatText(s: string): number | null {
   if (!FLOAT_TEXT.test(s)) return null;
-  const t = s.trim().toLowerCase();
+  const t = s.toLowerCase();
   const sign = t.startsWith('-') ? -1 : 1;
   const body = t.replace(/^[+-]/, '');
   if (body === 'nan') return NaN;

@@ -48,11 +48,22 @@ export function fixturePath(name: string): string {
   return join(FIXTURES, name);
 }
 
+/**
+ * Fixtures torch loads (their expected.json is torch's reading) that ckpt refuses by design, with the
+ * refusal: deflated.pth's storage records are compressed, which torch 2.x reads two ways (mmap=True
+ * slices the compressed bytes, mmap=False inflates them).
+ */
+export const REFUSED_FIXTURES: Readonly<Record<string, RegExp>> = {
+  'deflated.pth': /storage record small_mlp\/data\/\d+ is compressed \(method 8\)/,
+};
+
+/** The expected summaries of every fixture ckpt reads (REFUSED_FIXTURES left out). */
 export function expectedFixtures(): Expected[] {
   return readdirSync(FIXTURES)
     .filter((f) => f.endsWith('.expected.json'))
     .sort()
-    .map((f) => JSON.parse(readFileSync(join(FIXTURES, f), 'utf8')) as Expected);
+    .map((f) => JSON.parse(readFileSync(join(FIXTURES, f), 'utf8')) as Expected)
+    .filter((e) => !(e.file in REFUSED_FIXTURES));
 }
 
 export function expectedFor(file: string): Expected {

@@ -9,11 +9,12 @@
  * start with that prefix and '/' (get_all_records, run on every load, refuses the archive otherwise);
  * `<prefix>/` + record is looked up case-insensitively (miniz); `.data/version` is read before
  * `version`; an entry named exactly `<prefix>/constants.pkl` makes it a TorchScript archive.
+ * data.pkl, version and byteorder may be deflated: torch reads them with get_record (inflating) in every
+ * mode. A storage record may not (see attachRecords below).
  */
 import { CheckpointError } from '../../io/errors.js';
 import { LIMITS } from '../../io/limits.js';
 import type { ByteSource } from '../../io/source.js';
-import { BufferSource } from '../../io/source.js';
 import { unpickle } from '../../pickle/unpickler.js';
 import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
@@ -62,6 +63,12 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   const archive = { source, locateAll };
   decoder.attachRecords((key) => {
     const entry = find(`data/${key}`);
+    if (entry && entry.method !== 0) {
+      // torch 2.x with mmap=True slices the storage from the file at the record's data offset
+      // (get_record_offset) without inflating it; torch 1.13 and mmap=False inflate (get_storage_from_record).
+      // torch reads such a file two ways, so it is refused (fixtures/deflated.pth).
+      throw new CheckpointError('BAD_ZIP', path, `storage record ${entry.name} is compressed (method ${entry.method}): torch 2.x with mmap=True loads its compressed bytes as the tensor data while torch 1.13 and mmap=False inflate them; torch.save always stores storages uncompressed`);
+    }
     return entry ? new ZipStorageRecord(archive, entry) : null;
   });
   return {
@@ -112,14 +119,11 @@ async function readVersion(source: ByteSource, entry: ZipEntry | undefined): Pro
 }
 
 /**
- * A storage record: stored entries are read in place; deflated ones are inflated once, on first use.
- * A class rather than a closure: one object per storage (a closure and its context cost ~220 bytes, a
- * third of a tiny tensor's memory in a 100k-tensor file).
+ * A storage record, stored (compressed ones are refused above): read in place. A class rather than a
+ * closure: one object per storage (a closure and its context cost ~220 bytes, a third of a tiny tensor's
+ * memory in a 100k-tensor file).
  */
 class ZipStorageRecord implements StorageRecord {
-  /** A deflated record, inflated once. */
-  private inflated: Promise<{ source: ByteSource; offset: number }> | null = null;
-
   constructor(
     private readonly archive: { readonly source: ByteSource; readonly locateAll: () => Promise<void> },
     private readonly entry: ZipEntry,
@@ -140,10 +144,8 @@ class ZipStorageRecord implements StorageRecord {
   resolve(): Promise<{ source: ByteSource; offset: number }> {
     const { source, locateAll } = this.archive;
     const entry = this.entry;
-    // Stored: the zip reader caches the data offset, so nothing more is kept per record.
-    if (entry.method === 0) return locateAll().then(async () => ({ source, offset: await entryDataOffset(source, entry) }));
-    this.inflated ??= readEntryBytes(source, entry, LIMITS.inflatedStorageBytes).then((bytes) => ({ source: new BufferSource(source.path, bytes), offset: 0 }));
-    return this.inflated;
+    // The zip reader caches the data offset, so nothing more is kept per record.
+    return locateAll().then(async () => ({ source, offset: await entryDataOffset(source, entry) }));
   }
 }
 
