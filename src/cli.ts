@@ -62,6 +62,11 @@ export function buildProgram(): Command {
     .option('--rename <rule>', "'REGEX=REPLACEMENT' applied to pretrained keys, in order, after the prefix rules (repeatable)", collect, [])
     .addOption(new Option('--on-shape-mismatch <policy>', 'keep the target value, or fail').choices(['keep', 'error']).default('keep'))
     .option('--strict', 'exit 1 (and write nothing) when any non-benign key is missing or mismatched')
+    .option('--adapt <rules>', 'compute values for keys whose shape differs: auto, or rules in-chans,pos-embed,rel-pos-bias,rows (default keep)')
+    .addOption(new Option('--interp <convention>', 'bicubic convention for pos-embed (default: torchvision for torchvision key names, else timm)').choices(['timm', 'mae', 'torchvision']))
+    .option('--prefix-tokens <n>', 'position-embedding rows before the grid (class/distillation tokens); default: inferred')
+    .addOption(new Option('--new-rows <fill>', "rows that the rows rule adds: keep the target's values, or the mean of the pretrained rows").choices(['target', 'mean']))
+    .option('--select-rows <pattern=indexes>', "build the target's rows of keys matching PATTERN (a regular expression on the whole key) from these pretrained rows: a comma list or @FILE (repeatable)", collect, [])
     .option('--verbose', 'list every loaded key');
   outputOptions(merge)
     .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean } & RemoteFlags) => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
-import { rankAlignments } from '../src/match/align.js';
+import { frequentPrefixes, hintAlignments, rankAlignments } from '../src/match/align.js';
 import { parseRename } from '../src/match/rules.js';
 import { CheckpointError } from '../src/io/errors.js';
 
@@ -129,6 +129,130 @@ describe('matchStateDicts', () => {
     const r = matchStateDicts({ pretrained: [t('encoder.a')], target: [t('decoder.b')], rules: null, pretrainedVersions: null });
     expect(r.loaded).toEqual([]);
     expect(r.unexpected).toHaveLength(1);
+  });
+});
+
+/** torchvision resnet-like keys: stem, one bottleneck per stage, fc; with or without BatchNorm counters. */
+function classifierKeys(counters: boolean): TensorInfo[] {
+  const bn = (p: string, c: number) => [t(`${p}.weight`, [c]), t(`${p}.bias`, [c]), t(`${p}.running_mean`, [c]), t(`${p}.running_var`, [c]), ...(counters ? [t(`${p}.num_batches_tracked`, [], 'int64')] : [])];
+  const keys = [t('conv1.weight', [8, 3, 7, 7]), ...bn('bn1', 8)];
+  for (let s = 1; s <= 4; s++) keys.push(t(`layer${s}.0.conv1.weight`, [8 * s, 8, 1, 1]), ...bn(`layer${s}.0.bn1`, 8 * s), t(`layer${s}.0.conv2.weight`, [8 * s, 8 * s, 3, 3]), ...bn(`layer${s}.0.bn2`, 8 * s));
+  return [...keys, t('fc.weight', [1000, 32]), t('fc.bias', [1000])];
+}
+const under = (prefix: string, keys: readonly TensorInfo[]) => keys.map((k) => ({ ...k, key: prefix + k.key }));
+const withoutFc = (keys: readonly TensorInfo[]) => keys.filter((k) => !k.key.startsWith('fc.'));
+
+describe('automatic alignment on real layouts', () => {
+  const classifier = classifierKeys(true);
+  // Faster R-CNN: a frozen-BatchNorm backbone (no counters) under backbone.body., FPN and heads beside it.
+  const detector = [...under('backbone.body.', withoutFc(classifierKeys(false))), t('backbone.fpn.inner_blocks.0.0.weight', [16, 8, 1, 1]), t('rpn.head.conv.0.0.weight', [16, 16, 3, 3]), t('roi_heads.box_predictor.cls_score.weight', [91, 64])];
+  const filled = withoutFc(classifierKeys(false)).length;
+
+  it('strips a detector backbone (backbone.body.) for a classifier: two components, no flag', () => {
+    const r = matchStateDicts({ pretrained: detector, target: classifier, rules: null, pretrainedVersions: null });
+    expect(r.rules).toEqual([{ kind: 'strip-prefix', value: 'backbone.body.', auto: true, matched: filled }]);
+    expect(r.loaded).toHaveLength(filled);
+  });
+
+  it('replaces backbone.body. by backbone. for a segmentation model', () => {
+    const deeplab = [...under('backbone.', withoutFc(classifier)), t('classifier.0.convs.0.0.weight', [16, 32, 1, 1])];
+    const r = matchStateDicts({ pretrained: detector, target: deeplab, rules: null, pretrainedVersions: null });
+    expect(r.rules.map((x) => [x.kind, x.value, x.matched])).toEqual([
+      ['strip-prefix', 'backbone.body.', filled],
+      ['add-prefix', 'backbone.', filled],
+    ]);
+  });
+
+  it('peels module. and strips backbone. together (DINO teacher), not a longer equivalent', () => {
+    const dino = [...under('module.backbone.', withoutFc(classifier)), t('module.head.mlp.0.weight', [64, 32]), t('module.head.last_layer.weight_v', [128, 64])];
+    const r = matchStateDicts({ pretrained: dino, target: classifier, rules: null, pretrainedVersions: null });
+    expect(r.rules).toEqual([{ kind: 'strip-prefix', value: 'module.backbone.', auto: true, matched: classifier.length - 2 }]);
+    // Into a target that keeps backbone.: strip module. (not "strip module.backbone., add backbone.", which does the same on fewer keys).
+    const nested = under('backbone.', withoutFc(classifier));
+    const r2 = matchStateDicts({ pretrained: dino, target: nested, rules: null, pretrainedVersions: null });
+    expect(r2.rules).toEqual([{ kind: 'strip-prefix', value: 'module.', auto: true, matched: nested.length }]);
+  });
+
+  it('refuses a tie (MoCo encoder_q / encoder_k) and names both mappings', () => {
+    const moco = [...under('module.encoder_q.', withoutFc(classifier)), t('module.encoder_q.fc.0.weight', [32, 32]), ...under('module.encoder_k.', withoutFc(classifier)), t('module.encoder_k.fc.0.weight', [32, 32]), t('module.queue', [128, 4096])];
+    const r = matchStateDicts({ pretrained: moco, target: classifier, rules: null, pretrainedVersions: null });
+    expect(r.rules).toEqual([]);
+    expect(r.loaded).toEqual([]);
+    expect(r.tied.map((a) => [a.strip, a.add, a.shapes])).toEqual([
+      ['module.encoder_q.', '', classifier.length - 2],
+      ['module.encoder_k.', '', classifier.length - 2],
+    ]);
+  });
+
+  it("counts a rule's keys as the keys it filled, not the keys it renamed", () => {
+    const pretrained = under('module.', classifier);
+    const target = classifier.map((k) => (k.key === 'fc.weight' ? { ...k, shape: [10, 32] } : k)).filter((k) => k.key !== 'fc.bias');
+    const r = matchStateDicts({ pretrained, target, rules: [{ kind: 'strip-prefix', value: 'module.' }], pretrainedVersions: null });
+    expect(r.rules).toEqual([{ kind: 'strip-prefix', value: 'module.', auto: false, matched: classifier.length - 2 }]);
+  });
+
+  it('calls a pretrained BatchNorm counter benign when the target module is a frozen BatchNorm', () => {
+    const r = matchStateDicts({ pretrained: classifier, target: under('backbone.body.', withoutFc(classifierKeys(false))), rules: null, pretrainedVersions: null });
+    const benign = r.unexpected.filter((u) => u.benign);
+    expect(benign.length).toBe(classifier.filter((k) => k.key.endsWith('num_batches_tracked')).length);
+    expect(new Set(benign.map((u) => u.reason))).toEqual(new Set(['frozen-bn-counter']));
+    expect(r.unexpected.filter((u) => !u.benign).map((u) => u.key)).toEqual(['fc.weight', 'fc.bias']);
+  });
+
+  it('does not call a counter benign when the target has no running statistics for that module', () => {
+    const r = matchStateDicts({ pretrained: [t('norm.num_batches_tracked', [], 'int64'), t('norm.weight')], target: [t('norm.weight')], rules: null, pretrainedVersions: null });
+    expect(r.unexpected).toEqual([{ key: 'norm.num_batches_tracked', shape: [], dtype: 'int64', benign: false }]);
+  });
+});
+
+describe('hints after a failed alignment', () => {
+  it('lists mappings too weak to be chosen, with their counts', () => {
+    // 3 of 12 keys line up under backbone. -> encoder.: below half, so not applied, but shown.
+    const pretrained = [...['a', 'b', 'c'].map((n) => t(`backbone.${n}.weight`)), ...Array.from({ length: 9 }, (_, i) => t(`head.fc${i}.weight`, [7]))];
+    const target = [...['a', 'b', 'c'].map((n) => t(`encoder.${n}.weight`)), ...Array.from({ length: 9 }, (_, i) => t(`decoder.up${i}.weight`, [9]))];
+    const r = matchStateDicts({ pretrained, target, rules: null, pretrainedVersions: null });
+    expect(r.loaded).toEqual([]);
+    expect(hintAlignments(pretrained, target, 3)[0]).toMatchObject({ strip: 'backbone.', add: 'encoder.', names: 3, shapes: 3 });
+  });
+
+  it('finds nothing when no prefix mapping matches a name', () => {
+    expect(hintAlignments([t('a.b'), t('a.c')], [t('x.d'), t('x.e')], 3)).toEqual([]);
+  });
+});
+
+describe('frequentPrefixes', () => {
+  /** Every prefix of up to 3 components (after leading `module.`s) that at least `floor` keys start with. */
+  function bruteForce(keys: string[], floor: number): string[] {
+    const counts = new Map<string, number>();
+    for (const key of keys) {
+      const parts = key.split('.').slice(0, -1);
+      let wrappers = 0;
+      while (parts[wrappers] === 'module') wrappers++;
+      for (let d = 1; d <= Math.min(parts.length, wrappers + 3); d++) {
+        const prefix = `${parts.slice(0, d).join('.')}.`;
+        counts.set(prefix, (counts.get(prefix) ?? 0) + 1);
+      }
+    }
+    return [...counts].filter(([, n]) => n >= floor).map(([p]) => p).sort();
+  }
+
+  it('finds exactly the prefixes of at least `floor` keys, whatever the key order (summary and map paths)', () => {
+    let seed = 7;
+    const next = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const names = ['module', 'a', 'b', 'enc', 'dec', '0', '1', '2'];
+    for (let trial = 0; trial < 300; trial++) {
+      const count = 1 + next(60);
+      const keys = [...new Set(Array.from({ length: count }, () => Array.from({ length: 1 + next(5) }, () => names[next(names.length)]).join('.') + '.w'))];
+      // Sorted keys make long runs, shuffled ones break them; both must give the same answer.
+      if (trial % 2) keys.sort();
+      for (const floor of [1, 2, 3, Math.ceil(keys.length / 4), Math.ceil(keys.length / 2)]) {
+        const got = frequentPrefixes(keys.map((key) => ({ key, shape: [1] })), floor, Number.MAX_SAFE_INTEGER).slice(1).sort();
+        expect(got, `${JSON.stringify(keys)} floor ${floor}`).toEqual(bruteForce(keys, floor));
+      }
+    }
   });
 });
 

@@ -48,11 +48,12 @@ describe(`renderers with ${ROWS.toLocaleString('en-US')} rows`, () => {
     const rows = Array.from({ length: ROWS }, (_, i) => key(i));
     const r: MergeReport = {
       schema: 'ckpt.merge/1', output: 'out.pth', pretrained: { path: 'a', format: 'zip', key: '' }, target: { path: 'b', format: 'zip', key: '' }, rules: [],
-      summary: { target_keys: ROWS, pretrained_keys: ROWS, loaded: ROWS, missing: ROWS, missing_benign: 0, unexpected: ROWS, mismatched: 0, cast: 0 },
+      summary: { target_keys: ROWS, pretrained_keys: ROWS, loaded: ROWS, missing: ROWS, missing_benign: 0, unexpected: ROWS, unexpected_benign: 0, mismatched: 0, adapted: 0, cast: 0 },
       loaded: rows.map((k) => ({ key: k, from: k, shape: [4], dtype: 'float32' })),
       missing: rows.map((k) => ({ key: `${k}.m`, shape: [4], dtype: 'float32', benign: false })),
-      unexpected: rows.map((k) => ({ key: `${k}.u`, shape: [4], dtype: 'float32' })),
+      unexpected: rows.map((k) => ({ key: `${k}.u`, shape: [4], dtype: 'float32', benign: false })),
       mismatched: [],
+      adapted: [],
     };
     expect(renderMerge(r, true).split('\n').length).toBeGreaterThan(ROWS);
   });

@@ -12,6 +12,9 @@ import type { TensorRef } from '../model/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
+import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
+import { type AdaptOptions, type AdaptedKey, planAdaptations, tieToAdapted } from '../match/adapt.js';
+import { type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
 import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
 import { betweenPhases } from '../io/memory.js';
@@ -28,6 +31,12 @@ export interface MergeOptions extends OutputOptions {
   rename?: string[];
   onShapeMismatch?: 'keep' | 'error';
   strict?: boolean;
+  /** `keep` (default), `auto`, or rule names separated by commas. */
+  adapt?: string;
+  interp?: string;
+  prefixTokens?: string | number;
+  newRows?: string;
+  selectRows?: string[];
   /**
    * Called with the final report after the output is written and fsynced, before it is renamed into
    * place (the CLI renders the report here): if it throws, no output is left behind.
@@ -43,17 +52,44 @@ export interface MergeReport {
   pretrained: { path: string; format: string; key: string };
   target: { path: string; format: string; key: string };
   rules: MatchResult['rules'];
-  summary: { target_keys: number; pretrained_keys: number; loaded: number; missing: number; missing_benign: number; unexpected: number; mismatched: number; cast: number };
+  summary: {
+    target_keys: number;
+    pretrained_keys: number;
+    loaded: number;
+    missing: number;
+    missing_benign: number;
+    unexpected: number;
+    unexpected_benign: number;
+    mismatched: number;
+    adapted: number;
+    cast: number;
+  };
   loaded: MatchResult['loaded'];
   missing: MatchResult['missing'];
   unexpected: MatchResult['unexpected'];
   mismatched: MatchResult['mismatched'];
+  /** Keys whose value was computed from the pretrained tensor by an --adapt rule or --select-rows. */
+  adapted: AdaptedKey[];
   /** Why nothing was written, when a policy stopped the merge; absent on success and on --dry-run. */
   failure?: string;
   /** What was written (format, files, shards, --tied drop names), when something was. */
   written?: WrittenOutput;
-  /** For a merge that matched nothing: the closest automatic mapping and a sample of keys from each side. */
-  hint?: { strip: string; add: string; names: number; shapes: number; pretrained_sample: string[]; target_sample: string[] };
+  /**
+   * For a merge that filled nothing, or whose automatic alignment was ambiguous: the closest mapping, the
+   * best candidates as flags to paste (`tied` when they fill the same number of keys and none was chosen;
+   * otherwise the best mappings between the most common prefixes of each side, whatever their count;
+   * empty when none matches a name), and a sample of keys from each side.
+   */
+  hint?: {
+    strip: string;
+    add: string;
+    names: number;
+    shapes: number;
+    tied: boolean;
+    candidates: Array<{ flags: string; strip: string; add: string; filled: number; names: number }>;
+    pretrained_sample: string[];
+    target_sample: string[];
+  };
   /** What reading URLs cost (absent when both inputs are local). */
   fetched?: FetchedReport;
 }
@@ -74,12 +110,13 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
   const form = options.output ? outputForm(options.output, options) : null;
+  const adapt = await adaptOptions(options);
   if (form && !options.dryRun) await assertWritableDestination(form);
   const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
     const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      const outcome = await merge(pretrained, target, rules, options, form);
+      const outcome = await merge(pretrained, target, rules, adapt, options, form);
       withFetched(outcome.report, options.remote);
       return outcome;
     } finally {
@@ -90,17 +127,12 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   }
 }
 
-async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
+async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
   const size = psd.tensors.length + tsd.tensors.length;
   betweenPhases(size);
-  const result = matchStateDicts({
-    pretrained: psd.tensors.map(([key, t]) => info(key, t)),
-    target: targetInfos(tsd),
-    rules,
-    pretrainedVersions: moduleVersions(psd.metadata),
-  });
+  const { result, adapted, failure, hint } = decide(psd, tsd, rules, adapt, options);
   betweenPhases(size);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
@@ -117,26 +149,26 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
       missing: result.missing.length,
       missing_benign: missingBenign,
       unexpected: result.unexpected.length,
+      unexpected_benign: result.unexpected.filter((u) => u.benign).length,
       mismatched: result.mismatched.length,
+      adapted: adapted.length,
       cast: result.loaded.filter((l) => l.cast_from !== undefined).length,
     },
     loaded: result.loaded,
     missing: result.missing,
     unexpected: result.unexpected,
     mismatched: result.mismatched,
+    adapted,
   };
 
-  const failure = policyFailure(result, options);
   if (failure) {
     report.failure = failure;
-    if (result.loaded.length === 0) report.hint = hint(result, psd, tsd);
+    if (hint) report.hint = hint;
     return { report, exitCode: 1 };
   }
   if (options.dryRun || !form) return { report, exitCode: 0 };
 
-  const output = composeOutput(psd, tsd, result);
-  // From a URL, only the storages the output takes are fetched: check they fit the budget first.
-  ensureBudget(options.remote, 'merge', [pretrained, target], output.flatMap(([, v]) => ('tensor' in v ? [v.tensor.storage] : [])));
+  const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, options);
   const progress = progressLine('merging');
   const beforeCommit = options.beforeCommit;
   await writeOutput(form, output, {
@@ -159,8 +191,43 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   return { report, exitCode: 0 };
 }
 
-function policyFailure(result: MatchResult, options: MergeOptions): string | null {
-  if (result.loaded.length === 0) return 'no target key was filled from the pretrained file; nothing written';
+/**
+ * Matching, adaptation and the policy verdict. A function of its own so that its per-key intermediates
+ * (two TensorInfo lists of every key) are garbage before the output is written.
+ */
+function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): { result: MatchResult; adapted: AdaptedKey[]; failure: string | null; hint: MergeReport['hint'] | null } {
+  const pretrainedInfos = psd.tensors.map(([key, t]) => info(key, t));
+  const targetInfoList = targetInfos(tsd);
+  const result = matchStateDicts({ pretrained: pretrainedInfos, target: targetInfoList, rules, pretrainedVersions: moduleVersions(psd.metadata) });
+  let adapted: AdaptedKey[] = [];
+  if (adapt) {
+    const plan = planAdaptations(result.loaded, result.mismatched, pretrainedInfos, targetInfoList, adapt);
+    adapted = plan.adapted;
+    result.loaded = plan.loaded;
+    result.mismatched = plan.mismatched;
+    tieToAdapted(result.missing, adapted, targetInfoList);
+  }
+  const failure = policyFailure(result, adapted, options);
+  const needsHint = failure !== null && (result.tied.length > 0 || result.loaded.length + adapted.length === 0);
+  return { result, adapted, failure, hint: needsHint ? hintFor(result, pretrainedInfos, targetInfoList, psd, tsd) : null };
+}
+
+/** The entries to write; the byte budget of remote inputs is checked before any tensor byte is read. */
+async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
+  const sources: AdaptSources = { pretrained: new Map(psd.tensors), target: new Map(tsd.tensors), pretrainedPath: pretrained.path, targetPath: target.path };
+  const planned = composeOutput(tsd, result, sources, new Map());
+  // From a URL, only the storages the output takes are fetched (and those an adaptation reads).
+  const adaptedKeys = new Set(adapted.map((a) => a.key));
+  const reads = planned.flatMap(([key, v]) => ('tensor' in v && !adaptedKeys.has(key) ? [v.tensor.storage] : [])).concat(adapted.flatMap((a) => adaptedReads(a, sources)));
+  ensureBudget(options.remote, 'merge', [pretrained, target], reads);
+  return adapted.length ? composeOutput(tsd, result, sources, await computeAdapted(adapted, sources)) : planned;
+}
+
+function policyFailure(result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): string | null {
+  if (result.tied.length > 0) {
+    return `automatic alignment is ambiguous: ${result.tied.length} prefix mappings each fill ${result.tied[0]?.shapes} target keys; choose one (see below); nothing written`;
+  }
+  if (result.loaded.length + adapted.length === 0) return 'no target key was filled from the pretrained file; nothing written';
   if (options.onShapeMismatch === 'error' && result.mismatched.length > 0) {
     return `${result.mismatched.length} key(s) match by name but differ in shape (--on-shape-mismatch error); nothing written`;
   }
@@ -172,24 +239,41 @@ function policyFailure(result: MatchResult, options: MergeOptions): string | nul
   return null;
 }
 
-function hint(result: MatchResult, psd: StateDict, tsd: StateDict): MergeReport['hint'] {
+/** Candidates shown in a hint. */
+const HINT_CANDIDATES = 5;
+
+function hintFor(result: MatchResult, pretrained: readonly TensorInfo[], target: readonly TensorInfo[], psd: StateDict, tsd: StateDict): MergeReport['hint'] {
   const c = result.closest;
+  // A tie lists the tied mappings; otherwise the best ones whatever their count (the choice needs half the keys).
+  const shown: Alignment[] = result.tied.length > 0 ? result.tied : hintAlignments(pretrained, target, HINT_CANDIDATES);
   return {
     strip: c?.strip ?? '',
     add: c?.add ?? '',
     names: c?.names ?? 0,
     shapes: c?.shapes ?? 0,
+    tied: result.tied.length > 0,
+    candidates: shown.map((a) => ({ flags: alignmentFlags(a), strip: a.strip, add: a.add, filled: a.shapes, names: a.names })),
     pretrained_sample: psd.tensors.slice(0, 3).map(([k]) => k),
     target_sample: tsd.tensors.slice(0, 3).map(([k]) => k),
   };
 }
 
-/** The output: every target entry in the target's order, tensors replaced where the match says so. */
-function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult): Array<[string, OutputValue]> {
-  const pretrainedByKey = new Map(psd.tensors);
+/**
+ * The output: every target entry in the target's order, tensors replaced where the match says so, and
+ * the adapted values (`computed`, by key) where an adaptation made them.
+ */
+function composeOutput(tsd: StateDict, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> {
   const fill = new Map<string, TensorRef>();
-  for (const l of result.loaded) fill.set(l.key, pretrainedByKey.get(l.from) as TensorRef);
-  for (const m of result.missing) if (m.tied_to) fill.set(m.key, fill.get(m.tied_to) as TensorRef);
+  for (const l of result.loaded) fill.set(l.key, sources.pretrained.get(l.from) as TensorRef);
+  // A key tied to an adapted one shares the very same bytes (one storage).
+  const values = new Map(computed);
+  for (const m of result.missing) {
+    if (!m.tied_to) continue;
+    const partner = fill.get(m.tied_to);
+    if (partner) fill.set(m.key, partner);
+    const value = computed.get(m.tied_to);
+    if (value) values.set(m.key, value);
+  }
   const out: Array<[string, OutputValue]> = [];
   for (const [k, v] of tsd.dict.entries) {
     const key = String(k);
@@ -198,7 +282,7 @@ function composeOutput(psd: StateDict, tsd: StateDict, result: MatchResult): Arr
       continue;
     }
     const source = fill.get(key);
-    out.push([key, source ? { tensor: source, dtype: v.dtype } : { tensor: v }]);
+    out.push([key, values.get(key) ?? (source ? { tensor: source, dtype: v.dtype } : { tensor: v })]);
   }
   return out;
 }

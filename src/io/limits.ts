@@ -49,6 +49,14 @@ export const LIMITS = {
    * (stride 0) of a tiny storage can declare billions of elements; streaming paths never gather.
    */
   gatherBytes: 1 << 30,
+  /**
+   * float32 bytes of one tensor adapted in memory by `merge --adapt` (the pretrained value widened to
+   * float32, and the result). Adapted tensors are stems, position tables and embeddings; a 1 GiB one is
+   * a 256M-element vocabulary matrix.
+   */
+  adaptBytes: 1 << 30,
+  /** Bytes of a `--select-rows PATTERN=@FILE` index list: 10M indexes, far beyond any class count. */
+  indexFileBytes: 64 << 20,
   /** Bytes of a legacy file's pickled prefix (everything before the raw storages). */
   legacyPrefixBytes: 1 << 30,
   /** Bytes of a sharded checkpoint's index JSON. ~80 bytes per tensor: 64 MiB is 800k tensors. */

@@ -9,7 +9,7 @@
 import { canConvert } from '../tensor/convert.js';
 import { dtypeByName } from '../tensor/dtype.js';
 import { type Alignment, alignmentRules, chooseAlignment, rankAlignments, sameShape } from './align.js';
-import { BENIGN_NOTES, type BenignReason, type PretrainedFacts, isBatchNormCounterGap, isPositionIds, isZero3Placeholder } from './benign.js';
+import { BENIGN_NOTES, type BenignReason, type PretrainedFacts, isBatchNormCounterGap, isFrozenBatchNormCounter, isPositionIds, isZero3Placeholder } from './benign.js';
 import { type AppliedRule, type KeyRule, applyRules } from './rules.js';
 
 export interface TensorInfo {
@@ -31,7 +31,7 @@ export interface MatchInput {
 
 export interface LoadedKey { key: string; from: string; shape: readonly number[]; dtype: string; cast_from?: string }
 export interface MissingKey { key: string; shape: readonly number[]; dtype: string; benign: boolean; reason?: BenignReason; note?: string; tied_to?: string }
-export interface UnexpectedKey { key: string; shape: readonly number[]; dtype: string }
+export interface UnexpectedKey { key: string; shape: readonly number[]; dtype: string; benign: boolean; reason?: BenignReason; note?: string }
 export interface MismatchedKey { key: string; from: string; target_shape: readonly number[]; pretrained_shape: readonly number[]; reason?: BenignReason | 'dtype'; note?: string }
 
 export interface MatchResult {
@@ -42,6 +42,8 @@ export interface MatchResult {
   mismatched: MismatchedKey[];
   /** The best automatic mapping considered (also when explicit rules were given), for "nothing matched" hints. */
   closest: Alignment | null;
+  /** Automatic mappings that fill the same, largest number of keys: alignment was refused (no rule applied). */
+  tied: Alignment[];
 }
 
 export function matchStateDicts(input: MatchInput): MatchResult {
@@ -50,51 +52,61 @@ export function matchStateDicts(input: MatchInput): MatchResult {
   const closest = ranked[0] ?? null;
   let rules: readonly KeyRule[];
   let auto: boolean;
+  let tied: Alignment[] = [];
   if (input.rules) {
     rules = input.rules;
     auto = false;
   } else {
-    const chosen = chooseAlignment(ranked, input.pretrained.length, input.target.length);
-    rules = chosen ? alignmentRules(chosen) : [];
+    const choice = chooseAlignment(ranked, input.pretrained.length, input.target.length);
+    rules = choice.chosen ? alignmentRules(choice.chosen) : [];
+    tied = choice.tied;
     auto = true;
   }
   // Automatic rules were chosen because they match; explicit ones must each prove themselves.
-  const { renamed, applied } = applyRules(pretrainedKeys, rules, auto, !auto);
+  const { renamed, applied, changed } = applyRules(pretrainedKeys, rules, auto, !auto);
 
-  const byRenamed = new Map<string, TensorInfo>();
-  renamed.forEach((name, i) => byRenamed.set(name, input.pretrained[i] as TensorInfo));
-  const facts: PretrainedFacts = { renamedKeys: new Set(renamed), moduleVersion: versionLookup(input, rules) };
+  const byRenamed = new Map<string, number>();
+  renamed.forEach((name, i) => byRenamed.set(name, i));
+  const facts: PretrainedFacts = { renamedKeys: byRenamed, moduleVersion: versionLookup(input, rules) };
 
   const loaded: LoadedKey[] = [];
   const missing: MissingKey[] = [];
   const mismatched: MismatchedKey[] = [];
-  const used = new Set<string>();
+  // Flags by index rather than sets of names: one typed array per side instead of two hashed sets.
+  const pretrainedUsed = new Uint8Array(input.pretrained.length);
+  const targetMatched = new Uint8Array(input.target.length);
   const loadedByTie = new Map<string, string>();
 
-  for (const t of input.target) {
-    const p = byRenamed.get(t.key);
-    if (!p) continue;
-    used.add(t.key);
+  const filledFrom: number[] = [];
+  input.target.forEach((t, ti) => {
+    const index = byRenamed.get(t.key);
+    if (index === undefined) return;
+    const p = input.pretrained[index] as TensorInfo;
+    pretrainedUsed[index] = 1;
+    targetMatched[ti] = 1;
     if (!sameShape(p.shape, t.shape)) {
       const entry: MismatchedKey = { key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape };
       if (isZero3Placeholder(p.shape, t.shape)) Object.assign(entry, { reason: 'zero3-placeholder', note: BENIGN_NOTES['zero3-placeholder'] });
       mismatched.push(entry);
-      continue;
+      return;
     }
-    const from = dtypeByName(p.dtype);
-    const to = dtypeByName(t.dtype);
-    if (p.dtype !== t.dtype && !(from && to && canConvert(from, to))) {
-      mismatched.push({ key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape, reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
-      continue;
+    if (p.dtype !== t.dtype) {
+      const from = dtypeByName(p.dtype);
+      const to = dtypeByName(t.dtype);
+      if (!(from && to && canConvert(from, to))) {
+        mismatched.push({ key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape, reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
+        return;
+      }
     }
     const entry: LoadedKey = { key: t.key, from: p.key, shape: t.shape, dtype: t.dtype };
     if (p.dtype !== t.dtype) entry.cast_from = p.dtype;
     loaded.push(entry);
+    filledFrom.push(index);
     if (t.tieId !== undefined && !loadedByTie.has(t.tieId)) loadedByTie.set(t.tieId, t.key);
-  }
+  });
 
-  for (const t of input.target) {
-    if (used.has(t.key)) continue;
+  input.target.forEach((t, ti) => {
+    if (targetMatched[ti]) return;
     const entry: MissingKey = { key: t.key, shape: t.shape, dtype: t.dtype, benign: false };
     const tiedTo = t.tieId !== undefined ? loadedByTie.get(t.tieId) : undefined;
     const reason: BenignReason | null = tiedTo
@@ -107,16 +119,26 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     if (reason) Object.assign(entry, { benign: true, reason, note: BENIGN_NOTES[reason] });
     if (tiedTo) entry.tied_to = tiedTo;
     missing.push(entry);
-  }
-
-  const unexpected: UnexpectedKey[] = [];
-  renamed.forEach((name, i) => {
-    if (used.has(name)) return;
-    const p = input.pretrained[i] as TensorInfo;
-    unexpected.push({ key: p.key, shape: p.shape, dtype: p.dtype });
   });
 
-  return { rules: applied, loaded, missing, unexpected, mismatched, closest };
+  const unexpected: UnexpectedKey[] = [];
+  let targetKeys: Set<string> | null = null;
+  renamed.forEach((name, i) => {
+    if (pretrainedUsed[i]) return;
+    const p = input.pretrained[i] as TensorInfo;
+    const entry: UnexpectedKey = { key: p.key, shape: p.shape, dtype: p.dtype, benign: false };
+    targetKeys ??= new Set(input.target.map((t) => t.key));
+    if (isFrozenBatchNormCounter(name, targetKeys)) Object.assign(entry, { benign: true, reason: 'frozen-bn-counter', note: BENIGN_NOTES['frozen-bn-counter'] });
+    unexpected.push(entry);
+  });
+
+  // A rule's count is the keys it helped fill, not the keys it renamed.
+  applied.forEach((rule, r) => {
+    const flags = changed[r] as Uint8Array;
+    rule.matched = filledFrom.reduce((n, i) => n + (flags[i] as number), 0);
+  });
+
+  return { rules: applied, loaded, missing, unexpected, mismatched, closest, tied };
 }
 
 /** Looks up a pretrained module's metadata version by its name in the target's namespace. */

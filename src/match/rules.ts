@@ -15,7 +15,7 @@ export interface AppliedRule {
   kind: KeyRule['kind'];
   value: string;
   auto: boolean;
-  /** Keys the rule changed. */
+  /** Keys the rule changed; in a merge report, the target keys filled from a key whose name it changed. */
   matched: number;
 }
 
@@ -49,17 +49,23 @@ function applyOne(rule: KeyRule, key: string): string {
 }
 
 /**
- * Renames `keys` through `rules`. Returns the new name of each key (same order) and how many keys each
- * rule changed. With `checkEachRule`, a rule that changes nothing or makes two keys collide throws.
+ * Renames `keys` through `rules`. Returns the new name of each key (same order), each rule with the number
+ * of keys it changed in `matched`, and per rule a flag per key that it changed. With `checkEachRule`, a rule
+ * that changes nothing or makes two keys collide throws.
  */
-export function applyRules(keys: readonly string[], rules: readonly KeyRule[], auto: boolean, checkEachRule = true): { renamed: string[]; applied: AppliedRule[] } {
+export function applyRules(keys: readonly string[], rules: readonly KeyRule[], auto: boolean, checkEachRule = true): { renamed: string[]; applied: AppliedRule[]; changed: Uint8Array[] } {
   let current = [...keys];
   const applied: AppliedRule[] = [];
+  const changed: Uint8Array[] = [];
   for (const rule of rules) {
     let matched = 0;
-    const next = current.map((k) => {
+    const flags = new Uint8Array(keys.length);
+    const next = current.map((k, i) => {
       const out = applyOne(rule, k);
-      if (out !== k) matched++;
+      if (out !== k) {
+        matched++;
+        flags[i] = 1;
+      }
       return out;
     });
     if (checkEachRule) {
@@ -75,7 +81,8 @@ export function applyRules(keys: readonly string[], rules: readonly KeyRule[], a
       }
     }
     applied.push({ kind: rule.kind, value: rule.value, auto, matched });
+    changed.push(flags);
     current = next;
   }
-  return { renamed: current, applied };
+  return { renamed: current, applied, changed };
 }
