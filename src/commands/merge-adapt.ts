@@ -9,7 +9,6 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows } from '../match/adapt.js';
-import type { MergeOptions } from './merge.js';
 import { numelOf, type StorageRef, type TensorRef } from '../model/tensor-ref.js';
 import { BufferSource } from '../io/source.js';
 import { readTensorBytes } from '../model/read-bytes.js';
@@ -19,7 +18,17 @@ import { convertElements } from '../tensor/convert.js';
 import { type DType, FLOAT32, dtypeByName } from '../tensor/dtype.js';
 
 /** The adaptation flags, checked; null when nothing is to be adapted. */
-export async function adaptOptions(options: MergeOptions): Promise<AdaptOptions | null> {
+/** The adaptation flags as the CLI passes them (strings, parsed here). */
+export interface AdaptFlags {
+  /** `keep` (default), `auto`, or rule names separated by commas. */
+  adapt?: string;
+  interp?: string;
+  prefixTokens?: string | number;
+  newRows?: string;
+  selectRows?: string[];
+}
+
+export async function adaptOptions(options: AdaptFlags): Promise<AdaptOptions | null> {
   const { rules, auto } = parseAdapt(options.adapt ?? 'keep');
   let interp: Interp | undefined;
   if (options.interp !== undefined) {

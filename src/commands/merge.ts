@@ -14,14 +14,14 @@ import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
 import { type AdaptOptions, type AdaptedKey, planAdaptations, tieToAdapted } from '../match/adapt.js';
-import { type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
+import { type AdaptFlags, type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
 import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
 import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
 
-export interface MergeOptions extends OutputOptions {
+export interface MergeOptions extends OutputOptions, AdaptFlags {
   output?: string;
   dryRun?: boolean;
   key?: string;
@@ -31,12 +31,6 @@ export interface MergeOptions extends OutputOptions {
   rename?: string[];
   onShapeMismatch?: 'keep' | 'error';
   strict?: boolean;
-  /** `keep` (default), `auto`, or rule names separated by commas. */
-  adapt?: string;
-  interp?: string;
-  prefixTokens?: string | number;
-  newRows?: string;
-  selectRows?: string[];
   /**
    * Called with the final report after the output is written and fsynced, before it is renamed into
    * place (the CLI renders the report here): if it throws, no output is left behind.

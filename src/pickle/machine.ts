@@ -12,7 +12,16 @@ import { opcodeName } from './opcodes.js';
 import { decodeUtf8 } from './text.js';
 import { fetchedMemoSlots } from './memo-scan.js';
 import { PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
-import type { UnpickleHooks } from './unpickler.js';
+
+/** What a caller may decide for the machine: how calls, BUILD and persistent ids become values. */
+export interface UnpickleHooks {
+  /** REDUCE or NEWOBJ on a PyGlobal callable: return the decoded value, or undefined to fall back to the built-in decoders, then to a PyObject node. */
+  call?(callable: PyGlobal, args: PyValue[], via: 'reduce' | 'newobj'): PyValue | undefined;
+  /** BUILD on `target`: return the resulting value (usually target) if handled, undefined for the default. */
+  build?(target: PyValue, state: PyValue): PyValue | undefined;
+  /** BINPERSID / PERSID. Default: PyPersistentId node. */
+  persistentLoad?(pid: PyValue): PyValue;
+}
 
 export class Machine {
   pos: number;

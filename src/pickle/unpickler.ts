@@ -16,19 +16,12 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { pyTypeName } from './decoders.js';
-import { Machine } from './machine.js';
+import { Machine, type UnpickleHooks } from './machine.js';
+
+export type { UnpickleHooks } from './machine.js';
 import { runRareOp } from './rare-ops.js';
 import { decodeLong } from './text.js';
 import { PyBytes, PyDict, PyFloat, PyList, PySet, PyTuple, type PyGlobal, type PyValue } from './value.js';
-
-export interface UnpickleHooks {
-  /** REDUCE or NEWOBJ on a PyGlobal callable: return the decoded value, or undefined to fall back to the built-in decoders, then to a PyObject node. */
-  call?(callable: PyGlobal, args: PyValue[], via: 'reduce' | 'newobj'): PyValue | undefined;
-  /** BUILD on `target`: return the resulting value (usually target) if handled, undefined for the default. */
-  build?(target: PyValue, state: PyValue): PyValue | undefined;
-  /** BINPERSID / PERSID. Default: PyPersistentId node. */
-  persistentLoad?(pid: PyValue): PyValue;
-}
 
 export interface UnpickleResult {
   value: PyValue;
