@@ -19,11 +19,12 @@
  * them once into a cache folder under the system temp dir. --dist DIR judges another build of the library
  * (another branch's dist/, say) with this checkout's fuzzer and fixtures.
  */
-import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { testModules, usageExit } from './lib/test-modules.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 let DIST = join(ROOT, 'dist');
@@ -65,43 +66,14 @@ function parseArgs(argv) {
 }
 
 function usage(problem) {
-  const text = 'usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--dump-refusals FILE] [--dist DIR] [--judge-seconds S] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--judge-seconds S] [--save FILE]';
-  if (problem) {
-    process.stderr.write(`error: ${problem}\n${text}\n`);
-    process.exit(2);
-  }
-  process.stdout.write(`${text}\n`);
-  process.exit(0);
+  usageExit('usage: node scripts/difffuzz.mjs [--cases N] [--seed S] [--start I] [--out DIR] [--inflight K] [--max-saved N] [--no-torch26] [--dump-refusals FILE] [--dist DIR] [--judge-seconds S] [--build] [--quiet]\n       node scripts/difffuzz.mjs --seed S --only I [--judge-seconds S] [--save FILE]', problem);
 }
 
-/** Transpiles test/fuzz/*.ts and test/difffuzz/*.ts (types stripped) into a cache folder keyed by their content. */
+/** The test helpers the runs are built from (test/fuzz, test/difffuzz), importable from plain Node. */
 async function loadHelpers() {
-  const dirs = ['fuzz', 'difffuzz'];
-  const hash = createHash('sha1');
-  const files = [];
-  for (const d of dirs) {
-    for (const f of readdirSync(join(ROOT, 'test', d)).filter((n) => n.endsWith('.ts')).sort()) {
-      files.push([d, f]);
-      hash.update(`${d}/${f}`).update(readFileSync(join(ROOT, 'test', d, f)));
-    }
-  }
-  const outDir = join(tmpdir(), `ckpt-difffuzz-helpers-${hash.digest('hex').slice(0, 16)}`);
-  if (!existsSync(join(outDir, 'done'))) {
-    const ts = (await import('typescript')).default;
-    for (const d of dirs) mkdirSync(join(outDir, d), { recursive: true });
-    writeFileSync(join(outDir, 'package.json'), '{"type":"module"}\n');
-    for (const [d, f] of files) {
-      const { outputText } = ts.transpileModule(readFileSync(join(ROOT, 'test', d, f), 'utf8'), {
-        fileName: f,
-        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: false },
-      });
-      writeFileSync(join(outDir, d, f.replace(/\.ts$/, '.js')), outputText);
-    }
-    writeFileSync(join(outDir, 'done'), '');
-  }
   process.env.CKPT_REPO_ROOT = ROOT;
-  const load = (name) => import(pathToFileURL(join(outDir, 'difffuzz', `${name}.js`)).href);
-  return { oracle: await load('oracle'), run: await load('run'), generate: await load('generate') };
+  const load = await testModules(ROOT, ['fuzz', 'difffuzz'], 'ckpt-difffuzz-helpers');
+  return { oracle: await load('difffuzz', 'oracle'), run: await load('difffuzz', 'run'), generate: await load('difffuzz', 'generate') };
 }
 
 async function loadLib() {

@@ -18,12 +18,13 @@
  * The helpers are TypeScript (shared with the vitest slice, test/fuzz.test.ts); this script transpiles
  * them once with the project's own typescript into a cache folder under the system temp dir.
  */
+
 import { fork } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { testModules, usageExit } from './lib/test-modules.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
@@ -70,37 +71,13 @@ function parseArgs(argv) {
 }
 
 function usage(problem) {
-  const text = 'usage: node scripts/fuzz.mjs [--cases N] [--seed S] [--start I] [--jobs J] [--out DIR] [--case-ms MS] [--hang-ms MS] [--rss-mb MB] [--ops inspect,check,diff,merge,merge-target,convert] [--no-finite] [--build] [--quiet]\n       node scripts/fuzz.mjs --seed S --only I [--save FILE]';
-  if (problem) {
-    process.stderr.write(`error: ${problem}\n${text}\n`);
-    process.exit(2);
-  }
-  process.stdout.write(`${text}\n`);
-  process.exit(0);
+  usageExit('usage: node scripts/fuzz.mjs [--cases N] [--seed S] [--start I] [--jobs J] [--out DIR] [--case-ms MS] [--hang-ms MS] [--rss-mb MB] [--ops inspect,check,diff,merge,merge-target,convert] [--no-finite] [--build] [--quiet]\n       node scripts/fuzz.mjs --seed S --only I [--save FILE]', problem);
 }
 
-/** Transpiles test/fuzz/*.ts (types stripped, nothing checked) into a cache folder keyed by their content. */
+/** The test helpers the runs are built from (test/fuzz, test/difffuzz), importable from plain Node. */
 async function loadHelpers() {
-  const srcDir = join(ROOT, 'test', 'fuzz');
-  const files = readdirSync(srcDir).filter((f) => f.endsWith('.ts')).sort();
-  const hash = createHash('sha1');
-  for (const f of files) hash.update(f).update(readFileSync(join(srcDir, f)));
-  const outDir = join(tmpdir(), `ckpt-fuzz-helpers-${hash.digest('hex').slice(0, 16)}`);
-  if (!existsSync(join(outDir, 'done'))) {
-    const ts = (await import('typescript')).default;
-    mkdirSync(outDir, { recursive: true });
-    writeFileSync(join(outDir, 'package.json'), '{"type":"module"}\n');
-    for (const f of files) {
-      const { outputText } = ts.transpileModule(readFileSync(join(srcDir, f), 'utf8'), {
-        fileName: f,
-        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: false },
-      });
-      writeFileSync(join(outDir, f.replace(/\.ts$/, '.js')), outputText);
-    }
-    writeFileSync(join(outDir, 'done'), '');
-  }
-  const load = (name) => import(pathToFileURL(join(outDir, `${name}.js`)).href);
-  return { mutate: await load('mutate'), runner: await load('runner') };
+  const load = await testModules(ROOT, ['fuzz'], 'ckpt-fuzz-helpers');
+  return { mutate: await load('fuzz', 'mutate'), runner: await load('fuzz', 'runner') };
 }
 
 async function loadLib() {
