@@ -367,6 +367,9 @@ describePy('unpickle: dict keys and set items as Python compares them', () => {
     ['frozenset({1, True})', p(0x80, 4, '(', 0x4b, 1, 0x88, 0x91, '.'), 'refused'],
     ['set() + ADDITEMS 1, 1', p(0x80, 4, 0x8f, '(', 0x4b, 1, 0x4b, 1, 0x90, '.'), 'refused'],
     ['dict([(0, a), (False, b)])', p(0x80, 2, G('__builtin__', 'dict'), ']', '(', 0x4b, 0, 'X', 1, 0, 0, 0, 'a', 0x86, 0x89, 'X', 1, 0, 0, 0, 'b', 0x86, 'e', 0x85, 'R', '.'), 'refused'],
+    // A call of a global the weights-only loader allows may compare by value: complex(1, 0) == 1.
+    ['{complex(1, 0): a, 1: b}', p(0x80, 2, '}', '(', G('__builtin__', 'complex'), 0x4b, 1, 0x4b, 0, 0x86, 'R', ...s('a'), 0x4b, 1, ...s('b'), 'u', '.'), 'refused'],
+    ['{complex(1, 0): a} (alone)', p(0x80, 2, '}', '(', G('__builtin__', 'complex'), 0x4b, 1, 0x4b, 0, 0x86, 'R', ...s('a'), 'u', '.'), 'same'],
     // find_class gives the same class object for the same name: one key.
     ['{int: a, int: b} (the same class twice)', p(0x80, 2, '}', '(', G('__builtin__', 'int'), ...s('a'), G('__builtin__', 'int'), ...s('b'), 'u', '.'), 'refused'],
     ['{a: 1, b: 2}', p(0x80, 4, '}', '(', ...s('a'), 0x4b, 1, ...s('b'), 0x4b, 2, 'u', '.'), 'same'],
@@ -395,6 +398,6 @@ for h in json.loads(sys.stdin.read()):
     });
     expect(got).toEqual(cases.map(([name, , want]) => [name, want]));
     // The refused ones are files CPython reads with fewer entries (or refuses): they would read differently.
-    expect(cases.map(([, , want], i) => (want === 'refused' ? py[i] : null)).filter((x) => x !== null)).toEqual([1, 1, 1, 1, 1, 'TypeError', 1, 1, 1, 1]);
+    expect(cases.map(([, , want], i) => (want === 'refused' ? py[i] : null)).filter((x) => x !== null)).toEqual([1, 1, 1, 1, 1, 'TypeError', 1, 1, 1, 1, 1]);
   });
 });

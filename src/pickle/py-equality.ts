@@ -7,7 +7,8 @@
  * equal: a pickle where two are is crafted, and it is refused (fixtures/regressions/difffuzz-dict-key-false-zero.pth).
  * Strings equal only strings, which the Map already compares by value: they are never looked at here.
  */
-import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PySet, PyTuple, type PyValue, kindOf } from './value.js';
+import { WEIGHTS_ONLY_ALLOWED } from './globals.js';
+import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PySet, PyTuple, type PyValue, kindOf } from './value.js';
 
 /** What makes two keys equal to Python: a string for values compared by value, the object itself for identity. */
 type Identity = string | object;
@@ -61,6 +62,17 @@ export function pyIdentity(v: PyValue, numberOf: (o: object) => number): Identit
 }
 
 export const UNHASHABLE: unique symbol = Symbol('unhashable');
+/**
+ * An undecoded call of a global torch's weights-only loader allows (`torch.device('cpu')`, `complex(1, 0)`)
+ * beside another key: such objects compare by value (`complex(1, 0) == 1`), which the value model does not
+ * know. Calls of other globals are left alone: `check` fails on those globals already, and real training
+ * checkpoints key dicts by numpy scalars.
+ */
+export const VALUE_OBJECT_BESIDE_OTHERS: unique symbol = Symbol('value object beside others');
+
+function isAllowedCall(v: PyValue): v is PyObject {
+  return v instanceof PyObject && v.callable instanceof PyGlobal && WEIGHTS_ONLY_ALLOWED.has(v.callable.qualname);
+}
 
 
 /**
@@ -76,9 +88,20 @@ export class PyKeyIndex {
     return n;
   };
 
+  private keys = 0;
+  /** The global called to make a value-compared key already here (at most one: a second is refused). */
+  valueObjectMaker: string | null = null;
+
   constructor(private readonly withStrings: boolean) {}
 
-  add(key: PyValue): { twin: PyValue } | typeof UNHASHABLE | null {
+  add(key: PyValue): { twin: PyValue } | typeof UNHASHABLE | typeof VALUE_OBJECT_BESIDE_OTHERS | null {
+    const maker = isAllowedCall(key) ? (key.callable as PyGlobal).qualname : null;
+    if ((maker !== null && this.keys > 0) || this.valueObjectMaker !== null) {
+      this.valueObjectMaker ??= maker;
+      return VALUE_OBJECT_BESIDE_OTHERS;
+    }
+    this.keys++;
+    this.valueObjectMaker = maker;
     if (typeof key === 'string' && !this.withStrings) return null;
     const id = pyIdentity(key, this.numberOf);
     if (id === null) return UNHASHABLE;
@@ -96,6 +119,9 @@ export function addPyKey(index: PyKeyIndex, key: PyValue, where: 'dict key' | 's
   const r = index.add(key);
   if (r === null) return;
   if (r === UNHASHABLE) throw new PyKeyRefusal(`uses a ${kindOf(key)} as a ${where}, which Python cannot hash (torch refuses the file)`);
+  if (r === VALUE_OBJECT_BESIDE_OTHERS) {
+    throw new PyKeyRefusal(`has a ${where} made by calling ${index.valueObjectMaker} beside others: Python compares such objects by value (complex(1, 0) == 1), which ckpt does not model; torch.save never writes such keys`);
+  }
   throw new PyKeyRefusal(`has the ${where}s ${show(r.twin)} and ${show(key)}, one to Python (they are equal) and two here; torch.save never writes both`);
 }
 
