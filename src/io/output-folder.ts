@@ -22,10 +22,10 @@
  * is removed as a link (its target stays).
  */
 import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
-import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CheckpointError } from './errors.js';
-import { BACKUP_PREFIX, type OutputPlan, checkDestination, keepOwnerAndMode, temporaryPathFor, trackTemporary, untrackTemporary } from './output.js';
+import { BACKUP_PREFIX, type OutputPlan, checkDestination, temporaryPathFor, trackTemporary, untrackTemporary, writeTemporaryFile } from './output.js';
 import { ioError } from './source.js';
 
 export interface FolderFile<T> {
@@ -100,33 +100,11 @@ export async function writeFolderAtomically<T>(folder: string, files: ReadonlyAr
 }
 
 /** Writes one temporary file, fsyncs and closes it; `temps` records it (tracked for signals) once created. */
-async function writeTemporary<T>(plan: OutputPlan, tmp: string, temps: string[], write: FolderFile<T>['write']): Promise<T> {
-  const destination = plan.destination;
-  let handle: FileHandle;
-  try {
-    // 0o666: the umask decides a new file's mode, as for a single output file.
-    handle = await open(tmp, 'wx', 0o666);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException)?.code ?? String(e);
-    throw new CheckpointError('IO', destination, `cannot create the output file (${code})`);
-  }
-  temps.push(tmp);
-  trackTemporary(tmp);
-  try {
-    if (plan.existing) await keepOwnerAndMode(handle, plan.existing, destination);
-    const result = await write(handle, tmp);
-    try {
-      await handle.sync();
-    } catch (e) {
-      throw ioError(destination, e, 'fsync failed');
-    }
-    return result;
-  } catch (e) {
-    const isOsError = typeof (e as NodeJS.ErrnoException)?.code === 'string';
-    throw e instanceof CheckpointError || !isOsError ? e : ioError(destination, e, 'write failed');
-  } finally {
-    await handle.close().catch(() => undefined);
-  }
+function writeTemporary<T>(plan: OutputPlan, tmp: string, temps: string[], write: FolderFile<T>['write']): Promise<T> {
+  return writeTemporaryFile(plan, tmp, write, () => {
+    temps.push(tmp);
+    trackTemporary(tmp);
+  });
 }
 
 interface Move {

@@ -190,26 +190,13 @@ export interface AtomicWriteOptions<T> {
 export async function writeAtomically<T>(destination: string, write: (handle: FileHandle, tmpPath: string) => Promise<T>, options: AtomicWriteOptions<T> = {}): Promise<T> {
   const plan = checkDestination(destination, options.stdoutWhy);
   const tmp = temporaryPathFor(plan.target);
-  let handle: FileHandle;
-  try {
-    // 0o666: the umask decides a new file's mode, as for `cp` and Python's open().
-    handle = await open(tmp, 'wx', 0o666);
-  } catch (e) {
-    // ENOENT here means the folder cannot hold files (not "no such input file"): always an IO error.
-    const code = (e as NodeJS.ErrnoException)?.code ?? String(e);
-    throw new CheckpointError('IO', destination, `cannot create the output file (${code})`);
-  }
-  track(tmp);
+  let created = false;
   let committed = false;
   try {
-    if (plan.existing) await keepOwnerAndMode(handle, plan.existing, destination);
-    const result = await write(handle, tmp);
-    try {
-      await handle.sync();
-    } catch (e) {
-      throw ioError(destination, e, 'fsync failed');
-    }
-    await handle.close();
+    const result = await writeTemporaryFile(plan, tmp, write, () => {
+      created = true;
+      track(tmp);
+    });
     if (options.beforeCommit) await options.beforeCommit(result);
     try {
       await rename(tmp, plan.target);
@@ -220,16 +207,49 @@ export async function writeAtomically<T>(destination: string, write: (handle: Fi
     syncFolder(dirname(plan.target));
     return result;
   } catch (e) {
-    // OS errors carry an errno code; anything else is a bug and must surface as itself.
-    const isOsError = typeof (e as NodeJS.ErrnoException)?.code === 'string';
-    throw e instanceof CheckpointError || !isOsError ? e : ioError(destination, e, 'write failed');
+    throw asOutputError(e, destination);
   } finally {
     untrack(tmp);
-    if (!committed) {
-      await handle.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-    }
+    if (created && !committed) await unlink(tmp).catch(() => undefined);
   }
+}
+
+/**
+ * Creates `tmp` (new file, mode 0o666 under the umask; the replaced file's owner and mode when there is
+ * one), runs `write` on it, fsyncs and closes it. `onCreated` runs as soon as the file exists, so the
+ * caller can track it for signals and remove it on failure; removing it is the caller's job.
+ */
+export async function writeTemporaryFile<T>(plan: OutputPlan, tmp: string, write: (handle: FileHandle, tmpPath: string) => Promise<T>, onCreated: () => void): Promise<T> {
+  const destination = plan.destination;
+  let handle: FileHandle;
+  try {
+    handle = await open(tmp, 'wx', 0o666);
+  } catch (e) {
+    // ENOENT here means the folder cannot hold files (not "no such input file"): always an IO error.
+    const code = (e as NodeJS.ErrnoException)?.code ?? String(e);
+    throw new CheckpointError('IO', destination, `cannot create the output file (${code})`);
+  }
+  onCreated();
+  try {
+    if (plan.existing) await keepOwnerAndMode(handle, plan.existing, destination);
+    const result = await write(handle, tmp);
+    try {
+      await handle.sync();
+    } catch (e) {
+      throw ioError(destination, e, 'fsync failed');
+    }
+    await handle.close();
+    return result;
+  } catch (e) {
+    await handle.close().catch(() => undefined);
+    throw asOutputError(e, destination);
+  }
+}
+
+/** OS errors carry an errno code and become one IO error naming the output; anything else is a bug and surfaces as itself. */
+function asOutputError(e: unknown, destination: string): unknown {
+  const isOsError = typeof (e as NodeJS.ErrnoException)?.code === 'string';
+  return e instanceof CheckpointError || !isOsError ? e : ioError(destination, e, 'write failed');
 }
 
 /**
