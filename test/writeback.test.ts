@@ -4,7 +4,8 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CheckpointError } from '../src/io/errors.js';
-import { WritebackPacer } from '../src/io/writeback.js';
+import { WritebackPacer, settleWriteback } from '../src/io/writeback.js';
+import { checkDestination, writeTemporaryFile, writeTemporaryFileThenSync } from '../src/io/output.js';
 import { tempDir } from './helpers/cli.js';
 
 /** A FileHandle whose datasync() calls are counted and settled by the test. */
@@ -74,5 +75,37 @@ describe('WritebackPacer', () => {
     } finally {
       await handle.close();
     }
+  });
+
+  it('settleWriteback(handle) waits for the pacer of that handle and reports its failure; a handle without one settles at once', async () => {
+    const { handle, calls } = fakeHandle();
+    await settleWriteback(handle);
+    const pacer = new WritebackPacer(handle, '/out.pth', 10);
+    pacer.note(10);
+    calls[0]!.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    await expect(settleWriteback(handle)).rejects.toMatchObject({ code: 'IO', path: '/out.pth', detail: expect.stringMatching(/^writeback failed: EIO/) });
+  });
+});
+
+describe('the output layer settles the background writeback before a file counts as written', () => {
+  // The kernel reports a writeback error to each open file once: after a failed background datasync the
+  // final fsync can succeed, so the pacer's failure must be what fails the write.
+  const failingDatasync = (handle: FileHandle, path: string) => {
+    handle.datasync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    new WritebackPacer(handle, path, 1).note(1);
+  };
+
+  it('writeTemporaryFile fails with the writeback error when the background datasync failed', async () => {
+    const dir = tempDir('ckpt-writeback-');
+    const plan = checkDestination(join(dir, 'out.pth'));
+    await expect(writeTemporaryFile(plan, join(dir, 'tmp'), async (handle, tmp) => failingDatasync(handle, tmp), () => undefined))
+      .rejects.toMatchObject({ code: 'IO', detail: expect.stringMatching(/^writeback failed: EIO/) });
+  });
+
+  it('writeTemporaryFileThenSync returns after the write; its durable step fails with the writeback error', async () => {
+    const dir = tempDir('ckpt-writeback-');
+    const plan = checkDestination(join(dir, 'out.pth'));
+    const { durable } = await writeTemporaryFileThenSync(plan, join(dir, 'tmp'), async (handle, tmp) => failingDatasync(handle, tmp), () => undefined);
+    await expect(durable).rejects.toMatchObject({ code: 'IO', detail: expect.stringMatching(/^writeback failed: EIO/) });
   });
 });

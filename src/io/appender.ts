@@ -65,8 +65,9 @@ export class FileAppender {
   }
 
   /**
-   * Writes what is pending, cuts the file at the last appended byte (the handle may point at an older,
-   * longer file) and waits for the background writeback. Returns the file's length. The caller fsyncs.
+   * Writes what is pending and cuts the file at the last appended byte (the handle may point at an older,
+   * longer file). Returns the file's length. The caller fsyncs, after settleWriteback(handle): a folder of
+   * shards goes on writing the next file while this one's background writeback finishes.
    */
   async finish(): Promise<number> {
     await this.flush();
@@ -75,7 +76,6 @@ export class FileAppender {
     } catch (e) {
       throw ioError(this.path, e, 'truncate failed');
     }
-    await this.writeback.settle();
     return this.end;
   }
 

@@ -8,7 +8,8 @@
  *    name that is a symbolic link is written through to its final target (a Hugging Face snapshot folder
  *    holds links into `blobs/`) and stays a link; a replaced file's permission bits (and owner and group
  *    where the process may set them) are kept; a new file gets 0666 under the umask.
- * 1. Every file is written to a temporary file (`.ckpt-tmp-<pid>-<hex>-<name>`, output.ts) and fsynced:
+ * 1. Every file is written to a temporary file (`.ckpt-tmp-<pid>-<hex>-<name>`, output.ts) and fsynced
+ *    (each fsync runs while the next file is written; all finish before the commit):
  *    beside its target when the folder exists, else in the folder's parent (the folder itself is created
  *    only at the commit, so a failure never leaves an empty folder behind). Temporary files are removed on
  *    any failure and on SIGHUP/SIGINT/SIGQUIT/SIGTERM (the handlers of output.ts).
@@ -25,7 +26,7 @@ import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, rena
 import { stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CheckpointError } from './errors.js';
-import { BACKUP_PREFIX, type OutputPlan, checkDestination, temporaryPathFor, trackTemporary, untrackTemporary, writeTemporaryFile } from './output.js';
+import { BACKUP_PREFIX, type OutputPlan, checkDestination, temporaryPathFor, trackTemporary, untrackTemporary, writeTemporaryFileThenSync } from './output.js';
 import { ioError } from './source.js';
 
 export interface FolderFile<T> {
@@ -79,17 +80,24 @@ export async function writeFolderAtomically<T>(folder: string, files: ReadonlyAr
 
   const temps: string[] = [];
   const results: T[] = [];
+  // Each file's fsync runs while the next one is written; all are done before the commit.
+  const flushes: Array<Promise<void>> = [];
   try {
     for (const [i, file] of files.entries()) {
       const plan = plans[i] as OutputPlan;
-      results.push(await writeTemporary(plan, temporaryPathFor(plan.target), temps, file.write));
+      const { result, durable } = await writeTemporary(plan, temporaryPathFor(plan.target), temps, file.write);
+      durable.catch(() => undefined); // observed below: a failure waits for the next file's write, not for unhandledRejection
+      flushes.push(durable);
+      results.push(result);
     }
+    for (const flush of flushes) await flush;
     if (options.beforeCommit) await options.beforeCommit(results, existing ? staleNames(folder, names, isStale) : []);
     const moves = files.map((f, i) => ({ tmp: temps[i] as string, name: f.name, target: existing ? (plans[i] as OutputPlan).target : join(folder, f.name) }));
     const outcome = commit(folder, !existing, moves, names, isStale);
     for (const tmp of temps) untrackTemporary(tmp);
     return { results, ...outcome };
   } catch (e) {
+    await Promise.allSettled(flushes); // every handle closed before its file is removed
     for (const tmp of temps) {
       await unlink(tmp).catch(() => undefined);
       untrackTemporary(tmp);
@@ -99,9 +107,9 @@ export async function writeFolderAtomically<T>(folder: string, files: ReadonlyAr
   }
 }
 
-/** Writes one temporary file, fsyncs and closes it; `temps` records it (tracked for signals) once created. */
-function writeTemporary<T>(plan: OutputPlan, tmp: string, temps: string[], write: FolderFile<T>['write']): Promise<T> {
-  return writeTemporaryFile(plan, tmp, write, () => {
+/** Writes one temporary file; `durable` fsyncs and closes it; `temps` records it (tracked for signals) once created. */
+function writeTemporary<T>(plan: OutputPlan, tmp: string, temps: string[], write: FolderFile<T>['write']): Promise<{ result: T; durable: Promise<void> }> {
+  return writeTemporaryFileThenSync(plan, tmp, write, () => {
     temps.push(tmp);
     trackTemporary(tmp);
   });

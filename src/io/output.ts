@@ -26,6 +26,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CheckpointError } from './errors.js';
 import { ioError } from './source.js';
+import { settleWriteback } from './writeback.js';
 
 /** Every temporary file starts with this; the README tells users to look for it after a crash. */
 export const TEMPORARY_PREFIX = '.ckpt-tmp-';
@@ -220,6 +221,18 @@ export async function writeAtomically<T>(destination: string, write: (handle: Fi
  * caller can track it for signals and remove it on failure; removing it is the caller's job.
  */
 export async function writeTemporaryFile<T>(plan: OutputPlan, tmp: string, write: (handle: FileHandle, tmpPath: string) => Promise<T>, onCreated: () => void): Promise<T> {
+  const { result, durable } = await writeTemporaryFileThenSync(plan, tmp, write, onCreated);
+  await durable;
+  return result;
+}
+
+/**
+ * writeTemporaryFile in two steps: resolves once `write` is done, with `durable`, which settles when the
+ * fsync and close are (and rejects with the fsync's error). A folder of shards starts writing the next
+ * shard while the disk flushes the last one, as one large file's background writeback would, instead of
+ * stalling on each shard's fsync. `durable` never rejects unobserved: the caller must await it.
+ */
+export async function writeTemporaryFileThenSync<T>(plan: OutputPlan, tmp: string, write: (handle: FileHandle, tmpPath: string) => Promise<T>, onCreated: () => void): Promise<{ result: T; durable: Promise<void> }> {
   const destination = plan.destination;
   let handle: FileHandle;
   try {
@@ -230,20 +243,29 @@ export async function writeTemporaryFile<T>(plan: OutputPlan, tmp: string, write
     throw new CheckpointError('IO', destination, `cannot create the output file (${code})`);
   }
   onCreated();
+  let result: T;
   try {
     if (plan.existing) await keepOwnerAndMode(handle, plan.existing, destination);
-    const result = await write(handle, tmp);
-    try {
-      await handle.sync();
-    } catch (e) {
-      throw ioError(destination, e, 'fsync failed');
-    }
-    await handle.close();
-    return result;
+    result = await write(handle, tmp);
   } catch (e) {
     await handle.close().catch(() => undefined);
     throw asOutputError(e, destination);
   }
+  const durable = (async () => {
+    try {
+      await settleWriteback(handle);
+      await handle.sync();
+    } catch (e) {
+      await handle.close().catch(() => undefined);
+      throw e instanceof CheckpointError ? e : ioError(destination, e, 'fsync failed');
+    }
+    try {
+      await handle.close();
+    } catch (e) {
+      throw asOutputError(e, destination);
+    }
+  })();
+  return { result, durable };
 }
 
 /** OS errors carry an errno code and become one IO error naming the output; anything else is a bug and surfaces as itself. */

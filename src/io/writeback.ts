@@ -11,7 +11,9 @@
  * fsyncs, best 0.51 s in the same session.
  *
  * At most one datasync is in flight. A failure (EIO, ENOSPC at block allocation) is kept and thrown by
- * the next note() or by settle(), so it fails the write like any other I/O error.
+ * the next note() or by settle(), so it fails the write like any other I/O error. settle() belongs to the
+ * file's final fsync (settleWriteback, called by the output layer): the kernel reports a writeback error
+ * to each open file once, so a failed background datasync may leave the final fsync succeeding.
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { CheckpointError } from './errors.js';
@@ -19,6 +21,14 @@ import { ioError } from './source.js';
 
 /** Bytes written between two background datasyncs: large enough that each one is a big sequential flush. */
 export const WRITEBACK_EVERY_BYTES = 128 << 20;
+
+/** The pacer of each open output file, for the fsync step that settles it (written files only). */
+const pacers = new WeakMap<FileHandle, WritebackPacer>();
+
+/** Waits for `handle`'s background datasync, if any, and throws what any of them failed with. */
+export async function settleWriteback(handle: FileHandle): Promise<void> {
+  await pacers.get(handle)?.settle();
+}
 
 export class WritebackPacer {
   private sinceLast = 0;
@@ -29,7 +39,9 @@ export class WritebackPacer {
     private readonly handle: FileHandle,
     private readonly path: string,
     private readonly everyBytes = WRITEBACK_EVERY_BYTES,
-  ) {}
+  ) {
+    pacers.set(handle, this);
+  }
 
   /** Call after each write of `bytes`; may start a background datasync, never waits for one. */
   note(bytes: number): void {
