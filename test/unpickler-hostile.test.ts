@@ -6,7 +6,7 @@ import { PyDict } from '../src/pickle/value.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { storageRef, tensorRef, testTorchHooks } from './helpers/pickle-py.js';
 
-import { error, load, p, timed, u32 } from './helpers/pickle-bytes.js';
+import { error, load, p, u32 } from './helpers/pickle-bytes.js';
 
 describe('unpickle: hostile and broken input', () => {
   it('4 GB BINUNICODE length in a 100-byte file → LIMIT at once, before any allocation', () => {
@@ -145,13 +145,17 @@ function stateDictPickle(n: number): Uint8Array {
 }
 
 
-describe('unpickle: speed', () => {
-  it('decodes a 100k-tensor state dict pickle in well under a second', () => {
+// Speed is measured in bench/ (`open100k`: inspect --json of a 100,000-tensor file, side by side), not here.
+describe('unpickle: scale', () => {
+  it('decodes a 100k-tensor state dict pickle: every key, in order, each a tensor of its storage', () => {
     const b = stateDictPickle(100_000);
-    const { value, ms } = timed(() => load(b, testTorchHooks()));
-    expect((value as PyDict).entries.size).toBe(100_000);
-    console.log(`100k tensors, ${(b.length / 1e6).toFixed(1)} MB pickled by ckpt: ${ms}`);
-    expect(Math.min(ms.wall, ms.cpu)).toBeLessThan(1000);
+    const value = load(b, testTorchHooks()) as PyDict;
+    expect(value.entries.size).toBe(100_000);
+    let i = 0;
+    for (const [key, t] of value.entries) {
+      expect(key).toBe(`layer${i >> 2}.block${i & 3}.conv.weight`);
+      expect((t as { storage: { key: string } }).storage.key).toBe(String(i));
+      i++;
+    }
   });
 });
-
