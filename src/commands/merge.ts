@@ -8,7 +8,7 @@ import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
 import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
-import type { TensorRef } from '../model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../model/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
@@ -210,11 +210,16 @@ function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: 
 async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
   const sources: AdaptSources = { pretrained: new Map(psd.tensors), target: new Map(tsd.tensors), pretrainedPath: pretrained.path, targetPath: target.path };
   const planned = composeOutput(tsd, result, sources, new Map());
-  // From a URL, only the storages the output takes are fetched (and those an adaptation reads).
-  const adaptedKeys = new Set(adapted.map((a) => a.key));
-  const reads = planned.flatMap(([key, v]) => ('tensor' in v && !adaptedKeys.has(key) ? [v.tensor.storage] : [])).concat(adapted.flatMap((a) => adaptedReads(a, sources)));
-  ensureBudget(options.remote, 'merge', [pretrained, target], reads);
+  // From a URL, only the storages the output takes are fetched (and those an adaptation reads); a
+  // generator, walked only when an input is remote.
+  ensureBudget(options.remote, 'merge', [pretrained, target], storagesRead(planned, adapted, sources));
   return adapted.length ? composeOutput(tsd, result, sources, await computeAdapted(adapted, sources)) : planned;
+}
+
+function* storagesRead(planned: ReadonlyArray<[string, OutputValue]>, adapted: readonly AdaptedKey[], sources: AdaptSources): Generator<StorageRef> {
+  const adaptedKeys = new Set(adapted.map((a) => a.key));
+  for (const [key, v] of planned) if ('tensor' in v && !adaptedKeys.has(key)) yield v.tensor.storage;
+  for (const a of adapted) yield* adaptedReads(a, sources);
 }
 
 function policyFailure(result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): string | null {
