@@ -24,25 +24,14 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { testModules, usageExit } from './lib/test-modules.mjs';
+import { testModules, usageExit, walkFlags } from './lib/test-modules.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 let DIST = join(ROOT, 'dist');
 
 function parseArgs(argv) {
   const args = { cases: 1000, seed: 1, start: 0, out: join(tmpdir(), 'ckpt-difffuzz-findings'), inflight: 4, torch26: true, only: null, save: null, quiet: false, build: false, maxSaved: 5 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      const v = argv[++i];
-      if (v === undefined) usage(`${a} needs a value`);
-      return v;
-    };
-    const num = () => {
-      const v = Number(next());
-      if (!Number.isFinite(v) || v < 0) usage(`${a} needs a non-negative number`);
-      return v;
-    };
+  walkFlags(argv, usage, (a, { value: next, number: num }) => {
     switch (a) {
       case '--cases': args.cases = num(); break;
       case '--seed': args.seed = num(); break;
@@ -58,10 +47,10 @@ function parseArgs(argv) {
       case '--dist': DIST = resolve(next()); break;
       case '--judge-seconds': args.judgeSeconds = num(); break;
       case '--build': args.build = true; break;
-      case '-h': case '--help': usage(); break;
-      default: usage(`unknown argument ${a}`);
+      default: return false;
     }
-  }
+    return true;
+  });
   return args;
 }
 

@@ -24,7 +24,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { testModules, usageExit } from './lib/test-modules.mjs';
+import { testModules, usageExit, walkFlags } from './lib/test-modules.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
@@ -34,18 +34,7 @@ function parseArgs(argv) {
     cases: 100_000, seed: 1, start: 0, jobs: Math.max(1, Math.min(cpus().length, 8)), out: join(tmpdir(), 'ckpt-fuzz-findings'),
     caseMs: 2000, hangMs: 20_000, rssMb: 300, batch: 50, only: null, save: null, child: false, build: false, quiet: false, ops: null, finite: true,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      const v = argv[++i];
-      if (v === undefined) usage(`${a} needs a value`);
-      return v;
-    };
-    const num = () => {
-      const v = Number(next());
-      if (!Number.isFinite(v) || v < 0) usage(`${a} needs a non-negative number`);
-      return v;
-    };
+  walkFlags(argv, usage, (a, { value: next, number: num }) => {
     switch (a) {
       case '--cases': args.cases = num(); break;
       case '--seed': args.seed = num(); break;
@@ -63,10 +52,10 @@ function parseArgs(argv) {
       case '--build': args.build = true; break;
       case '--quiet': args.quiet = true; break;
       case '--child': args.child = true; break;
-      case '-h': case '--help': usage(); break;
-      default: usage(`unknown argument ${a}`);
+      default: return false;
     }
-  }
+    return true;
+  });
   return args;
 }
 

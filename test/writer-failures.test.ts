@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type TestContext, afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError } from '../src/io/errors.js';
 import { openCheckpoint, openSource } from '../src/formats/open.js';
 import { type ByteSource, FileSource } from '../src/io/source.js';
@@ -60,9 +60,19 @@ function fourMiB(): Uint8Array {
   return zipCheckpoint(stateDictPickle(tensors), tensors, { records: [{ key: '0', data: floatData(1 << 20) }] });
 }
 
-function tryMount(dir: string, options: string): string | null {
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { encoding: 'utf8' });
-  return r.status === 0 ? null : (r.stderr || r.error?.message || `mount exited ${r.status}`).trim();
+/**
+ * Runs `body` with a fresh tmpfs mounted with `options` (`size=1m`, `ro,size=1m`) under the test folder, and
+ * unmounts it afterwards. Skips the test where mounting is not allowed (it needs root / CAP_SYS_ADMIN).
+ */
+async function onTmpfs(ctx: TestContext, name: string, options: string, body: (mount: string) => Promise<void>): Promise<void> {
+  const mount = mkdtempSync(join(work, `${name}-`));
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', mount], { encoding: 'utf8' });
+  if (r.status !== 0) ctx.skip(`cannot mount a tmpfs (${options}) here (needs root / CAP_SYS_ADMIN): ${(r.stderr || r.error?.message || `mount exited ${r.status}`).trim()}`);
+  try {
+    await body(mount);
+  } finally {
+    spawnSync('umount', [mount]);
+  }
 }
 
 const INPUT = fixturePath('small_mlp.pth');
@@ -103,27 +113,19 @@ describe('unwritable destinations (as root: chmod does not stop writes, these do
   });
 
   it('convert to a read-only mount: IO error, nothing left', async (ctx) => {
-    const dir = mkdtempSync(join(work, 'ro-'));
-    const problem = tryMount(dir, 'ro,size=1m');
-    if (problem) ctx.skip(`cannot mount a read-only tmpfs here: ${problem}`);
-    try {
+    await onTmpfs(ctx, 'ro', 'ro,size=1m', async (dir) => {
       const output = join(dir, 'out.pth');
       const e = await failure(() => collectConvert(INPUT, output));
       expect(e.code).toBe('IO');
       expect(e.detail).toMatch(/EROFS/);
       expectNoOutput(output);
-    } finally {
-      spawnSync('umount', [dir]);
-    }
+    });
   });
 });
 
 describe('disk full', () => {
   it('convert of a 4 MiB checkpoint onto a 1 MiB tmpfs: IO (ENOSPC) midway, no output, no temporary file', async (ctx) => {
-    const dir = mkdtempSync(join(work, 'full-'));
-    const problem = tryMount(dir, 'size=1m');
-    if (problem) ctx.skip(`cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN): ${problem}`);
-    try {
+    await onTmpfs(ctx, 'full', 'size=1m', async (dir) => {
       const input = copyOf('four-mib.pth', fourMiB());
       const before = await sha256(input);
       const output = join(dir, 'out.pth');
@@ -136,24 +138,17 @@ describe('disk full', () => {
       // The file system is usable again: the failed write released its space.
       await collectConvert(fixturePath('small_mlp.pth'), output);
       expect(existsSync(output)).toBe(true);
-    } finally {
-      spawnSync('umount', [dir]);
-    }
+    });
   });
 
   it('merge onto a 1 MiB tmpfs: IO (ENOSPC), no output, no temporary file', async (ctx) => {
-    const dir = mkdtempSync(join(work, 'full-merge-'));
-    const problem = tryMount(dir, 'size=1m');
-    if (problem) ctx.skip(`cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN): ${problem}`);
-    try {
+    await onTmpfs(ctx, 'full-merge', 'size=1m', async (dir) => {
       const input = copyOf('four-mib-merge.pth', fourMiB());
       const output = join(dir, 'out.pth');
       const e = await failure(() => collectMerge(input, input, { output }));
       expect(e.code).toBe('IO');
       expectNoOutput(output);
-    } finally {
-      spawnSync('umount', [dir]);
-    }
+    });
   });
 });
 
@@ -335,26 +330,18 @@ describe('sharded output: all or nothing', () => {
   }
 
   it('ENOSPC in the second shard, into a new folder: IO error, no folder, no temporary file left in its parent', async (ctx) => {
-    const mount = mkdtempSync(join(work, 'full-shards-'));
-    const problem = tryMount(mount, 'size=1m');
-    if (problem) ctx.skip(`cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN): ${problem}`);
-    try {
+    await onTmpfs(ctx, 'full-shards', 'size=1m', async (mount) => {
       const input = copyOf('four-tensors.pth', fourTensors(96 * 1024)); // 4 × 384 KiB
       const output = join(mount, 'out');
       const e = await failure(() => collectConvert(input, output, undefined, undefined, { shard: '450KB' }));
       expect(e.code).toBe('IO');
       expect(e.detail).toMatch(/ENOSPC/);
       expect(readdirSync(mount)).toEqual([]);
-    } finally {
-      spawnSync('umount', [mount]);
-    }
+    });
   });
 
   it('ENOSPC mid-shard into an existing folder: its files (an earlier save, a file of the user) stay byte for byte', async (ctx) => {
-    const mount = mkdtempSync(join(work, 'full-existing-'));
-    const problem = tryMount(mount, 'size=1m');
-    if (problem) ctx.skip(`cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN): ${problem}`);
-    try {
+    await onTmpfs(ctx, 'full-existing', 'size=1m', async (mount) => {
       const output = join(mount, 'model');
       earlierSave(output);
       const before = await snapshot(output);
@@ -364,16 +351,11 @@ describe('sharded output: all or nothing', () => {
         expect(e.detail).toMatch(/ENOSPC/);
         expect(await snapshot(output)).toEqual(before);
       }
-    } finally {
-      spawnSync('umount', [mount]);
-    }
+    });
   });
 
   it('a read-only folder: IO (EROFS), nothing written, nothing removed', async (ctx) => {
-    const mount = mkdtempSync(join(work, 'ro-shards-'));
-    const problem = tryMount(mount, 'size=1m');
-    if (problem) ctx.skip(`cannot mount a tmpfs here: ${problem}`);
-    try {
+    await onTmpfs(ctx, 'ro-shards', 'size=1m', async (mount) => {
       earlierSave(join(mount, 'model'));
       spawnSync('mount', ['-o', 'remount,ro', mount]);
       const before = await snapshot(join(mount, 'model'));
@@ -381,9 +363,7 @@ describe('sharded output: all or nothing', () => {
       expect(e.code).toBe('IO');
       expect(e.detail).toMatch(/EROFS/);
       expect(await snapshot(join(mount, 'model'))).toEqual(before);
-    } finally {
-      spawnSync('umount', [mount]);
-    }
+    });
   });
 
   it('a rename that fails during the commit puts everything back: new shards removed, the earlier save restored', async () => {

@@ -1,7 +1,8 @@
 /**
  * What the fuzz scripts share: importing test/<folder>/*.ts from plain Node (types stripped by the
  * TypeScript compiler into a cache folder keyed by the sources' content, so an edit is picked up and an
- * unchanged tree is not transpiled again), and the usage/exit convention of ckpt's own CLI.
+ * unchanged tree is not transpiled again), the usage/exit convention of ckpt's own CLI, and the walk over
+ * their flags.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -48,4 +49,27 @@ export function usageExit(text, problem) {
   }
   process.stdout.write(`${text}\n`);
   process.exit(0);
+}
+
+/**
+ * Walks the command line: `handle(flag, { value, number })` applies one flag and returns false for a flag
+ * it does not know; value() and number() take the flag's argument (a missing one, or a number that is
+ * not finite and non-negative, goes to `usage` with the reason). -h/--help goes to `usage()`.
+ */
+export function walkFlags(argv, usage, handle) {
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${flag} needs a value`);
+      return v;
+    };
+    const number = () => {
+      const v = Number(value());
+      if (!Number.isFinite(v) || v < 0) usage(`${flag} needs a non-negative number`);
+      return v;
+    };
+    if (flag === '-h' || flag === '--help') usage();
+    else if (!handle(flag, { value, number })) usage(`unknown argument ${flag}`);
+  }
 }

@@ -114,39 +114,29 @@ class Encoder {
     let numel = 1;
     for (const s of t.shape) numel *= s;
     if (numel * t.dtype.itemSize > MAX_TENSOR_BYTES) rec.sha256 = 'too-large';
-    else {
-      this.pending.push(
-        this.lib.readTensorBytes(t, this.path).then(
-          (bytes) => {
-            rec.sha256 = sha256(bytes);
-          },
-          (e: unknown) => {
-            if (!(e instanceof this.lib.CheckpointError)) throw e;
-            this.unreadable++;
-            rec.sha256 = 'unreadable';
-          },
-        ),
-      );
-    }
+    else this.digestInto(rec, this.lib.readTensorBytes(t, this.path));
     return rec;
+  }
+
+  /** Sets `rec.sha256` once `bytes` arrive; bytes ckpt refuses to read (a CheckpointError) give 'unreadable'. */
+  private digestInto(rec: { sha256?: string }, bytes: Promise<Uint8Array>): void {
+    this.pending.push(
+      bytes.then(
+        (b) => {
+          rec.sha256 = sha256(b);
+        },
+        (e: unknown) => {
+          if (!(e instanceof this.lib.CheckpointError)) throw e;
+          this.unreadable++;
+          rec.sha256 = 'unreadable';
+        },
+      ),
+    );
   }
 
   private storage(s: StorageRef): Node {
     const rec: Record<string, unknown> = { dtype: s.dtype.name, nbytes: s.byteLength };
-    if (s.byteLength <= MAX_TENSOR_BYTES) {
-      this.pending.push(
-        this.lib.readStorageBytes(s, this.path).then(
-          (bytes) => {
-            rec.sha256 = sha256(bytes);
-          },
-          (e: unknown) => {
-            if (!(e instanceof this.lib.CheckpointError)) throw e;
-            this.unreadable++;
-            rec.sha256 = 'unreadable';
-          },
-        ),
-      );
-    }
+    if (s.byteLength <= MAX_TENSOR_BYTES) this.digestInto(rec as { sha256?: string }, this.lib.readStorageBytes(s, this.path));
     return { S: rec };
   }
 
