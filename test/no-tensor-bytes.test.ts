@@ -11,7 +11,7 @@ import { findStateDict } from '../src/model/state-dict.js';
 import { describeValue } from '../src/model/describe.js';
 import { globalVerdict } from '../src/pickle/globals.js';
 import { PyDict } from '../src/pickle/value.js';
-import { numelOf } from '../src/model/tensor-ref.js';
+import { numelOf } from '../src/tensor/tensor-ref.js';
 import { BufferSource, type ByteSource, FileSource } from '../src/io/source.js';
 import { entryDataOffset, readZipDirectory } from '../src/zip/reader.js';
 import { FIXTURES, REFUSED_FIXTURES, fixturePath } from './helpers/fixtures.js';

@@ -6,7 +6,7 @@ import { unpickle } from '../src/pickle/unpickler.js';
 import {
   PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyPersistentId, PySet, PyTuple, type PyValue,
 } from '../src/pickle/value.js';
-import type { StorageRef, TensorRef } from '../src/model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { PY_PRELUDE, describePy, enc, hex, runPy, storageRef, tensorRef, testTorchHooks, unhex } from './helpers/pickle-py.js';
 

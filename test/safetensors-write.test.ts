@@ -15,7 +15,7 @@ import { parseShardSize, shardNames, splitIntoShards, isOutputOfFormat, type Spl
 import { pythonIndentedJson, type IndexJson } from '../src/formats/sharded/index-json.js';
 import { ChunkedCopier } from '../src/model/copy.js';
 import { readTensorBytes } from '../src/model/read-bytes.js';
-import type { StorageRef, TensorRef } from '../src/model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
 import { BufferSource } from '../src/io/source.js';

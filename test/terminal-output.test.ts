@@ -14,7 +14,7 @@ import { fixturePath } from './helpers/fixtures.js';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
 import { writeStateDict } from '../src/formats/torch-zip/write.js';
-import type { TensorRef } from '../src/model/tensor-ref.js';
+import type { TensorRef } from '../src/tensor/tensor-ref.js';
 import type { Checkpoint } from '../src/formats/checkpoint.js';
 
 const dir = tempDir('ckpt-terminal-');

@@ -8,7 +8,7 @@ import { PY_PRELUDE, describePy, enc, runPy, testTorchHooks, unhex } from './hel
 
 import { error, load, p, timed, u32 } from './helpers/pickle-bytes.js';
 import { TorchDecoder } from '../src/formats/torch-rebuild.js';
-import type { TensorRef } from '../src/model/tensor-ref.js';
+import type { TensorRef } from '../src/tensor/tensor-ref.js';
 
 describe('opcode table', () => {
   it('lists the 68 opcodes of protocols 0-5 with torch weights_only acceptance', () => {

@@ -21,7 +21,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError } from '../src/io/errors.js';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
-import { tensorBytes } from '../src/model/tensor-ref.js';
+import { tensorBytes } from '../src/tensor/tensor-ref.js';
 import { collectConvert, type ConvertReport } from '../src/commands/convert.js';
 import { collectMerge } from '../src/commands/merge.js';
 import { expectedFixtures, fixturePath } from './helpers/fixtures.js';

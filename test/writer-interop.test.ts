@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CheckpointError } from '../src/io/errors.js';
 import { FileSource } from '../src/io/source.js';
-import type { StorageRef, TensorRef } from '../src/model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
 import { writeStateDict } from '../src/formats/torch-zip/write.js';
 import { collectConvert } from '../src/commands/convert.js';
 import { dtypeByName } from '../src/tensor/dtype.js';

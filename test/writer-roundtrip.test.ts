@@ -14,7 +14,7 @@ import { findStateDict } from '../src/model/state-dict.js';
 import { readStorageBytes, readTensorBytes } from '../src/model/read-bytes.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { PyDict, PyFloat, PyList, PyTuple, type PyValue } from '../src/pickle/value.js';
-import type { StorageRef, TensorRef } from '../src/model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
 import { writeStateDict, type OutputValue } from '../src/formats/torch-zip/write.js';
 import { collectConvert } from '../src/commands/convert.js';
 import { dtypeByName } from '../src/tensor/dtype.js';

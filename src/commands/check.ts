@@ -14,11 +14,11 @@ import { allowGlobalProblem, globalVerdict, type GlobalVerdict } from '../pickle
 import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/reader.js';
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
-import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
+import { SCAN_CHUNK_BYTES, tensorChunks } from '../model/stream.js';
 import { type ByteSource, FileSource } from '../io/source.js';
 import { parseJsonBytes } from '../io/json-text.js';
 import { betweenPhases } from '../io/memory.js';
-import type { StorageRef } from '../model/tensor-ref.js';
+import type { StorageRef } from '../tensor/tensor-ref.js';
 import { HttpSource } from '../io/http-source.js';
 import { LIMITS } from '../io/limits.js';
 import { type FetchedReport, RemoteSession } from '../io/remote-session.js';

@@ -6,7 +6,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { openCheckpoint } from '../formats/open.js';
 import { findStateDict } from '../model/state-dict.js';
-import type { TensorRef } from '../model/tensor-ref.js';
+import type { TensorRef } from '../tensor/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { formatBytes, formatCount, indent, safe, table } from './render.js';

@@ -6,13 +6,13 @@
 import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
 import { findStateDict } from '../model/state-dict.js';
-import type { TensorRef } from '../model/tensor-ref.js';
+import type { TensorRef } from '../tensor/tensor-ref.js';
 import { CheckpointError } from '../io/errors.js';
 import { type AppliedRule, type KeyRule, applyRules, describeRule } from '../match/rules.js';
 import { sameShape } from '../match/align.js';
 import { canConvert } from '../tensor/convert.js';
 import { ValueComparer } from '../tensor/compare.js';
-import { SCAN_CHUNK_BYTES, tensorChunks } from '../tensor/stream.js';
+import { SCAN_CHUNK_BYTES, tensorChunks } from '../model/stream.js';
 import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';

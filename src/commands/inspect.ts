@@ -4,7 +4,7 @@ import { findStateDict } from '../model/state-dict.js';
 import { describeValue } from '../model/describe.js';
 import { globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
 import { PyDict } from '../pickle/value.js';
-import { numelOf } from '../model/tensor-ref.js';
+import { numelOf } from '../tensor/tensor-ref.js';
 import { formatBytes, formatCount, safe, table } from './render.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { fetchedText, withFetched } from './remote.js';

@@ -9,7 +9,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows } from '../match/adapt.js';
-import { numelOf, type StorageRef, type TensorRef } from '../model/tensor-ref.js';
+import { numelOf, type StorageRef, type TensorRef } from '../tensor/tensor-ref.js';
 import { BufferSource } from '../io/source.js';
 import { readTensorBytes } from '../model/read-bytes.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';

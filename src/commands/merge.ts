@@ -8,7 +8,7 @@ import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
 import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
-import type { StorageRef, TensorRef } from '../model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';

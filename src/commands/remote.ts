@@ -5,7 +5,7 @@
 import type { Checkpoint } from '../formats/checkpoint.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { BLOCK_BYTES, isRemoteSource } from '../io/remote-kind.js';
-import type { StorageRef } from '../model/tensor-ref.js';
+import type { StorageRef } from '../tensor/tensor-ref.js';
 import { formatBytes, formatCount } from './render.js';
 
 /** The checkpoint itself or, for a sharded one, each shard: the files whose bytes the storages live in. */

@@ -1,7 +1,7 @@
 /** The opened form of any checkpoint file, whatever its container. */
 import type { PyGlobal, PyValue } from '../pickle/value.js';
 import type { ByteSource } from '../io/source.js';
-import type { StorageRef } from '../model/tensor-ref.js';
+import type { StorageRef } from '../tensor/tensor-ref.js';
 import type { Problem } from './torch-rebuild.js';
 import type { ZipDirectory } from '../zip/reader.js';
 import type { RemoteSession } from '../io/remote-session.js';

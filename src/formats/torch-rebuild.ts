@@ -8,7 +8,7 @@ import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor, kindOf } from '../pickle/value.js';
 import type { UnpickleHooks } from '../pickle/unpickler.js';
-import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from '../model/tensor-ref.js';
+import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from '../tensor/tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 
 /** Distinct shapes/strides interned per file; past this, new ones are kept unshared (a hostile file cannot grow the table). */

@@ -13,7 +13,7 @@ import type { DType } from '../tensor/dtype.js';
 import { canConvert, convertElements } from '../tensor/convert.js';
 import { type Bf16NanLayout, needsBf16NanLayout, rowMajorNanPatch } from '../tensor/bf16-nan.js';
 import { resolveLazyBits } from './read-bytes.js';
-import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from './tensor-ref.js';
+import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from '../tensor/tensor-ref.js';
 
 /** One reused buffer per copy: large enough to amortise syscalls, small enough to keep memory flat. */
 export const COPY_CHUNK_BYTES = 4 << 20;

@@ -1,7 +1,7 @@
 /** Reading tensor bytes on demand: the only place (with the streaming copy) that touches storage data. */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
-import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from './tensor-ref.js';
+import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from '../tensor/tensor-ref.js';
 
 /** Whole storage bytes (little-endian, as in the file). For tests and small tensors; copies stream instead. */
 export async function readStorageBytes(storage: StorageRef, path = ''): Promise<Uint8Array> {

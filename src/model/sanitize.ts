@@ -28,7 +28,7 @@ import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyV
 import { type DType } from '../tensor/dtype.js';
 import { moduleDict, moduleStateDict } from './state-dict.js';
 import { NumpyRefusal, type NumpyDType, type NumpyValue, decodeNumpy, flexibleValue, littleEndianBytes, rawBytes, scalarValue, torchDTypeOf } from './numpy.js';
-import type { StorageRef, TensorRef } from './tensor-ref.js';
+import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
 
 export interface SanitizeOptions {
   /** Input file name, for errors. */

@@ -5,7 +5,7 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { PyDict, PyObject, PySet, type PyValue, isTensor } from '../pickle/value.js';
-import type { TensorRef } from './tensor-ref.js';
+import type { TensorRef } from '../tensor/tensor-ref.js';
 
 export interface StateDict {
   /** Dotted path of the state dict inside the file; '' for the top level. */

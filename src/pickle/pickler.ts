@@ -15,7 +15,7 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
-import type { StorageRef, TensorRef } from '../model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';

@@ -5,7 +5,7 @@
  * BUILD state, and object identity (a memoised value decodes to the same JS object every time it is used).
  * Nothing here can execute: a global is a name, a call is a node holding its callable and arguments.
  */
-import type { TensorRef, StorageRef } from '../model/tensor-ref.js';
+import type { TensorRef, StorageRef } from '../tensor/tensor-ref.js';
 
 export type PyValue =
   | null

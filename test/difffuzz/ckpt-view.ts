@@ -16,7 +16,7 @@ import type { openCheckpoint } from '../../src/formats/open.js';
 import type { readStorageBytes, readTensorBytes } from '../../src/model/read-bytes.js';
 import type { collectCheck } from '../../src/commands/check.js';
 import type { PyValue } from '../../src/pickle/value.js';
-import type { StorageRef, TensorRef } from '../../src/model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../../src/tensor/tensor-ref.js';
 import type { Node, OracleHello, TensorRecord } from './oracle.js';
 
 export interface CkptLib {

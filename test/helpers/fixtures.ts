@@ -5,7 +5,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readTensorBytes } from '../../src/model/read-bytes.js';
 import type { StateDict } from '../../src/model/state-dict.js';
-import type { StorageRef } from '../../src/model/tensor-ref.js';
+import type { StorageRef } from '../../src/tensor/tensor-ref.js';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
 

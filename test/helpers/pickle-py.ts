@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe } from 'vitest';
-import type { StorageRef, TensorRef } from '../../src/model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../../src/tensor/tensor-ref.js';
 import type { UnpickleHooks } from '../../src/pickle/unpickler.js';
 import { PyDict, PyGlobal, PyTuple, type PyValue } from '../../src/pickle/value.js';
 import { dtypeByName, dtypeByStorageClass, type DType } from '../../src/tensor/dtype.js';

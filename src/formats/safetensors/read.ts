@@ -13,7 +13,7 @@ import { CheckpointError } from '../../io/errors.js';
 import { LIMITS } from '../../io/limits.js';
 import type { ByteSource } from '../../io/source.js';
 import { PyDict } from '../../pickle/value.js';
-import type { StorageRecord, StorageRef, TensorRef } from '../../model/tensor-ref.js';
+import type { StorageRecord, StorageRef, TensorRef } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 import { type DType, dtypeBySafetensors } from '../../tensor/dtype.js';
 import { JsonBigInteger, JsonError, type JsonValue, isJsonWhiteSpace, parseHeaderJson } from './header-json.js';

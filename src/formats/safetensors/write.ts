@@ -19,7 +19,7 @@ import { CheckpointError } from '../../io/errors.js';
 import { STDOUT_WHY, writeAtomically } from '../../io/output.js';
 import { describeValue } from '../../model/describe.js';
 import { ChunkedCopier } from '../../model/copy.js';
-import { numelOf, type TensorRef } from '../../model/tensor-ref.js';
+import { numelOf, type TensorRef } from '../../tensor/tensor-ref.js';
 import { canConvert } from '../../tensor/convert.js';
 import type { DType } from '../../tensor/dtype.js';
 import { FileAppender } from '../../io/appender.js';

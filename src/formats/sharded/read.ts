@@ -22,7 +22,7 @@ import { PyDict, type PyGlobal } from '../../pickle/value.js';
 import { findStateDict } from '../../model/state-dict.js';
 import { parseJsonBytes, startsWithUtf8Bom } from '../../io/json-text.js';
 import type { Problem } from '../torch-rebuild.js';
-import type { StorageRef } from '../../model/tensor-ref.js';
+import type { StorageRef } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 
 const OPEN_BRACE = 0x7b;

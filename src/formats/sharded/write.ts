@@ -22,7 +22,7 @@ import { ChunkedCopier } from '../../model/copy.js';
 import type { PyDict } from '../../pickle/value.js';
 import { type OutputValue, StoragePlanner, planZip, writeZipTo } from '../torch-zip/write.js';
 import { DEFAULT_METADATA, type SafetensorsTensor, type TiedPolicy, fileMetadata, planSafetensors, selectTensors, withDropped, writeSafetensorsTo } from '../safetensors/write.js';
-import { numelOf } from '../../model/tensor-ref.js';
+import { numelOf } from '../../tensor/tensor-ref.js';
 import { type IndexJson, pythonIndentedJson } from './index-json.js';
 import { type ShardFormat, type SplitItem, indexName, isOutputOfFormat, shardNames, splitIntoShards } from './split.js';
 

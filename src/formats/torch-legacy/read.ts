@@ -17,7 +17,7 @@ import type { ByteSource } from '../../io/source.js';
 import { unpickle, type UnpickleResult } from '../../pickle/unpickler.js';
 import { PyDict, PyList, type PyValue } from '../../pickle/value.js';
 import { TorchDecoder } from '../torch-rebuild.js';
-import type { StorageRecord, StorageRef } from '../../model/tensor-ref.js';
+import type { StorageRecord, StorageRef } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 import { TAR_BLOCK, isTarToPython, tarRefusal } from '../tar-header.js';
 

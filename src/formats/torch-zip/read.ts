@@ -18,7 +18,7 @@ import type { ByteSource } from '../../io/source.js';
 import { unpickle } from '../../pickle/unpickler.js';
 import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
-import type { StorageRecord } from '../../model/tensor-ref.js';
+import type { StorageRecord } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 import { type ZipDirectory, type ZipEntry, entryDataOffset, findEntry, prefetchDataOffsets, readEntryBytes, readZipDirectory } from '../../zip/reader.js';
 

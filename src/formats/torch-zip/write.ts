@@ -14,7 +14,7 @@
 import { CheckpointError } from '../../io/errors.js';
 import { PyDict, type PyValue } from '../../pickle/value.js';
 import { type ExtendedValues, pickleValue } from '../../pickle/pickler.js';
-import type { StorageRef, TensorRef } from '../../model/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../../tensor/tensor-ref.js';
 import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
 import { writeAtomically } from '../../io/output.js';

@@ -5,9 +5,9 @@
  * state_dict() tensors are almost always contiguous). torch's lazy conj/neg bits are applied (the values
  * are what torch shows, not the raw storage).
  */
-import type { TensorRef } from '../model/tensor-ref.js';
-import { isContiguous, numelOf } from '../model/tensor-ref.js';
-import { readTensorBytes, resolveLazyBits } from '../model/read-bytes.js';
+import type { TensorRef } from '../tensor/tensor-ref.js';
+import { isContiguous, numelOf } from '../tensor/tensor-ref.js';
+import { readTensorBytes, resolveLazyBits } from './read-bytes.js';
 import { CheckpointError } from '../io/errors.js';
 
 export const SCAN_CHUNK_BYTES = 4 << 20;

@@ -2,7 +2,7 @@
  * Lazy references to tensors and storages. Opening a checkpoint builds these from the pickle and the
  * container's directory; no tensor byte is read until a caller asks through `StorageRecord.resolve()`.
  */
-import type { DType } from '../tensor/dtype.js';
+import type { DType } from './dtype.js';
 import type { ByteSource } from '../io/source.js';
 
 /** Where a storage's bytes live inside the container. */
