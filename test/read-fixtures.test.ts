@@ -83,7 +83,8 @@ describe('state dict details', () => {
     const ckpt = await openCheckpoint(fixturePath('resnet18_tiny.pth'));
     const sd = findStateDict(ckpt.root, 'x');
     await ckpt.close();
-    const versions = moduleVersions(sd.metadata)!;
+    const versions = new Map<string, number | null>();
+    moduleVersions(sd.metadata)!.forEach((version, module) => versions.set(module, version));
     expect(versions.get('bn1')).toBe(2);
     expect(versions.get('layer1.0.conv1')).toBe(1);
   });

@@ -317,6 +317,19 @@ describe('hostile archives, each named for the error it must produce', () => {
     await expectError(() => entryDataOffset(s, entry), 'BAD_ZIP', /entry 'archive\/data\/0': bad local header signature 0x12345678/);
   });
 
+  it('a non-ASCII name: the local header must hold the same UTF-8 bytes (a change in its last byte, after equal ASCII, is refused)', async () => {
+    const entries: BuildEntry[] = [{ name: 'archive/data.pkl', data: new Uint8Array([0x80, 2, 0x4e, 0x2e]) }, { name: 'archive/data/é', data: new Uint8Array(8) }];
+    const good = buildZip(entries);
+    const s = source(good.bytes);
+    expect(await entryDataOffset(s, (await readZipDirectory(s)).entries[1]!)).toBeGreaterThan(good.localHeaderOffsets[1]!);
+    const bad = buildZip(entries);
+    const last = bad.localHeaderOffsets[1]! + 30 + Buffer.byteLength('archive/data/é') - 1;
+    bad.bytes[last] = 0xa8; // é (c3 a9) -> è (c3 a8)
+    const b = source(bad.bytes);
+    const entry = (await readZipDirectory(b)).entries[1]!;
+    await expectError(() => entryDataOffset(b, entry), 'BAD_ZIP', /local header name differs/);
+  });
+
   it('local header name differing from the central directory → BAD_ZIP', async () => {
     const built = valid();
     built.bytes[built.localHeaderOffsets[1]! + 30] = 0x41;

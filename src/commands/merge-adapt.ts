@@ -72,8 +72,8 @@ async function indexFileReader(spec: string): Promise<(source: string) => string
 }
 
 export interface AdaptSources {
-  pretrained: ReadonlyMap<string, TensorRef>;
-  target: ReadonlyMap<string, TensorRef>;
+  pretrained: { get(key: string): TensorRef | undefined };
+  target: { get(key: string): TensorRef | undefined };
   pretrainedPath: string;
   targetPath: string;
 }

@@ -6,7 +6,7 @@
  */
 import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
-import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
+import { findStateDict, moduleVersions, tensorLookup, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
 import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
@@ -208,7 +208,7 @@ function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: 
 
 /** The entries to write; the byte budget of remote inputs is checked before any tensor byte is read. */
 async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
-  const sources: AdaptSources = { pretrained: new Map(psd.tensors), target: new Map(tsd.tensors), pretrainedPath: pretrained.path, targetPath: target.path };
+  const sources: AdaptSources = { pretrained: tensorLookup(psd), target: tensorLookup(tsd), pretrainedPath: pretrained.path, targetPath: target.path };
   const planned = composeOutput(tsd, result, sources, new Map());
   // From a URL, only the storages the output takes are fetched (and those an adaptation reads); a
   // generator, walked only when an input is remote.
@@ -274,15 +274,15 @@ function composeOutput(tsd: StateDict, result: MatchResult, sources: AdaptSource
     if (value) values.set(m.key, value);
   }
   const out: Array<[string, OutputValue]> = [];
-  for (const [k, v] of tsd.dict.entries) {
+  tsd.dict.entries.forEach((v, k) => {
     const key = String(k);
     if (!isTensor(v)) {
       out.push([key, { value: v as PyValue }]);
-      continue;
+      return;
     }
     const source = fill.get(key);
     out.push([key, values.get(key) ?? (source ? { tensor: source, dtype: v.dtype } : { tensor: v })]);
-  }
+  });
   return out;
 }
 

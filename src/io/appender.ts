@@ -50,6 +50,23 @@ export class FileAppender {
     this.end += bytes.length;
   }
 
+  /**
+   * Appends `bytes` without a promise when they fit in the coalescing buffer (copied: the caller may reuse
+   * them at once) and returns true; else appends nothing and returns false (then append()).
+   */
+  tryAppend(bytes: Uint8Array): boolean {
+    if (bytes.length >= DIRECT_WRITE_BYTES || this.pendingLength + bytes.length > this.pending.length) return false;
+    this.pending.set(bytes, this.pendingLength);
+    this.pendingLength += bytes.length;
+    this.end += bytes.length;
+    return true;
+  }
+
+  /** True when `bytes` more would fit in the coalescing buffer (tryAppend of them would succeed). */
+  hasRoomFor(bytes: number): boolean {
+    return bytes < DIRECT_WRITE_BYTES && this.pendingLength + bytes <= this.pending.length;
+  }
+
   /** Overwrites bytes already appended, in the coalescing buffer when they are still there. */
   async patch(position: number, bytes: Uint8Array): Promise<void> {
     if (position < 0 || position + bytes.length > this.end) {

@@ -25,8 +25,16 @@ export interface MatchInput {
   readonly target: readonly TensorInfo[];
   /** Explicit rules, applied in order; null for automatic alignment. */
   readonly rules: readonly KeyRule[] | null;
-  /** Module path -> version from the pretrained `_metadata` (pretrained namespace); null when the file has none. */
-  readonly pretrainedVersions: ReadonlyMap<string, number | null> | null;
+  /**
+   * Module path -> version from the pretrained `_metadata` (pretrained namespace); null when the file has
+   * none. Walked only when a BatchNorm counter needs it (a Map serves, as does a walk over the metadata).
+   */
+  readonly pretrainedVersions: ModuleVersions | null;
+}
+
+/** Each module's metadata version (null: the module has none), visited in the file's order. */
+export interface ModuleVersions {
+  forEach(visit: (version: number | null, module: string) => void): void;
 }
 
 export interface LoadedKey { key: string; from: string; shape: readonly number[]; dtype: string; cast_from?: string }
@@ -145,10 +153,20 @@ export function matchStateDicts(input: MatchInput): MatchResult {
 function versionLookup(input: MatchInput, rules: readonly KeyRule[]): (module: string) => number | null {
   const versions = input.pretrainedVersions;
   if (!versions) return () => null;
-  const modules = [...versions.keys()];
-  // Rename `module + '.'` so that prefix rules treat module paths as they treat keys.
-  const { renamed } = applyRules(modules.map((m) => `${m}.`), rules, true, false);
-  const byName = new Map<string, number | null>();
-  renamed.forEach((name, i) => byName.set(name.slice(0, -1), versions.get(modules[i] as string) ?? null));
-  return (module) => byName.get(module) ?? null;
+  // Built on first use: most merges meet no BatchNorm counter, and a 70k-module table costs ~60 ms.
+  let byName: Map<string, number | null> | null = null;
+  const build = (): Map<string, number | null> => {
+    const modules: string[] = [];
+    const values: Array<number | null> = [];
+    versions.forEach((version, module) => {
+      modules.push(module);
+      values.push(version);
+    });
+    // Rename `module + '.'` so that prefix rules treat module paths as they treat keys.
+    const { renamed } = applyRules(modules.map((m) => `${m}.`), rules, true, false);
+    const table = new Map<string, number | null>();
+    renamed.forEach((name, i) => table.set(name.slice(0, -1), values[i] ?? null));
+    return table;
+  };
+  return (module) => (byName ??= build()).get(module) ?? null;
 }

@@ -69,14 +69,23 @@ class ReadAhead {
   }
 
   async read(source: ByteSource, offset: number, target: Uint8Array, runEnd: number): Promise<void> {
-    const end = offset + target.length;
-    if (source !== this.source || offset < this.start || end > this.start + this.length) {
-      this.source = source;
-      this.start = offset;
-      this.length = Math.min(this.window.length, Math.max(end, runEnd) - offset);
-      await source.readInto(offset, this.window.subarray(0, this.length));
-    }
-    target.set(this.window.subarray(offset - this.start, end - this.start));
+    target.set(this.peek(source, offset, target.length) ?? (await this.fill(source, offset, target.length, runEnd)));
+  }
+
+  /** The window's view of [offset, offset + length) when it holds those bytes, else null. */
+  peek(source: ByteSource, offset: number, length: number): Uint8Array | null {
+    if (source !== this.source || offset < this.start || offset + length > this.start + this.length) return null;
+    return this.window.subarray(offset - this.start, offset + length - this.start);
+  }
+
+  /** Moves the window to start at `offset` (up to `runEnd`) and returns its view of the `length` bytes there. */
+  async fill(source: ByteSource, offset: number, length: number, runEnd: number): Promise<Uint8Array> {
+    this.source = null; // a failed read leaves no window behind
+    this.start = offset;
+    this.length = Math.min(this.window.length, Math.max(offset + length, runEnd) - offset);
+    await source.readInto(offset, this.window.subarray(0, this.length));
+    this.source = source;
+    return this.window.subarray(0, length);
   }
 }
 
@@ -119,6 +128,48 @@ export class ChunkedCopier {
       else run = { ...range };
       this.runs.set(item, run);
     }
+  }
+
+  /**
+   * True for a storage that copyStorage would copy unchanged from a record of at most SMALL_RANGE_BYTES:
+   * peekSmall() and readSmall() serve its bytes. A checkpoint of 100k tiny tensors is mostly such storages,
+   * and copying each through the chunk loop costs a dozen promises apiece.
+   */
+  isSmallUncast(storage: StorageRef): boolean {
+    return castSource(storage) === undefined && storage.record !== null && storage.byteLength <= SMALL_RANGE_BYTES;
+  }
+
+  /**
+   * A small uncast storage's bytes when they are at hand: its location known without reading and its bytes
+   * inside the read-ahead window (and no yield to the event loop due); else null, and readSmall() gets them.
+   * The view is valid until the next read through this copier.
+   */
+  peekSmall(storage: StorageRef): Uint8Array | null {
+    const at = storage.record?.located?.();
+    if (!at || this.sinceYield >= YIELD_EVERY_BYTES) return null;
+    const bytes = this.readAhead.peek(at.source, at.offset, storage.byteLength);
+    if (bytes) this.count(bytes.length);
+    return bytes;
+  }
+
+  /** A small uncast storage's bytes (see peekSmall), reading the window that holds them. */
+  async readSmall(storage: StorageRef): Promise<Uint8Array> {
+    const { source, offset } = await this.resolve(storage);
+    const runEnd = this.announce(storage, source, offset + storage.byteLength);
+    if (this.sinceYield >= YIELD_EVERY_BYTES) {
+      this.sinceYield = 0;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const bytes = this.readAhead.peek(source, offset, storage.byteLength) ?? (await this.readAhead.fill(source, offset, storage.byteLength, runEnd));
+    this.count(bytes.length);
+    return bytes;
+  }
+
+  /** Progress of bytes handed to the output outside the chunk loop. */
+  private count(bytes: number): void {
+    this.done += bytes;
+    this.sinceYield += bytes + 4096;
+    this.onProgress?.(this.done, this.total);
   }
 
   /** A whole output storage: the source storage's bytes, cast element by element for a CastStorage. */
@@ -165,11 +216,11 @@ export class ChunkedCopier {
     if (item.kind === 'storage') {
       const from = castSource(item) ?? item;
       if (!from.record) return null;
-      const { source, offset } = await from.record.resolve();
+      const { source, offset } = from.record.located?.() ?? (await from.record.resolve());
       return { source, start: offset, end: offset + from.byteLength };
     }
     if (!item.storage.record || numelOf(item.shape) === 0) return null;
-    const { source, offset } = await item.storage.record.resolve();
+    const { source, offset } = item.storage.record.located?.() ?? (await item.storage.record.resolve());
     const { last } = viewExtent(item.shape, item.stride, item.storageOffset);
     return { source, start: offset + item.storageOffset * item.dtype.itemSize, end: offset + (last + 1) * item.dtype.itemSize };
   }
@@ -183,7 +234,7 @@ export class ChunkedCopier {
 
   private async resolve(storage: StorageRef): Promise<{ source: ByteSource; offset: number }> {
     if (!storage.record) throw new CheckpointError('BAD_TENSOR', this.path, `storage ${storage.key} has no bytes to copy`);
-    return storage.record.resolve();
+    return storage.record.located?.() ?? storage.record.resolve();
   }
 
   /** Consecutive elements from `offset`; a small range goes through the read-ahead window. */

@@ -60,11 +60,13 @@ function preferred(candidates: Candidate[]) {
 /** A state dict: string keys, and at least half of its values are tensors. */
 function qualifies(d: PyDict): number {
   let tensors = 0;
-  for (const [k, v] of d.entries) {
-    if (typeof k !== 'string') return 0;
-    if (isTensor(v)) tensors++;
-  }
-  return tensors > 0 && tensors * 2 >= d.entries.size ? tensors : 0;
+  let stringKeys = true;
+  // forEach, not for-of: no [key, value] pair allocated per entry of a 100k-key dict.
+  d.entries.forEach((v, k) => {
+    if (typeof k !== 'string') stringKeys = false;
+    else if (isTensor(v)) tensors++;
+  });
+  return stringKeys && tensors > 0 && tensors * 2 >= d.entries.size ? tensors : 0;
 }
 
 function hasTensors(d: PyDict): boolean {
@@ -123,11 +125,11 @@ export function resolveKeyPath(root: PyValue, keyPath: string): { key: string; v
 function build(dict: PyDict, key: string, alternatives: string[], origin: 'dict' | 'module'): StateDict {
   const tensors: Array<[string, TensorRef]> = [];
   const others: Array<[string, PyValue]> = [];
-  for (const [k, v] of dict.entries) {
+  dict.entries.forEach((v, k) => {
     const name = typeof k === 'string' ? k : String(k);
     if (isTensor(v)) tensors.push([name, v]);
     else others.push([name, v]);
-  }
+  });
   return { key, dict, tensors, others, metadata: metadataOf(dict), alternatives, origin };
 }
 
@@ -144,15 +146,19 @@ function topKeys(root: PyValue): string {
   return keys.length > 8 ? `${keys.slice(0, 8).join(', ')}, ...` : keys.join(', ') || 'none';
 }
 
-/** Module path -> `version` from a `_metadata` OrderedDict (null where a module has no version), or null without metadata. */
-export function moduleVersions(metadata: PyDict | null): Map<string, number | null> | null {
+/**
+ * Module path -> `version` from a `_metadata` OrderedDict (null where a module has no version), or null
+ * without metadata: a walk over the metadata itself, made only when a caller asks (no copy of 70k entries).
+ */
+export function moduleVersions(metadata: PyDict | null): { forEach(visit: (version: number | null, module: string) => void): void } | null {
   if (!metadata) return null;
-  const out = new Map<string, number | null>();
-  for (const [module, entry] of metadata.entries) {
-    const version = entry instanceof PyDict ? entry.entries.get('version') : undefined;
-    out.set(String(module), typeof version === 'number' ? version : null);
-  }
-  return out;
+  return {
+    forEach: (visit) =>
+      metadata.entries.forEach((entry, module) => {
+        const version = entry instanceof PyDict ? entry.get('version') : undefined;
+        visit(typeof version === 'number' ? version : null, String(module));
+      }),
+  };
 }
 
 /** The pickled `__dict__` of an nn.Module: it has `_parameters` and `_modules` OrderedDicts. */
@@ -193,4 +199,21 @@ export function moduleStateDict(root: PyObject): PyDict | null {
     }
   }
   return out.entries.size ? out : null;
+}
+
+/**
+ * The state dict's tensors by name, read from its dict (no second table of every key); a name that is not
+ * a key of the dict itself (`build` names a non-string key by its string) is looked up in a table made
+ * then, once.
+ */
+export function tensorLookup(sd: StateDict): { get(key: string): TensorRef | undefined } {
+  let byName: Map<string, TensorRef> | null = null;
+  return {
+    get: (key) => {
+      const v = sd.dict.get(key);
+      if (v !== undefined && isTensor(v)) return v;
+      byName ??= new Map(sd.tensors);
+      return byName.get(key);
+    },
+  };
 }

@@ -185,6 +185,12 @@ export interface StoredEntryFields {
   localHeaderOffset: number;
 }
 
+/**
+ * The most bytes a local header takes besides its name: the fixed part, a zip64 extra of three values and
+ * the "FB" extra with the most padding (DATA_ALIGNMENT - 1 bytes).
+ */
+export const LOCAL_HEADER_MAX_ROOM = LOCAL_HEADER_SIZE + (4 + 8 * 3) + 4 + (DATA_ALIGNMENT - 1);
+
 /** Bytes of "FB" padding that put the data of an entry on an `alignment` boundary (torch-format.md §2.4). */
 export function alignmentPadding(localHeaderOffset: number, nameLength: number, zip64Length: number, alignment = DATA_ALIGNMENT): number {
   const start = localHeaderOffset + LOCAL_HEADER_SIZE + nameLength + zip64Length + 4;

@@ -323,6 +323,11 @@ function archivePrefix(entries: ZipEntry[]): string {
   return slash < 0 ? '' : first.slice(0, slash);
 }
 
+/** The entry's data offset when a local header check already found it (entryDataOffset, prefetchDataOffsets), else undefined. */
+export function knownDataOffset(entry: ZipEntry): number | undefined {
+  return dataOffsets.get(entry);
+}
+
 export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {
   const cached = dataOffsets.get(entry);
   if (cached !== undefined) return cached;
@@ -400,6 +405,19 @@ function badEntry(source: ByteSource, entry: ZipEntry, detail: string): Checkpoi
   return new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
 }
 
+/**
+ * True when bytes[at..] decode (UTF-8) to `name`, whose UTF-8 length the caller has checked: an ASCII name
+ * is compared byte by byte, without a string per header (100k headers); any other goes through the decoder.
+ */
+function holdsName(bytes: Uint8Array, at: number, name: string): boolean {
+  for (let i = 0; i < name.length; i++) {
+    const code = name.charCodeAt(i);
+    if (code >= 0x80) return Buffer.from(bytes.buffer, bytes.byteOffset + at, bytes.byteLength - at).toString('utf8') === name;
+    if (bytes[at + i] !== code) return false;
+  }
+  return true;
+}
+
 /** Validates a local header against the central directory and caches the entry's data offset. */
 function checkLocalHeader(source: ByteSource, entry: ZipEntry, header: Uint8Array, limit: number): number {
   const bad = (detail: string) => badEntry(source, entry, detail);
@@ -413,8 +431,7 @@ function checkLocalHeader(source: ByteSource, entry: ZipEntry, header: Uint8Arra
   const method = view.getUint16(8, true);
   if (method !== entry.method) throw bad(`local header says method ${method}, central directory ${entry.method}`);
   const nameLength = view.getUint16(26, true);
-  const localName = header.subarray(LOCAL_HEADER_SIZE);
-  if (nameLength !== nameBytes || Buffer.from(localName.buffer, localName.byteOffset, localName.byteLength).toString('utf8') !== entry.name) {
+  if (nameLength !== nameBytes || !holdsName(header, LOCAL_HEADER_SIZE, entry.name)) {
     throw bad('local header name differs from the central directory');
   }
   const dataOffset = headerEnd + view.getUint16(28, true);

@@ -15,7 +15,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
 import { FileAppender } from '../io/appender.js';
-import { LOCAL_HEADER_CRC_OFFSET, U16_SATURATED, encodeCentralHeader, encodeEndRecords, encodeLocalHeader, type StoredEntryFields } from './layout.js';
+import { LOCAL_HEADER_CRC_OFFSET, LOCAL_HEADER_MAX_ROOM, U16_SATURATED, encodeCentralHeader, encodeEndRecords, encodeLocalHeader, type StoredEntryFields } from './layout.js';
 
 const utf8 = new TextEncoder();
 
@@ -68,9 +68,29 @@ export class ZipWriter {
     return new ZipWriter(handle, path, prefix);
   }
 
-  addBuffer(name: string, data: Uint8Array): Promise<void> {
+  /**
+   * addBuffer done at once, without a promise, when the entry's header and data fit in the output's
+   * coalescing buffer (100k tiny records are mostly written so); returns false, having written nothing,
+   * when they do not (then addBuffer). `data` is copied before this returns.
+   */
+  tryAddBuffer(name: string, data: Uint8Array, knownCrc?: number): boolean {
+    if (this.failure) throw this.failure;
+    if (this.finished) throw this.fail('UNWRITABLE', 'zip writer used after finish()');
+    if (this.busy) throw this.fail('UNWRITABLE', 'zip writer calls overlapped; await each add*() before the next');
+    if (!this.out.hasRoomFor(LOCAL_HEADER_MAX_ROOM + Buffer.byteLength(`${this.prefix}/${name}`, 'utf8') + data.length)) return false;
+    const entry = this.beginEntry(name, data.length, knownCrc ?? crc32(data));
+    const header = encodeLocalHeader(fields(entry));
+    if (!this.out.tryAppend(header) || !this.out.tryAppend(data)) throw this.fail('UNWRITABLE', `entry '${entry.name}': the room measured for it was short`);
+    return true;
+  }
+
+  /**
+   * An entry holding `data` (the caller may reuse it once this resolves). `knownCrc`: the CRC-32 of bytes
+   * copied unchanged from a zip entry, as for addStream.
+   */
+  addBuffer(name: string, data: Uint8Array, knownCrc?: number): Promise<void> {
     return this.guard(async () => {
-      const entry = this.beginEntry(name, data.length, crc32(data));
+      const entry = this.beginEntry(name, data.length, knownCrc ?? crc32(data));
       await this.write(encodeLocalHeader(fields(entry)));
       await this.write(data);
     });
@@ -119,7 +139,10 @@ export class ZipWriter {
   finish(): Promise<number> {
     return this.guard(async () => {
       const centralDirectoryOffset = this.position;
-      for (const entry of this.entries) await this.write(encodeCentralHeader(fields(entry)));
+      for (const entry of this.entries) {
+        const header = encodeCentralHeader(fields(entry));
+        if (!this.out.tryAppend(header)) await this.write(header);
+      }
       const centralDirectorySize = this.position - centralDirectoryOffset;
       await this.write(encodeEndRecords({ entryCount: this.entries.length, centralDirectoryOffset, centralDirectorySize }));
       // Cuts the file at the end record: the handle may point at an older, longer file.

@@ -20,7 +20,7 @@ import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
 import type { StorageRecord } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
-import { type ZipDirectory, type ZipEntry, entryDataOffset, findEntry, prefetchDataOffsets, readEntryBytes, readZipDirectory } from '../../zip/reader.js';
+import { type ZipDirectory, type ZipEntry, entryDataOffset, findEntry, knownDataOffset, prefetchDataOffsets, readEntryBytes, readZipDirectory } from '../../zip/reader.js';
 
 /** torch's reader accepts versions 1..kMaxSupportedFileFormatVersion (10 in 1.13 and 2.10). */
 const MIN_VERSION = 1;
@@ -146,6 +146,11 @@ class ZipStorageRecord implements StorageRecord {
     const entry = this.entry;
     // The zip reader caches the data offset, so nothing more is kept per record.
     return locateAll().then(async () => ({ source, offset: await entryDataOffset(source, entry) }));
+  }
+
+  located(): { source: ByteSource; offset: number } | null {
+    const offset = knownDataOffset(this.entry);
+    return offset === undefined ? null : { source: this.archive.source, offset };
   }
 }
 

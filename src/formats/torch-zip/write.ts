@@ -133,7 +133,14 @@ export async function writeZipTo(handle: FileHandle, path: string, plan: ZipPlan
   await copier.plan(plan.storages);
   for (let i = 0; i < plan.storages.length; i++) {
     const storage = plan.storages[i] as StorageRef;
-    await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copyStorage(storage, write), reusableCrc(storage));
+    if (copier.isSmallUncast(storage)) {
+      // Tiny records (100k-tensor files): one buffer each, mostly without a read or a promise of its own.
+      const name = `data/${i}`;
+      const bytes = copier.peekSmall(storage) ?? (await copier.readSmall(storage));
+      if (!zip.tryAddBuffer(name, bytes, reusableCrc(storage))) await zip.addBuffer(name, bytes, reusableCrc(storage));
+    } else {
+      await zip.addStream(`data/${i}`, storage.byteLength, (write) => copier.copyStorage(storage, write), reusableCrc(storage));
+    }
   }
   await zip.addBuffer('version', Buffer.from('3\n', 'latin1'));
   return zip.finish();
