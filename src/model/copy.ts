@@ -145,22 +145,56 @@ export class ChunkedCopier {
    * The view is valid until the next read through this copier.
    */
   peekSmall(storage: StorageRef): Uint8Array | null {
+    return this.peekRange(storage, 0, storage.byteLength);
+  }
+
+  /** A small uncast storage's bytes (see peekSmall), reading the window that holds them. */
+  readSmall(storage: StorageRef): Promise<Uint8Array> {
+    return this.readRange(storage, storage, 0, storage.byteLength);
+  }
+
+  /**
+   * True for a tensor that copyTensor(tensor, dtype) would copy unchanged as one contiguous range of at most
+   * SMALL_RANGE_BYTES inside its storage (no cast, no lazy bit): peekSmallTensor() and readSmallTensor()
+   * serve its bytes. Any other tensor, a view reaching past its storage included, takes copyTensor.
+   */
+  isSmallPlainTensor(tensor: TensorRef, dtype: DType): boolean {
+    if (dtype !== tensor.dtype || tensor.conj || tensor.neg || !tensor.storage.record || !isContiguous(tensor)) return false;
+    const numel = numelOf(tensor.shape);
+    const item = tensor.dtype.itemSize;
+    return numel > 0 && numel * item <= SMALL_RANGE_BYTES && tensor.storageOffset + numel <= Math.floor(tensor.storage.byteLength / item);
+  }
+
+  /** peekSmall for a tensor that isSmallPlainTensor accepts. */
+  peekSmallTensor(tensor: TensorRef): Uint8Array | null {
+    const item = tensor.dtype.itemSize;
+    return this.peekRange(tensor.storage, tensor.storageOffset * item, numelOf(tensor.shape) * item);
+  }
+
+  /** readSmall for a tensor that isSmallPlainTensor accepts. */
+  readSmallTensor(tensor: TensorRef): Promise<Uint8Array> {
+    const item = tensor.dtype.itemSize;
+    return this.readRange(tensor, tensor.storage, tensor.storageOffset * item, numelOf(tensor.shape) * item);
+  }
+
+  /** Bytes [from, from + length) of the storage's record from the window, when located and at hand; else null. */
+  private peekRange(storage: StorageRef, from: number, length: number): Uint8Array | null {
     const at = storage.record?.located?.();
     if (!at || this.sinceYield >= YIELD_EVERY_BYTES) return null;
-    const bytes = this.readAhead.peek(at.source, at.offset, storage.byteLength);
+    const bytes = this.readAhead.peek(at.source, at.offset + from, length);
     if (bytes) this.count(bytes.length);
     return bytes;
   }
 
-  /** A small uncast storage's bytes (see peekSmall), reading the window that holds them. */
-  async readSmall(storage: StorageRef): Promise<Uint8Array> {
+  /** Bytes [from, from + length) of the storage's record, reading the window that holds them (`item` as planned). */
+  private async readRange(item: StorageRef | TensorRef, storage: StorageRef, from: number, length: number): Promise<Uint8Array> {
     const { source, offset } = await this.resolve(storage);
-    const runEnd = this.announce(storage, source, offset + storage.byteLength);
+    const runEnd = this.announce(item, source, offset + from + length);
     if (this.sinceYield >= YIELD_EVERY_BYTES) {
       this.sinceYield = 0;
       await new Promise((resolve) => setImmediate(resolve));
     }
-    const bytes = this.readAhead.peek(source, offset, storage.byteLength) ?? (await this.readAhead.fill(source, offset, storage.byteLength, runEnd));
+    const bytes = this.readAhead.peek(source, offset + from, length) ?? (await this.readAhead.fill(source, offset + from, length, runEnd));
     this.count(bytes.length);
     return bytes;
   }

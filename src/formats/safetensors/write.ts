@@ -160,7 +160,13 @@ export async function writeSafetensorsTo(handle: FileHandle, path: string, plan:
   for (const { tensor: index, begin, end } of plan.header.order) {
     const t = plan.tensors[index] as SafetensorsTensor;
     const start = out.position;
-    await copier.copyTensor(t.tensor, t.dtype, (chunk) => out.append(chunk));
+    if (copier.isSmallPlainTensor(t.tensor, t.dtype)) {
+      // Tiny tensors (100k-tensor files): copied from the read-ahead window, mostly without a promise.
+      const bytes = copier.peekSmallTensor(t.tensor) ?? (await copier.readSmallTensor(t.tensor));
+      if (!out.tryAppend(bytes)) await out.append(bytes);
+    } else {
+      await copier.copyTensor(t.tensor, t.dtype, (chunk) => out.append(chunk));
+    }
     if (out.position - start !== end - begin) {
       throw new CheckpointError('UNWRITABLE', path, `${t.key}: ${out.position - start} bytes copied, the header declares ${end - begin}`);
     }
