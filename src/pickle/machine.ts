@@ -310,17 +310,15 @@ export class Machine {
     if (from - 1 < this.base || target === undefined) throw this.underflow();
     if ((stack.length - from) % 2 !== 0) throw this.error('BAD_PICKLE', 'has a key without a value');
     if (target instanceof PyDict) {
-      if (target.entries.size + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
+      if (target.size + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
         throw this.error('LIMIT', `grows a dict past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
       }
-      const entries = target.entries;
       for (let i = from; i < stack.length; i += 2) {
         const key = stack[i]!;
         if (typeof key !== 'string') this.pythonKey(target, key);
-        const size = entries.size;
         // Python never writes a key twice; a file that does would have its last value win silently.
-        // (One lookup per key: a set() that does not grow the map found the key already there.)
-        if (entries.set(key, stack[i + 1]!).size === size) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
+        // (One lookup per key: add() reports a key that was already there.)
+        if (!target.add(key, stack[i + 1]!)) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
       }
     } else if (target instanceof PyObject) {
       if (target.dictItems.length + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {

@@ -75,6 +75,41 @@ export class PyDict {
     return this.store instanceof Map ? this.store : (new DictEntries(this) as Map<PyValue, PyValue>);
   }
 
+  /** Entries, without creating anything. */
+  get size(): number {
+    const s = this.store;
+    return s === null ? 0 : s instanceof Map ? s.size : s.length / 2;
+  }
+
+  /**
+   * Sets key -> value without creating a view (the unpickler's SETITEM); false when the key was already
+   * there (its value is then replaced).
+   */
+  add(key: PyValue, value: PyValue): boolean {
+    const s = this.store;
+    if (s instanceof Map) {
+      const size = s.size;
+      return s.set(key, value).size !== size;
+    }
+    if (s === null) {
+      this.store = [key, value];
+      return true;
+    }
+    const i = pairIndex(s, key);
+    if (i >= 0) {
+      s[i + 1] = value;
+      return false;
+    }
+    if (s.length < 2 * SMALL_DICT_ENTRIES) s.push(key, value);
+    else {
+      const map = new Map<PyValue, PyValue>();
+      for (let k = 0; k < s.length; k += 2) map.set(s[k] as PyValue, s[k + 1] as PyValue);
+      map.set(key, value);
+      this.store = map;
+    }
+    return true;
+  }
+
   /** Reads without creating anything. */
   get(key: PyValue): PyValue | undefined {
     const s = this.store;
@@ -103,8 +138,7 @@ class DictEntries implements Map<PyValue, PyValue> {
   }
 
   get size(): number {
-    const s = this.dict.store;
-    return s === null ? 0 : s instanceof Map ? s.size : s.length / 2;
+    return this.dict.size;
   }
 
   get(key: PyValue): PyValue | undefined {
@@ -118,24 +152,7 @@ class DictEntries implements Map<PyValue, PyValue> {
   }
 
   set(key: PyValue, value: PyValue): this {
-    const s = this.dict.store;
-    if (s instanceof Map) {
-      s.set(key, value);
-      return this;
-    }
-    if (s === null) {
-      this.dict.store = [key, value];
-      return this;
-    }
-    const i = pairIndex(s, key);
-    if (i >= 0) s[i + 1] = value;
-    else if (s.length < 2 * SMALL_DICT_ENTRIES) s.push(key, value);
-    else {
-      const map = new Map<PyValue, PyValue>();
-      for (let k = 0; k < s.length; k += 2) map.set(s[k] as PyValue, s[k + 1] as PyValue);
-      map.set(key, value);
-      this.dict.store = map;
-    }
+    this.dict.add(key, value);
     return this;
   }
 
@@ -155,7 +172,13 @@ class DictEntries implements Map<PyValue, PyValue> {
   }
 
   forEach(callback: (value: PyValue, key: PyValue, map: Map<PyValue, PyValue>) => void, thisArg?: unknown): void {
-    for (const [k, v] of this) callback.call(thisArg, v, k, this);
+    const s = this.dict.store;
+    if (s instanceof Map) {
+      s.forEach((v, k) => callback.call(thisArg, v, k, this));
+      return;
+    }
+    const pairs = this.pairs;
+    for (let i = 0; i < pairs.length; i += 2) callback.call(thisArg, pairs[i + 1] as PyValue, pairs[i] as PyValue, this);
   }
 
   *entries(): MapIterator<[PyValue, PyValue]> {
