@@ -286,3 +286,16 @@ describe('the inputs survive', () => {
     expect(ckpt(['diff', INPUT, input]).code).toBe(0);
   });
 });
+
+describe('a temporary output file is tracked for signals before it can be seen', () => {
+  it('writeTemporaryFileThenSync creates the file and calls onCreated before it first yields (a signal handler then always knows the file)', async () => {
+    const { checkDestination, writeTemporaryFileThenSync } = await import('../src/io/output.js');
+    const dir = tempDir('ckpt-tracked-');
+    const tmp = join(dir, '.ckpt-tmp-test');
+    let tracked = false;
+    const writing = writeTemporaryFileThenSync(checkDestination(join(dir, 'out.pth')), tmp, async () => 1, () => (tracked = true));
+    // Nothing has run on the event loop since the call: an asynchronous create would not exist yet.
+    expect({ exists: existsSync(tmp), tracked }).toEqual({ exists: true, tracked: true });
+    await (await writing).durable;
+  });
+});

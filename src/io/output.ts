@@ -234,15 +234,23 @@ export async function writeTemporaryFile<T>(plan: OutputPlan, tmp: string, write
  */
 export async function writeTemporaryFileThenSync<T>(plan: OutputPlan, tmp: string, write: (handle: FileHandle, tmpPath: string) => Promise<T>, onCreated: () => void): Promise<{ result: T; durable: Promise<void> }> {
   const destination = plan.destination;
-  let handle: FileHandle;
+  // Created and handed to onCreated (tracked for signals) in one synchronous step, before this function
+  // first yields: a signal handled between an asynchronous create and its tracking left the file behind
+  // (CI: SIGQUIT right after a shard's temporary file appeared). The handle is opened on the file after.
   try {
-    handle = await open(tmp, 'wx', 0o666);
+    closeSync(openSync(tmp, 'wx', 0o666));
   } catch (e) {
     // ENOENT here means the folder cannot hold files (not "no such input file"): always an IO error.
     const code = (e as NodeJS.ErrnoException)?.code ?? String(e);
     throw new CheckpointError('IO', destination, `cannot create the output file (${code})`);
   }
   onCreated();
+  let handle: FileHandle;
+  try {
+    handle = await open(tmp, 'r+');
+  } catch (e) {
+    throw ioError(destination, e, 'cannot open the output file it created');
+  }
   let result: T;
   try {
     if (plan.existing) await keepOwnerAndMode(handle, plan.existing, destination);
