@@ -25,7 +25,7 @@ import { closeSync, fsyncSync, lstatSync, openSync, readlinkSync, rmSync, statSy
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CheckpointError } from './errors.js';
-import { ioError } from './source.js';
+import { ioError, nonRegularKind } from './source.js';
 import { settleWriteback } from './writeback.js';
 
 /** Every temporary file starts with this; the README tells users to look for it after a crash. */
@@ -119,7 +119,7 @@ export function checkDestination(destination: string, why: string = STDOUT_WHY.z
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(destination, e, 'cannot stat the output');
   }
   if (existing && !existing.isFile()) {
-    const kind = kindOf(existing);
+    const kind = nonRegularKind(existing);
     throw new CheckpointError('IO', destination, kind === 'a directory' ? 'is a directory' : `is ${kind}, not a regular file; ckpt writes only regular files and will not replace it with one`);
   }
   const target = finalTarget(destination);
@@ -163,15 +163,6 @@ function folderMustExist(destination: string, target: string): void {
     stat = null;
   }
   if (!stat?.isDirectory()) throw new CheckpointError('IO', destination, `folder ${dir} does not exist`);
-}
-
-function kindOf(s: Stats): string {
-  if (s.isDirectory()) return 'a directory';
-  if (s.isCharacterDevice()) return 'a character device';
-  if (s.isBlockDevice()) return 'a block device';
-  if (s.isFIFO()) return 'a FIFO (named pipe)';
-  if (s.isSocket()) return 'a socket';
-  return 'not a regular file';
 }
 
 export interface AtomicWriteOptions<T> {

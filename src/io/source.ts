@@ -125,7 +125,8 @@ export class BufferSource implements ByteSource {
   async close(): Promise<void> {}
 }
 
-function nonRegularKind(stat: { isDirectory(): boolean; isFIFO(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSocket(): boolean }): string {
+/** What a path that is not a regular file is, for messages (`is a FIFO (named pipe)`). */
+export function nonRegularKind(stat: { isDirectory(): boolean; isFIFO(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSocket(): boolean }): string {
   if (stat.isDirectory()) return 'a directory';
   if (stat.isFIFO()) return 'a FIFO (named pipe)';
   if (stat.isCharacterDevice()) return 'a character device';

@@ -29,6 +29,7 @@ from torchvision.models.vision_transformer import interpolate_embeddings
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'fixtures'))
 sys.dont_write_bytecode = True
 import make_adapt_models  # noqa: E402
+from bit_compare import same_bits, sub  # noqa: E402
 
 INTERP_TOLERANCE = 1e-5
 
@@ -147,20 +148,6 @@ def expected_adapted(a, pre, tgt):
 
 
 # ---------------------------------------------------------------------------------------------- checking
-def sub(obj, key):
-    for part in key.split('.') if key else []:
-        obj = obj[part]
-    return obj
-
-
-def same_bits(a, b):
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.numel() == 0:
-        return True
-    return torch.equal(a.contiguous().view(-1).view(torch.uint8), b.contiguous().view(-1).view(torch.uint8))
-
-
 def check(req, built):
     out = torch.load(req['out'], weights_only=True)
     pre = sub(torch.load(req['pretrained'], weights_only=True), req.get('pretrained_key', ''))

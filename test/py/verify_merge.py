@@ -16,6 +16,8 @@ import sys
 
 import torch
 
+from bit_compare import same_bits, sub
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures'))
 
 
@@ -27,23 +29,6 @@ def model_named(name):
         'resnet18_tiny_fc10': lambda: TinyResNet18(10),
         'detector_backbone': Detector,
     }[name]()
-
-
-def sub(obj, key):
-    for part in key.split('.') if key else []:
-        obj = obj[part]
-    return obj
-
-
-def same_bits(a, b):
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    a, b = a.contiguous(), b.contiguous()
-    if a.dtype in (torch.bool,):
-        return torch.equal(a, b)
-    if a.numel() == 0:
-        return True
-    return torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
 
 
 def main():
