@@ -190,20 +190,24 @@ export class ChunkedCopier {
   private async readRange(item: StorageRef | TensorRef, storage: StorageRef, from: number, length: number): Promise<Uint8Array> {
     const { source, offset } = await this.resolve(storage);
     const runEnd = this.announce(item, source, offset + from + length);
-    if (this.sinceYield >= YIELD_EVERY_BYTES) {
-      this.sinceYield = 0;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    await this.yieldIfDue();
     const bytes = this.readAhead.peek(source, offset + from, length) ?? (await this.readAhead.fill(source, offset + from, length, runEnd));
     this.count(bytes.length);
     return bytes;
   }
 
-  /** Progress of bytes handed to the output outside the chunk loop. */
+  /** Counts bytes handed to the output (progress, and the next turn of the event loop). */
   private count(bytes: number): void {
     this.done += bytes;
     this.sinceYield += bytes + 4096;
     this.onProgress?.(this.done, this.total);
+  }
+
+  /** Gives the event loop a turn once YIELD_EVERY_BYTES have been counted since the last one. */
+  private async yieldIfDue(): Promise<void> {
+    if (this.sinceYield < YIELD_EVERY_BYTES) return;
+    this.sinceYield = 0;
+    await new Promise((resolve) => setImmediate(resolve));
   }
 
   /** A whole output storage: the source storage's bytes, cast element by element for a CastStorage. */
@@ -346,13 +350,8 @@ export class ChunkedCopier {
         }
         if (writing) await writing;
         writing = write(output);
-        this.done += count * outItem;
-        this.sinceYield += count * outItem + 4096;
-        if (this.sinceYield >= YIELD_EVERY_BYTES) {
-          this.sinceYield = 0;
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-        this.onProgress?.(this.done, this.total);
+        this.count(count * outItem);
+        await this.yieldIfDue();
       }
     } finally {
       // Never leave a write in flight on a buffer the next chunk will reuse, even after a read failed.

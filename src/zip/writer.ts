@@ -74,9 +74,7 @@ export class ZipWriter {
    * when they do not (then addBuffer). `data` is copied before this returns.
    */
   tryAddBuffer(name: string, data: Uint8Array, knownCrc?: number): boolean {
-    if (this.failure) throw this.failure;
-    if (this.finished) throw this.fail('UNWRITABLE', 'zip writer used after finish()');
-    if (this.busy) throw this.fail('UNWRITABLE', 'zip writer calls overlapped; await each add*() before the next');
+    this.checkUsable();
     if (!this.out.hasRoomFor(LOCAL_HEADER_MAX_ROOM + Buffer.byteLength(`${this.prefix}/${name}`, 'utf8') + data.length)) return false;
     const entry = this.beginEntry(name, data.length, knownCrc ?? crc32(data));
     const header = encodeLocalHeader(fields(entry));
@@ -174,9 +172,7 @@ export class ZipWriter {
 
   /** Runs one public operation: no overlap, no use after failure or finish, errors recorded. */
   private async guard<T>(operation: () => Promise<T>): Promise<T> {
-    if (this.failure) throw this.failure;
-    if (this.finished) throw this.fail('UNWRITABLE', 'zip writer used after finish()');
-    if (this.busy) throw this.fail('UNWRITABLE', 'zip writer calls overlapped; await each add*() before the next');
+    this.checkUsable();
     this.busy = true;
     try {
       return await operation();
@@ -185,6 +181,13 @@ export class ZipWriter {
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Throws when no call may run now: after a failure or finish(), or while another one runs. */
+  private checkUsable(): void {
+    if (this.failure) throw this.failure;
+    if (this.finished) throw this.fail('UNWRITABLE', 'zip writer used after finish()');
+    if (this.busy) throw this.fail('UNWRITABLE', 'zip writer calls overlapped; await each add*() before the next');
   }
 
   private fail(code: 'UNWRITABLE' | 'IO', detail: string): CheckpointError {
