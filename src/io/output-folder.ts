@@ -22,11 +22,11 @@
  * Files of the folder that are neither written nor stale are never touched; a stale file that is a link
  * is removed as a link (its target stays).
  */
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
 import { stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CheckpointError } from './errors.js';
-import { BACKUP_PREFIX, type OutputPlan, checkDestination, temporaryPathFor, trackTemporary, untrackTemporary, writeTemporaryFileThenSync } from './output.js';
+import { BACKUP_PREFIX, type OutputPlan, checkDestination, syncFolder, temporaryPathFor, trackTemporary, untrackTemporary, writeTemporaryFileThenSync } from './output.js';
 import { ioError } from './source.js';
 
 export interface FolderFile<T> {
@@ -190,16 +190,4 @@ function tryQuietly(action: () => void): void {
   } catch {
     // Best effort while undoing or tidying: the original error (or success) is what gets reported.
   }
-}
-
-/** Makes the renames durable: fsync of the directory (where the file system supports it). */
-function syncFolder(folder: string): void {
-  tryQuietly(() => {
-    const fd = openSync(folder, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  });
 }

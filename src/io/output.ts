@@ -289,7 +289,7 @@ export async function keepOwnerAndMode(handle: FileHandle, old: Stats, destinati
 }
 
 /** The rename is durable only once the folder is: fsync it (best effort; some file systems refuse). */
-function syncFolder(folder: string): void {
+export function syncFolder(folder: string): void {
   try {
     const fd = openSync(folder, 'r');
     try {
