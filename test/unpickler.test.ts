@@ -401,3 +401,38 @@ for h in json.loads(sys.stdin.read()):
     expect(cases.map(([, , want], i) => (want === 'refused' ? py[i] : null)).filter((x) => x !== null)).toEqual([1, 1, 1, 1, 1, 'TypeError', 1, 1, 1, 1, 1]);
   });
 });
+
+describe('PyDict: one, few and many entries behave as one Map', () => {
+  it('keeps Map semantics (order, SameValueZero keys, replace, delete) through every storage form', () => {
+    // Keys that Python keeps apart and Map keeps apart (1 vs '1', None, NaN), across 0..12 entries:
+    // empty, one entry in the dict's own fields, a flat pair array, a Map.
+    const keys = [null, 1, '1', Number.NaN, 'version', 2n ** 70n, true, 0, '', 'a', 'b', 'c', 'd'];
+    let seed = 7;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    for (let round = 0; round < 40; round++) {
+      const dict = new PyDict(true);
+      const model = new Map<unknown, unknown>();
+      for (let op = 0; op < 60; op++) {
+        const key = keys[next() % keys.length] as never;
+        const action = next() % 4;
+        if (action < 2) {
+          expect(dict.add(key, op)).toBe(!model.has(key));
+          model.set(key, op);
+        } else if (action === 2) {
+          expect(dict.entries.delete(key)).toBe(model.delete(key));
+        } else {
+          expect(dict.get(key)).toBe(model.get(key));
+          expect(dict.entries.has(key)).toBe(model.has(key));
+        }
+        expect(dict.size).toBe(model.size);
+        const seen: unknown[] = [];
+        dict.forEach((v, k) => seen.push(k, v));
+        expect(seen).toEqual([...model].flat());
+        expect([...dict.entries]).toEqual([...model]);
+      }
+      dict.entries.clear();
+      expect(dict.size).toBe(0);
+      expect([...dict.entries]).toEqual([]);
+    }
+  });
+});

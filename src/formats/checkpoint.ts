@@ -3,7 +3,7 @@ import type { PyGlobal, PyValue } from '../pickle/value.js';
 import type { ByteSource } from '../io/source.js';
 import type { StorageRef } from '../tensor/tensor-ref.js';
 import type { Problem } from './torch-rebuild.js';
-import type { ZipDirectory } from '../zip/reader.js';
+import type { ZipListing } from '../zip/reader.js';
 import type { RemoteSession } from '../io/remote-session.js';
 
 export type CheckpointFormat = 'zip' | 'legacy' | 'safetensors' | 'sharded';
@@ -22,8 +22,8 @@ export interface Checkpoint {
   readonly storages: readonly StorageRef[];
   /** Storage-level problems found while opening (only when opened with `strict: false`). */
   readonly problems: readonly Problem[];
-  /** The zip central directory, for integrity checks (zip format only). */
-  readonly zip?: ZipDirectory;
+  /** The zip central directory's entries, for integrity checks (zip format only). */
+  readonly zip?: ZipListing;
   /** The shard files of a sharded checkpoint (format 'sharded'), each opened on its own, in shard order. */
   readonly shards?: readonly Checkpoint[];
   /** A safetensors header's `__metadata__` (string → string), or null when it has none (safetensors only). */

@@ -54,20 +54,27 @@ export class PyList {
 /** Entries a dict keeps in one flat array before it switches to a Map (a linear scan is as fast up to here). */
 const SMALL_DICT_ENTRIES = 8;
 
+/** `PyDict.store` of a dict with exactly one entry, held in the dict's own fields. */
+const ONE = 1;
+
 /**
  * dict and collections.OrderedDict. `state` is what BUILD applied to an OrderedDict: for a state dict it
  * is a dict holding `_metadata`. Keys keep Python's distinction between 1 and '1' (SameValueZero, as Map).
  *
  * Memory: a state dict's `_metadata` holds one small dict per module ({'version': 1}) and every tensor's
  * pickle builds an empty hooks OrderedDict: 140,000 Maps of ~190 bytes each were the largest item of a
- * 70,000-key merge. A dict of up to SMALL_DICT_ENTRIES entries keeps them as [k0, v0, k1, v1, ...] and
- * becomes a Map past that; `entries` is a Map-shaped view over either.
+ * 70,000-key merge. So a dict's entries take the smallest of four forms: none; one, in the dict's own
+ * fields (an array costs 64 bytes more, 9 MB for the 140,000 `{'version': 1}` of a 70,000-key merge);
+ * up to SMALL_DICT_ENTRIES as a flat [k0, v0, k1, v1, ...]; a Map past that. `entries` is a Map-shaped
+ * view over any of them.
  */
 export class PyDict {
   readonly kind = 'dict' as const;
   state: PyValue | undefined = undefined;
-  /** null when empty; the flat pairs of a small dict; a Map past SMALL_DICT_ENTRIES. */
-  store: PyValue[] | Map<PyValue, PyValue> | null = null;
+  /** null when empty; ONE for one entry (onlyKey/onlyValue); the flat pairs of a small dict; a Map past SMALL_DICT_ENTRIES. */
+  private store: PyValue[] | Map<PyValue, PyValue> | typeof ONE | null = null;
+  private onlyKey: PyValue = null;
+  private onlyValue: PyValue = null;
   constructor(readonly ordered: boolean) {}
 
   /** The entries, as a Map (reads and writes go to this dict). */
@@ -78,7 +85,7 @@ export class PyDict {
   /** Entries, without creating anything. */
   get size(): number {
     const s = this.store;
-    return s === null ? 0 : s instanceof Map ? s.size : s.length / 2;
+    return s === null ? 0 : s === ONE ? 1 : s instanceof Map ? s.size : s.length / 2;
   }
 
   /**
@@ -92,7 +99,18 @@ export class PyDict {
       return s.set(key, value).size !== size;
     }
     if (s === null) {
-      this.store = [key, value];
+      this.store = ONE;
+      this.onlyKey = key;
+      this.onlyValue = value;
+      return true;
+    }
+    if (s === ONE) {
+      if (sameValueZero(this.onlyKey, key)) {
+        this.onlyValue = value;
+        return false;
+      }
+      this.store = [this.onlyKey, this.onlyValue, key, value];
+      this.onlyKey = this.onlyValue = null;
       return true;
     }
     const i = pairIndex(s, key);
@@ -114,9 +132,51 @@ export class PyDict {
   get(key: PyValue): PyValue | undefined {
     const s = this.store;
     if (s === null) return undefined;
+    if (s === ONE) return sameValueZero(this.onlyKey, key) ? this.onlyValue : undefined;
     if (s instanceof Map) return s.get(key);
     const i = pairIndex(s, key);
     return i < 0 ? undefined : s[i + 1];
+  }
+
+  has(key: PyValue): boolean {
+    const s = this.store;
+    if (s === null) return false;
+    if (s === ONE) return sameValueZero(this.onlyKey, key);
+    return s instanceof Map ? s.has(key) : pairIndex(s, key) >= 0;
+  }
+
+  delete(key: PyValue): boolean {
+    const s = this.store;
+    if (s === null) return false;
+    if (s === ONE) {
+      if (!sameValueZero(this.onlyKey, key)) return false;
+      this.clear();
+      return true;
+    }
+    if (s instanceof Map) return s.delete(key);
+    const i = pairIndex(s, key);
+    if (i < 0) return false;
+    s.splice(i, 2);
+    if (s.length === 2) {
+      this.store = ONE;
+      this.onlyKey = s[0] as PyValue;
+      this.onlyValue = s[1] as PyValue;
+    }
+    return true;
+  }
+
+  clear(): void {
+    this.store = null;
+    this.onlyKey = this.onlyValue = null;
+  }
+
+  /** Visits the entries in order, without creating anything. */
+  forEach(callback: (value: PyValue, key: PyValue) => void): void {
+    const s = this.store;
+    if (s === null) return;
+    if (s === ONE) callback(this.onlyValue, this.onlyKey);
+    else if (s instanceof Map) s.forEach(callback);
+    else for (let i = 0; i < s.length; i += 2) callback(s[i + 1] as PyValue, s[i] as PyValue);
   }
 }
 
@@ -129,13 +189,9 @@ function pairIndex(pairs: PyValue[], key: PyValue): number {
   return -1;
 }
 
-/** Map interface over a small dict's pairs; promotes the dict to a real Map when it grows past the limit. */
+/** Map interface over a dict that is not (yet) a Map; promotes the dict to a real Map when it grows past the limit. */
 class DictEntries implements Map<PyValue, PyValue> {
   constructor(private readonly dict: PyDict) {}
-
-  private get pairs(): PyValue[] {
-    return (this.dict.store as PyValue[] | null) ?? [];
-  }
 
   get size(): number {
     return this.dict.size;
@@ -146,9 +202,7 @@ class DictEntries implements Map<PyValue, PyValue> {
   }
 
   has(key: PyValue): boolean {
-    const s = this.dict.store;
-    if (s === null) return false;
-    return s instanceof Map ? s.has(key) : pairIndex(s, key) >= 0;
+    return this.dict.has(key);
   }
 
   set(key: PyValue, value: PyValue): this {
@@ -157,38 +211,21 @@ class DictEntries implements Map<PyValue, PyValue> {
   }
 
   delete(key: PyValue): boolean {
-    const s = this.dict.store;
-    if (s === null) return false;
-    if (s instanceof Map) return s.delete(key);
-    const i = pairIndex(s, key);
-    if (i < 0) return false;
-    s.splice(i, 2);
-    if (s.length === 0) this.dict.store = null;
-    return true;
+    return this.dict.delete(key);
   }
 
   clear(): void {
-    this.dict.store = null;
+    this.dict.clear();
   }
 
   forEach(callback: (value: PyValue, key: PyValue, map: Map<PyValue, PyValue>) => void, thisArg?: unknown): void {
-    const s = this.dict.store;
-    if (s instanceof Map) {
-      s.forEach((v, k) => callback.call(thisArg, v, k, this));
-      return;
-    }
-    const pairs = this.pairs;
-    for (let i = 0; i < pairs.length; i += 2) callback.call(thisArg, pairs[i + 1] as PyValue, pairs[i] as PyValue, this);
+    this.dict.forEach((v, k) => callback.call(thisArg, v, k, this));
   }
 
   *entries(): MapIterator<[PyValue, PyValue]> {
-    const s = this.dict.store;
-    if (s instanceof Map) {
-      yield* s.entries();
-      return;
-    }
-    const pairs = this.pairs;
-    for (let i = 0; i < pairs.length; i += 2) yield [pairs[i] as PyValue, pairs[i + 1] as PyValue];
+    const pairs: Array<[PyValue, PyValue]> = [];
+    this.dict.forEach((v, k) => pairs.push([k, v]));
+    yield* pairs;
   }
 
   *keys(): MapIterator<PyValue> {

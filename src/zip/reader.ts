@@ -38,6 +38,19 @@ export interface ZipEntry {
   size: number;
   crc32: number;
   localHeaderOffset: number;
+  /**
+   * Absolute offset of the first data byte, once the local header was checked (entryDataOffset,
+   * prefetchDataOffsets); -1 or absent before. A field, not a WeakMap: 70,000 entries cost a 2 MB table and
+   * the collector's ephemeron pass.
+   */
+  dataOffset?: number;
+}
+
+/** What a checkpoint keeps of its zip directory once opened: the entries, not the lookup table. */
+export interface ZipListing {
+  readonly entries: readonly ZipEntry[];
+  /** As ZipDirectory.prefix. */
+  readonly prefix: string;
 }
 
 export interface ZipDirectory {
@@ -64,8 +77,6 @@ const CRC_CHUNK_BYTES = 8 << 20;
 
 /** Where entry data must end, per source: its central directory offset (set by readZipDirectory). */
 const dataLimits = new WeakMap<ByteSource, number>();
-/** Absolute offset of each entry's first data byte, once its local header has been read. */
-const dataOffsets = new WeakMap<ZipEntry, number>();
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const utf8Encoder = new TextEncoder();
@@ -261,7 +272,7 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
     const minimalEnd = start + LOCAL_HEADER_SIZE + nameLength + compressedSize;
     if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) throw bad(`entry '${name}': local header offset ${start} is beyond the central directory at ${cdOffset}`);
     if (!(minimalEnd <= cdOffset)) throw bad(`entry '${name}': ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
-    const entry: ZipEntry = { name, method, flags, compressedSize, size, crc32: crc, localHeaderOffset };
+    const entry: ZipEntry = { name, method, flags, compressedSize, size, crc32: crc, localHeaderOffset, dataOffset: -1 };
     entries[i] = entry;
     const folded = foldName(name);
     byName.set(folded, entry); // one hash lookup instead of has() + set(): a duplicate leaves the size unchanged
@@ -325,11 +336,12 @@ function archivePrefix(entries: ZipEntry[]): string {
 
 /** The entry's data offset when a local header check already found it (entryDataOffset, prefetchDataOffsets), else undefined. */
 export function knownDataOffset(entry: ZipEntry): number | undefined {
-  return dataOffsets.get(entry);
+  const offset = entry.dataOffset;
+  return offset === undefined || offset < 0 ? undefined : offset;
 }
 
 export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {
-  const cached = dataOffsets.get(entry);
+  const cached = knownDataOffset(entry);
   if (cached !== undefined) return cached;
   const limit = dataLimits.get(source) ?? source.size;
   const nameLength = utf8Encoder.encode(entry.name).length;
@@ -355,7 +367,7 @@ const PREFETCH_PARALLEL = 16;
  */
 export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[]): Promise<void> {
   const limit = dataLimits.get(source) ?? source.size;
-  const pending = entries.filter((e) => !dataOffsets.has(e)).sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+  const pending = entries.filter((e) => knownDataOffset(e) === undefined).sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
   const headerEndOf = (e: ZipEntry) => e.localHeaderOffset + LOCAL_HEADER_SIZE + Buffer.byteLength(e.name, 'utf8');
   const windows: Array<{ from: number; to: number; start: number; end: number }> = [];
   for (let i = 0; i < pending.length; ) {
@@ -436,7 +448,7 @@ function checkLocalHeader(source: ByteSource, entry: ZipEntry, header: Uint8Arra
   }
   const dataOffset = headerEnd + view.getUint16(28, true);
   if (dataOffset + entry.compressedSize > limit) throw bad(`data (bytes ${dataOffset}..${dataOffset + entry.compressedSize}) runs past byte ${limit}`);
-  dataOffsets.set(entry, dataOffset);
+  entry.dataOffset = dataOffset;
   return dataOffset;
 }
 

@@ -56,11 +56,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   const decoder = new TorchDecoder(path, options.strict !== false);
   const pickleBytes = await readEntryBytes(source, pickleEntry, LIMITS.pickleBytes);
   const { value, globals } = unpickle(pickleBytes, { path, hooks: decoder.hooks() });
-  // The first record to be read locates all of them in a few batched reads (one read per record would
-  // cost ~50 µs each: seconds for a 100k-tensor file).
-  let located: Promise<void> | null = null;
-  const locateAll = () => (located ??= prefetchDataOffsets(source, dir.entries.filter((e) => e.name.startsWith(`${prefix}/data/`))));
-  const archive = { source, locateAll };
+  const archive = recordLocator(source, dir.entries, prefix);
   decoder.attachRecords((key) => {
     const entry = find(`data/${key}`);
     if (entry && entry.method !== 0) {
@@ -80,9 +76,28 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
     globals,
     storages: decoder.storages,
     problems: decoder.problems,
-    zip: dir,
-    close: () => source.close(),
+    // The entries only: the name table (a Map of every entry) is not needed once the records are attached.
+    zip: { entries: dir.entries, prefix: dir.prefix },
+    // Not an arrow function here: it would keep this scope, and with it the name table, alive.
+    close: source.close.bind(source),
   };
+}
+
+/**
+ * What every storage record shares: the source, and a way to locate all records at once: the first record
+ * to be read locates all of them in a few batched reads (one read per record would cost ~50 µs each:
+ * seconds for a 100k-tensor file). A function of its own so that its closure holds the entry list and not
+ * openArchive's scope (the directory's name table among it).
+ */
+function recordLocator(source: ByteSource, entries: readonly ZipEntry[], prefix: string): RecordLocator {
+  let located: Promise<void> | null = null;
+  const folder = `${prefix}/data/`;
+  return { source, locateAll: () => (located ??= prefetchDataOffsets(source, entries.filter((e) => e.name.startsWith(folder)))) };
+}
+
+interface RecordLocator {
+  readonly source: ByteSource;
+  readonly locateAll: () => Promise<void>;
 }
 
 /**
@@ -125,7 +140,7 @@ async function readVersion(source: ByteSource, entry: ZipEntry | undefined): Pro
  */
 class ZipStorageRecord implements StorageRecord {
   constructor(
-    private readonly archive: { readonly source: ByteSource; readonly locateAll: () => Promise<void> },
+    private readonly archive: RecordLocator,
     private readonly entry: ZipEntry,
   ) {}
 
