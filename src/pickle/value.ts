@@ -170,6 +170,15 @@ export class PyDict {
     this.onlyKey = this.onlyValue = null;
   }
 
+  /** The entries in order, as [key, value] pairs (a Map's iterator when the dict is one). */
+  *pairs(): Generator<[PyValue, PyValue], void, unknown> {
+    const s = this.store;
+    if (s === null) return;
+    if (s === ONE) yield [this.onlyKey, this.onlyValue];
+    else if (s instanceof Map) yield* s.entries();
+    else for (let i = 0; i < s.length; i += 2) yield [s[i] as PyValue, s[i + 1] as PyValue];
+  }
+
   /** Visits the entries in order, without creating anything. */
   forEach(callback: (value: PyValue, key: PyValue) => void): void {
     const s = this.store;
@@ -223,9 +232,7 @@ class DictEntries implements Map<PyValue, PyValue> {
   }
 
   *entries(): MapIterator<[PyValue, PyValue]> {
-    const pairs: Array<[PyValue, PyValue]> = [];
-    this.dict.forEach((v, k) => pairs.push([k, v]));
-    yield* pairs;
+    yield* this.dict.pairs();
   }
 
   *keys(): MapIterator<PyValue> {
