@@ -302,10 +302,10 @@ function convertOne(B, key, label) {
   const res = interleave([
     { name: 'cp', argv: ['cp', src, cpOut], before: () => rmf(cpOut) },
     { name: 'cps', argv: ['sh', '-c', `cp ${shellQuote([src, cpsOut])} && sync ${shellQuote([cpsOut])}`], before: () => rmf(cpsOut) },
-    { name: 'dd', argv: ['sh', '-c', `dd if=${shellQuote([src])} of=${shellQuote([ddOut])} bs=4M status=none && sync ${shellQuote([ddOut])}`], before: () => rmf(ddOut) },
+    { name: 'dd', argv: ['sh', '-c', `dd if=${shellQuote([src])} of=${shellQuote([ddOut])} bs=1M status=none && sync ${shellQuote([ddOut])}`], before: () => rmf(ddOut) },
     { name: 'ck', argv: [...CKPT, 'convert', src, ckOut], before: () => rmf(ckOut), stdout: 'pipe' },
   ], { reps: opt.reps, warmup: 1, timeFile: TIME_FILE, log });
-  showRuns(res, [['cp', 'cp'], ['cps', 'cp + sync FILE'], ['dd', 'dd bs=4M + sync (info)'], ['ck', 'ckpt convert (fsyncs)']]);
+  showRuns(res, [['cp', 'cp'], ['cps', 'cp + sync FILE'], ['dd', 'dd bs=1M + sync (info)'], ['ck', 'ckpt convert (fsyncs)']]);
   log(`  (dd = a plain userspace read/write copy with ckpt's 4 MiB chunk size, for reading where ckpt's time goes; cp uses copy_file_range in the kernel)`);
   log(`  ckpt    ${res.get('ck').best.stdout.trim().split('\n').pop()}`);
   const d = runOnce([...CKPT, 'diff', src, ckOut], { stdout: 'pipe', okCodes: [0, 1], timeFile: TIME_FILE });
@@ -319,7 +319,7 @@ function convertOne(B, key, label) {
   target(B, `${label}: ckpt / (cp + sync) < 1.3`, `${fmtX(r2)} (${fmtS(ck)} vs ${fmtS(res.get('cps').best.wall)})`, r2 < 1.3);
   target(B, `${label}: ckpt convert peak RSS < 150 MB`, fmtMB(rss), rss * 1024 < 150 * MB);
   target(B, `${label}: output equals input (ckpt diff)`, d.status === 0 ? 'same' : 'different', d.status === 0);
-  info(B, `${label}: ckpt / (dd bs=4M + sync) (info)`, `${fmtX(ck / res.get('dd').best.wall)} (${fmtS(ck)} vs ${fmtS(res.get('dd').best.wall)})`);
+  info(B, `${label}: ckpt / (dd bs=1M + sync) (info)`, `${fmtX(ck / res.get('dd').best.wall)} (${fmtS(ck)} vs ${fmtS(res.get('dd').best.wall)})`);
   rmf(cpOut, cpsOut, ckOut, ddOut);
   return src;
 }

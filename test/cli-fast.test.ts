@@ -2,10 +2,14 @@
  * The start-up fast path (`ckpt --version`, `ckpt inspect FILE [--json] [--key PATH]` without commander)
  * prints exactly what the commander path prints; anything it does not recognise goes to commander.
  */
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ckpt } from './helpers/cli.js';
+import { ROOT, ckpt, tempDir } from './helpers/cli.js';
 import { fixturePath } from './helpers/fixtures.js';
 import { parseInspect } from '../src/cli-fast.js';
+import { formatCount } from '../src/commands/render.js';
 
 const FILE = fixturePath('training_checkpoint.pth');
 
@@ -20,6 +24,13 @@ describe('parseInspect', () => {
     for (const argv of [['inspect'], ['inspect', FILE, FILE], ['inspect', FILE, '--help'], ['inspect', '--', FILE], ['inspect', FILE, '--key'], ['inspect', FILE, '--jsn'], ['diff', FILE, FILE], ['inspect', '-', FILE]]) {
       expect(parseInspect(argv)).toBeNull();
     }
+  });
+});
+
+describe('formatCount', () => {
+  it("groups digits as toLocaleString('en-US') does, without loading ICU's number formatting", () => {
+    const values = [0, 7, -7, 999, 1000, -1000, 12_345, 123_456, 1_234_567, 100_000_000, 2 ** 31, -(2 ** 40) - 1, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 1.5, 2 ** 60, -0];
+    for (const n of values) expect(formatCount(n)).toBe(n.toLocaleString('en-US'));
   });
 });
 
@@ -41,5 +52,21 @@ describe('fast path and commander print the same', () => {
   it('--version', () => {
     expect(ckpt(['--version'])).toEqual({ code: 0, stdout: '0.1.0\n', stderr: '' });
     expect(ckpt(['-V']).stdout).toBe('0.1.0\n');
+  });
+});
+
+describe('what `ckpt inspect FILE.pth` loads', () => {
+  it('the zip reader only: not commander, not the other readers, the HTTP client or the diagnosis of refused files', () => {
+    // A module loader hook (node:module register) records every module of dist/ the command imports.
+    const dir = tempDir('ckpt-modules-');
+    const log = join(dir, 'loaded.txt');
+    writeFileSync(join(dir, 'hooks.mjs'), `import { appendFileSync } from 'node:fs';\nexport async function load(url, context, next) { appendFileSync(${JSON.stringify(log)}, url + '\\n'); return next(url, context); }\n`);
+    writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(`file://${join(dir, 'hooks.mjs')}`)});\n`);
+    const r = spawnSync(process.execPath, ['--import', join(dir, 'register.mjs'), join(ROOT, 'dist', 'bin', 'ckpt.js'), 'inspect', FILE], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const loaded = readFileSync(log, 'utf8').split('\n').filter((u) => u.includes('/dist/')).map((u) => u.slice(u.indexOf('/dist/') + 1));
+    expect(loaded).toContain('dist/formats/torch-zip/read.js');
+    const unwanted = ['commander', 'cli.js', 'torch-legacy/', 'safetensors/', 'sharded/', 'tar-header', 'diagnose', 'http-', 'remote-session'];
+    expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
   });
 });

@@ -24,8 +24,16 @@ export function table(header: string[], rows: readonly string[][]): string {
   return out.join('\n');
 }
 
+/**
+ * `n.toLocaleString('en-US')` for integers (1,234,567), without it: its first call loads ICU's number
+ * formatting, ~30 ms of a 0.2 s `ckpt inspect`.
+ */
 export function formatCount(n: number): string {
-  return n.toLocaleString('en-US');
+  if (!Number.isSafeInteger(n)) return n.toLocaleString('en-US');
+  const digits = String(Math.abs(n));
+  let out = digits.slice(0, ((digits.length - 1) % 3) + 1);
+  for (let i = out.length; i < digits.length; i += 3) out += `,${digits.slice(i, i + 3)}`;
+  return n < 0 || Object.is(n, -0) ? `-${out}` : out;
 }
 
 export function formatBytes(n: number): string {

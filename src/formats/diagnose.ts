@@ -20,7 +20,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
-import { isRemoteSource } from '../io/http-source.js';
+import { isRemoteSource } from '../io/remote-kind.js';
 import { FLAG_DATA_DESCRIPTOR, LOCAL_HEADER_SIZE, SIGNATURE, U32_SATURATED, EXTRA_ID_ZIP64, readU64 } from '../zip/layout.js';
 import { readZipDirectory } from '../zip/reader.js';
 import { unpickle } from '../pickle/unpickler.js';

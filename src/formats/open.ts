@@ -13,12 +13,7 @@ import { CheckpointError } from '../io/errors.js';
 import { type ByteSource, FileSource } from '../io/source.js';
 import { isUrl, siblingUrl, urlFileName } from '../io/url.js';
 import { openArchive } from './torch-zip/read.js';
-import { isLegacyMagic, openLegacy } from './torch-legacy/read.js';
-import { looksLikeSafetensors, openSafetensors } from './safetensors/read.js';
-import { isShardIndexName, looksLikeJsonObject, openSharded } from './sharded/read.js';
 import type { Checkpoint, OpenOptions } from './checkpoint.js';
-import { TAR_BLOCK, isTarToPython, tarRefusal } from './tar-header.js';
-import { diagnoseUnknown, diagnoseZip } from './diagnose.js';
 
 const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 /** Enough for the zip local-header magic and the 15-byte legacy magic number. */
@@ -31,10 +26,13 @@ export async function openCheckpoint(path: string, options: OpenOptions = {}): P
 async function openFile(path: string, options: OpenOptions, allowIndex: boolean): Promise<Checkpoint> {
   const source = await openPathOrUrl(path, options);
   try {
-    if (allowIndex && isShardIndexName(isUrl(path) ? urlFileName(path) : path) && looksLikeJsonObject(await source.read(0, Math.min(MAGIC_BYTES, source.size)))) {
-      // Shards live beside their index: in its folder, or at the same place on its server.
-      const locate = (name: string) => (isUrl(path) ? siblingUrl(path, name) : join(dirname(path), name));
-      return await openSharded(source, options, (name, o) => openFile(locate(name), o, false));
+    if (allowIndex && isIndexName(isUrl(path) ? urlFileName(path) : path)) {
+      const { looksLikeJsonObject, openSharded } = await import('./sharded/read.js');
+      if (looksLikeJsonObject(await source.read(0, Math.min(MAGIC_BYTES, source.size)))) {
+        // Shards live beside their index: in its folder, or at the same place on its server.
+        const locate = (name: string) => (isUrl(path) ? siblingUrl(path, name) : join(dirname(path), name));
+        return await openSharded(source, options, (name, o) => openFile(locate(name), o, false));
+      }
     }
     return await openSource(source, options);
   } catch (e) {
@@ -43,19 +41,35 @@ async function openFile(path: string, options: OpenOptions, allowIndex: boolean)
   }
 }
 
+/**
+ * A sharded checkpoint's index is a `.json` file (`model.safetensors.index.json`, `pytorch_model.bin.index.json`),
+ * checked by name first so that other files cost no extra read.
+ */
+function isIndexName(path: string): boolean {
+  return path.toLowerCase().endsWith('.json');
+}
+
+/**
+ * A few bytes decide zip, legacy and safetensors; only a file that is none of them is read further. The
+ * zip reader (torch >= 1.6, nearly every file) is loaded up front; the other readers and the diagnosis of
+ * a refused file only when needed: each module costs start-up time (`ckpt inspect` is ~0.2 s in all).
+ */
 export async function openSource(source: ByteSource, options: OpenOptions = {}): Promise<Checkpoint> {
   if (source.size === 0) throw new CheckpointError('NOT_A_CHECKPOINT', source.path, 'file is empty');
-  // A few bytes decide zip, legacy and safetensors; only a file that is none of them is read further.
-  let head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
+  const head = await source.read(0, Math.min(MAGIC_BYTES, source.size));
   if (ZIP_MAGIC.every((b, i) => head[i] === b)) {
     return openArchive(source, options).catch(async (e: unknown) => {
-      throw e instanceof CheckpointError ? await diagnoseZip(source, e) : e;
+      if (!(e instanceof CheckpointError)) throw e;
+      const { diagnoseZip } = await import('./diagnose.js');
+      throw await diagnoseZip(source, e);
     });
   }
-  if (isLegacyMagic(head)) return openLegacy(source, options);
-  if (await looksLikeSafetensors(source, head)) return openSafetensors(source, options);
-  head = await source.read(0, Math.min(TAR_BLOCK, source.size));
-  if (isTarToPython(head)) throw tarRefusal(source.path, false);
+  const legacy = await import('./torch-legacy/read.js');
+  if (legacy.isLegacyMagic(head)) return legacy.openLegacy(source, options);
+  const safetensors = await import('./safetensors/read.js');
+  if (await safetensors.looksLikeSafetensors(source, head)) return safetensors.openSafetensors(source, options);
+  const [tar, { diagnoseUnknown }] = await Promise.all([import('./tar-header.js'), import('./diagnose.js')]);
+  if (tar.isTarToPython(await source.read(0, Math.min(tar.TAR_BLOCK, source.size)))) throw tar.tarRefusal(source.path, false);
   throw await diagnoseUnknown(source);
 }
 

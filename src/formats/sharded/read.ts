@@ -27,11 +27,6 @@ import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 
 const OPEN_BRACE = 0x7b;
 
-/** Index files are `.json` (checked first, so other files cost no extra read). */
-export function isShardIndexName(path: string): boolean {
-  return path.toLowerCase().endsWith('.json');
-}
-
 /**
  * The first bytes of a JSON object: blanks, then `{`. A UTF-8 byte order mark in front counts too, so
  * that such an index is refused for its BOM by name rather than called "not a checkpoint".
