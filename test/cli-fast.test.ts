@@ -55,18 +55,34 @@ describe('fast path and commander print the same', () => {
   });
 });
 
-describe('what `ckpt inspect FILE.pth` loads', () => {
-  it('the zip reader only: not commander, not the other readers, the HTTP client or the diagnosis of refused files', () => {
-    // A module loader hook (node:module register) records every module of dist/ the command imports.
-    const dir = tempDir('ckpt-modules-');
-    const log = join(dir, 'loaded.txt');
-    writeFileSync(join(dir, 'hooks.mjs'), `import { appendFileSync } from 'node:fs';\nexport async function load(url, context, next) { appendFileSync(${JSON.stringify(log)}, url + '\\n'); return next(url, context); }\n`);
-    writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(`file://${join(dir, 'hooks.mjs')}`)});\n`);
-    const r = spawnSync(process.execPath, ['--import', join(dir, 'register.mjs'), join(ROOT, 'dist', 'bin', 'ckpt.js'), 'inspect', FILE], { encoding: 'utf8' });
-    expect(r.status).toBe(0);
-    const loaded = readFileSync(log, 'utf8').split('\n').filter((u) => u.includes('/dist/')).map((u) => u.slice(u.indexOf('/dist/') + 1));
+/** The modules of dist/ a command imports, recorded by a module loader hook (node:module register). */
+function loadedModules(args: string[]): { status: number | null; loaded: string[] } {
+  const dir = tempDir('ckpt-modules-');
+  const log = join(dir, 'loaded.txt');
+  writeFileSync(log, '');
+  writeFileSync(join(dir, 'hooks.mjs'), `import { appendFileSync } from 'node:fs';\nexport async function load(url, context, next) { appendFileSync(${JSON.stringify(log)}, url + '\\n'); return next(url, context); }\n`);
+  writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(`file://${join(dir, 'hooks.mjs')}`)});\n`);
+  const r = spawnSync(process.execPath, ['--import', join(dir, 'register.mjs'), join(ROOT, 'dist', 'bin', 'ckpt.js'), ...args], { encoding: 'utf8' });
+  const loaded = readFileSync(log, 'utf8').split('\n').filter((u) => u.includes('/dist/')).map((u) => u.slice(u.indexOf('/dist/') + 1));
+  return { status: r.status, loaded };
+}
+
+describe('what a command loads: each module costs start-up time', () => {
+  it('`ckpt inspect FILE.pth`: the zip reader only, not commander, the other readers, the HTTP client or the diagnosis of refused files', () => {
+    const { status, loaded } = loadedModules(['inspect', FILE]);
+    expect(status).toBe(0);
     expect(loaded).toContain('dist/formats/torch-zip/read.js');
     const unwanted = ['commander', 'cli.js', 'torch-legacy/', 'safetensors/', 'sharded/', 'tar-header', 'diagnose', 'http-', 'remote-session'];
     expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
+  });
+
+  it('`ckpt diff A B`: not the value comparison, which only --values needs', () => {
+    const plain = loadedModules(['diff', FILE, FILE]);
+    expect(plain.status).toBe(0);
+    const valueModules = ['commands/diff-values.js', 'tensor/compare.js', 'tensor/convert.js', 'model/stream.js'];
+    expect(plain.loaded.filter((m) => valueModules.some((v) => m.endsWith(v)))).toEqual([]);
+    const values = loadedModules(['diff', FILE, FILE, '--values']);
+    expect(values.status).toBe(0);
+    expect(values.loaded).toEqual(expect.arrayContaining(valueModules.map((v) => `dist/${v}`)));
   });
 });

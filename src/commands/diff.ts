@@ -10,9 +10,6 @@ import type { TensorRef } from '../tensor/tensor-ref.js';
 import { CheckpointError } from '../io/errors.js';
 import { type AppliedRule, type KeyRule, applyRules, describeRule } from '../match/rules.js';
 import { sameShape } from '../match/align.js';
-import { canConvert } from '../tensor/convert.js';
-import { ValueComparer } from '../tensor/compare.js';
-import { SCAN_CHUNK_BYTES, tensorChunks } from '../model/stream.js';
 import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
@@ -105,13 +102,9 @@ async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise
   if (options.values) {
     // Only tensors of equal shape are compared; the bytes of both sides, fetched from URLs, must fit the budget.
     ensureBudget(options.remote, 'diff --values', [a, b], comparable.flatMap(([, ta, tb]) => [ta.storage, tb.storage]));
-    valueDiffers = [];
-    const bufA = new Uint8Array(SCAN_CHUNK_BYTES);
-    const bufB = new Uint8Array(SCAN_CHUNK_BYTES);
-    for (const [key, ta, tb] of comparable) {
-      const d = await compareValues(key, ta, tb, a.path, b.path, atol, rtol, bufA, bufB);
-      if (d) valueDiffers.push(d);
-    }
+    // The value comparison (casts, streaming, tolerance) loads only when asked for: `diff` starts faster.
+    const { valueDifferences } = await import('./diff-values.js');
+    valueDiffers = await valueDifferences(comparable, a.path, b.path, atol, rtol);
   }
 
   betweenPhases(size);
@@ -149,21 +142,4 @@ function uniqueMap(path: string, names: string[], tensors: TensorRef[]): Map<str
     out.set(n, tensors[i] as TensorRef);
   });
   return out;
-}
-
-/** Streams both tensors in lockstep; returns null when they are equal within tolerance. */
-async function compareValues(key: string, ta: TensorRef, tb: TensorRef, pathA: string, pathB: string, atol: number, rtol: number, bufA: Uint8Array, bufB: Uint8Array): Promise<ValueDiff | null> {
-  if (ta.dtype !== tb.dtype && !canConvert(ta.dtype, tb.dtype) && !canConvert(tb.dtype, ta.dtype)) return null;
-  const perChunk = Math.floor(SCAN_CHUNK_BYTES / Math.max(ta.dtype.itemSize, tb.dtype.itemSize));
-  const comparer = new ValueComparer(ta.dtype, tb.dtype, atol, rtol);
-  const itB = tensorChunks(tb, pathB, perChunk, bufB);
-  for await (const chunkA of tensorChunks(ta, pathA, perChunk, bufA)) {
-    const chunkB = await itB.next();
-    if (chunkB.done) break;
-    comparer.update(chunkA.bytes, chunkB.value.bytes, chunkA.count);
-  }
-  const r = comparer.result();
-  if (r.equalBytes || (r.countBeyondTolerance === 0 && r.nanMismatch === 0)) return null;
-  const maxAbs = r.maxAbsDiff === null ? null : Number.isFinite(r.maxAbsDiff) ? r.maxAbsDiff : 'inf';
-  return { key, max_abs_diff: maxAbs, beyond_tolerance: r.countBeyondTolerance, nan_mismatch: r.nanMismatch, elements: r.compared };
 }
