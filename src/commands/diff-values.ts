@@ -7,7 +7,16 @@ import type { TensorRef } from '../tensor/tensor-ref.js';
 import { canConvert } from '../tensor/convert.js';
 import { ValueComparer } from '../tensor/compare.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../model/stream.js';
-import type { ValueDiff } from './diff.js';
+
+export interface ValueDiff {
+  key: string;
+  /** Largest |a - b| over the elements where neither side is NaN; "inf" when an infinity meets a finite value. */
+  max_abs_diff: number | 'inf' | null;
+  /** Elements with |a - b| > atol + rtol·|b| (NaN in one file and not the other is counted in nan_mismatch instead). */
+  beyond_tolerance: number;
+  nan_mismatch: number;
+  elements: number;
+}
 
 /** The pairs whose values differ beyond the tolerance, in the order given. */
 export async function valueDifferences(pairs: ReadonlyArray<readonly [string, TensorRef, TensorRef]>, pathA: string, pathB: string, atol: number, rtol: number): Promise<ValueDiff[]> {

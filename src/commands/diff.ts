@@ -13,6 +13,9 @@ import { sameShape } from '../match/align.js';
 import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
+import type { ValueDiff } from './diff-values.js';
+
+export type { ValueDiff };
 
 export interface DiffOptions {
   key?: string;
@@ -25,15 +28,6 @@ export interface DiffOptions {
   remote?: RemoteSession;
 }
 
-export interface ValueDiff {
-  key: string;
-  /** Largest |a - b| over the elements where neither side is NaN; "inf" when an infinity meets a finite value. */
-  max_abs_diff: number | 'inf' | null;
-  /** Elements with |a - b| > atol + rtol·|b| (NaN in one file and not the other is counted in nan_mismatch instead). */
-  beyond_tolerance: number;
-  nan_mismatch: number;
-  elements: number;
-}
 
 export interface DiffReport {
   schema: 'ckpt.diff/1';
