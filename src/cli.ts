@@ -11,7 +11,7 @@ import { CheckpointError } from './io/errors.js';
 import { printable, printableLines } from './io/printable.js';
 import { guardStdout, writeOut } from './cli-output.js';
 import { EXIT_ERROR, EXIT_OK, emit, errorDocument, reportError, wantsJson } from './cli-report.js';
-import { inspectAction } from './cli-fast.js';
+import { diffAction, inspectAction } from './cli-fast.js';
 import { VERSION } from './version.js';
 import { enablePhaseCollections } from './io/memory.js';
 import type { MergeOptions } from './commands/merge.js';
@@ -98,12 +98,7 @@ export function buildProgram(): Command {
     .option('--values', 'also compare values (streams both files; bitwise equal counts as equal)')
     .option('--atol <x>', 'absolute tolerance for --values', parseNumber, 0)
     .option('--rtol <x>', 'relative tolerance for --values', parseNumber, 0)
-    .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean } & RemoteFlags) => {
-      const { collectDiff } = await import('./commands/diff.js');
-      const { renderDiff } = await import('./commands/diff-render.js');
-      const outcome = await collectDiff(a, b, { ...opts, remote: await remoteSession(opts) });
-      emit({ report: outcome.report, text: renderDiff(outcome.report), exitCode: outcome.exitCode }, Boolean(opts.json));
-    });
+    .action(async (a: string, b: string, opts: DiffOptions & { json?: boolean } & RemoteFlags) => diffAction(a, b, { ...opts, remote: await remoteSession(opts) }));
 
   program
     .command('check')

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT, ckpt, tempDir } from './helpers/cli.js';
 import { fixturePath } from './helpers/fixtures.js';
-import { parseInspect } from '../src/cli-fast.js';
+import { parseDiff, parseInspect } from '../src/cli-fast.js';
 import { formatCount } from '../src/commands/render.js';
 
 const FILE = fixturePath('training_checkpoint.pth');
@@ -34,6 +34,21 @@ describe('formatCount', () => {
   });
 });
 
+describe('parseDiff', () => {
+  const OTHER = fixturePath('small_mlp.pth');
+  it('takes diff A B with --json anywhere', () => {
+    expect(parseDiff(['diff', FILE, OTHER])).toEqual({ a: FILE, b: OTHER, opts: {} });
+    expect(parseDiff(['diff', '--json', FILE, OTHER])).toEqual({ a: FILE, b: OTHER, opts: { json: true } });
+    expect(parseDiff(['diff', FILE, '--json', OTHER])).toEqual({ a: FILE, b: OTHER, opts: { json: true } });
+  });
+
+  it('leaves everything else to commander', () => {
+    for (const argv of [['diff', FILE], ['diff', FILE, OTHER, OTHER], ['diff', FILE, OTHER, '--values'], ['diff', FILE, OTHER, '--key', 'x'], ['diff', '--', FILE, OTHER], ['diff', FILE, 'https://example.com/a.pth'], ['diff', 'HTTP://example.com/a.pth', FILE], ['diff', FILE, OTHER, '--help'], ['inspect', FILE, OTHER]]) {
+      expect(parseDiff(argv)).toBeNull();
+    }
+  });
+});
+
 describe('fast path and commander print the same', () => {
   // `--` sends the same command through commander (the fast path declines it).
   it.each([
@@ -47,6 +62,20 @@ describe('fast path and commander print the same', () => {
     const a = ckpt(['inspect', ...fast]);
     const b = ckpt(['inspect', ...slow]);
     expect(a).toEqual(b);
+  });
+
+  const OTHER = fixturePath('small_mlp.pth');
+  it.each([
+    ['diff of one file with itself (exit 0)', [FILE, FILE], ['--', FILE, FILE]],
+    ['diff of two files (exit 1)', [FILE, OTHER], ['--', FILE, OTHER]],
+    ['diff --json', ['--json', FILE, OTHER], ['--json', '--', FILE, OTHER]],
+    ['diff of a missing file', [FILE, `${OTHER}.missing`], ['--', FILE, `${OTHER}.missing`]],
+    ['diff of a missing file under --json', [`${FILE}.missing`, OTHER, '--json'], ['--json', '--', `${FILE}.missing`, OTHER]],
+  ])('%s', (_name, fast, slow) => {
+    const a = ckpt(['diff', ...fast]);
+    const b = ckpt(['diff', ...slow]);
+    expect(a).toEqual(b);
+    expect(ckpt(fast, 'ckpt-diff')).toEqual(b);
   });
 
   it('--version', () => {
@@ -76,9 +105,10 @@ describe('what a command loads: each module costs start-up time', () => {
     expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
   });
 
-  it('`ckpt diff A B`: not the value comparison, which only --values needs', () => {
+  it('`ckpt diff A B`: not commander, nor the value comparison, which only --values needs', () => {
     const plain = loadedModules(['diff', FILE, FILE]);
     expect(plain.status).toBe(0);
+    expect(plain.loaded.filter((m) => m.includes('commander') || m.endsWith('dist/cli.js'))).toEqual([]);
     const valueModules = ['commands/diff-values.js', 'tensor/compare.js', 'tensor/convert.js', 'model/stream.js'];
     expect(plain.loaded.filter((m) => valueModules.some((v) => m.endsWith(v)))).toEqual([]);
     const values = loadedModules(['diff', FILE, FILE, '--values']);
