@@ -7,7 +7,6 @@
  */
 import { guardStdout } from './cli-output.js';
 import { EXIT_OK, emit, fail } from './cli-report.js';
-import { enablePhaseCollections } from './io/memory.js';
 import type { RemoteSession } from './io/remote-session.js';
 import type { DiffOptions } from './commands/diff.js';
 
@@ -78,7 +77,9 @@ export async function runFast(argv: readonly string[]): Promise<boolean> {
   try {
     if (inspect) await inspectAction(inspect.file, inspect.opts);
     else if (diff) {
-      enablePhaseCollections(); // as cli.ts does for every command: a 200k-key diff's peak memory
+      // As cli.ts does for every command (a 200k-key diff's peak memory); loaded here, not for inspect.
+      const { enablePhaseCollections } = await import('./io/memory.js');
+      enablePhaseCollections();
       await diffAction(diff.a, diff.b, diff.opts);
     }
   } catch (e) {

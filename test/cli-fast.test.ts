@@ -97,11 +97,11 @@ function loadedModules(args: string[]): { status: number | null; loaded: string[
 }
 
 describe('what a command loads: each module costs start-up time', () => {
-  it('`ckpt inspect FILE.pth`: the zip reader only, not commander, the other readers, the HTTP client or the diagnosis of refused files', () => {
+  it('`ckpt inspect FILE.pth`: the zip reader only, not commander, the other readers, the HTTP client, the diagnosis of refused files or the phase collections', () => {
     const { status, loaded } = loadedModules(['inspect', FILE]);
     expect(status).toBe(0);
     expect(loaded).toContain('dist/formats/torch-zip/read.js');
-    const unwanted = ['commander', 'cli.js', 'torch-legacy/', 'safetensors/', 'sharded/', 'tar-header', 'diagnose', 'http-', 'remote-session'];
+    const unwanted = ['commander', 'cli.js', 'torch-legacy/', 'safetensors/', 'sharded/', 'tar-header', 'diagnose', 'http-', 'remote-session', 'io/memory.js'];
     expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
   });
 
