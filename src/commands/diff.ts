@@ -15,8 +15,6 @@ import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';
 import type { ValueDiff } from './diff-values.js';
 
-export type { ValueDiff };
-
 export interface DiffOptions {
   key?: string;
   keyB?: string;

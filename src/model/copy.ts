@@ -20,10 +20,10 @@ import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } fr
  * system calls, and no larger than 1 MiB, because a larger write lets the kernel back it with larger page
  * cache folios (up to 2 MiB), and on a VM that hands freed memory back to its host those come from blocks
  * the host must provide again while they are filled: `perf` puts 89% of a `dd bs=4M` copy in
- * copy_folio_from_iter_atomic, 17% with bs=1M. Measured on this 2-core VM (2 GiB, fsynced; `cp` + `sync` 1.6-2.2 s): 4 MiB chunks took 3.3-3.8 s
- * (3.0-3.5 s of it system time) in some runs and 1.8-2.0 s in others, 1 MiB chunks 1.7-2.3 s in all; five
- * shards 2.5-3.9 s against 1.85-2.0 s; `dd conv=fsync` bs=4M 3.8-9.1 s against bs=1M 1.7-2.0 s. 256 KiB
- * costs more system calls than it saves (1.9-2.4 s).
+ * copy_folio_from_iter_atomic, 17% with bs=1M. Measured on this 2-core VM (2 GiB, fsynced; `cp` + `sync`
+ * 1.5-2.6 s): 4 MiB chunks took 3.3-3.8 s (3.0-3.5 s of it system time) in some runs and 1.8-2.1 s in
+ * others, 1 MiB chunks 1.7-2.3 s in all; five shards 2.5-3.9 s against 1.8-2.0 s; `dd conv=fsync` bs=4M
+ * 3.8-9.1 s against bs=1M 1.7-2.0 s. 256 KiB costs more system calls than it saves (1.9-2.4 s).
  */
 export const COPY_CHUNK_BYTES = 1 << 20;
 /** Reads are synchronous underneath; give the event loop a turn this often so SIGINT/SIGTERM are handled. */

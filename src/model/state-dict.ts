@@ -6,6 +6,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { PyDict, PyObject, PySet, type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from '../tensor/tensor-ref.js';
+import type { ModuleVersions } from '../match/match.js';
 
 export interface StateDict {
   /** Dotted path of the state dict inside the file; '' for the top level. */
@@ -150,7 +151,7 @@ function topKeys(root: PyValue): string {
  * Module path -> `version` from a `_metadata` OrderedDict (null where a module has no version), or null
  * without metadata: a walk over the metadata itself, made only when a caller asks (no copy of 70k entries).
  */
-export function moduleVersions(metadata: PyDict | null): { forEach(visit: (version: number | null, module: string) => void): void } | null {
+export function moduleVersions(metadata: PyDict | null): ModuleVersions | null {
   if (!metadata) return null;
   return {
     forEach: (visit) =>
