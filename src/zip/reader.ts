@@ -23,6 +23,7 @@ import { createInflateRaw, crc32, inflateRawSync } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
+import { NameIndex } from './name-index.js';
 import {
   CENTRAL_HEADER_SIZE, END_RECORD_SIZE, EXTERNAL_ATTRIBUTE_DIRECTORY, FLAG_ENCRYPTED, FLAG_MASKED_LOCAL_HEADER, FLAG_PATCH_DATA,
   FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
@@ -30,20 +31,41 @@ import {
   decodeZip64EndRecord, decodeZip64Extra, decodeZip64Locator, type EndRecordValues,
 } from './layout.js';
 
-export interface ZipEntry {
-  name: string;
-  method: number;
-  flags: number;
-  compressedSize: number;
-  size: number;
-  crc32: number;
-  localHeaderOffset: number;
+/**
+ * One central-directory entry. A class of six small fields: a 70,000-record checkpoint keeps one per
+ * record for the life of the job, so method and flags share one number and the CRC-32 is kept as a signed
+ * 32-bit integer (a small integer inline; as a plain number above 2^31 it would be a 16-byte heap box).
+ */
+export class ZipEntry {
   /**
    * Absolute offset of the first data byte, once the local header was checked (entryDataOffset,
-   * prefetchDataOffsets); -1 or absent before. A field, not a WeakMap: 70,000 entries cost a 2 MB table and
-   * the collector's ephemeron pass.
+   * prefetchDataOffsets); -1 before. A field, not a WeakMap: 70,000 entries cost a 2 MB table and the
+   * collector's ephemeron pass.
    */
-  dataOffset?: number;
+  dataOffset = -1;
+
+  constructor(
+    readonly name: string,
+    /** method | flags << 16 */
+    private readonly methodAndFlags: number,
+    readonly compressedSize: number,
+    readonly size: number,
+    /** CRC-32 | 0 */
+    private readonly crcBits: number,
+    readonly localHeaderOffset: number,
+  ) {}
+
+  get method(): number {
+    return this.methodAndFlags & 0xffff;
+  }
+
+  get flags(): number {
+    return this.methodAndFlags >>> 16;
+  }
+
+  get crc32(): number {
+    return this.crcBits >>> 0;
+  }
 }
 
 /** What a checkpoint keeps of its zip directory once opened: the entries, not the lookup table. */
@@ -55,21 +77,32 @@ export interface ZipListing {
 
 export interface ZipDirectory {
   entries: ZipEntry[];
-  /** Entries by ASCII case-folded name (foldName), as miniz looks them up; use findEntry. */
-  byName: Map<string, ZipEntry>;
+  /** Entries by name, looked up as miniz does (ASCII case-insensitively); use findEntry. */
+  byName: EntriesByName;
   /** Text before the first '/' of the first central-directory entry (torch's archive name); '' when there is no '/'. */
   prefix: string;
   centralDirectoryOffset: number;
 }
 
-/** miniz's MZ_TOLOWER: A-Z only, byte by byte (names are UTF-8, whose multi-byte sequences never hold A-Z). */
-export function foldName(name: string): string {
-  return /[A-Z]/.test(name) ? name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : name;
+/**
+ * The entries of a directory by name, as miniz's mz_zip_reader_locate_file finds them: names equal under
+ * ASCII case folding (A-Z = a-z) are one name (the directory refused two such entries).
+ */
+export class EntriesByName {
+  constructor(
+    private readonly entries: readonly ZipEntry[],
+    private readonly index: NameIndex,
+  ) {}
+
+  get(name: string): ZipEntry | undefined {
+    const i = this.index.find(name);
+    return i < 0 ? undefined : this.entries[i];
+  }
 }
 
 /** The entry miniz's mz_zip_reader_locate_file finds for `name` (case-insensitive; duplicates were refused). */
 export function findEntry(dir: ZipDirectory, name: string): ZipEntry | undefined {
-  return dir.byName.get(foldName(name));
+  return dir.byName.get(name);
 }
 
 /** Largest buffer computeEntryCrc streams through. */
@@ -79,7 +112,6 @@ const CRC_CHUNK_BYTES = 8 << 20;
 const dataLimits = new WeakMap<ByteSource, number>();
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
-const utf8Encoder = new TextEncoder();
 
 export async function readZipDirectory(source: ByteSource): Promise<ZipDirectory> {
   const location = await locateCentralDirectory(source);
@@ -213,46 +245,54 @@ async function viewAt(source: ByteSource, offset: number, length: number): Promi
 /**
  * One pass over the central directory. `extents` holds, per entry, the bytes its local record takes
  * at least ([lho, lho+30+nameLen+compressedSize)), for the overlap check without reading local headers.
+ *
+ * Fields are read byte by byte (u16/u32 below), an ASCII name becomes a string without a decoder, and
+ * names are indexed by a hash of their bytes (name-index.ts) rather than in a Map of strings.
  */
 function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDirectoryLocation) {
   const bad = (detail: string) => new CheckpointError('BAD_ZIP', path, detail);
   const { entryCount, centralDirectoryOffset: cdOffset } = location;
-  const view = new DataView(cd.buffer, cd.byteOffset, cd.byteLength);
   const text = Buffer.from(cd.buffer, cd.byteOffset, cd.byteLength);
+  let view: DataView | null = null; // for zip64 extras only
+  const length = cd.length;
   const entries: ZipEntry[] = new Array(entryCount);
-  const byName = new Map<string, ZipEntry>();
+  const names = new NameIndex(entryCount, (k) => entries[k]!.name, true);
   const extents = { starts: new Float64Array(entryCount), ends: new Float64Array(entryCount) };
   let at = 0;
   for (let i = 0; i < entryCount; i++) {
-    if (at + CENTRAL_HEADER_SIZE > cd.length) throw bad(`entry count inconsistent: the central directory ends after ${i} of ${entryCount} declared entries`);
-    if (view.getUint32(at, true) !== SIGNATURE.centralHeader) {
-      throw bad(`central directory entry ${i} (byte ${cdOffset + at}) has signature 0x${view.getUint32(at, true).toString(16)}, expected 0x${SIGNATURE.centralHeader.toString(16)}`);
+    if (at + CENTRAL_HEADER_SIZE > length) throw bad(`entry count inconsistent: the central directory ends after ${i} of ${entryCount} declared entries`);
+    const signature = u32(cd, at);
+    if (signature !== SIGNATURE.centralHeader) {
+      throw bad(`central directory entry ${i} (byte ${cdOffset + at}) has signature 0x${signature.toString(16)}, expected 0x${SIGNATURE.centralHeader.toString(16)}`);
     }
-    const flags = view.getUint16(at + 8, true);
-    const method = view.getUint16(at + 10, true);
-    const crc = view.getUint32(at + 16, true);
-    const compressedSize32 = view.getUint32(at + 20, true);
-    const size32 = view.getUint32(at + 24, true);
-    const nameLength = view.getUint16(at + 28, true);
-    const extraLength = view.getUint16(at + 30, true);
-    const commentLength = view.getUint16(at + 32, true);
-    const diskStart = view.getUint16(at + 34, true);
-    const externalAttributes = view.getUint32(at + 38, true);
-    const localHeaderOffset32 = view.getUint32(at + 42, true);
+    const flags = u16(cd, at + 8);
+    const method = u16(cd, at + 10);
+    const crc = u32(cd, at + 16);
+    const compressedSize32 = u32(cd, at + 20);
+    const size32 = u32(cd, at + 24);
+    const nameLength = u16(cd, at + 28);
+    const extraLength = u16(cd, at + 30);
+    const commentLength = u16(cd, at + 32);
+    const diskStart = u16(cd, at + 34);
+    const externalAttributes = u32(cd, at + 38);
+    const localHeaderOffset32 = u32(cd, at + 42);
     const nameStart = at + CENTRAL_HEADER_SIZE;
     const extraStart = nameStart + nameLength;
     const next = extraStart + extraLength + commentLength;
-    if (next > cd.length) throw bad(`central directory entry ${i} runs past the end of the central directory`);
+    if (next > length) throw bad(`central directory entry ${i} runs past the end of the central directory`);
     if (nameLength > LIMITS.zipNameLength) throw new CheckpointError('LIMIT', path, `zipNameLength: entry ${i} has a ${nameLength}-byte name, limit ${LIMITS.zipNameLength}`);
-    const name = decodeName(text, nameStart, extraStart);
+    const kind = scanName(cd, nameStart, extraStart);
+    // ASCII names (all of torch's) need no decoder; anything else must be valid UTF-8.
+    const name = (kind & NAME_NON_ASCII) === 0 ? text.toString('latin1', nameStart, extraStart) : decodeUtf8(text, nameStart, extraStart);
     if (name === null) throw bad(`central directory entry ${i} has a name that is not valid UTF-8`);
     if (name === '') throw bad(`central directory entry ${i} has an empty name`);
-    // torch passes names to miniz as C strings: a NUL would cut a lookup short.
-    if (name.includes('\0')) throw bad(`central directory entry ${i} has a name with a NUL byte`);
+    // torch passes names to miniz as C strings: a NUL would cut a lookup short. (A 0 byte is a NUL in UTF-8.)
+    if ((kind & NAME_NUL) !== 0) throw bad(`central directory entry ${i} has a name with a NUL byte`);
 
     let size = size32, compressedSize = compressedSize32, localHeaderOffset = localHeaderOffset32;
     if (size32 === U32_SATURATED || compressedSize32 === U32_SATURATED || localHeaderOffset32 === U32_SATURATED) {
       const saturated = { size: size32 === U32_SATURATED, compressedSize: compressedSize32 === U32_SATURATED, localHeaderOffset: localHeaderOffset32 === U32_SATURATED };
+      view ??= new DataView(cd.buffer, cd.byteOffset, cd.byteLength);
       const zip64 = decodeZip64Extra(view, extraStart, extraLength, saturated);
       if (typeof zip64 === 'string') throw bad(`entry '${name}': ${zip64}`);
       // Without a zip64 block a saturated field is taken literally, as Python's zipfile does.
@@ -265,46 +305,61 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
     if (compressedSize === 0 && size > 0) throw bad(`entry '${name}' declares ${size} bytes but no compressed data: torch's zip reader would extract nothing`);
     // miniz (mz_zip_reader_read_central_dir) refuses the archive unless an entry starts on disk 0 or 1.
     if (diskStart !== 0 && diskStart !== 1) throw bad(`multi-disk archives are not supported (entry '${name}' starts on disk ${diskStart})`);
-    if (size > 0 && ((externalAttributes & EXTERNAL_ATTRIBUTE_DIRECTORY) !== 0 || name.endsWith('/'))) {
+    if (size > 0 && ((externalAttributes & EXTERNAL_ATTRIBUTE_DIRECTORY) !== 0 || cd[extraStart - 1] === SLASH)) {
       throw bad(`entry '${name}' is marked as a directory but declares ${size} bytes: torch's zip reader would extract nothing for it`);
     }
     const start = localHeaderOffset;
     const minimalEnd = start + LOCAL_HEADER_SIZE + nameLength + compressedSize;
     if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) throw bad(`entry '${name}': local header offset ${start} is beyond the central directory at ${cdOffset}`);
     if (!(minimalEnd <= cdOffset)) throw bad(`entry '${name}': ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
-    const entry: ZipEntry = { name, method, flags, compressedSize, size, crc32: crc, localHeaderOffset, dataOffset: -1 };
+    const entry = new ZipEntry(name, method | (flags << 16), compressedSize, size, crc | 0, localHeaderOffset);
     entries[i] = entry;
-    const folded = foldName(name);
-    byName.set(folded, entry); // one hash lookup instead of has() + set(): a duplicate leaves the size unchanged
-    if (byName.size !== i + 1) throw duplicateName(path, entries, i, folded);
+    const earlier = names.addBytes(i, cd, nameStart, extraStart);
+    if (earlier >= 0) throw duplicateName(path, entries[earlier]!.name, name);
     extents.starts[i] = start;
     extents.ends[i] = minimalEnd;
     at = next;
   }
-  if (at !== cd.length) throw bad(`entry count inconsistent: ${cd.length - at} bytes of the central directory follow its ${entryCount} declared entries`);
-  return { entries, byName, extents };
+  if (at !== length) throw bad(`entry count inconsistent: ${length - at} bytes of the central directory follow its ${entryCount} declared entries`);
+  return { entries, byName: new EntriesByName(entries, names), extents };
 }
 
-/** Entry `i` folds to the same name as an earlier one: the same name twice, or two spellings miniz cannot tell apart. */
-function duplicateName(path: string, entries: ZipEntry[], i: number, folded: string): CheckpointError {
-  const name = entries[i]!.name;
-  const earlier = entries.slice(0, i).find((e) => foldName(e.name) === folded)!.name;
+function u16(bytes: Uint8Array, at: number): number {
+  return bytes[at]! | (bytes[at + 1]! << 8);
+}
+
+function u32(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+}
+
+const SLASH = 0x2f;
+const NAME_NON_ASCII = 1;
+const NAME_NUL = 2;
+
+/** What a name's bytes hold: NAME_NON_ASCII, NAME_NUL (a 0 byte); bytes >= 0x80 of UTF-8 are never 0. */
+function scanName(bytes: Uint8Array, start: number, end: number): number {
+  let kind = 0;
+  for (let k = start; k < end; k++) {
+    const b = bytes[k]!;
+    if (b >= 0x80) kind |= NAME_NON_ASCII;
+    else if (b === 0) kind |= NAME_NUL;
+  }
+  return kind;
+}
+
+/** An entry whose name folds to an earlier one's: the same name twice, or two spellings miniz cannot tell apart. */
+function duplicateName(path: string, earlier: string, name: string): CheckpointError {
   if (earlier === name) return new CheckpointError('BAD_ZIP', path, `duplicate entry name '${name}'`);
   return new CheckpointError('BAD_ZIP', path, `entries '${earlier}' and '${name}' differ only in letter case: torch's zip reader (miniz) looks names up case-insensitively, so which of them torch reads depends on its sort order; refusing`);
 }
 
-/** ASCII names (all of torch's) take the fast latin1 path; anything else must be valid UTF-8. */
-function decodeName(text: Buffer, start: number, end: number): string | null {
-  for (let i = start; i < end; i++) {
-    if (text[i]! >= 0x80) {
-      try {
-        return utf8.decode(text.subarray(start, end));
-      } catch {
-        return null;
-      }
-    }
+/** A name that is not ASCII: valid UTF-8, or null. */
+function decodeUtf8(text: Buffer, start: number, end: number): string | null {
+  try {
+    return utf8.decode(text.subarray(start, end));
+  } catch {
+    return null;
   }
-  return text.toString('latin1', start, end);
 }
 
 /** Two entries whose minimal local records overlap share bytes: refuse (a zip bomb trick, or corruption). */
@@ -337,18 +392,18 @@ function archivePrefix(entries: ZipEntry[]): string {
 /** The entry's data offset when a local header check already found it (entryDataOffset, prefetchDataOffsets), else undefined. */
 export function knownDataOffset(entry: ZipEntry): number | undefined {
   const offset = entry.dataOffset;
-  return offset === undefined || offset < 0 ? undefined : offset;
+  return offset < 0 ? undefined : offset;
 }
 
 export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {
-  const cached = knownDataOffset(entry);
-  if (cached !== undefined) return cached;
+  const cached = entry.dataOffset;
+  if (cached >= 0) return cached;
   const limit = dataLimits.get(source) ?? source.size;
-  const nameLength = utf8Encoder.encode(entry.name).length;
-  const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameLength;
+  const nameBytes = Buffer.byteLength(entry.name, 'utf8');
+  const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes;
   if (headerEnd > limit) throw badEntry(source, entry, `local header at byte ${entry.localHeaderOffset} runs past byte ${limit}`);
-  const header = await source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE + nameLength);
-  return checkLocalHeader(source, entry, header, limit);
+  const header = await source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE + nameBytes);
+  return checkLocalHeader(source, entry, header, 0, nameBytes, limit);
 }
 
 /** Two local headers closer than this are read in one request when prefetching. */
@@ -367,23 +422,33 @@ const PREFETCH_PARALLEL = 16;
  */
 export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[]): Promise<void> {
   const limit = dataLimits.get(source) ?? source.size;
-  const pending = entries.filter((e) => knownDataOffset(e) === undefined).sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
-  const headerEndOf = (e: ZipEntry) => e.localHeaderOffset + LOCAL_HEADER_SIZE + Buffer.byteLength(e.name, 'utf8');
+  // Entries in file order; a torch file lists them so already, and then nothing is sorted.
+  const pending: ZipEntry[] = [];
+  let inOrder = true;
+  for (const e of entries) {
+    if (e.dataOffset >= 0) continue;
+    if (pending.length > 0 && e.localHeaderOffset < pending[pending.length - 1]!.localHeaderOffset) inOrder = false;
+    pending.push(e);
+  }
+  if (!inOrder) pending.sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+  const nameBytes = new Uint32Array(pending.length);
+  for (let k = 0; k < pending.length; k++) nameBytes[k] = Buffer.byteLength(pending[k]!.name, 'utf8');
+  const headerEndOf = (k: number) => pending[k]!.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes[k]!;
   const windows: Array<{ from: number; to: number; start: number; end: number }> = [];
   for (let i = 0; i < pending.length; ) {
     const start = pending[i]!.localHeaderOffset;
-    let end = headerEndOf(pending[i]!);
+    let end = headerEndOf(i);
     let j = i + 1;
     while (j < pending.length) {
-      const next = pending[j]!;
-      const nextEnd = headerEndOf(next);
-      if (next.localHeaderOffset - end > PREFETCH_GAP || nextEnd - start > PREFETCH_WINDOW) break;
+      const nextEnd = headerEndOf(j);
+      if (pending[j]!.localHeaderOffset - end > PREFETCH_GAP || nextEnd - start > PREFETCH_WINDOW) break;
       end = nextEnd;
       j++;
     }
     windows.push({ from: i, to: j, start, end });
     i = j;
   }
+  let buffer = Buffer.allocUnsafe(0);
   for (let w = 0; w < windows.length; ) {
     // At most PREFETCH_PARALLEL windows and PREFETCH_WINDOW bytes at once (one big window alone is fine).
     let next = w + 1;
@@ -393,12 +458,21 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
     }
     const batch = windows.slice(w, next);
     w = next;
-    const reads = await Promise.allSettled(batch.map(({ start, end }) => (end > limit ? Promise.resolve(null) : source.read(start, end - start))));
+    // Every batch is read into the same buffer (a 25 MB file of tiny records is read whole, 4 MB at a time).
+    const batchBytes = batch.reduce((n, { start, end }) => n + (end - start), 0);
+    if (buffer.length < batchBytes) buffer = Buffer.allocUnsafe(Math.max(batchBytes, Math.min(PREFETCH_WINDOW, source.size)));
+    let into = 0;
+    const targets = batch.map(({ start, end }) => {
+      const target = end > limit ? null : buffer.subarray(into, into + (end - start));
+      into += end - start;
+      return target;
+    });
+    const reads = await Promise.allSettled(batch.map(({ start }, b) => (targets[b] ? source.readInto(start, targets[b]) : null)));
     for (let b = 0; b < batch.length; b++) {
       const { from, to, start } = batch[b]!;
       const read = reads[b]!;
       if (read.status === 'rejected') throw read.reason;
-      const window = read.value;
+      const window = targets[b] ?? null;
       if (window === null) {
         // Let the one-by-one path name the entry whose header runs past the end.
         for (let k = from; k < to; k++) await entryDataOffset(source, pending[k]!);
@@ -406,8 +480,7 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
       }
       for (let k = from; k < to; k++) {
         const e = pending[k]!;
-        const at = e.localHeaderOffset - start;
-        checkLocalHeader(source, e, window.subarray(at, headerEndOf(e) - start), limit);
+        checkLocalHeader(source, e, window, e.localHeaderOffset - start, nameBytes[k]!, limit);
       }
     }
   }
@@ -418,36 +491,37 @@ function badEntry(source: ByteSource, entry: ZipEntry, detail: string): Checkpoi
 }
 
 /**
- * True when bytes[at..] decode (UTF-8) to `name`, whose UTF-8 length the caller has checked: an ASCII name
+ * True when bytes[at..at+length) decode (UTF-8) to `name`, whose UTF-8 length is `length`: an ASCII name
  * is compared byte by byte, without a string per header (100k headers); any other goes through the decoder.
  */
-function holdsName(bytes: Uint8Array, at: number, name: string): boolean {
+function holdsName(bytes: Uint8Array, at: number, length: number, name: string): boolean {
   for (let i = 0; i < name.length; i++) {
     const code = name.charCodeAt(i);
-    if (code >= 0x80) return Buffer.from(bytes.buffer, bytes.byteOffset + at, bytes.byteLength - at).toString('utf8') === name;
+    if (code >= 0x80) return Buffer.from(bytes.buffer, bytes.byteOffset + at, length).toString('utf8') === name;
     if (bytes[at + i] !== code) return false;
   }
   return true;
 }
 
-/** Validates a local header against the central directory and caches the entry's data offset. */
-function checkLocalHeader(source: ByteSource, entry: ZipEntry, header: Uint8Array, limit: number): number {
-  const bad = (detail: string) => badEntry(source, entry, detail);
-  const nameBytes = Buffer.byteLength(entry.name, 'utf8');
+/**
+ * Validates the local header at bytes[at..] against the central directory and caches the entry's data
+ * offset. The caller read all LOCAL_HEADER_SIZE + nameBytes bytes of it (nameBytes: the UTF-8 length of
+ * entry.name).
+ */
+function checkLocalHeader(source: ByteSource, entry: ZipEntry, bytes: Uint8Array, at: number, nameBytes: number, limit: number): number {
   const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes;
   // Local header: 0 signature, 4 version needed, 6 flags, 8 method, 10 time, 12 date, 14 CRC,
   // 18 compressed size, 22 size (both 0 in torch files: ignored), 26 name length, 28 extra length, 30 name.
-  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  const signature = view.getUint32(0, true);
-  if (signature !== SIGNATURE.localHeader) throw bad(`bad local header signature 0x${signature.toString(16)} at byte ${entry.localHeaderOffset}`);
-  const method = view.getUint16(8, true);
-  if (method !== entry.method) throw bad(`local header says method ${method}, central directory ${entry.method}`);
-  const nameLength = view.getUint16(26, true);
-  if (nameLength !== nameBytes || !holdsName(header, LOCAL_HEADER_SIZE, entry.name)) {
-    throw bad('local header name differs from the central directory');
+  const signature = u32(bytes, at);
+  if (signature !== SIGNATURE.localHeader) throw badEntry(source, entry, `bad local header signature 0x${signature.toString(16)} at byte ${entry.localHeaderOffset}`);
+  const method = u16(bytes, at + 8);
+  if (method !== entry.method) throw badEntry(source, entry, `local header says method ${method}, central directory ${entry.method}`);
+  const nameLength = u16(bytes, at + 26);
+  if (nameLength !== nameBytes || !holdsName(bytes, at + LOCAL_HEADER_SIZE, nameBytes, entry.name)) {
+    throw badEntry(source, entry, 'local header name differs from the central directory');
   }
-  const dataOffset = headerEnd + view.getUint16(28, true);
-  if (dataOffset + entry.compressedSize > limit) throw bad(`data (bytes ${dataOffset}..${dataOffset + entry.compressedSize}) runs past byte ${limit}`);
+  const dataOffset = headerEnd + u16(bytes, at + 28);
+  if (dataOffset + entry.compressedSize > limit) throw badEntry(source, entry, `data (bytes ${dataOffset}..${dataOffset + entry.compressedSize}) runs past byte ${limit}`);
   entry.dataOffset = dataOffset;
   return dataOffset;
 }
