@@ -98,19 +98,21 @@ export function zip64ExtraLength(needs: Zip64Needs): number {
   return fields === 0 ? 0 : 4 + 8 * fields;
 }
 
-/** Writes a zip64 extra for a stored entry (compressed size = size) at `offset`; returns its length. */
-function encodeZip64Extra(view: DataView, offset: number, needs: Zip64Needs, size: number, localHeaderOffset: number): number {
-  const length = zip64ExtraLength(needs);
+/** Writes a zip64 extra for a stored entry (compressed size = size) at `at`; returns its length. */
+function putZip64Extra(bytes: Uint8Array, at: number, size: number, localHeaderOffset: number): number {
+  const sizes = size >= U32_SATURATED;
+  const offset = localHeaderOffset >= U32_SATURATED;
+  const length = zip64ExtraLength({ sizes, offset });
   if (length === 0) return 0;
-  view.setUint16(offset, EXTRA_ID_ZIP64, true);
-  view.setUint16(offset + 2, length - 4, true);
-  let at = offset + 4;
-  if (needs.sizes) {
-    writeU64(view, at, size);
-    writeU64(view, at + 8, size);
-    at += 16;
+  put16(bytes, at, EXTRA_ID_ZIP64);
+  put16(bytes, at + 2, length - 4);
+  let field = at + 4;
+  if (sizes) {
+    put64(bytes, field, size);
+    put64(bytes, field + 8, size);
+    field += 16;
   }
-  if (needs.offset) writeU64(view, at, localHeaderOffset);
+  if (offset) put64(bytes, field, localHeaderOffset);
   return length;
 }
 
@@ -199,30 +201,47 @@ export function alignmentPadding(localHeaderOffset: number, nameLength: number, 
 
 /** Local header + name + extras, ending exactly where the entry's data begins. */
 export function encodeLocalHeader(entry: StoredEntryFields): Uint8Array {
-  const needs = zip64Needs(entry.size, entry.localHeaderOffset);
-  const zip64Length = zip64ExtraLength(needs);
-  const padding = alignmentPadding(entry.localHeaderOffset, entry.name.length, zip64Length);
-  const extraLength = zip64Length + 4 + padding;
-  const bytes = new Uint8Array(LOCAL_HEADER_SIZE + entry.name.length + extraLength);
-  const view = viewOf(bytes);
-  const size32 = needs.sizes ? U32_SATURATED : entry.size;
-  view.setUint32(0, SIGNATURE.localHeader, true);
-  view.setUint16(4, zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN, true);
-  view.setUint16(6, FLAG_UTF8_NAME, true);
-  view.setUint16(8, METHOD_STORED, true);
-  // 10 time, 12 date: left 0
-  view.setUint32(LOCAL_HEADER_CRC_OFFSET, entry.crc32, true);
-  view.setUint32(18, size32, true);
-  view.setUint32(22, size32, true);
-  view.setUint16(26, entry.name.length, true);
-  view.setUint16(28, extraLength, true);
-  bytes.set(entry.name, LOCAL_HEADER_SIZE);
-  let at = LOCAL_HEADER_SIZE + entry.name.length;
-  at += encodeZip64Extra(view, at, needs, entry.size, entry.localHeaderOffset);
-  view.setUint16(at, EXTRA_ID_TORCH_PADDING, true);
-  view.setUint16(at + 2, padding, true);
-  bytes.fill(PADDING_BYTE, at + 4, at + 4 + padding);
+  const bytes = new Uint8Array(localHeaderLength(entry.name.length, entry.size, entry.localHeaderOffset));
+  putLocalHeader(bytes, 0, null, entry.name, entry.name.length, entry.crc32, entry.size, entry.localHeaderOffset);
   return bytes;
+}
+
+/** Bytes of the local header (with name and extras) of a stored entry whose name has `nameLength` UTF-8 bytes. */
+export function localHeaderLength(nameLength: number, size: number, localHeaderOffset: number): number {
+  const zip64Length = zip64ExtraLength(zip64Needs(size, localHeaderOffset));
+  return LOCAL_HEADER_SIZE + nameLength + zip64Length + 4 + alignmentPadding(localHeaderOffset, nameLength, zip64Length);
+}
+
+/**
+ * encodeLocalHeader into `bytes` at `at` (room: localHeaderLength), the name being `prefix` (UTF-8 bytes, or
+ * null) followed by `name` (a string, written as UTF-8, or its bytes), `nameLength` bytes in all. Returns
+ * the header's length. The writer fills one reused buffer so: no array, view or name allocated per entry.
+ */
+export function putLocalHeader(
+  bytes: Uint8Array, at: number, prefix: Uint8Array | null, name: string | Uint8Array, nameLength: number, crc32: number, size: number, localHeaderOffset: number,
+): number {
+  const zip64Length = zip64ExtraLength(zip64Needs(size, localHeaderOffset));
+  const padding = alignmentPadding(localHeaderOffset, nameLength, zip64Length);
+  const extraLength = zip64Length + 4 + padding;
+  const size32 = size >= U32_SATURATED ? U32_SATURATED : size;
+  put32(bytes, at, SIGNATURE.localHeader);
+  put16(bytes, at + 4, zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN);
+  put16(bytes, at + 6, FLAG_UTF8_NAME);
+  put16(bytes, at + 8, METHOD_STORED);
+  put32(bytes, at + 10, 0); // time, date: torch writes no timestamps; output stays reproducible
+  put32(bytes, at + LOCAL_HEADER_CRC_OFFSET, crc32);
+  put32(bytes, at + 18, size32);
+  put32(bytes, at + 22, size32);
+  put16(bytes, at + 26, nameLength);
+  put16(bytes, at + 28, extraLength);
+  let field = at + LOCAL_HEADER_SIZE;
+  putName(bytes, field, prefix, name, nameLength);
+  field += nameLength;
+  field += putZip64Extra(bytes, field, size, localHeaderOffset);
+  put16(bytes, field, EXTRA_ID_TORCH_PADDING);
+  put16(bytes, field + 2, padding);
+  bytes.fill(PADDING_BYTE, field + 4, field + 4 + padding);
+  return LOCAL_HEADER_SIZE + nameLength + extraLength;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,27 +259,84 @@ export function encodeLocalHeader(entry: StoredEntryFields): Uint8Array {
 // ---------------------------------------------------------------------------------------------
 
 export function encodeCentralHeader(entry: StoredEntryFields): Uint8Array {
-  const needs = zip64Needs(entry.size, entry.localHeaderOffset);
-  const zip64Length = zip64ExtraLength(needs);
-  const bytes = new Uint8Array(CENTRAL_HEADER_SIZE + entry.name.length + zip64Length);
-  const view = viewOf(bytes);
-  const version = zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN;
-  const size32 = needs.sizes ? U32_SATURATED : entry.size;
-  view.setUint32(0, SIGNATURE.centralHeader, true);
-  view.setUint16(4, version, true);
-  view.setUint16(6, version, true);
-  view.setUint16(8, FLAG_UTF8_NAME, true);
-  view.setUint16(10, METHOD_STORED, true);
-  view.setUint32(16, entry.crc32, true);
-  view.setUint32(20, size32, true);
-  view.setUint32(24, size32, true);
-  view.setUint16(28, entry.name.length, true);
-  view.setUint16(30, zip64Length, true);
-  // 32 comment length, 34 disk, 36 internal, 38 external attributes: left 0
-  view.setUint32(42, needs.offset ? U32_SATURATED : entry.localHeaderOffset, true);
-  bytes.set(entry.name, CENTRAL_HEADER_SIZE);
-  encodeZip64Extra(view, CENTRAL_HEADER_SIZE + entry.name.length, needs, entry.size, entry.localHeaderOffset);
+  const bytes = new Uint8Array(centralHeaderLength(entry.name.length, entry.size, entry.localHeaderOffset));
+  putCentralHeader(bytes, 0, null, entry.name, entry.name.length, entry.crc32, entry.size, entry.localHeaderOffset);
   return bytes;
+}
+
+/** The most bytes a central header takes besides its name: the fixed part and a zip64 extra of three values. */
+export const CENTRAL_HEADER_MAX_ROOM = CENTRAL_HEADER_SIZE + (4 + 8 * 3);
+
+/** Bytes of the central directory header (with name and extra) of a stored entry, as localHeaderLength. */
+export function centralHeaderLength(nameLength: number, size: number, localHeaderOffset: number): number {
+  return CENTRAL_HEADER_SIZE + nameLength + zip64ExtraLength(zip64Needs(size, localHeaderOffset));
+}
+
+/** encodeCentralHeader into `bytes` at `at` (room: centralHeaderLength), as putLocalHeader. Returns the header's length. */
+export function putCentralHeader(
+  bytes: Uint8Array, at: number, prefix: Uint8Array | null, name: string | Uint8Array, nameLength: number, crc32: number, size: number, localHeaderOffset: number,
+): number {
+  const zip64Length = zip64ExtraLength(zip64Needs(size, localHeaderOffset));
+  const version = zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN;
+  const size32 = size >= U32_SATURATED ? U32_SATURATED : size;
+  put32(bytes, at, SIGNATURE.centralHeader);
+  put16(bytes, at + 4, version);
+  put16(bytes, at + 6, version);
+  put16(bytes, at + 8, FLAG_UTF8_NAME);
+  put16(bytes, at + 10, METHOD_STORED);
+  put32(bytes, at + 12, 0); // time, date
+  put32(bytes, at + 16, crc32);
+  put32(bytes, at + 20, size32);
+  put32(bytes, at + 24, size32);
+  put16(bytes, at + 28, nameLength);
+  put16(bytes, at + 30, zip64Length);
+  // 32 comment length, 34 disk, 36 internal, 38 external attributes
+  put32(bytes, at + 32, 0);
+  put32(bytes, at + 36, 0);
+  put16(bytes, at + 40, 0);
+  put32(bytes, at + 42, localHeaderOffset >= U32_SATURATED ? U32_SATURATED : localHeaderOffset);
+  putName(bytes, at + CENTRAL_HEADER_SIZE, prefix, name, nameLength);
+  putZip64Extra(bytes, at + CENTRAL_HEADER_SIZE + nameLength, size, localHeaderOffset);
+  return CENTRAL_HEADER_SIZE + nameLength + zip64Length;
+}
+
+/** UTF-8 length of a name; an ASCII name (every name the writer makes) is measured without encoding it. */
+export function utf8Length(name: string): number {
+  for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) >= 0x80) return Buffer.byteLength(name, 'utf8');
+  return name.length;
+}
+
+/**
+ * Writes a name of `nameLength` UTF-8 bytes at bytes[at..]: `prefix` (if any), then `name`, its bytes as
+ * given or a string encoded as UTF-8 (lone surrogates as U+FFFD, as TextEncoder and Buffer do). A string
+ * whose UTF-8 length is its length is ASCII and is copied code by code.
+ */
+function putName(bytes: Uint8Array, at: number, prefix: Uint8Array | null, name: string | Uint8Array, nameLength: number): void {
+  if (prefix) {
+    bytes.set(prefix, at);
+    at += prefix.length;
+    nameLength -= prefix.length;
+  }
+  if (typeof name !== 'string') bytes.set(name, at);
+  else if (name.length === nameLength) for (let i = 0; i < nameLength; i++) bytes[at + i] = name.charCodeAt(i);
+  else bytes.set(Buffer.from(name, 'utf8'), at);
+}
+
+function put16(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value;
+  bytes[at + 1] = value >>> 8;
+}
+
+function put32(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value;
+  bytes[at + 1] = value >>> 8;
+  bytes[at + 2] = value >>> 16;
+  bytes[at + 3] = value >>> 24;
+}
+
+function put64(bytes: Uint8Array, at: number, value: number): void {
+  put32(bytes, at, value % TWO_POW_32);
+  put32(bytes, at + 4, Math.floor(value / TWO_POW_32));
 }
 
 // ---------------------------------------------------------------------------------------------

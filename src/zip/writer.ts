@@ -9,36 +9,36 @@
  *
  * Memory stays flat: bytes go out through a FileAppender (src/io/appender.ts: small chunks coalesced,
  * large ones written directly, early writeback), and only the central directory fields of each entry
- * (name bytes, CRC, size, offset) are kept until finish().
+ * (name, CRC, size, offset) are kept until finish(). Headers are put together in one reused buffer
+ * (layout.ts putLocalHeader/putCentralHeader): nothing is allocated per entry but its name.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
 import { FileAppender } from '../io/appender.js';
-import { LOCAL_HEADER_CRC_OFFSET, LOCAL_HEADER_MAX_ROOM, U16_SATURATED, encodeCentralHeader, encodeEndRecords, encodeLocalHeader, type StoredEntryFields } from './layout.js';
+import {
+  CENTRAL_HEADER_MAX_ROOM, LOCAL_HEADER_CRC_OFFSET, LOCAL_HEADER_MAX_ROOM, U16_SATURATED, encodeEndRecords, putCentralHeader, putLocalHeader, utf8Length,
+} from './layout.js';
+import { NameIndex } from './name-index.js';
 
-const utf8 = new TextEncoder();
-
-/** The layout encoder's view of an entry, its name as UTF-8 bytes (made when a header is written). */
-function fields(entry: WrittenEntry): StoredEntryFields {
-  return { name: utf8.encode(entry.name), crc32: entry.crc32, size: entry.size, localHeaderOffset: entry.localHeaderOffset };
-}
-
-/**
- * What the central directory needs of an entry, kept until finish(). The name stays a string (the one in
- * `names`) and is encoded again at the end: a small Uint8Array per entry costs ~230 bytes, the largest
- * item of a 70,000-record write.
- */
-interface WrittenEntry {
-  readonly name: string;
-  crc32: number;
-  readonly size: number;
-  readonly localHeaderOffset: number;
-}
+/** Central headers are gathered into chunks of about this size before they are appended. */
+const CENTRAL_CHUNK_BYTES = 64 << 10;
 
 export class ZipWriter {
-  private readonly entries: WrittenEntry[] = [];
-  private readonly names = new Set<string>();
+  /**
+   * What the central directory needs of each entry, kept until finish() with no object per entry (70,000
+   * of them): the name without the prefix (the caller's string, encoded again at the end: a small
+   * Uint8Array per entry costs ~230 bytes, a `<prefix>/<name>` string ~70), and in `fields` at 3 * entry:
+   * CRC-32, size, local header offset.
+   */
+  private readonly names: string[] = [];
+  /** `<prefix>/` as UTF-8, the start of every entry name. */
+  private readonly prefixBytes: Buffer;
+  private fields = new Float64Array(3 * 1024);
+  /** Entry numbers by name (all share the prefix), to refuse a name written twice. */
+  private readonly byName = new NameIndex(1024, (i) => this.names[i]!, false);
+  /** Where headers are put together before they are appended; grown for a long name. */
+  private scratch = Buffer.allocUnsafe(LOCAL_HEADER_MAX_ROOM + 1024);
   /** Set while an add*() or finish() runs; calls must be awaited one at a time. */
   private busy = false;
   /** After a failure the file is unusable: every later call repeats the first error. */
@@ -52,6 +52,7 @@ export class ZipWriter {
     private readonly prefix: string,
   ) {
     this.out = new FileAppender(handle, path);
+    this.prefixBytes = Buffer.from(`${prefix}/`, 'utf8');
   }
 
   /** File offset of the next byte to write. */
@@ -75,10 +76,10 @@ export class ZipWriter {
    */
   tryAddBuffer(name: string, data: Uint8Array, knownCrc?: number): boolean {
     this.checkUsable();
-    if (!this.out.hasRoomFor(LOCAL_HEADER_MAX_ROOM + Buffer.byteLength(`${this.prefix}/${name}`, 'utf8') + data.length)) return false;
-    const entry = this.beginEntry(name, data.length, knownCrc ?? crc32(data));
-    const header = encodeLocalHeader(fields(entry));
-    if (!this.out.tryAppend(header) || !this.out.tryAppend(data)) throw this.fail('UNWRITABLE', `entry '${entry.name}': the room measured for it was short`);
+    const nameLength = this.nameLength(name);
+    if (!this.out.hasRoomFor(LOCAL_HEADER_MAX_ROOM + nameLength + data.length)) return false;
+    const entry = this.beginEntry(name, nameLength, data.length, knownCrc ?? crc32(data));
+    if (!this.out.tryAppend(this.localHeader(entry, nameLength)) || !this.out.tryAppend(data)) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}': the room measured for it was short`);
     return true;
   }
 
@@ -88,8 +89,9 @@ export class ZipWriter {
    */
   addBuffer(name: string, data: Uint8Array, knownCrc?: number): Promise<void> {
     return this.guard(async () => {
-      const entry = this.beginEntry(name, data.length, knownCrc ?? crc32(data));
-      await this.write(encodeLocalHeader(fields(entry)));
+      const nameLength = this.nameLength(name);
+      const entry = this.beginEntry(name, nameLength, data.length, knownCrc ?? crc32(data));
+      await this.write(this.localHeader(entry, nameLength));
       await this.write(data);
     });
   }
@@ -105,8 +107,9 @@ export class ZipWriter {
   addStream(name: string, size: number, fill: (write: (chunk: Uint8Array) => Promise<void>) => Promise<void>, knownCrc?: number): Promise<void> {
     return this.guard(async () => {
       const computeCrc = knownCrc === undefined;
-      const entry = this.beginEntry(name, size, knownCrc ?? 0);
-      await this.write(encodeLocalHeader(fields(entry)));
+      const nameLength = this.nameLength(name);
+      const entry = this.beginEntry(name, nameLength, size, knownCrc ?? 0);
+      await this.write(this.localHeader(entry, nameLength));
       let received = 0;
       let crc = 0;
       let writing = false;
@@ -126,10 +129,10 @@ export class ZipWriter {
       });
       if (received !== size) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' received ${received} bytes, declared ${size}`);
       if (!computeCrc) return;
-      entry.crc32 = crc;
+      this.fields[3 * entry] = crc;
       const crcBytes = Buffer.alloc(4);
       crcBytes.writeUInt32LE(crc);
-      await this.out.patch(entry.localHeaderOffset + LOCAL_HEADER_CRC_OFFSET, crcBytes);
+      await this.out.patch(this.fields[3 * entry + 2]! + LOCAL_HEADER_CRC_OFFSET, crcBytes);
     });
   }
 
@@ -137,12 +140,22 @@ export class ZipWriter {
   finish(): Promise<number> {
     return this.guard(async () => {
       const centralDirectoryOffset = this.position;
-      for (const entry of this.entries) {
-        const header = encodeCentralHeader(fields(entry));
-        if (!this.out.tryAppend(header)) await this.write(header);
+      const { names, fields, prefixBytes } = this;
+      let chunk = Buffer.allocUnsafe(CENTRAL_CHUNK_BYTES);
+      let used = 0;
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]!;
+        const nameLength = this.nameLength(name);
+        if (used + CENTRAL_HEADER_MAX_ROOM + nameLength > chunk.length) {
+          await this.write(chunk.subarray(0, used));
+          used = 0;
+          if (CENTRAL_HEADER_MAX_ROOM + nameLength > chunk.length) chunk = Buffer.allocUnsafe(CENTRAL_HEADER_MAX_ROOM + nameLength);
+        }
+        used += putCentralHeader(chunk, used, prefixBytes, name, nameLength, fields[3 * i]!, fields[3 * i + 1]!, fields[3 * i + 2]!);
       }
+      await this.write(chunk.subarray(0, used));
       const centralDirectorySize = this.position - centralDirectoryOffset;
-      await this.write(encodeEndRecords({ entryCount: this.entries.length, centralDirectoryOffset, centralDirectorySize }));
+      await this.write(encodeEndRecords({ entryCount: names.length, centralDirectoryOffset, centralDirectorySize }));
       // Cuts the file at the end record: the handle may point at an older, longer file.
       const length = await this.out.finish();
       this.finished = true;
@@ -152,22 +165,43 @@ export class ZipWriter {
 
   /** Entries written so far; more than 65,535 is fine (the classic end record saturates, zip64 holds the count). */
   get entryCount(): number {
-    return this.entries.length;
+    return this.names.length;
   }
 
   private fullName(name: string): string {
     return `${this.prefix}/${name}`;
   }
 
-  private beginEntry(name: string, size: number, crc: number): WrittenEntry {
-    const full = this.fullName(name);
-    if (name === '' || this.names.has(full)) throw this.fail('UNWRITABLE', `entry name '${full}' is empty or already used`);
-    if (Buffer.byteLength(full, 'utf8') > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${full.slice(0, 60)}...' is longer than 65535 bytes`);
-    if (!Number.isSafeInteger(size) || size < 0) throw this.fail('UNWRITABLE', `entry '${full}' has an invalid size ${size}`);
-    this.names.add(full);
-    const entry: WrittenEntry = { name: full, crc32: crc, size, localHeaderOffset: this.position };
-    this.entries.push(entry);
+  /** UTF-8 bytes of `<prefix>/<name>`. */
+  private nameLength(name: string): number {
+    return this.prefixBytes.length + utf8Length(name);
+  }
+
+  /** Checks and records a new entry starting at the current position; returns its number. */
+  private beginEntry(name: string, nameLength: number, size: number, crc: number): number {
+    if (name === '' || this.byName.find(name) >= 0) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
+    if (nameLength > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name).slice(0, 60)}...' is longer than 65535 bytes`);
+    if (!Number.isSafeInteger(size) || size < 0) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' has an invalid size ${size}`);
+    const entry = this.names.length;
+    this.names.push(name);
+    this.byName.add(entry);
+    if (this.fields.length < 3 * (entry + 1)) {
+      const grown = new Float64Array(this.fields.length * 2);
+      grown.set(this.fields);
+      this.fields = grown;
+    }
+    this.fields[3 * entry] = crc;
+    this.fields[3 * entry + 1] = size;
+    this.fields[3 * entry + 2] = this.position;
     return entry;
+  }
+
+  /** Entry `entry`'s local header, in the scratch buffer (valid until the next header is made). */
+  private localHeader(entry: number, nameLength: number): Uint8Array {
+    if (this.scratch.length < LOCAL_HEADER_MAX_ROOM + nameLength) this.scratch = Buffer.allocUnsafe(LOCAL_HEADER_MAX_ROOM + nameLength);
+    const fields = this.fields;
+    const length = putLocalHeader(this.scratch, 0, this.prefixBytes, this.names[entry]!, nameLength, fields[3 * entry]!, fields[3 * entry + 1]!, fields[3 * entry + 2]!);
+    return this.scratch.subarray(0, length);
   }
 
   /** Runs one public operation: no overlap, no use after failure or finish, errors recorded. */
