@@ -303,6 +303,20 @@ describe('hostile archives, each named for the error it must produce', () => {
     await expectError(listing(buildZip([{ name: 'a/x', data: new Uint8Array(8), declaredSize: 4 }]).bytes), 'BAD_ZIP', /is stored but declares 8 compressed and 4 uncompressed/);
   });
 
+  it('deflated entry declaring bytes but no compressed data → BAD_ZIP', async () => {
+    const built = buildZip([{ name: 'a/x', data: new Uint8Array(4), method: 8, rawDeflate: new Uint8Array(0), declaredSize: 4 }]);
+    await expectError(listing(built.bytes), 'BAD_ZIP', /entry 'a\/x' declares 4 bytes but no compressed data/);
+  });
+
+  it('entry starting on disk 2 → BAD_ZIP naming the entry; disk 1 is accepted (miniz)', async () => {
+    const onDisk = (disk: number) => {
+      const built = buildZip(threeEntries);
+      return patch(built.bytes, built.centralDirectoryOffset + built.centralEntryOffsets[1]! + 34, 2, disk);
+    };
+    await expectError(listing(onDisk(2)), 'BAD_ZIP', /multi-disk archives are not supported \(entry 'archive\/data\/0' starts on disk 2\)/);
+    expect((await readZipDirectory(source(onDisk(1)))).entries).toHaveLength(3);
+  });
+
   it('multi-disk archive → BAD_ZIP', async () => {
     const built = buildZip(threeEntries, { zip64End: false });
     patch(built.bytes, built.endRecordOffset + 4, 2, 1);

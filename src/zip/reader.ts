@@ -298,20 +298,22 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
       // Without a zip64 block a saturated field is taken literally, as Python's zipfile does.
       if (zip64) ({ size = size, compressedSize = compressedSize, localHeaderOffset = localHeaderOffset } = zip64);
     }
-    if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_LOCAL_HEADER)) throw bad(`entry '${name}' is encrypted`);
-    if (flags & FLAG_PATCH_DATA) throw bad(`entry '${name}' is flagged as compressed patch data, which torch's zip reader does not extract`);
-    if (method !== METHOD_STORED && method !== METHOD_DEFLATE) throw bad(`entry '${name}' uses compression method ${method}; only stored (0) and deflate (8) are supported`);
-    if (method === METHOD_STORED && compressedSize !== size) throw bad(`entry '${name}' is stored but declares ${compressedSize} compressed and ${size} uncompressed bytes`);
-    if (compressedSize === 0 && size > 0) throw bad(`entry '${name}' declares ${size} bytes but no compressed data: torch's zip reader would extract nothing`);
-    // miniz (mz_zip_reader_read_central_dir) refuses the archive unless an entry starts on disk 0 or 1.
-    if (diskStart !== 0 && diskStart !== 1) throw bad(`multi-disk archives are not supported (entry '${name}' starts on disk ${diskStart})`);
-    if (size > 0 && ((externalAttributes & EXTERNAL_ATTRIBUTE_DIRECTORY) !== 0 || cd[extraStart - 1] === SLASH)) {
-      throw bad(`entry '${name}' is marked as a directory but declares ${size} bytes: torch's zip reader would extract nothing for it`);
-    }
     const start = localHeaderOffset;
     const minimalEnd = start + LOCAL_HEADER_SIZE + nameLength + compressedSize;
-    if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) throw bad(`entry '${name}': local header offset ${start} is beyond the central directory at ${cdOffset}`);
-    if (!(minimalEnd <= cdOffset)) throw bad(`entry '${name}': ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
+    // Every condition entryProblem refuses, without its messages (kept out of this loop, which runs 70,000
+    // times in a tiny-tensor file and is compiled sooner the smaller it is).
+    if (
+      (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_LOCAL_HEADER | FLAG_PATCH_DATA)) !== 0 ||
+      (method !== METHOD_STORED && method !== METHOD_DEFLATE) ||
+      (method === METHOD_STORED && compressedSize !== size) ||
+      (compressedSize === 0 && size > 0) ||
+      (diskStart !== 0 && diskStart !== 1) ||
+      (size > 0 && ((externalAttributes & EXTERNAL_ATTRIBUTE_DIRECTORY) !== 0 || cd[extraStart - 1] === SLASH)) ||
+      !(start + LOCAL_HEADER_SIZE <= cdOffset) ||
+      !(minimalEnd <= cdOffset)
+    ) {
+      throw entryProblem(path, name, flags, method, compressedSize, size, diskStart, externalAttributes, cdOffset, start, minimalEnd);
+    }
     const entry = new ZipEntry(name, method | (flags << 16), compressedSize, size, crc | 0, localHeaderOffset);
     entries[i] = entry;
     const earlier = names.addBytes(i, cd, nameStart, extraStart);
@@ -322,6 +324,28 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
   }
   if (at !== length) throw bad(`entry count inconsistent: ${length - at} bytes of the central directory follow its ${entryCount} declared entries`);
   return { entries, byName: new EntriesByName(entries, names), extents };
+}
+
+/** The first of the checks parseCentralDirectory makes of an entry's fields that fails, in this order. */
+function entryProblem(
+  path: string, name: string, flags: number, method: number, compressedSize: number, size: number, diskStart: number, externalAttributes: number,
+  cdOffset: number, start: number, minimalEnd: number,
+): CheckpointError {
+  const bad = (detail: string) => new CheckpointError('BAD_ZIP', path, detail);
+  if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_LOCAL_HEADER)) return bad(`entry '${name}' is encrypted`);
+  if (flags & FLAG_PATCH_DATA) return bad(`entry '${name}' is flagged as compressed patch data, which torch's zip reader does not extract`);
+  if (method !== METHOD_STORED && method !== METHOD_DEFLATE) return bad(`entry '${name}' uses compression method ${method}; only stored (0) and deflate (8) are supported`);
+  if (method === METHOD_STORED && compressedSize !== size) return bad(`entry '${name}' is stored but declares ${compressedSize} compressed and ${size} uncompressed bytes`);
+  if (compressedSize === 0 && size > 0) return bad(`entry '${name}' declares ${size} bytes but no compressed data: torch's zip reader would extract nothing`);
+  // miniz (mz_zip_reader_read_central_dir) refuses the archive unless an entry starts on disk 0 or 1.
+  if (diskStart !== 0 && diskStart !== 1) return bad(`multi-disk archives are not supported (entry '${name}' starts on disk ${diskStart})`);
+  if (size > 0 && ((externalAttributes & EXTERNAL_ATTRIBUTE_DIRECTORY) !== 0 || name.endsWith('/'))) {
+    return bad(`entry '${name}' is marked as a directory but declares ${size} bytes: torch's zip reader would extract nothing for it`);
+  }
+  if (!(start + LOCAL_HEADER_SIZE <= cdOffset)) return bad(`entry '${name}': local header offset ${start} is beyond the central directory at ${cdOffset}`);
+  if (!(minimalEnd <= cdOffset)) return bad(`entry '${name}': ${compressedSize} data bytes from byte ${start} run past the central directory at ${cdOffset}`);
+  // Unreachable while the loop's condition and these checks agree; refusing stays the safe side.
+  return bad(`entry '${name}' has inconsistent fields`);
 }
 
 function u16(bytes: Uint8Array, at: number): number {
@@ -422,32 +446,10 @@ const PREFETCH_PARALLEL = 16;
  */
 export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[]): Promise<void> {
   const limit = dataLimits.get(source) ?? source.size;
-  // Entries in file order; a torch file lists them so already, and then nothing is sorted.
-  const pending: ZipEntry[] = [];
-  let inOrder = true;
-  for (const e of entries) {
-    if (e.dataOffset >= 0) continue;
-    if (pending.length > 0 && e.localHeaderOffset < pending[pending.length - 1]!.localHeaderOffset) inOrder = false;
-    pending.push(e);
-  }
-  if (!inOrder) pending.sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+  const pending = pendingInFileOrder(entries);
   const nameBytes = new Uint32Array(pending.length);
   for (let k = 0; k < pending.length; k++) nameBytes[k] = Buffer.byteLength(pending[k]!.name, 'utf8');
-  const headerEndOf = (k: number) => pending[k]!.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes[k]!;
-  const windows: Array<{ from: number; to: number; start: number; end: number }> = [];
-  for (let i = 0; i < pending.length; ) {
-    const start = pending[i]!.localHeaderOffset;
-    let end = headerEndOf(i);
-    let j = i + 1;
-    while (j < pending.length) {
-      const nextEnd = headerEndOf(j);
-      if (pending[j]!.localHeaderOffset - end > PREFETCH_GAP || nextEnd - start > PREFETCH_WINDOW) break;
-      end = nextEnd;
-      j++;
-    }
-    windows.push({ from: i, to: j, start, end });
-    i = j;
-  }
+  const windows = prefetchWindows(pending, nameBytes);
   let buffer = Buffer.allocUnsafe(0);
   for (let w = 0; w < windows.length; ) {
     // At most PREFETCH_PARALLEL windows and PREFETCH_WINDOW bytes at once (one big window alone is fine).
@@ -478,11 +480,65 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
         for (let k = from; k < to; k++) await entryDataOffset(source, pending[k]!);
         continue;
       }
-      for (let k = from; k < to; k++) {
-        const e = pending[k]!;
-        checkLocalHeader(source, e, window, e.localHeaderOffset - start, nameBytes[k]!, limit);
-      }
+      checkWindow(source, pending, nameBytes, from, to, window, start, limit);
     }
+  }
+}
+
+/*
+ * The loops of prefetchDataOffsets are functions of their own: each is then compiled on its own once hot,
+ * instead of one large function being recompiled (on-stack replacement) as each of its loops gets hot.
+ */
+
+/** Entries not located yet, in file order; a torch file lists them so already, and then nothing is sorted. */
+function pendingInFileOrder(entries: readonly ZipEntry[]): ZipEntry[] {
+  const pending: ZipEntry[] = [];
+  let inOrder = true;
+  let last = -1;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.dataOffset >= 0) continue;
+    if (e.localHeaderOffset < last) inOrder = false;
+    last = e.localHeaderOffset;
+    pending.push(e);
+  }
+  if (!inOrder) pending.sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+  return pending;
+}
+
+interface PrefetchWindow {
+  /** pending[from..to) have their local headers in [start, end). */
+  from: number;
+  to: number;
+  start: number;
+  end: number;
+}
+
+/** Groups headers closer than PREFETCH_GAP into windows of at most PREFETCH_WINDOW bytes. */
+function prefetchWindows(pending: readonly ZipEntry[], nameBytes: Uint32Array): PrefetchWindow[] {
+  const windows: PrefetchWindow[] = [];
+  for (let i = 0; i < pending.length; ) {
+    const start = pending[i]!.localHeaderOffset;
+    let end = start + LOCAL_HEADER_SIZE + nameBytes[i]!;
+    let j = i + 1;
+    while (j < pending.length) {
+      const next = pending[j]!.localHeaderOffset;
+      const nextEnd = next + LOCAL_HEADER_SIZE + nameBytes[j]!;
+      if (next - end > PREFETCH_GAP || nextEnd - start > PREFETCH_WINDOW) break;
+      end = nextEnd;
+      j++;
+    }
+    windows.push({ from: i, to: j, start, end });
+    i = j;
+  }
+  return windows;
+}
+
+/** Checks the local headers of pending[from..to), read into `window` from byte `start`. */
+function checkWindow(source: ByteSource, pending: readonly ZipEntry[], nameBytes: Uint32Array, from: number, to: number, window: Uint8Array, start: number, limit: number): void {
+  for (let k = from; k < to; k++) {
+    const e = pending[k]!;
+    checkLocalHeader(source, e, window, e.localHeaderOffset - start, nameBytes[k]!, limit);
   }
 }
 
