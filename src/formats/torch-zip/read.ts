@@ -36,7 +36,8 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   const find = (record: string): ZipEntry | undefined => findEntry(dir, `${prefix}/${record}`);
 
   // torch: 'constants.pkl' in get_all_records(), an exact comparison (CONSTANTS.PKL is an ordinary entry).
-  if (dir.entries.some((e) => e.name === `${prefix}/constants.pkl`)) {
+  const constants = `${prefix}/constants.pkl`;
+  if (dir.entries.some((e) => e.name === constants)) {
     throw new CheckpointError('UNSUPPORTED_FORMAT', path, 'a TorchScript archive (torch.jit.save: constants.pkl and code/), not a torch.save checkpoint; load it with torch.jit.load, or save model.state_dict() with torch.save');
   }
   const pickleEntry = find('data.pkl');
@@ -76,7 +77,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
     globals,
     storages: decoder.storages,
     problems: decoder.problems,
-    // The entries only: the name table (a Map of every entry) is not needed once the records are attached.
+    // The entries only: the name table (two Int32Arrays of twice the entry count) is not needed once the records are attached.
     zip: { entries: dir.entries, prefix: dir.prefix },
     // Not an arrow function here: it would keep this scope, and with it the name table, alive.
     close: source.close.bind(source),
