@@ -2,7 +2,7 @@
  * Central-directory zip reader over a random-access ByteSource.
  *
  * Reads the end records and the whole central directory with two positional reads, then parses it
- * with one DataView loop: listing 100k entries costs tens of milliseconds and no local header is
+ * with one loop of byte reads: listing 100k entries costs tens of milliseconds and no local header is
  * touched until an entry's data is asked for. Sizes always come from the central directory (torch's
  * local headers hold zeros and set the data-descriptor flag, torch-format.md §2.3). Every count,
  * size and offset is checked against the file and LIMITS before it is used.
