@@ -255,6 +255,8 @@ export interface RankOptions {
   floor?: number;
   /** Most prefixes tried per side. */
   limit?: number;
+  /** The pretrained keys' KeyIndex, when the caller has one already. */
+  pretrainedIndex?: KeyIndex;
 }
 
 interface Cell {
@@ -283,7 +285,7 @@ export function rankAlignments(pretrainedSide: KeyShapes, targetSide: KeyShapes,
     const usable = add === '' ? strips : strips.filter((s) => s === '' || lastComponent(s) !== lastComponent(add));
     cellsFor.push(usable.map((strip) => ({ strip, stripHash: hashPiece(strip), score: { strip, add, names: 0, shapes: 0 } })));
   }
-  const index = new KeyIndex(pretrained);
+  const index = options.pretrainedIndex ?? new KeyIndex(pretrained);
 
   const tryStrips = (cells: readonly Cell[], key: string, from: number, targetShape: readonly number[]) => {
     const restHash = hashPiece(key, from);
