@@ -130,8 +130,11 @@ export function matchStateDicts(input: MatchInput): MatchResult {
   let tied: Alignment[] = [];
   let renaming: Renaming;
   let applied: AppliedRule[];
-  // Per rule, whether it changed pretrained key i: a rule's count is the keys it helped fill.
-  let changedBy: Array<(i: number) => boolean>;
+  // Explicit rules: per rule, a flag per pretrained key it changed (a rule's count is the keys it helped
+  // fill). Automatic ones are counted as keys are filled: the add changes every key, the strip those
+  // that start with it.
+  let changed: Uint8Array[] | null = null;
+  let strip = '';
   if (input.rules && input.rules.length > 0) {
     rules = input.rules;
     // Explicit rules must each prove themselves.
@@ -142,18 +145,17 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     result.renamed.forEach((name, i) => byRenamed.set(name, i));
     renaming = { find: (name) => byRenamed.get(name) ?? -1, renamed: (i) => result.renamed[i] as string };
     applied = result.applied;
-    changedBy = result.changed.map((flags) => (i: number) => flags[i] === 1);
+    changed = result.changed;
   } else {
     // Automatic rules were chosen because they match; no rules ([]) is the identity.
     const choice = input.rules ? { chosen: null, tied: [] } : chooseAlignment(ranked, pretrained.length, target.length);
     tied = choice.tied;
-    const strip = choice.chosen?.strip ?? '';
+    strip = choice.chosen?.strip ?? '';
     const add = choice.chosen?.add ?? '';
     rules = choice.chosen ? alignmentRules(choice.chosen) : [];
     renaming = prefixRenaming(pretrained, index, strip, add);
     const auto = input.rules === null;
     applied = rules.map((rule) => ({ kind: rule.kind, value: rule.value, auto, matched: 0 }));
-    changedBy = rules.map((rule) => (rule.kind === 'strip-prefix' ? (i: number) => pretrained.key(i).startsWith(rule.value) : () => true));
   }
 
   const facts: PretrainedFacts = { renamedKeys: { has: (name) => renaming.find(name) >= 0 }, moduleVersion: versionLookup(input, rules) };
@@ -166,6 +168,7 @@ export function matchStateDicts(input: MatchInput): MatchResult {
   const targetMatched = new Uint8Array(target.length);
   const loadedByTie = new Map<string, string>();
   const filledFrom: number[] = [];
+  let stripped = 0;
 
   for (let ti = 0; ti < target.length; ti++) {
     const key = target.key(ti);
@@ -195,7 +198,8 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     const entry: LoadedKey = { key, from: pKey, shape: tShape, dtype: tDtype };
     if (pDtype !== tDtype) entry.cast_from = pDtype;
     loaded.push(entry);
-    filledFrom.push(pi);
+    if (changed) filledFrom.push(pi);
+    else if (strip !== '' && pKey.startsWith(strip)) stripped++;
     const tieId = target.tieId(ti);
     if (tieId !== undefined && !loadedByTie.has(tieId)) loadedByTie.set(tieId, key);
   }
@@ -239,10 +243,9 @@ export function matchStateDicts(input: MatchInput): MatchResult {
   }
 
   applied.forEach((rule, r) => {
-    const changed = changedBy[r] as (i: number) => boolean;
-    let matched = 0;
-    for (const i of filledFrom) if (changed(i)) matched++;
-    rule.matched = matched;
+    const flags = changed?.[r];
+    if (flags) rule.matched = filledFrom.reduce((n, i) => n + (flags[i] as number), 0);
+    else rule.matched = rule.kind === 'strip-prefix' ? stripped : loaded.length;
   });
 
   return { rules: applied, loaded, missing, unexpected, mismatched, closest, tied };
