@@ -287,8 +287,8 @@ export function rankAlignments(pretrainedSide: KeyShapes, targetSide: KeyShapes,
   }
   const index = options.pretrainedIndex ?? new KeyIndex(pretrained);
 
-  const tryStrips = (cells: readonly Cell[], key: string, from: number, targetShape: readonly number[]) => {
-    const restHash = hashPiece(key, from);
+  const addHashes = addList.map((add) => hashPiece(add));
+  const tryStrips = (cells: readonly Cell[], key: string, from: number, restHash: number, targetShape: readonly number[]) => {
     for (const cell of cells) {
       const found = index.findJoined(cell.strip, cell.stripHash, key, from, restHash);
       if (found < 0) continue;
@@ -299,10 +299,12 @@ export function rankAlignments(pretrainedSide: KeyShapes, targetSide: KeyShapes,
   for (let i = 0; i < target.length; i++) {
     const key = target.key(i);
     const shape = target.shape(i);
+    const keyHash = hashPiece(key);
+    tryStrips(cellsFor[0] as Cell[], key, 0, keyHash, shape);
     // Every add (after '') is a candidate prefix of some target key, and so of each key that starts with it.
-    for (let a = 0; a < addList.length; a++) {
+    for (let a = 1; a < addList.length; a++) {
       const add = addList[a] as string;
-      if (a === 0 || key.startsWith(add)) tryStrips(cellsFor[a] as Cell[], key, add.length, shape);
+      if (key.startsWith(add)) tryStrips(cellsFor[a] as Cell[], key, add.length, index.restHash(keyHash, addHashes[a] as number, key.length - add.length), shape);
     }
   }
   const scores: Alignment[] = [];

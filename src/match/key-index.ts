@@ -79,6 +79,11 @@ export class KeyIndex {
     }
   }
 
+  /** h(rest) from h(prefix + rest) and h(prefix): what is left when the prefix is taken off the front. */
+  restHash(wholeHash: number, prefixHash: number, restLength: number): number {
+    return (wholeHash - Math.imul(prefixHash, this.power(restLength))) | 0;
+  }
+
   /** Index of `key`, or -1. */
   find(key: string): number {
     return this.findJoined('', 0, key, 0, hashPiece(key));
