@@ -8,7 +8,8 @@ import {
 } from '../src/pickle/value.js';
 import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
-import { PY_PRELUDE, describePy, enc, hex, runPy, storageRef, tensorRef, testTorchHooks, unhex } from './helpers/pickle-py.js';
+import { PY, PY_PRELUDE, describePy, enc, hex, runPy, storageRef, tensorRef, testTorchHooks, unhex } from './helpers/pickle-py.js';
+import { spawnSync } from 'node:child_process';
 
 const F32 = dtypeByName('float32')!;
 const I64 = dtypeByName('int64')!;
@@ -282,6 +283,23 @@ for h in json.loads(sys.stdin.read()):
 `;
     return runPy(script, JSON.stringify(pickles.map(hex))).trim().split('\n').map((l) => JSON.parse(l));
   }
+
+  it('a pickle of several output chunks (a 2.5 MB string, 200,000 short ones across chunk ends) loads as the same list', () => {
+    const items: PyValue[] = [];
+    for (let i = 0; i < 200_000; i++) items.push(`k${i}`.repeat(1 + (i % 7)));
+    items.splice(100_000, 0, 'é'.repeat(1_250_000));
+    const bytes = dump(new PyList(items));
+    expect(bytes.length).toBeGreaterThan(4 << 20);
+    const script = `${PY_PRELUDE}
+v = load_wo(sys.stdin.buffer.read())
+want = [('k%d' % i) * (1 + i % 7) for i in range(200000)]
+want.insert(100000, 'é' * 1250000)
+print(v == want, len(v))
+`;
+    const r = spawnSync(PY, ['-c', script], { input: Buffer.from(bytes), encoding: 'utf8', maxBuffer: 1 << 26 });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('True 200001');
+  });
 
   it('loads every corpus value with torch._weights_only_unpickler and pickle.loads', () => {
     const values = corpus();

@@ -28,9 +28,14 @@ export class TorchDecoder {
   /** Distinct storages in first-use order (the writer numbers output storages the same way). */
   readonly storages: StorageRef[] = [];
   readonly problems: Problem[] = [];
+  /**
+   * Storages by key. torch numbers them "0", "1", ...: those go in an array by number (8 bytes each; a Map
+   * of 70,000 keys allocated 7 MB of tables as it grew), any other key in the Map.
+   */
+  private readonly byNumber: StorageRef[] = [];
   private readonly byKey = new Map<string, StorageRef>();
   /** Shape and stride arrays by value, shared between tensors. */
-  private readonly tuples = new Map<string, readonly number[]>();
+  private readonly tuples = new TupleInterner();
   private tensorCount = 0;
 
   constructor(
@@ -90,7 +95,8 @@ export class TorchDecoder {
   }
 
   private storage(key: string, dtype: DType, location: string, numel: number): StorageRef {
-    const seen = this.byKey.get(key);
+    const number = decimalKey(key);
+    const seen = number >= 0 ? this.byNumber[number] : this.byKey.get(key);
     if (seen) {
       if (seen.dtype !== dtype) {
         throw new CheckpointError('BAD_TENSOR', this.path, `storage ${key} is used as both ${seen.dtype.name} and ${dtype.name}`);
@@ -105,7 +111,8 @@ export class TorchDecoder {
       throw new CheckpointError('LIMIT', this.path, `storage ${key}: ${numel} elements of ${dtype.name} exceed storageBytes`);
     }
     const ref: StorageRef = { kind: 'storage', key, dtype, location, numel, byteLength, record: null };
-    this.byKey.set(key, ref);
+    if (number >= 0) this.byNumber[number] = ref;
+    else this.byKey.set(key, ref);
     this.storages.push(ref);
     return ref;
   }
@@ -211,8 +218,8 @@ export class TorchDecoder {
    * read through those rules (fixtures/regressions/difffuzz-tensor-metadata-neg-false.pth).
    */
   private lazyBits(metadata: PyValue | undefined): { conj: boolean; neg: boolean } {
+    if (metadata === undefined || metadata === null) return NO_LAZY_BITS;
     const bits = { conj: false, neg: false };
-    if (metadata === undefined || metadata === null) return bits;
     if (!(metadata instanceof PyDict)) throw new CheckpointError('BAD_TENSOR', this.path, `tensor metadata is a ${kindOf(metadata)}, not a dict`);
     for (const [key, value] of metadata.entries) {
       if ((key !== 'conj' && key !== 'neg') || value !== true) {
@@ -234,11 +241,7 @@ export class TorchDecoder {
     }
     // Interned: shapes and strides repeat (every layer of a stack has the same ones), and 100k tensors
     // need not keep 200k small arrays alive. Both are read-only everywhere.
-    const key = items.join(',');
-    const known = this.tuples.get(key);
-    if (known) return known;
-    if (this.tuples.size < MAX_INTERNED_TUPLES) this.tuples.set(key, items as readonly number[]);
-    return items as readonly number[];
+    return this.tuples.intern(items as readonly number[]);
   }
 
   /** offset + Σ (size_i − 1)·stride_i must address an element inside the storage (torch-format.md §3.6). */
@@ -269,6 +272,57 @@ export class TorchDecoder {
     if (!(func instanceof PyGlobal) || !(inner instanceof PyTuple)) return undefined;
     return this.call(func, inner.items);
   }
+}
+
+/** Storage keys up to this are indexed by number; larger ones would make the array sparse. */
+const MAX_NUMBERED_STORAGE = 1 << 24;
+
+/** The number a canonical decimal key names ("0", "17", not "017" or "+1"), or -1. */
+function decimalKey(key: string): number {
+  const n = key.length;
+  if (n === 0 || n > 8 || (n > 1 && key.charCodeAt(0) === 0x30)) return -1;
+  let value = 0;
+  for (let i = 0; i < n; i++) {
+    const digit = key.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
+  }
+  return value < MAX_NUMBERED_STORAGE ? value : -1;
+}
+
+const NO_LAZY_BITS: { readonly conj: boolean; readonly neg: boolean } = Object.freeze({ conj: false, neg: false });
+
+/**
+ * @internal Integer tuples by value, without building a string per lookup (a 70,000-tensor file has
+ * 140,000 of them): a hash of the items picks a bucket, whose few arrays are compared item by item.
+ */
+export class TupleInterner {
+  private readonly buckets = new Map<number, Array<readonly number[]>>();
+  private count = 0;
+
+  intern(items: readonly number[]): readonly number[] {
+    let hash = items.length;
+    for (let i = 0; i < items.length; i++) {
+      const x = items[i] as number;
+      // Both 32-bit halves of a safe integer (sizes and strides may pass 2^32).
+      hash = Math.imul(hash ^ (x | 0), 0x01000193) ^ ((x / 4294967296) | 0);
+    }
+    const bucket = this.buckets.get(hash);
+    if (bucket) {
+      for (const known of bucket) if (sameItems(known, items)) return known;
+    }
+    if (this.count >= MAX_INTERNED_TUPLES) return items;
+    this.count++;
+    if (bucket) bucket.push(items);
+    else this.buckets.set(hash, [items]);
+    return items;
+  }
+}
+
+function sameItems(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function isStorage(v: PyValue | undefined): v is StorageRef {

@@ -9,7 +9,7 @@ import { decoderFor, pyTypeName, type Decoder } from './decoders.js';
 import { PyKeyIndex, PyKeyRefusal, addPyKey } from './py-equality.js';
 import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';
-import { decodeUtf8 } from './text.js';
+import { decodeAscii, decodeUtf8 } from './text.js';
 import { fetchedMemoSlots } from './memo-scan.js';
 import { PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
 
@@ -50,6 +50,8 @@ export class Machine {
   /** Built-in decoder per distinct global (null: none), so a call costs no string building. */
   private readonly decoders = new Map<PyGlobal, Decoder | null>();
   readonly view: DataView;
+  /** The same bytes as a Buffer, for decodeAscii. */
+  private readonly text: Buffer;
   /** The memo slots some GET reads (memo-scan.ts); null: keep every slot. */
   private readonly fetched: Set<number> | null;
 
@@ -61,6 +63,7 @@ export class Machine {
   ) {
     this.pos = start;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.fetched = fetchedMemoSlots(bytes, start);
   }
 
@@ -341,7 +344,7 @@ export class Machine {
 
   /** UTF-8 payload of BINUNICODE & co. (Python writes lone surrogates with surrogatepass). */
   utf8(n: number): string {
-    const s = decodeUtf8(this.bytes, this.pos, this.pos + n, true);
+    const s = decodeAscii(this.bytes, this.text, this.pos, this.pos + n) ?? decodeUtf8(this.bytes, this.pos, this.pos + n, true);
     if (s === null) throw this.error('BAD_PICKLE', `holds ${n} bytes that are not valid UTF-8`);
     this.pos += n;
     return s;
@@ -353,7 +356,7 @@ export class Machine {
    * bytes) and keep them as PyBytes otherwise, where torch would fail.
    */
   str2(data: Uint8Array, start: number, end: number): PyValue {
-    const s = decodeUtf8(data, start, end, false);
+    const s = (data === this.bytes ? decodeAscii(data, this.text, start, end) : null) ?? decodeUtf8(data, start, end, false);
     return s !== null ? s : new PyBytes(data.slice(start, end));
   }
 }

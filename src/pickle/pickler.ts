@@ -68,10 +68,13 @@ interface Frame {
 
 class Pickler {
   private readonly out = new ByteWriter();
+  /**
+   * Memo index by object; a StorageRef maps to its persistent-id tuple (a storage is never pickled as a
+   * value of its own, so one table serves both and 70,000 storages add no second Map).
+   */
   private readonly memo = new Map<object, number>();
   private readonly globalMemo = new Map<string, number>();
   private readonly stringMemo = new Map<string, number>();
-  private readonly storagePid = new Map<StorageRef, number>();
   private readonly openTuples = new Set<PyTuple>();
   private readonly frames: Frame[] = [];
   private nextMemo = 0;
@@ -166,6 +169,7 @@ class Pickler {
       case 'string':
         return out.opUtf8(OP.BINUNICODE, v);
     }
+    if (v.kind === 'storage') return this.fail(parent, seg, 'a storage outside a tensor cannot be written');
     const seen = this.memo.get(v);
     if (seen !== undefined) return this.get(seen);
     switch (v.kind) {
@@ -194,7 +198,7 @@ class Pickler {
           this.fail(parent, seg, `the state of an OrderedDict must be a dict, not a ${pyTypeName(v.state)}`);
         }
         this.memoize(v);
-        if (v.entries.size || v.state !== undefined) this.open(v, parent, seg, v.entries.size, v.entries.entries());
+        if (v.size || v.state !== undefined) this.open(v, parent, seg, v.size, v.pairs());
         return;
       case 'tensor':
         return this.tensor(v, parent, seg);
@@ -216,8 +220,6 @@ class Pickler {
       }
       case 'persid':
         return this.fail(parent, seg, 'an unresolved persistent id cannot be written');
-      case 'storage':
-        return this.fail(parent, seg, 'a storage outside a tensor cannot be written');
     }
   }
 
@@ -382,7 +384,7 @@ class Pickler {
 
   /** BINPERSID of ('storage', storage class, key, 'cpu', numel); the tuple is memoised per StorageRef. */
   private persistentId(s: StorageRef): void {
-    const seen = this.storagePid.get(s);
+    const seen = this.memo.get(s);
     if (seen !== undefined) {
       this.get(seen);
     } else {
@@ -396,7 +398,7 @@ class Pickler {
       this.int(storageClass ? s.numel : s.byteLength, null, null);
       this.out.byte(OP.TUPLE);
       const index = this.nextMemo++;
-      this.storagePid.set(s, index);
+      this.memo.set(s, index);
       this.put(index);
     }
     this.out.byte(OP.BINPERSID);

@@ -7,10 +7,21 @@
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
+ * ASCII bytes → string, or null when a byte is 0x80 or above. Pickled keys are nearly all ASCII, and for
+ * them a latin-1 slice of the same bytes is the same string at a third of TextDecoder's cost (measured on
+ * 200,000 keys of a state dict: 13-25 ms against 33-80 ms, plus a subarray per call). `text` views the
+ * same bytes as `b`, made once by the caller.
+ */
+export function decodeAscii(b: Uint8Array, text: Buffer, start: number, end: number): string | null {
+  for (let i = start; i < end; i++) if ((b[i] as number) >= 0x80) return null;
+  return text.toString('latin1', start, end);
+}
+
+/**
  * UTF-8 → string, or null when invalid. With `surrogatePass`, UTF-8-encoded lone surrogates (ED A0..BF xx),
  * which Python writes for str values holding them (`'\ud800'.encode('utf-8', 'surrogatepass')`), decode to
  * the same lone surrogate in the JS string instead of failing. (TextDecoder beat String.fromCharCode and
- * a JS loop on short ASCII keys in a micro-benchmark; no fast path needed.)
+ * a JS loop on short ASCII keys in a micro-benchmark; a latin-1 Buffer slice beats it: decodeAscii.)
  */
 export function decodeUtf8(b: Uint8Array, start: number, end: number, surrogatePass: boolean): string | null {
   try {

@@ -170,12 +170,16 @@ export class PyDict {
     this.onlyKey = this.onlyValue = null;
   }
 
-  /** The entries in order, as [key, value] pairs (a Map's iterator when the dict is one). */
-  *pairs(): Generator<[PyValue, PyValue], void, unknown> {
+  /** The entries in order, as [key, value] pairs (the Map's own iterator when the dict is one). */
+  pairs(): IterableIterator<[PyValue, PyValue]> {
     const s = this.store;
-    if (s === null) return;
+    return s instanceof Map ? s.entries() : this.fewPairs();
+  }
+
+  private *fewPairs(): Generator<[PyValue, PyValue], void, unknown> {
+    const s = this.store;
+    if (s === null || s instanceof Map) return;
     if (s === ONE) yield [this.onlyKey, this.onlyValue];
-    else if (s instanceof Map) yield* s.entries();
     else for (let i = 0; i < s.length; i += 2) yield [s[i] as PyValue, s[i + 1] as PyValue];
   }
 

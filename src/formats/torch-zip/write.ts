@@ -108,19 +108,11 @@ export function planZip(path: string, entries: ReadonlyArray<readonly [string, O
 /** Pickles `root`, numbering output storages 0.. in the order the pickle first meets them. */
 function planPickle(path: string, root: PyValue, tensors: number, extended?: ExtendedValues): ZipPlan {
   const storages: StorageRef[] = [];
-  const keys = new Map<StorageRef, string>();
   const pickle = pickleValue(root, {
     path,
     extended,
-    storageKey: (s) => {
-      let k = keys.get(s);
-      if (k === undefined) {
-        k = String(storages.length);
-        keys.set(s, k);
-        storages.push(s);
-      }
-      return k;
-    },
+    // The pickler asks once per distinct storage (it memoizes the persistent id): no map of our own.
+    storageKey: (s) => String(storages.push(s) - 1),
   });
   return { pickle, storages, tensors, storageBytes: storages.reduce((n, s) => n + s.byteLength, 0) };
 }
