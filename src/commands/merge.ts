@@ -11,7 +11,7 @@ import { type PyValue, isTensor } from '../pickle/value.js';
 import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
-import { type MatchResult, type TensorInfo, matchStateDicts } from '../match/match.js';
+import { type MatchResult, type TensorList, matchStateDicts, tensorInfos } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
 import { type AdaptOptions, type AdaptedKey, planAdaptations, tieToAdapted } from '../match/adapt.js';
 import { type AdaptFlags, type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
@@ -187,15 +187,17 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
 
 /**
  * Matching, adaptation and the policy verdict. A function of its own so that its per-key intermediates
- * (two TensorInfo lists of every key) are garbage before the output is written.
+ * are garbage before the output is written. Matching reads keys, shapes and dtypes from the state
+ * dicts' own arrays (no object per key); TensorInfo lists are made only for an adaptation.
  */
 function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): { result: MatchResult; adapted: AdaptedKey[]; failure: string | null; hint: MergeReport['hint'] | null } {
-  const pretrainedInfos = psd.tensors.map(([key, t]) => info(key, t));
-  const targetInfoList = targetInfos(tsd);
-  const result = matchStateDicts({ pretrained: pretrainedInfos, target: targetInfoList, rules, pretrainedVersions: moduleVersions(psd.metadata) });
+  const pretrained = tensorListOf(psd, null);
+  const target = tensorListOf(tsd, targetTies(tsd));
+  const result = matchStateDicts({ pretrained, target, rules, pretrainedVersions: moduleVersions(psd.metadata) });
   let adapted: AdaptedKey[] = [];
   if (adapt) {
-    const plan = planAdaptations(result.loaded, result.mismatched, pretrainedInfos, targetInfoList, adapt);
+    const targetInfoList = tensorInfos(target);
+    const plan = planAdaptations(result.loaded, result.mismatched, tensorInfos(pretrained), targetInfoList, adapt);
     adapted = plan.adapted;
     result.loaded = plan.loaded;
     result.mismatched = plan.mismatched;
@@ -203,7 +205,7 @@ function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: 
   }
   const failure = policyFailure(result, adapted, options);
   const needsHint = failure !== null && (result.tied.length > 0 || result.loaded.length + adapted.length === 0);
-  return { result, adapted, failure, hint: needsHint ? hintFor(result, pretrainedInfos, targetInfoList, psd, tsd) : null };
+  return { result, adapted, failure, hint: needsHint ? hintFor(result, pretrained, target, psd, tsd) : null };
 }
 
 /** The entries to write; the byte budget of remote inputs is checked before any tensor byte is read. */
@@ -241,7 +243,7 @@ function policyFailure(result: MatchResult, adapted: readonly AdaptedKey[], opti
 /** Candidates shown in a hint. */
 const HINT_CANDIDATES = 5;
 
-function hintFor(result: MatchResult, pretrained: readonly TensorInfo[], target: readonly TensorInfo[], psd: StateDict, tsd: StateDict): MergeReport['hint'] {
+function hintFor(result: MatchResult, pretrained: TensorList, target: TensorList, psd: StateDict, tsd: StateDict): MergeReport['hint'] {
   const c = result.closest;
   // A tie lists the tied mappings; otherwise the best ones whatever their count (the choice needs half the keys).
   const shown: Alignment[] = result.tied.length > 0 ? result.tied : hintAlignments(pretrained, target, HINT_CANDIDATES);
@@ -262,6 +264,40 @@ function hintFor(result: MatchResult, pretrained: readonly TensorInfo[], target:
  * the adapted values (`computed`, by key) where an adaptation made them.
  */
 function composeOutput(tsd: StateDict, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> {
+  return composeInOrder(tsd, result, sources, computed) ?? composeByName(tsd, result, sources, computed);
+}
+
+/**
+ * The usual case without a table of every key: the loaded keys are listed in the target's order, so one
+ * walk over the target's entries meets them one after the other. Null when that does not hold (a tie to
+ * fill, a key that is not a string, keys out of order): composeByName then decides.
+ */
+function composeInOrder(tsd: StateDict, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> | null {
+  for (const m of result.missing) if (m.tied_to) return null;
+  const loaded = result.loaded;
+  const out: Array<[string, OutputValue]> = [];
+  let next = 0;
+  let inOrder = true;
+  tsd.dict.entries.forEach((v, k) => {
+    if (!inOrder) return;
+    if (typeof k !== 'string') {
+      inOrder = false;
+      return;
+    }
+    if (!isTensor(v)) {
+      out.push([k, { value: v as PyValue }]);
+      return;
+    }
+    const l = loaded[next];
+    const source = l !== undefined && l.key === k ? sources.pretrained.get(l.from) : undefined;
+    if (l !== undefined && l.key === k) next++;
+    const value: OutputValue = source ? { tensor: source, dtype: v.dtype } : { tensor: v };
+    out.push([k, computed.size > 0 ? (computed.get(k) ?? value) : value]);
+  });
+  return inOrder && next === loaded.length ? out : null;
+}
+
+function composeByName(tsd: StateDict, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> {
   const fill = new Map<string, TensorRef>();
   for (const l of result.loaded) fill.set(l.key, sources.pretrained.get(l.from) as TensorRef);
   // A key tied to an adapted one shares the very same bytes (one storage).
@@ -286,23 +322,101 @@ function composeOutput(tsd: StateDict, result: MatchResult, sources: AdaptSource
   return out;
 }
 
-function info(key: string, t: TensorRef, tieId?: string): TensorInfo {
-  return tieId === undefined ? { key, shape: t.shape, dtype: t.dtype.name } : { key, shape: t.shape, dtype: t.dtype.name, tieId };
+/** Keys, shapes, dtypes (and tie ids, by index) read from the state dict's own list of tensors. */
+function tensorListOf(sd: StateDict, ties: ReadonlyMap<number, string> | null): TensorList {
+  const tensors = sd.tensors;
+  const at = (i: number) => tensors[i] as readonly [string, TensorRef];
+  return {
+    length: tensors.length,
+    key: (i) => at(i)[0],
+    shape: (i) => at(i)[1].shape,
+    dtype: (i) => at(i)[1].dtype.name,
+    tieId: (i) => ties?.get(i),
+  };
 }
 
-/** Target keys that are the same view of the same storage are tied weights; give them a common id. */
-function targetInfos(tsd: StateDict): TensorInfo[] {
-  // Storages by identity, not by key: the shards of a sharded checkpoint each number theirs from 0.
-  // Only storages used more than once can tie keys; the others (nearly all) need no id string.
-  const uses = new Map<TensorRef['storage'], number>();
-  for (const [, t] of tsd.tensors) uses.set(t.storage, (uses.get(t.storage) ?? 0) + 1);
+/**
+ * Target keys that are the same view of the same storage are tied weights; their indexes get a common
+ * id. Only storages met more than once can tie keys, and only those keys are looked at again.
+ */
+function targetTies(tsd: StateDict): Map<number, string> | null {
+  const shared = sharedStorageUses(tsd.tensors);
+  if (shared.length === 0) return null;
+  const tensors = tsd.tensors;
   const storageIds = new Map<TensorRef['storage'], number>();
   const storageId = (s: TensorRef['storage']) => storageIds.get(s) ?? (storageIds.set(s, storageIds.size), storageIds.size - 1);
-  const ids = tsd.tensors.map(([, t]) => ((uses.get(t.storage) as number) > 1 ? `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}` : undefined));
+  const ids = new Map<number, string>();
   const counts = new Map<string, number>();
-  for (const id of ids) if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + 1);
-  return tsd.tensors.map(([key, t], i) => {
-    const id = ids[i];
-    return info(key, t, id !== undefined && (counts.get(id) as number) > 1 ? id : undefined);
-  });
+  for (const i of shared) {
+    const t = (tensors[i] as readonly [string, TensorRef])[1];
+    const id = `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`;
+    ids.set(i, id);
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  const ties = new Map<number, string>();
+  for (const [i, id] of ids) if ((counts.get(id) as number) > 1) ties.set(i, id);
+  return ties.size > 0 ? ties : null;
+}
+
+/**
+ * Indexes of the tensors whose storage another tensor uses too, ascending. Storages are told apart by
+ * identity (the shards of a sharded checkpoint each number theirs from 0). A Map by object costs ~1 us
+ * per storage for 70,000 of them, so the usual keys come first: torch.save names storages 0, 1, 2, ...
+ * as it meets them, and a typed array by that number finds the repeats. Any other key, or one number
+ * on two storages, and the Map by identity decides.
+ */
+function sharedStorageUses(tensors: StateDict['tensors']): number[] {
+  const storageOf = (i: number) => (tensors[i] as readonly [string, TensorRef])[1].storage;
+  const bound = 2 * tensors.length + 16;
+  // index + 1 of the first tensor on each storage number; 0 for none yet.
+  const firstByNumber = new Int32Array(bound);
+  const listed = new Uint8Array(tensors.length);
+  const shared: number[] = [];
+  for (let i = 0; i < tensors.length; i++) {
+    const storage = storageOf(i);
+    const n = smallNumber(storage.key, bound);
+    if (n < 0) return sharedStorageUsesByIdentity(tensors);
+    const first = (firstByNumber[n] as number) - 1;
+    if (first < 0) {
+      firstByNumber[n] = i + 1;
+      continue;
+    }
+    if (storageOf(first) !== storage) return sharedStorageUsesByIdentity(tensors);
+    if (!listed[first]) {
+      listed[first] = 1;
+      shared.push(first);
+    }
+    shared.push(i);
+  }
+  return shared.sort((a, b) => a - b);
+}
+
+/** The decimal number `key` spells when it is below `bound`; else -1. */
+function smallNumber(key: string, bound: number): number {
+  if (key.length === 0 || key.length > 9) return -1;
+  let n = 0;
+  for (let i = 0; i < key.length; i++) {
+    const digit = key.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return -1;
+    n = n * 10 + digit;
+  }
+  return n < bound ? n : -1;
+}
+
+function sharedStorageUsesByIdentity(tensors: StateDict['tensors']): number[] {
+  const firstUse = new Map<TensorRef['storage'], number>();
+  const shared: number[] = [];
+  for (let i = 0; i < tensors.length; i++) {
+    const storage = (tensors[i] as readonly [string, TensorRef])[1].storage;
+    const first = firstUse.get(storage);
+    if (first === undefined) firstUse.set(storage, i);
+    else {
+      if (first >= 0) {
+        shared.push(first);
+        firstUse.set(storage, -1);
+      }
+      shared.push(i);
+    }
+  }
+  return shared.sort((a, b) => a - b);
 }

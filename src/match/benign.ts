@@ -51,7 +51,7 @@ export function isBatchNormCounterGap(key: string, facts: PretrainedFacts): bool
  * `_load_from_state_dict`, so leaving it out is what loading the pretrained file would do.
  * `renamedKey` is the pretrained key in the target's namespace.
  */
-export function isFrozenBatchNormCounter(renamedKey: string, targetKeys: ReadonlySet<string>): boolean {
+export function isFrozenBatchNormCounter(renamedKey: string, targetKeys: { has(key: string): boolean }): boolean {
   if (!(renamedKey === 'num_batches_tracked' || renamedKey.endsWith('.num_batches_tracked')) || targetKeys.has(renamedKey)) return false;
   const module = modulePathOf(renamedKey);
   const sibling = (name: string) => targetKeys.has(module ? `${module}.${name}` : name);

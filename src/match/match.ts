@@ -9,6 +9,7 @@
 import { canConvert } from '../tensor/convert.js';
 import { dtypeByName } from '../tensor/dtype.js';
 import { type Alignment, alignmentRules, chooseAlignment, rankAlignments, sameShape } from './align.js';
+import { KeyIndex, hashPiece } from './key-index.js';
 import { BENIGN_NOTES, type BenignReason, type PretrainedFacts, isBatchNormCounterGap, isFrozenBatchNormCounter, isPositionIds, isZero3Placeholder } from './benign.js';
 import { type AppliedRule, type KeyRule, applyRules } from './rules.js';
 
@@ -20,9 +21,42 @@ export interface TensorInfo {
   readonly tieId?: string;
 }
 
+/**
+ * One side of a match by index: a TensorInfo[] through `tensorList`, or a view over a state dict's own
+ * arrays (no object per key).
+ */
+export interface TensorList {
+  readonly length: number;
+  key(i: number): string;
+  shape(i: number): readonly number[];
+  dtype(i: number): string;
+  /** Equal for keys that are the same tensor (tied weights); undefined when not shared. */
+  tieId(i: number): string | undefined;
+}
+
+export type TensorSide = readonly TensorInfo[] | TensorList;
+
+export function tensorList(side: TensorSide): TensorList {
+  if (!Array.isArray(side)) return side as TensorList;
+  const infos = side as readonly TensorInfo[];
+  const at = (i: number) => infos[i] as TensorInfo;
+  return { length: infos.length, key: (i) => at(i).key, shape: (i) => at(i).shape, dtype: (i) => at(i).dtype, tieId: (i) => at(i).tieId };
+}
+
+/** The TensorInfo of each entry (for the adaptation planner, which runs on few keys but asks by name). */
+export function tensorInfos(list: TensorList): TensorInfo[] {
+  const out: TensorInfo[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const tieId = list.tieId(i);
+    const info = { key: list.key(i), shape: list.shape(i), dtype: list.dtype(i) };
+    out.push(tieId === undefined ? info : { ...info, tieId });
+  }
+  return out;
+}
+
 export interface MatchInput {
-  readonly pretrained: readonly TensorInfo[];
-  readonly target: readonly TensorInfo[];
+  readonly pretrained: TensorSide;
+  readonly target: TensorSide;
   /** Explicit rules, applied in order; null for automatic alignment. */
   readonly rules: readonly KeyRule[] | null;
   /**
@@ -54,96 +88,164 @@ export interface MatchResult {
   tied: Alignment[];
 }
 
+/**
+ * How target names find pretrained keys once the rules are known. Automatic rules (at most one strip and
+ * one add) and no rules are inverted: `name` comes from `strip + rest` or, for a key that does not start
+ * with the strip, from `rest` itself (where name = add + rest); the later key wins when both exist, as in
+ * a table of renamed keys. No renamed key is built. Explicit rules rename every key through applyRules
+ * (which checks each rule) into a Map.
+ */
+interface Renaming {
+  /** Index of the pretrained key renamed to `name`, or -1. */
+  find(name: string): number;
+  /** The pretrained key `i` after the rules. */
+  renamed(i: number): string;
+}
+
+function prefixRenaming(keys: TensorList, index: KeyIndex, strip: string, add: string): Renaming {
+  const stripHash = hashPiece(strip);
+  return {
+    find: (name) => {
+      if (!name.startsWith(add)) return -1;
+      const from = add.length;
+      const restHash = hashPiece(name, from);
+      const plain = strip !== '' && name.startsWith(strip, from) ? -1 : index.findJoined('', 0, name, from, restHash);
+      const stripped = strip === '' ? -1 : index.findJoined(strip, stripHash, name, from, restHash);
+      return Math.max(plain, stripped);
+    },
+    renamed: (i) => {
+      const key = keys.key(i);
+      return add + (strip !== '' && key.startsWith(strip) ? key.slice(strip.length) : key);
+    },
+  };
+}
+
 export function matchStateDicts(input: MatchInput): MatchResult {
-  const pretrainedKeys = input.pretrained.map((p) => p.key);
-  const ranked = rankAlignments(input.pretrained, input.target);
+  const pretrained = tensorList(input.pretrained);
+  const target = tensorList(input.target);
+  const index = new KeyIndex(pretrained);
+  const ranked = rankAlignments(pretrained, target, { pretrainedIndex: index });
   const closest = ranked[0] ?? null;
   let rules: readonly KeyRule[];
-  let auto: boolean;
   let tied: Alignment[] = [];
-  if (input.rules) {
+  let renaming: Renaming;
+  let applied: AppliedRule[];
+  // Explicit rules: per rule, a flag per pretrained key it changed (a rule's count is the keys it helped
+  // fill). Automatic ones are counted as keys are filled: the add changes every key, the strip those
+  // that start with it.
+  let changed: Uint8Array[] | null = null;
+  let strip = '';
+  if (input.rules && input.rules.length > 0) {
     rules = input.rules;
-    auto = false;
+    // Explicit rules must each prove themselves.
+    const keys: string[] = [];
+    for (let i = 0; i < pretrained.length; i++) keys.push(pretrained.key(i));
+    const result = applyRules(keys, rules, false, true);
+    const byRenamed = new Map<string, number>();
+    result.renamed.forEach((name, i) => byRenamed.set(name, i));
+    renaming = { find: (name) => byRenamed.get(name) ?? -1, renamed: (i) => result.renamed[i] as string };
+    applied = result.applied;
+    changed = result.changed;
   } else {
-    const choice = chooseAlignment(ranked, input.pretrained.length, input.target.length);
-    rules = choice.chosen ? alignmentRules(choice.chosen) : [];
+    // Automatic rules were chosen because they match; no rules ([]) is the identity.
+    const choice = input.rules ? { chosen: null, tied: [] } : chooseAlignment(ranked, pretrained.length, target.length);
     tied = choice.tied;
-    auto = true;
+    strip = choice.chosen?.strip ?? '';
+    const add = choice.chosen?.add ?? '';
+    rules = choice.chosen ? alignmentRules(choice.chosen) : [];
+    renaming = prefixRenaming(pretrained, index, strip, add);
+    const auto = input.rules === null;
+    applied = rules.map((rule) => ({ kind: rule.kind, value: rule.value, auto, matched: 0 }));
   }
-  // Automatic rules were chosen because they match; explicit ones must each prove themselves.
-  const { renamed, applied, changed } = applyRules(pretrainedKeys, rules, auto, !auto);
 
-  const byRenamed = new Map<string, number>();
-  renamed.forEach((name, i) => byRenamed.set(name, i));
-  const facts: PretrainedFacts = { renamedKeys: byRenamed, moduleVersion: versionLookup(input, rules) };
+  const facts: PretrainedFacts = { renamedKeys: { has: (name) => renaming.find(name) >= 0 }, moduleVersion: versionLookup(input, rules) };
 
   const loaded: LoadedKey[] = [];
   const missing: MissingKey[] = [];
   const mismatched: MismatchedKey[] = [];
   // Flags by index rather than sets of names: one typed array per side instead of two hashed sets.
-  const pretrainedUsed = new Uint8Array(input.pretrained.length);
-  const targetMatched = new Uint8Array(input.target.length);
+  const pretrainedUsed = new Uint8Array(pretrained.length);
+  const targetMatched = new Uint8Array(target.length);
   const loadedByTie = new Map<string, string>();
-
   const filledFrom: number[] = [];
-  input.target.forEach((t, ti) => {
-    const index = byRenamed.get(t.key);
-    if (index === undefined) return;
-    const p = input.pretrained[index] as TensorInfo;
-    pretrainedUsed[index] = 1;
+  let stripped = 0;
+
+  for (let ti = 0; ti < target.length; ti++) {
+    const key = target.key(ti);
+    const pi = renaming.find(key);
+    if (pi < 0) continue;
+    const pShape = pretrained.shape(pi);
+    const tShape = target.shape(ti);
+    const pKey = pretrained.key(pi);
+    pretrainedUsed[pi] = 1;
     targetMatched[ti] = 1;
-    if (!sameShape(p.shape, t.shape)) {
-      const entry: MismatchedKey = { key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape };
-      if (isZero3Placeholder(p.shape, t.shape)) Object.assign(entry, { reason: 'zero3-placeholder', note: BENIGN_NOTES['zero3-placeholder'] });
+    if (!sameShape(pShape, tShape)) {
+      const entry: MismatchedKey = { key, from: pKey, target_shape: tShape, pretrained_shape: pShape };
+      if (isZero3Placeholder(pShape, tShape)) Object.assign(entry, { reason: 'zero3-placeholder', note: BENIGN_NOTES['zero3-placeholder'] });
       mismatched.push(entry);
-      return;
+      continue;
     }
-    if (p.dtype !== t.dtype) {
-      const from = dtypeByName(p.dtype);
-      const to = dtypeByName(t.dtype);
+    const pDtype = pretrained.dtype(pi);
+    const tDtype = target.dtype(ti);
+    if (pDtype !== tDtype) {
+      const from = dtypeByName(pDtype);
+      const to = dtypeByName(tDtype);
       if (!(from && to && canConvert(from, to))) {
-        mismatched.push({ key: t.key, from: p.key, target_shape: t.shape, pretrained_shape: p.shape, reason: 'dtype', note: `cannot convert ${p.dtype} to ${t.dtype}` });
-        return;
+        mismatched.push({ key, from: pKey, target_shape: tShape, pretrained_shape: pShape, reason: 'dtype', note: `cannot convert ${pDtype} to ${tDtype}` });
+        continue;
       }
     }
-    const entry: LoadedKey = { key: t.key, from: p.key, shape: t.shape, dtype: t.dtype };
-    if (p.dtype !== t.dtype) entry.cast_from = p.dtype;
+    const entry: LoadedKey = { key, from: pKey, shape: tShape, dtype: tDtype };
+    if (pDtype !== tDtype) entry.cast_from = pDtype;
     loaded.push(entry);
-    filledFrom.push(index);
-    if (t.tieId !== undefined && !loadedByTie.has(t.tieId)) loadedByTie.set(t.tieId, t.key);
-  });
+    if (changed) filledFrom.push(pi);
+    else if (strip !== '' && pKey.startsWith(strip)) stripped++;
+    const tieId = target.tieId(ti);
+    if (tieId !== undefined && !loadedByTie.has(tieId)) loadedByTie.set(tieId, key);
+  }
 
-  input.target.forEach((t, ti) => {
-    if (targetMatched[ti]) return;
-    const entry: MissingKey = { key: t.key, shape: t.shape, dtype: t.dtype, benign: false };
-    const tiedTo = t.tieId !== undefined ? loadedByTie.get(t.tieId) : undefined;
+  for (let ti = 0; ti < target.length; ti++) {
+    if (targetMatched[ti]) continue;
+    const key = target.key(ti);
+    const dtype = target.dtype(ti);
+    const tieId = target.tieId(ti);
+    const entry: MissingKey = { key, shape: target.shape(ti), dtype, benign: false };
+    const tiedTo = tieId !== undefined ? loadedByTie.get(tieId) : undefined;
     const reason: BenignReason | null = tiedTo
       ? 'tied-weight'
-      : isBatchNormCounterGap(t.key, facts)
+      : isBatchNormCounterGap(key, facts)
         ? 'bn-num-batches-tracked'
-        : isPositionIds(t.key, t.dtype)
+        : isPositionIds(key, dtype)
           ? 'position-ids'
           : null;
     if (reason) Object.assign(entry, { benign: true, reason, note: BENIGN_NOTES[reason] });
     if (tiedTo) entry.tied_to = tiedTo;
     missing.push(entry);
-  });
+  }
 
   const unexpected: UnexpectedKey[] = [];
+  // The target's keys as a set, made only when a counter asks.
   let targetKeys: Set<string> | null = null;
-  renamed.forEach((name, i) => {
-    if (pretrainedUsed[i]) return;
-    const p = input.pretrained[i] as TensorInfo;
-    const entry: UnexpectedKey = { key: p.key, shape: p.shape, dtype: p.dtype, benign: false };
-    targetKeys ??= new Set(input.target.map((t) => t.key));
-    if (isFrozenBatchNormCounter(name, targetKeys)) Object.assign(entry, { benign: true, reason: 'frozen-bn-counter', note: BENIGN_NOTES['frozen-bn-counter'] });
+  const targetHas = {
+    has: (name: string) => {
+      if (!targetKeys) {
+        targetKeys = new Set<string>();
+        for (let i = 0; i < target.length; i++) targetKeys.add(target.key(i));
+      }
+      return targetKeys.has(name);
+    },
+  };
+  for (let pi = 0; pi < pretrained.length; pi++) {
+    if (pretrainedUsed[pi]) continue;
+    const entry: UnexpectedKey = { key: pretrained.key(pi), shape: pretrained.shape(pi), dtype: pretrained.dtype(pi), benign: false };
+    if (isFrozenBatchNormCounter(renaming.renamed(pi), targetHas)) Object.assign(entry, { benign: true, reason: 'frozen-bn-counter', note: BENIGN_NOTES['frozen-bn-counter'] });
     unexpected.push(entry);
-  });
+  }
 
-  // A rule's count is the keys it helped fill, not the keys it renamed.
   applied.forEach((rule, r) => {
-    const flags = changed[r] as Uint8Array;
-    rule.matched = filledFrom.reduce((n, i) => n + (flags[i] as number), 0);
+    const flags = changed?.[r];
+    if (flags) rule.matched = filledFrom.reduce((n, i) => n + (flags[i] as number), 0);
+    else rule.matched = rule.kind === 'strip-prefix' ? stripped : loaded.length;
   });
 
   return { rules: applied, loaded, missing, unexpected, mismatched, closest, tied };
