@@ -7,8 +7,18 @@
  * The hash is polynomial, so the hash of a concatenation is computed from the hashes of its pieces:
  * h(a + b) = h(a) * B^|b| + h(b) (32-bit arithmetic). Open addressing in one Int32Array; a hit is
  * confirmed character by character. With keys that occur twice, the later one wins (as Map.set).
+ *
+ * Keys come from the files. A hash of this kind collides for chosen strings whatever its base (Thue-Morse
+ * blocks collide modulo 2^32 for every odd base, and any concatenation of colliding blocks does too), so
+ * a hostile state dict could put every key in one probe chain and make matching quadratic. Every probe
+ * past the first is charged to a budget that each operation refills by PROBE_ALLOWANCE; once it runs out
+ * the index becomes a Map (V8's own seeded hash) and answers through concatenated strings, as before.
  */
 const BASE = 0x01000193;
+/** Probes each insert or lookup may use on average before the index gives up hashing and becomes a Map. */
+const PROBE_ALLOWANCE = 8;
+/** Probes allowed up front, before operations have refilled the budget. */
+const INITIAL_PROBE_BUDGET = 1024;
 
 /** h(s[from..to)): the polynomial hash of a piece of `s`. */
 export function hashPiece(s: string, from = 0, to = s.length): number {
@@ -24,6 +34,9 @@ export class KeyIndex {
   private readonly mask: number;
   /** BASE^n, grown on demand. */
   private readonly powers: number[] = [1];
+  private budget = INITIAL_PROBE_BUDGET;
+  /** Set once the probe budget ran out: key → index (the later of equal keys). */
+  private map: Map<string, number> | null = null;
 
   constructor(private readonly keys: { readonly length: number; key(i: number): string }) {
     const n = keys.length;
@@ -32,10 +45,11 @@ export class KeyIndex {
     this.mask = size - 1;
     this.slots = new Int32Array(size);
     this.hashes = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < n && !this.map; i++) {
       const key = keys.key(i);
       const h = hashPiece(key);
       this.hashes[i] = h;
+      this.budget += PROBE_ALLOWANCE;
       let slot = spread(h) & this.mask;
       for (;;) {
         const held = this.slots[slot] as number;
@@ -47,9 +61,24 @@ export class KeyIndex {
           this.slots[slot] = i + 1;
           break;
         }
+        if (--this.budget < 0) {
+          this.degrade();
+          break;
+        }
         slot = (slot + 1) & this.mask;
       }
     }
+  }
+
+  /** True once colliding keys turned the index into a Map. */
+  get degraded(): boolean {
+    return this.map !== null;
+  }
+
+  private degrade(): void {
+    const map = new Map<string, number>();
+    for (let i = 0; i < this.keys.length; i++) map.set(this.keys.key(i), i);
+    this.map = map;
   }
 
   /** BASE^n (mod 2^32). */
@@ -64,6 +93,8 @@ export class KeyIndex {
    * `restHash` hashPiece(source, from); callers asking many prefixes with one rest hash the rest once.
    */
   findJoined(prefix: string, prefixHash: number, source: string, from: number, restHash: number): number {
+    if (this.map) return this.map.get(prefix + source.slice(from)) ?? -1;
+    this.budget += PROBE_ALLOWANCE;
     const restLength = source.length - from;
     const h = (Math.imul(prefixHash, this.power(restLength)) + restHash) | 0;
     const length = prefix.length + restLength;
@@ -74,6 +105,10 @@ export class KeyIndex {
       if (this.hashes[held - 1] === h) {
         const key = this.keys.key(held - 1);
         if (key.length === length && key.startsWith(prefix) && samePiece(key, prefix.length, source, from, restLength)) return held - 1;
+      }
+      if (--this.budget < 0) {
+        this.degrade();
+        return this.map!.get(prefix + source.slice(from)) ?? -1;
       }
       slot = (slot + 1) & this.mask;
     }
