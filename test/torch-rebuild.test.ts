@@ -68,3 +68,19 @@ describe('TupleInterner', () => {
     expect(interner.intern([2 ** 32])).toBe(big);
   });
 });
+
+describe('TupleInterner: colliding tuples', () => {
+  it('keeps at most a few tuples per hash value, so tuples made to collide cannot make interning quadratic', () => {
+    // [x, y] hashes to imul(imul(2 ^ x, P) ^ y, P): for a fixed x, y and y' give the same hash only if equal,
+    // so collisions are built across x: y = imul(2 ^ x, P) ^ c gives every [x, y] the same inner value c.
+    const P = 0x01000193;
+    const interner = new TupleInterner();
+    const tuples: number[][] = [];
+    for (let x = 0; x < 2000; x++) tuples.push([x, (Math.imul(2 ^ x, P) ^ 12345) >>> 0]);
+    const interned = tuples.map((t) => interner.intern(t));
+    interned.forEach((t, i) => expect(t).toEqual(tuples[i]));
+    // Collided tuples beyond the bucket are returned as given, not shared or compared against thousands.
+    expect(interner.intern([...tuples[1999]!])).not.toBe(interned[1999]);
+    expect(interner.intern([...tuples[0]!])).toBe(interned[0]);
+  });
+});

@@ -296,6 +296,9 @@ const NO_LAZY_BITS: { readonly conj: boolean; readonly neg: boolean } = Object.f
  * @internal Integer tuples by value, without building a string per lookup (a 70,000-tensor file has
  * 140,000 of them): a hash of the items picks a bucket, whose few arrays are compared item by item.
  */
+/** Tuples kept per hash value (the hash is not seeded: a file can choose colliding tuples). */
+const MAX_BUCKET = 8;
+
 export class TupleInterner {
   private readonly buckets = new Map<number, Array<readonly number[]>>();
   private count = 0;
@@ -311,7 +314,8 @@ export class TupleInterner {
     if (bucket) {
       for (const known of bucket) if (sameItems(known, items)) return known;
     }
-    if (this.count >= MAX_INTERNED_TUPLES) return items;
+    // A full bucket is left as it is: tuples made to collide cost at most MAX_BUCKET compares each.
+    if (this.count >= MAX_INTERNED_TUPLES || (bucket && bucket.length >= MAX_BUCKET)) return items;
     this.count++;
     if (bucket) bucket.push(items);
     else this.buckets.set(hash, [items]);
