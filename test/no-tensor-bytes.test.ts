@@ -13,7 +13,8 @@ import { globalVerdict } from '../src/pickle/globals.js';
 import { PyDict } from '../src/pickle/value.js';
 import { numelOf } from '../src/tensor/tensor-ref.js';
 import { BufferSource, type ByteSource, FileSource } from '../src/io/source.js';
-import { entryDataOffset, readZipDirectory } from '../src/zip/reader.js';
+import { entryDataOffset } from '../src/zip/entry-data.js';
+import { readZipDirectory } from '../src/zip/reader.js';
 import { FIXTURES, REFUSED_FIXTURES, fixturePath } from './helpers/fixtures.js';
 import { floatData, legacyCheckpoint, stateDictPickle, type TensorSpec, zipCheckpoint } from './fuzz/builders.js';
 

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
 import { writeStateDict } from '../src/formats/torch-zip/write.js';
-import { computeEntryCrc } from '../src/zip/reader.js';
+import { computeEntryCrc } from '../src/zip/entry-data.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import type { CheckReport } from '../src/commands/check.js';
 import { ckpt, ckptJson, tempDir } from './helpers/cli.js';

@@ -6,7 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { CheckpointError, type CheckpointErrorCode } from '../src/io/errors.js';
 import { LIMITS } from '../src/io/limits.js';
 import { BufferSource, FileSource } from '../src/io/source.js';
-import { computeEntryCrc, entryDataOffset, readEntryBytes, readZipDirectory } from '../src/zip/reader.js';
+import { computeEntryCrc, entryDataOffset, readEntryBytes } from '../src/zip/entry-data.js';
+import { readZipDirectory } from '../src/zip/reader.js';
 import { buildZip, declareEntryCount, failure, patch, python, skipWithoutPython, skipWithoutTorch, type BuildEntry } from './helpers/zip-builders.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-zip-reader-'));

@@ -10,7 +10,8 @@ import {
   DATA_ALIGNMENT, LOCAL_HEADER_SIZE, alignmentPadding, decodeEndRecord, decodeZip64EndRecord, decodeZip64Extra, decodeZip64Locator,
   encodeCentralHeader, encodeEndRecords, encodeLocalHeader, readU64, writeU64,
 } from '../src/zip/layout.js';
-import { computeEntryCrc, entryDataOffset, readEntryBytes, readZipDirectory, type ZipDirectory } from '../src/zip/reader.js';
+import { computeEntryCrc, entryDataOffset, readEntryBytes } from '../src/zip/entry-data.js';
+import { readZipDirectory, type ZipDirectory } from '../src/zip/reader.js';
 import { ZipWriter } from '../src/zip/writer.js';
 import { SparseFile, failure, python, skipWithoutPython, skipWithoutTorch } from './helpers/zip-builders.js';
 

@@ -11,7 +11,7 @@ import type { Checkpoint } from '../formats/checkpoint.js';
 import { CheckpointError } from '../io/errors.js';
 import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
 import { allowGlobalProblem, globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
-import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/reader.js';
+import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/entry-data.js';
 import { type TensorInfo, matchStateDicts } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../model/stream.js';

@@ -1,7 +1,7 @@
 /** Damaging a copy of a checkpoint the way a bad disk or transfer would, for integrity tests. */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { openCheckpoint } from '../../src/formats/open.js';
-import { entryDataOffset } from '../../src/zip/reader.js';
+import { entryDataOffset } from '../../src/zip/entry-data.js';
 
 /**
  * Flips one bit of the data of the first zip record whose name `pick` accepts, in place; returns that

@@ -20,7 +20,8 @@ import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
 import type { StorageRecord } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
-import { type ZipDirectory, type ZipEntry, entryDataOffset, findEntry, knownDataOffset, prefetchDataOffsets, readEntryBytes, readZipDirectory } from '../../zip/reader.js';
+import { entryDataOffset, knownDataOffset, prefetchDataOffsets, readEntryBytes } from '../../zip/entry-data.js';
+import { type ZipDirectory, type ZipEntry, findEntry, readZipDirectory } from '../../zip/reader.js';
 
 /** torch's reader accepts versions 1..kMaxSupportedFileFormatVersion (10 in 1.13 and 2.10). */
 const MIN_VERSION = 1;
