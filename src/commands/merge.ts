@@ -124,10 +124,10 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
 async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
   const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
-  const size = psd.tensors.length + tsd.tensors.length;
-  betweenPhases(size);
   const { result, adapted, failure, hint } = decide(psd, tsd, rules, adapt, options);
-  betweenPhases(size);
+  // One collection for the garbage of opening both files and of matching: matching allocates little now,
+  // and a second one before it bought no peak memory (70k merge: 243 MB either way, 0.1 s saved).
+  betweenPhases(psd.tensors.length + tsd.tensors.length);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
