@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
 import { frequentPrefixes, hintAlignments, rankAlignments } from '../src/match/align.js';
-import { parseRename } from '../src/match/rules.js';
+import { applyRules, parseRename } from '../src/match/rules.js';
 import { CheckpointError } from '../src/io/errors.js';
 
 const t = (key: string, shape: number[] = [4], dtype = 'float32', tieId?: string): TensorInfo => (tieId ? { key, shape, dtype, tieId } : { key, shape, dtype });
@@ -269,5 +269,56 @@ describe('rankAlignments', () => {
     const pretrained = ['a', 'b', 'c'].map((key) => ({ key, shape: [2] }));
     const target = ['backbone.a', 'head.z', 'backbone.b', 'neck.y', 'backbone.c'].map((key) => ({ key, shape: [2] }));
     expect(rankAlignments(pretrained, target)[0]).toEqual({ strip: '', add: 'backbone.', names: 3, shapes: 3 });
+  });
+});
+
+describe('automatic rules and the same rules given by hand', () => {
+  it('fill, leave and refuse the same keys: matching inverts an automatic strip/add without renaming keys, applyRules renames them', () => {
+    // matchStateDicts answers an automatic mapping through the pretrained key index (no renamed copy of
+    // the keys); explicit rules go through applyRules. Both must agree, duplicates after renaming included
+    // (`m.a` and `a` both become `a` under a strip of `m.`: the later key wins, as in a Map of renamed keys).
+    let seed = 3;
+    const next = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) >>> 4) % n;
+    const pick = <T>(xs: readonly T[]) => xs[next(xs.length)] as T;
+    const bodies = Array.from({ length: 12 }, (_, i) => `l${i >> 2}.w${i & 3}`);
+    let compared = 0;
+    let collided = 0;
+    for (let round = 0; round < 300; round++) {
+      const pretrainedPrefix = pick(['', 'module.', 'model.', 'module.backbone.', '_orig_mod.']);
+      const targetPrefix = pick(['', 'backbone.', 'module.']);
+      const side = (prefix: string, strays: readonly string[]) => {
+        const seen = new Set<string>();
+        const out: TensorInfo[] = [];
+        for (let k = 0; k < 10; k++) {
+          const key = (next(6) === 0 ? pick(strays) : prefix) + pick(bodies);
+          if (!seen.has(key)) out.push(t(key, [1 + next(2)]));
+          seen.add(key);
+        }
+        return out;
+      };
+      const pretrained = side(pretrainedPrefix, ['', 'module.', 'head.']);
+      const target = side(targetPrefix, ['', 'neck.']);
+      const auto = matchStateDicts({ pretrained, target, rules: null, pretrainedVersions: null });
+      if (auto.rules.length === 0) continue;
+      const rules = auto.rules.map((r) => ({ kind: r.kind, value: r.value }));
+      // Given by hand, rules that map two keys onto one name are refused; automatic ones take the later
+      // key: what a Map of applyRules' renamed keys holds.
+      const renamed = applyRules(pretrained.map((p) => p.key), rules, true, false).renamed;
+      const byName = new Map(renamed.map((name, i) => [name, pretrained[i]!.key]));
+      if (byName.size < renamed.length) {
+        expect(auto.loaded.map((l) => l.from)).toEqual(auto.loaded.map((l) => byName.get(l.key)));
+        collided++;
+        continue;
+      }
+      const byHand = matchStateDicts({ pretrained, target, rules, pretrainedVersions: null });
+      expect(byHand.loaded).toEqual(auto.loaded);
+      expect(byHand.missing).toEqual(auto.missing);
+      expect(byHand.unexpected).toEqual(auto.unexpected);
+      expect(byHand.mismatched).toEqual(auto.mismatched);
+      expect(byHand.rules.map((r) => r.matched)).toEqual(auto.rules.map((r) => r.matched));
+      compared++;
+    }
+    expect(compared).toBeGreaterThan(50);
+    expect(collided).toBeGreaterThan(10);
   });
 });
