@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { matchStateDicts, type TensorInfo } from '../src/match/match.js';
 import { frequentPrefixes, hintAlignments, rankAlignments } from '../src/match/align.js';
-import { applyRules, parseRename } from '../src/match/rules.js';
+import { type KeyRule, applyRules, parseRename } from '../src/match/rules.js';
 import { CheckpointError } from '../src/io/errors.js';
 
 const t = (key: string, shape: number[] = [4], dtype = 'float32', tieId?: string): TensorInfo => (tieId ? { key, shape, dtype, tieId } : { key, shape, dtype });
@@ -300,7 +300,7 @@ describe('automatic rules and the same rules given by hand', () => {
       const target = side(targetPrefix, ['', 'neck.']);
       const auto = matchStateDicts({ pretrained, target, rules: null, pretrainedVersions: null });
       if (auto.rules.length === 0) continue;
-      const rules = auto.rules.map((r) => ({ kind: r.kind, value: r.value }));
+      const rules: KeyRule[] = auto.rules.map((r) => ({ kind: r.kind as 'strip-prefix' | 'add-prefix', value: r.value }));
       // Given by hand, rules that map two keys onto one name are refused; automatic ones take the later
       // key: what a Map of applyRules' renamed keys holds.
       const renamed = applyRules(pretrained.map((p) => p.key), rules, true, false).renamed;
