@@ -99,20 +99,18 @@ export function zip64ExtraLength(needs: Zip64Needs): number {
 }
 
 /** Writes a zip64 extra for a stored entry (compressed size = size) at `at`; returns its length. */
-function putZip64Extra(bytes: Uint8Array, at: number, size: number, localHeaderOffset: number): number {
-  const sizes = size >= U32_SATURATED;
-  const offset = localHeaderOffset >= U32_SATURATED;
-  const length = zip64ExtraLength({ sizes, offset });
+function putZip64Extra(bytes: Uint8Array, at: number, needs: Zip64Needs, size: number, localHeaderOffset: number): number {
+  const length = zip64ExtraLength(needs);
   if (length === 0) return 0;
   put16(bytes, at, EXTRA_ID_ZIP64);
   put16(bytes, at + 2, length - 4);
   let field = at + 4;
-  if (sizes) {
+  if (needs.sizes) {
     put64(bytes, field, size);
     put64(bytes, field + 8, size);
     field += 16;
   }
-  if (offset) put64(bytes, field, localHeaderOffset);
+  if (needs.offset) put64(bytes, field, localHeaderOffset);
   return length;
 }
 
@@ -220,10 +218,11 @@ export function localHeaderLength(nameLength: number, size: number, localHeaderO
 export function putLocalHeader(
   bytes: Uint8Array, at: number, prefix: Uint8Array | null, name: string | Uint8Array, nameLength: number, crc32: number, size: number, localHeaderOffset: number,
 ): number {
-  const zip64Length = zip64ExtraLength(zip64Needs(size, localHeaderOffset));
+  const needs = zip64Needs(size, localHeaderOffset);
+  const zip64Length = zip64ExtraLength(needs);
   const padding = alignmentPadding(localHeaderOffset, nameLength, zip64Length);
   const extraLength = zip64Length + 4 + padding;
-  const size32 = size >= U32_SATURATED ? U32_SATURATED : size;
+  const size32 = needs.sizes ? U32_SATURATED : size;
   put32(bytes, at, SIGNATURE.localHeader);
   put16(bytes, at + 4, zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN);
   put16(bytes, at + 6, FLAG_UTF8_NAME);
@@ -237,7 +236,7 @@ export function putLocalHeader(
   let field = at + LOCAL_HEADER_SIZE;
   putName(bytes, field, prefix, name, nameLength);
   field += nameLength;
-  field += putZip64Extra(bytes, field, size, localHeaderOffset);
+  field += putZip64Extra(bytes, field, needs, size, localHeaderOffset);
   put16(bytes, field, EXTRA_ID_TORCH_PADDING);
   put16(bytes, field + 2, padding);
   bytes.fill(PADDING_BYTE, field + 4, field + 4 + padding);
@@ -276,9 +275,10 @@ export function centralHeaderLength(nameLength: number, size: number, localHeade
 export function putCentralHeader(
   bytes: Uint8Array, at: number, prefix: Uint8Array | null, name: string | Uint8Array, nameLength: number, crc32: number, size: number, localHeaderOffset: number,
 ): number {
-  const zip64Length = zip64ExtraLength(zip64Needs(size, localHeaderOffset));
+  const needs = zip64Needs(size, localHeaderOffset);
+  const zip64Length = zip64ExtraLength(needs);
   const version = zip64Length > 0 ? VERSION_ZIP64 : VERSION_PLAIN;
-  const size32 = size >= U32_SATURATED ? U32_SATURATED : size;
+  const size32 = needs.sizes ? U32_SATURATED : size;
   put32(bytes, at, SIGNATURE.centralHeader);
   put16(bytes, at + 4, version);
   put16(bytes, at + 6, version);
@@ -294,9 +294,9 @@ export function putCentralHeader(
   put32(bytes, at + 32, 0);
   put32(bytes, at + 36, 0);
   put16(bytes, at + 40, 0);
-  put32(bytes, at + 42, localHeaderOffset >= U32_SATURATED ? U32_SATURATED : localHeaderOffset);
+  put32(bytes, at + 42, needs.offset ? U32_SATURATED : localHeaderOffset);
   putName(bytes, at + CENTRAL_HEADER_SIZE, prefix, name, nameLength);
-  putZip64Extra(bytes, at + CENTRAL_HEADER_SIZE + nameLength, size, localHeaderOffset);
+  putZip64Extra(bytes, at + CENTRAL_HEADER_SIZE + nameLength, needs, size, localHeaderOffset);
   return CENTRAL_HEADER_SIZE + nameLength + zip64Length;
 }
 
