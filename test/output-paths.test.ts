@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ckpt, ROOT, tempDir } from './helpers/cli.js';
 import { fixturePath } from './helpers/fixtures.js';
+import { withTensor } from '../src/tensor/tensor-ref.js';
 
 const dir = tempDir('ckpt-output-paths-');
 const INPUT = fixturePath('resnet18_tiny.pth');
@@ -218,7 +219,7 @@ describe('temporary files', () => {
     const { writeStateDict } = await import('../src/formats/torch-zip/write.js');
     const source = await openCheckpoint(INPUT);
     const [, tensor] = findStateDict(source.root, 'x').tensors.find(([k]) => k === 'fc.weight')!;
-    await writeStateDict(big, Array.from({ length: 40_000 }, (_, i) => [`w.${i}`, { tensor: { ...tensor } }] as const));
+    await writeStateDict(big, Array.from({ length: 40_000 }, (_, i) => [`w.${i}`, { tensor: withTensor(tensor, {}) }] as const));
     await source.close();
     const out = join(folder, 'killed.pth');
     const child = spawn(process.execPath, [join(ROOT, 'dist/bin/ckpt.js'), 'convert', big, out], { stdio: 'ignore' });

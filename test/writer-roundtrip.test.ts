@@ -14,7 +14,7 @@ import { findStateDict } from '../src/model/state-dict.js';
 import { readStorageBytes, readTensorBytes } from '../src/model/read-bytes.js';
 import { CheckpointError } from '../src/io/errors.js';
 import { PyDict, PyFloat, PyList, PyTuple, type PyValue } from '../src/pickle/value.js';
-import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
+import { type StorageRef, type TensorRef, makeStorage, withTensor } from '../src/tensor/tensor-ref.js';
 import { writeStateDict, type OutputValue } from '../src/formats/torch-zip/write.js';
 import { collectConvert } from '../src/commands/convert.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
@@ -257,11 +257,16 @@ describe('inputs the writer refuses', () => {
     const folder = tempDir('ckpt-midway-');
     const out = join(folder, 'out.pth');
     writeFileSync(out, 'old');
-    const broken: StorageRef = {
-      ...tensor.storage,
-      record: { ...(tensor.storage.record as NonNullable<StorageRef['record']>), resolve: () => Promise.reject(new CheckpointError('TRUNCATED', 'in.pth', 'ends early')) },
-    };
-    const bad: TensorRef = { ...tensor, storage: broken };
+    const s = tensor.storage;
+    const record = s.record as NonNullable<StorageRef['record']>;
+    const broken = makeStorage({
+      key: s.key,
+      dtype: s.dtype,
+      location: s.location,
+      numel: s.numel,
+      record: { name: record.name, length: record.length, crc32: record.crc32, resolve: () => Promise.reject(new CheckpointError('TRUNCATED', 'in.pth', 'ends early')) },
+    });
+    const bad = withTensor(tensor, { storage: broken });
     await expect(writeStateDict(out, [['a', { tensor }], ['b', { tensor: bad }]])).rejects.toMatchObject({ code: 'TRUNCATED' });
     expect(readFileSync(out, 'utf8')).toBe('old');
     expect(readdirSync(folder)).toEqual(['out.pth']);

@@ -18,7 +18,7 @@ import { SCAN_CHUNK_BYTES, tensorChunks } from '../model/stream.js';
 import { type ByteSource, FileSource } from '../io/source.js';
 import { parseJsonBytes } from '../io/json-text.js';
 import { betweenPhases } from '../io/memory.js';
-import type { StorageRef } from '../tensor/tensor-ref.js';
+import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
 import { HttpSource } from '../io/http-source.js';
 import { LIMITS } from '../io/limits.js';
 import { type FetchedReport, RemoteSession } from '../io/remote-session.js';
@@ -106,10 +106,10 @@ export async function collectCheck(path: string, options: CheckOptions): Promise
       if (g.verdict === 'dangerous') findings.push({ kind: 'unsafe', detail: `${g.name}: can run code; torch.load(weights_only=False) would import and call it` });
       else if (!g.allowed) findings.push({ kind: 'global', detail: `${g.name}: not on torch's weights_only allowlist; torch.load(weights_only=False) would import and call it (--allow-global ${g.name} accepts it if you trust it)` });
     }
-    const size = sd.tensors.length + (expected?.tensors.length ?? 0);
+    const size = sd.keys.length + (expected?.tensors.length ?? 0);
     betweenPhases(size);
     if (options.finite) {
-      const scanned = sd.tensors.filter(([, t]) => t.dtype.kind === 'float' || t.dtype.kind === 'complex').map(([, t]) => t.storage);
+      const scanned = sd.refs.filter((t) => t.dtype.kind === 'float' || t.dtype.kind === 'complex').map((t) => t.storage);
       ensureBudget(options.remote, 'check --finite', [ckpt], scanned);
       await checkFinite(sd, ckpt.path, findings, new Set(ckpt.problems.map((p) => p.storage)));
     }
@@ -208,10 +208,17 @@ async function checkFinite(sd: StateDict, path: string, findings: Finding[], cor
   }
 }
 
+function tensorInfosOf(sd: StateDict): TensorInfo[] {
+  return sd.keys.map((key, i) => {
+    const t = sd.refs[i] as TensorRef;
+    return { key, shape: t.shape, dtype: t.dtype.name };
+  });
+}
+
 /** strict=True loading semantics: no prefix alignment, benign reasons as in merge. */
 function compareArchitecture(sd: StateDict, expected: TensorInfo[]): Finding[] {
   const result = matchStateDicts({
-    pretrained: sd.tensors.map(([key, t]) => ({ key, shape: t.shape, dtype: t.dtype.name })),
+    pretrained: tensorInfosOf(sd),
     target: expected,
     rules: [],
     pretrainedVersions: moduleVersions(sd.metadata),
@@ -272,7 +279,7 @@ async function loadCheckpointArchitecture(path: string, remote: RemoteSession | 
   const ckpt = await openCheckpoint(path, { remote });
   try {
     const sd = findStateDict(ckpt.root, ckpt.path);
-    return { tensors: sd.tensors.map(([key, t]) => ({ key, shape: t.shape, dtype: t.dtype.name })) };
+    return { tensors: tensorInfosOf(sd) };
   } finally {
     await ckpt.close();
   }

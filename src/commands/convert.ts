@@ -6,7 +6,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { openCheckpoint } from '../formats/open.js';
 import { findStateDict } from '../model/state-dict.js';
-import type { TensorRef } from '../tensor/tensor-ref.js';
+import { type TensorRef, withTensor } from '../tensor/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { formatBytes, formatCount, indent, safe, table } from './render.js';
@@ -52,7 +52,7 @@ export async function collectConvert(input: string, output: string, keyPath?: st
     const detach = (t: TensorRef): TensorRef => {
       if (sd.origin !== 'module' || (!t.parameter && !t.requiresGrad)) return t;
       let d = detached.get(t);
-      if (!d) detached.set(t, (d = { ...t, parameter: false, requiresGrad: false }));
+      if (!d) detached.set(t, (d = withTensor(t, { parameter: false, requiresGrad: false })));
       return d;
     };
     for (const [key, value] of sd.dict.entries) {

@@ -63,16 +63,16 @@ export async function collectDiff(pathA: string, pathB: string, options: DiffOpt
 async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise<DiffReport> {
   const sa = findStateDict(a.root, a.path, options.key);
   const sb = findStateDict(b.root, b.path, options.keyB ?? options.key);
-  const size = sa.tensors.length + sb.tensors.length;
+  const size = sa.keys.length + sb.keys.length;
   betweenPhases(size);
   const rules: KeyRule[] = (options.stripPrefix ?? []).map((value) => ({ kind: 'strip-prefix', value }));
-  const ra = applyRules(sa.tensors.map(([k]) => k), rules, false, false);
-  const rb = applyRules(sb.tensors.map(([k]) => k), rules, false, false);
+  const ra = applyRules(sa.keys, rules, false, false);
+  const rb = applyRules(sb.keys, rules, false, false);
   const applied = rules.map((_, i) => ({ ...(ra.applied[i] as AppliedRule), matched: (ra.applied[i]?.matched ?? 0) + (rb.applied[i]?.matched ?? 0) }));
   for (const rule of applied) if (rule.matched === 0) throw new CheckpointError('BAD_RULE', '', `${describeRule(rule)} matches no key in either file`);
 
-  const mapA = uniqueMap(a.path, ra.renamed, sa.tensors.map(([, t]) => t));
-  const mapB = uniqueMap(b.path, rb.renamed, sb.tensors.map(([, t]) => t));
+  const mapA = uniqueMap(a.path, ra.renamed, sa.refs);
+  const mapB = uniqueMap(b.path, rb.renamed, sb.refs);
   const onlyInA = [...mapA.keys()].filter((k) => !mapB.has(k));
   const onlyInB = [...mapB.keys()].filter((k) => !mapA.has(k));
   const shapeDiffers: DiffReport['shape_differs'] = [];
@@ -103,8 +103,8 @@ async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise
   const same = onlyInA.length + onlyInB.length + shapeDiffers.length + dtypeDiffers.length + (valueDiffers?.length ?? 0) === 0;
   const report: DiffReport = {
     schema: 'ckpt.diff/1',
-    a: { path: a.path, format: a.format, key: sa.key, tensors: sa.tensors.length },
-    b: { path: b.path, format: b.format, key: sb.key, tensors: sb.tensors.length },
+    a: { path: a.path, format: a.format, key: sa.key, tensors: sa.keys.length },
+    b: { path: b.path, format: b.format, key: sb.key, tensors: sb.keys.length },
     rules: applied,
     same,
     summary: {
@@ -127,7 +127,7 @@ async function diff(a: Checkpoint, b: Checkpoint, options: DiffOptions): Promise
   return report;
 }
 
-function uniqueMap(path: string, names: string[], tensors: TensorRef[]): Map<string, TensorRef> {
+function uniqueMap(path: string, names: string[], tensors: readonly TensorRef[]): Map<string, TensorRef> {
   const out = new Map<string, TensorRef>();
   names.forEach((n, i) => {
     if (out.has(n)) throw new CheckpointError('BAD_RULE', path, `--strip-prefix makes two keys both ${n}`);

@@ -9,7 +9,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows } from '../match/adapt.js';
-import { numelOf, type StorageRef, type TensorRef } from '../tensor/tensor-ref.js';
+import { type StorageRef, type TensorRef, makeStorage, makeTensor, numelOf } from '../tensor/tensor-ref.js';
 import { BufferSource } from '../io/source.js';
 import { readTensorBytes } from '../model/read-bytes.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
@@ -118,22 +118,20 @@ export function memoryTensor(key: string, dtype: DType, shape: readonly number[]
     throw new CheckpointError('UNWRITABLE', path, `${key}: ${bytes.length} bytes computed for shape [${shape.join(', ')}] of ${dtype.name}`);
   }
   const source = new BufferSource(`${path} (adapted ${key})`, bytes);
-  const storage: StorageRef = {
-    kind: 'storage',
+  const storage = makeStorage({
     key: `adapted:${key}`,
     dtype,
     location: 'cpu',
     numel,
-    byteLength: bytes.length,
     record: { name: `adapted ${key}`, length: bytes.length, crc32: null, resolve: async () => ({ source, offset: 0 }) },
-  };
+  });
   const stride: number[] = new Array<number>(shape.length);
   let step = 1;
   for (let d = shape.length - 1; d >= 0; d--) {
     stride[d] = step;
     step *= shape[d] as number;
   }
-  return { kind: 'tensor', dtype, shape: [...shape], stride, storageOffset: 0, storage, requiresGrad: false, parameter: false, conj: false, neg: false };
+  return makeTensor({ dtype, shape: [...shape], stride, storageOffset: 0, storage, requiresGrad: false, parameter: false, conj: false, neg: false });
 }
 
 /** Every adapted key's output value, by key. */

@@ -8,7 +8,7 @@ import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
 import { findStateDict, moduleVersions, tensorLookup, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
-import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
+import { type StorageRef, type TensorRef, storageNumber } from '../tensor/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorList, matchStateDicts, tensorInfos } from '../match/match.js';
@@ -127,7 +127,7 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   const { result, adapted, failure, hint } = decide(psd, tsd, rules, adapt, options);
   // One collection for the garbage of opening both files and of matching: matching allocates little now,
   // and a second one before it bought no peak memory (70k merge: 243 MB either way, 0.1 s saved).
-  betweenPhases(psd.tensors.length + tsd.tensors.length);
+  betweenPhases(psd.keys.length + tsd.keys.length);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
@@ -137,8 +137,8 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
     target: { path: target.path, format: target.format, key: tsd.key },
     rules: result.rules,
     summary: {
-      target_keys: tsd.tensors.length,
-      pretrained_keys: psd.tensors.length,
+      target_keys: tsd.keys.length,
+      pretrained_keys: psd.keys.length,
       loaded: result.loaded.length,
       missing: result.missing.length,
       missing_benign: missingBenign,
@@ -254,8 +254,8 @@ function hintFor(result: MatchResult, pretrained: TensorList, target: TensorList
     shapes: c?.shapes ?? 0,
     tied: result.tied.length > 0,
     candidates: shown.map((a) => ({ flags: alignmentFlags(a), strip: a.strip, add: a.add, filled: a.shapes, names: a.names })),
-    pretrained_sample: psd.tensors.slice(0, 3).map(([k]) => k),
-    target_sample: tsd.tensors.slice(0, 3).map(([k]) => k),
+    pretrained_sample: psd.keys.slice(0, 3),
+    target_sample: tsd.keys.slice(0, 3),
   };
 }
 
@@ -324,13 +324,13 @@ function composeByName(tsd: StateDict, result: MatchResult, sources: AdaptSource
 
 /** Keys, shapes, dtypes (and tie ids, by index) read from the state dict's own list of tensors. */
 function tensorListOf(sd: StateDict, ties: ReadonlyMap<number, string> | null): TensorList {
-  const tensors = sd.tensors;
-  const at = (i: number) => tensors[i] as readonly [string, TensorRef];
+  const { keys, refs } = sd;
+  const at = (i: number) => refs[i] as TensorRef;
   return {
-    length: tensors.length,
-    key: (i) => at(i)[0],
-    shape: (i) => at(i)[1].shape,
-    dtype: (i) => at(i)[1].dtype.name,
+    length: keys.length,
+    key: (i) => keys[i] as string,
+    shape: (i) => at(i).shape,
+    dtype: (i) => at(i).dtype.name,
     tieId: (i) => ties?.get(i),
   };
 }
@@ -340,15 +340,15 @@ function tensorListOf(sd: StateDict, ties: ReadonlyMap<number, string> | null): 
  * id. Only storages met more than once can tie keys, and only those keys are looked at again.
  */
 function targetTies(tsd: StateDict): Map<number, string> | null {
-  const shared = sharedStorageUses(tsd.tensors);
+  const refs = tsd.refs;
+  const shared = sharedStorageUses(refs);
   if (shared.length === 0) return null;
-  const tensors = tsd.tensors;
   const storageIds = new Map<TensorRef['storage'], number>();
   const storageId = (s: TensorRef['storage']) => storageIds.get(s) ?? (storageIds.set(s, storageIds.size), storageIds.size - 1);
   const ids = new Map<number, string>();
   const counts = new Map<string, number>();
   for (const i of shared) {
-    const t = (tensors[i] as readonly [string, TensorRef])[1];
+    const t = refs[i] as TensorRef;
     const id = `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`;
     ids.set(i, id);
     counts.set(id, (counts.get(id) ?? 0) + 1);
@@ -365,8 +365,8 @@ function targetTies(tsd: StateDict): Map<number, string> | null {
  * as it meets them, and a typed array by that number finds the repeats. Any other key, or one number
  * on two storages, and the Map by identity decides.
  */
-function sharedStorageUses(tensors: StateDict['tensors']): number[] {
-  const storageOf = (i: number) => (tensors[i] as readonly [string, TensorRef])[1].storage;
+function sharedStorageUses(tensors: StateDict['refs']): number[] {
+  const storageOf = (i: number) => (tensors[i] as TensorRef).storage;
   const bound = 2 * tensors.length + 16;
   // index + 1 of the first tensor on each storage number; 0 for none yet.
   const firstByNumber = new Int32Array(bound);
@@ -374,8 +374,8 @@ function sharedStorageUses(tensors: StateDict['tensors']): number[] {
   const shared: number[] = [];
   for (let i = 0; i < tensors.length; i++) {
     const storage = storageOf(i);
-    const n = smallNumber(storage.key, bound);
-    if (n < 0) return sharedStorageUsesByIdentity(tensors);
+    const n = storageNumber(storage);
+    if (n < 0 || n >= bound) return sharedStorageUsesByIdentity(tensors);
     const first = (firstByNumber[n] as number) - 1;
     if (first < 0) {
       firstByNumber[n] = i + 1;
@@ -391,23 +391,11 @@ function sharedStorageUses(tensors: StateDict['tensors']): number[] {
   return shared.sort((a, b) => a - b);
 }
 
-/** The decimal number `key` spells when it is below `bound`; else -1. */
-function smallNumber(key: string, bound: number): number {
-  if (key.length === 0 || key.length > 9) return -1;
-  let n = 0;
-  for (let i = 0; i < key.length; i++) {
-    const digit = key.charCodeAt(i) - 48;
-    if (digit < 0 || digit > 9) return -1;
-    n = n * 10 + digit;
-  }
-  return n < bound ? n : -1;
-}
-
-function sharedStorageUsesByIdentity(tensors: StateDict['tensors']): number[] {
+function sharedStorageUsesByIdentity(tensors: StateDict['refs']): number[] {
   const firstUse = new Map<TensorRef['storage'], number>();
   const shared: number[] = [];
   for (let i = 0; i < tensors.length; i++) {
-    const storage = (tensors[i] as readonly [string, TensorRef])[1].storage;
+    const storage = (tensors[i] as TensorRef).storage;
     const first = firstUse.get(storage);
     if (first === undefined) firstUse.set(storage, i);
     else {

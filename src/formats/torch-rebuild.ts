@@ -8,7 +8,7 @@ import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor, kindOf } from '../pickle/value.js';
 import type { UnpickleHooks } from '../pickle/unpickler.js';
-import { type StorageRecord, type StorageRef, type TensorRef, viewExtent } from '../tensor/tensor-ref.js';
+import { type StorageRecord, type StorageRef, type TensorRef, canonicalNumber, makeStorage, makeTensor, viewExtent, withTensor } from '../tensor/tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 
 /** Distinct shapes/strides interned per file; past this, new ones are kept unshared (a hostile file cannot grow the table). */
@@ -110,7 +110,7 @@ export class TorchDecoder {
     if (!Number.isSafeInteger(byteLength) || byteLength > LIMITS.storageBytes) {
       throw new CheckpointError('LIMIT', this.path, `storage ${key}: ${numel} elements of ${dtype.name} exceed storageBytes`);
     }
-    const ref: StorageRef = { kind: 'storage', key, dtype, location, numel, byteLength, record: null };
+    const ref = makeStorage({ key, dtype, location, numel, record: null });
     if (number >= 0) this.byNumber[number] = ref;
     else this.byKey.set(key, ref);
     this.storages.push(ref);
@@ -140,7 +140,7 @@ export class TorchDecoder {
         return { source: at.source, offset: at.offset + offset * itemSize };
       },
     };
-    return { kind: 'storage', key: viewKey, dtype: root.dtype, location: root.location, numel, byteLength: numel * itemSize, record };
+    return makeStorage({ key: viewKey, dtype: root.dtype, location: root.location, numel, record });
   }
 
   private call(callable: PyGlobal, args: PyValue[]): PyValue | undefined {
@@ -193,8 +193,7 @@ export class TorchDecoder {
     if (!isInt(offsetArg) || typeof offsetArg === 'bigint' || offsetArg < 0) throw new CheckpointError('BAD_TENSOR', this.path, `invalid storage offset ${String(offsetArg)}`);
     const dtype = dtypeOverride ?? storageArg.dtype;
     const bits = this.lazyBits(metadata);
-    const tensor: TensorRef = {
-      kind: 'tensor',
+    const tensor = makeTensor({
       dtype,
       shape,
       stride,
@@ -204,7 +203,7 @@ export class TorchDecoder {
       parameter: false,
       conj: bits.conj,
       neg: bits.neg,
-    };
+    });
     this.checkView(tensor);
     return tensor;
   }
@@ -263,7 +262,7 @@ export class TorchDecoder {
   private parameter(args: PyValue[]): PyValue | undefined {
     const [data, requiresGrad] = args;
     if (data === undefined || !isTensor(data)) return undefined;
-    return { ...data, parameter: true, requiresGrad: requiresGrad !== false };
+    return withTensor(data, { parameter: true, requiresGrad: requiresGrad !== false });
   }
 
   /** `_rebuild_from_type_v2(func, cls, args, state)`: a tensor subclass or a tensor with Python attributes. */
@@ -277,16 +276,9 @@ export class TorchDecoder {
 /** Storage keys up to this are indexed by number; larger ones would make the array sparse. */
 const MAX_NUMBERED_STORAGE = 1 << 24;
 
-/** The number a canonical decimal key names ("0", "17", not "017" or "+1"), or -1. */
+/** The number a canonical decimal key names when it is below MAX_NUMBERED_STORAGE; else -1. */
 function decimalKey(key: string): number {
-  const n = key.length;
-  if (n === 0 || n > 8 || (n > 1 && key.charCodeAt(0) === 0x30)) return -1;
-  let value = 0;
-  for (let i = 0; i < n; i++) {
-    const digit = key.charCodeAt(i) - 0x30;
-    if (digit < 0 || digit > 9) return -1;
-    value = value * 10 + digit;
-  }
+  const value = canonicalNumber(key);
   return value < MAX_NUMBERED_STORAGE ? value : -1;
 }
 

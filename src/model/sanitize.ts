@@ -28,7 +28,7 @@ import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyV
 import { type DType } from '../tensor/dtype.js';
 import { moduleDict, moduleStateDict } from './state-dict.js';
 import { NumpyRefusal, type NumpyDType, type NumpyValue, decodeNumpy, flexibleValue, littleEndianBytes, rawBytes, scalarValue, torchDTypeOf } from './numpy.js';
-import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
+import { type TensorRef, makeStorage, makeTensor, withTensor } from '../tensor/tensor-ref.js';
 
 export interface SanitizeOptions {
   /** Input file name, for errors. */
@@ -352,7 +352,7 @@ class Sanitizer {
     for (const [k, t] of sd.entries) {
       if (!isTensor(t)) continue;
       let d = detached.get(t);
-      if (!d) detached.set(t, (d = this.tensor(join(path, String(k)), { ...t, parameter: false, requiresGrad: false })));
+      if (!d) detached.set(t, (d = this.tensor(join(path, String(k)), withTensor(t, { parameter: false, requiresGrad: false }))));
       out.entries.set(k, d);
     }
     this.change(path, name ?? 'nn.Module', `state dict (${out.entries.size} tensors)`, NOTES.module);
@@ -423,16 +423,14 @@ class Sanitizer {
   /** A tensor over bytes that live in memory (decoded from the pickle), in a storage of its own. */
   private memoryTensor(path: string, dtype: DType, shape: number[], stride: number[], bytes: Uint8Array): TensorRef {
     const source = new BufferSource(`${this.options.path} (${path})`, bytes);
-    const storage: StorageRef = {
-      kind: 'storage',
+    const storage = makeStorage({
       key: `numpy-${this.newStorages++}`,
       dtype,
       location: 'cpu',
       numel: bytes.length / dtype.itemSize,
-      byteLength: bytes.length,
       record: { name: path, length: bytes.length, crc32: null, resolve: async () => ({ source, offset: 0 }) },
-    };
-    const t: TensorRef = { kind: 'tensor', dtype, shape, stride, storageOffset: 0, storage, requiresGrad: false, parameter: false, conj: false, neg: false };
+    });
+    const t = makeTensor({ dtype, shape, stride, storageOffset: 0, storage, requiresGrad: false, parameter: false, conj: false, neg: false });
     return this.tensor(path, t);
   }
 

@@ -12,7 +12,13 @@ export interface StateDict {
   /** Dotted path of the state dict inside the file; '' for the top level. */
   readonly key: string;
   readonly dict: PyDict;
-  /** Tensor entries in the file's order. */
+  /** Keys of the tensor entries, in the file's order; `refs` holds their tensors at the same index. */
+  readonly keys: readonly string[];
+  readonly refs: readonly TensorRef[];
+  /**
+   * Tensor entries in the file's order, as [key, tensor] pairs: made on first use from keys and refs (a
+   * pair costs 64 bytes, 9 MB for the two files of a 70,000-key merge, which reads keys and refs only).
+   */
   readonly tensors: ReadonlyArray<readonly [string, TensorRef]>;
   /** Entries that are not tensors (`_extra_state`, stray scalars), kept in the file's order. */
   readonly others: ReadonlyArray<readonly [string, PyValue]>;
@@ -124,14 +130,36 @@ export function resolveKeyPath(root: PyValue, keyPath: string): { key: string; v
 }
 
 function build(dict: PyDict, key: string, alternatives: string[], origin: 'dict' | 'module'): StateDict {
-  const tensors: Array<[string, TensorRef]> = [];
+  const keys: string[] = [];
+  const refs: TensorRef[] = [];
   const others: Array<[string, PyValue]> = [];
   dict.entries.forEach((v, k) => {
     const name = typeof k === 'string' ? k : String(k);
-    if (isTensor(v)) tensors.push([name, v]);
-    else others.push([name, v]);
+    if (isTensor(v)) {
+      keys.push(name);
+      refs.push(v);
+    } else others.push([name, v]);
   });
-  return { key, dict, tensors, others, metadata: metadataOf(dict), alternatives, origin };
+  return new StateDictValue(key, dict, keys, refs, others, metadataOf(dict), alternatives, origin);
+}
+
+class StateDictValue implements StateDict {
+  private pairs: Array<readonly [string, TensorRef]> | null = null;
+
+  constructor(
+    readonly key: string,
+    readonly dict: PyDict,
+    readonly keys: readonly string[],
+    readonly refs: readonly TensorRef[],
+    readonly others: ReadonlyArray<readonly [string, PyValue]>,
+    readonly metadata: PyDict | null,
+    readonly alternatives: readonly string[],
+    readonly origin: 'dict' | 'module',
+  ) {}
+
+  get tensors(): ReadonlyArray<readonly [string, TensorRef]> {
+    return (this.pairs ??= this.keys.map((k, i) => [k, this.refs[i] as TensorRef] as const));
+  }
 }
 
 function metadataOf(dict: PyDict): PyDict | null {
@@ -213,7 +241,10 @@ export function tensorLookup(sd: StateDict): { get(key: string): TensorRef | und
     get: (key) => {
       const v = sd.dict.get(key);
       if (v !== undefined && isTensor(v)) return v;
-      byName ??= new Map(sd.tensors);
+      if (byName === null) {
+        byName = new Map();
+        for (let i = 0; i < sd.keys.length; i++) byName.set(sd.keys[i] as string, sd.refs[i] as TensorRef);
+      }
       return byName.get(key);
     },
   };

@@ -22,6 +22,7 @@ export interface StorageRecord {
   located?(): { source: ByteSource; offset: number } | null;
 }
 
+/** Made with makeStorage (`kind`, `key` and `byteLength` on the prototype): not copied with a spread either. */
 export interface StorageRef {
   readonly kind: 'storage';
   /** The key the file uses for this storage (`data/<key>` in zip files). */
@@ -36,6 +37,10 @@ export interface StorageRef {
   record: StorageRecord | null;
 }
 
+/**
+ * Readers make TensorRefs with makeTensor, whose `kind` and booleans live on the prototype: never copy one
+ * with a spread (`{ ...t }` drops them); withTensor makes a changed copy.
+ */
 export interface TensorRef {
   readonly kind: 'tensor';
   readonly dtype: DType;
@@ -50,6 +55,143 @@ export interface TensorRef {
   /** torch's lazy conjugate / negative bits (`_rebuild_tensor_v2` metadata). */
   readonly conj: boolean;
   readonly neg: boolean;
+}
+
+/** A tensor's four booleans, packed into one small integer (TensorValue.flags). */
+const REQUIRES_GRAD = 1;
+const PARAMETER = 2;
+const CONJ = 4;
+const NEG = 8;
+
+/** A TensorRef's fields, without `kind`. */
+export type TensorFields = Omit<TensorRef, 'kind'>;
+
+/**
+ * The TensorRef every reader and writer makes: six fields, `kind` on the prototype and the four booleans
+ * in one number. A 70,000-tensor file keeps 70,000 of these for the whole job; as an object literal of
+ * ten fields each cost 104 bytes, and every field is copied again when a scavenge promotes it.
+ */
+class TensorValue implements TensorRef {
+  constructor(
+    readonly dtype: DType,
+    readonly shape: readonly number[],
+    readonly stride: readonly number[],
+    readonly storageOffset: number,
+    readonly storage: StorageRef,
+    private readonly flags: number,
+  ) {}
+
+  get kind(): 'tensor' {
+    return 'tensor';
+  }
+
+  get requiresGrad(): boolean {
+    return (this.flags & REQUIRES_GRAD) !== 0;
+  }
+
+  get parameter(): boolean {
+    return (this.flags & PARAMETER) !== 0;
+  }
+
+  get conj(): boolean {
+    return (this.flags & CONJ) !== 0;
+  }
+
+  get neg(): boolean {
+    return (this.flags & NEG) !== 0;
+  }
+}
+
+export function makeTensor(f: TensorFields): TensorRef {
+  const flags = (f.requiresGrad ? REQUIRES_GRAD : 0) | (f.parameter ? PARAMETER : 0) | (f.conj ? CONJ : 0) | (f.neg ? NEG : 0);
+  return new TensorValue(f.dtype, f.shape, f.stride, f.storageOffset, f.storage, flags);
+}
+
+/** `t` with some fields changed (a spread would lose the fields TensorValue keeps on its prototype). */
+export function withTensor(t: TensorRef, changes: Partial<TensorFields>): TensorRef {
+  return makeTensor({
+    dtype: changes.dtype ?? t.dtype,
+    shape: changes.shape ?? t.shape,
+    stride: changes.stride ?? t.stride,
+    storageOffset: changes.storageOffset ?? t.storageOffset,
+    storage: changes.storage ?? t.storage,
+    requiresGrad: changes.requiresGrad ?? t.requiresGrad,
+    parameter: changes.parameter ?? t.parameter,
+    conj: changes.conj ?? t.conj,
+    neg: changes.neg ?? t.neg,
+  });
+}
+
+/** A StorageRef's fields, without `kind` and `byteLength` (always numel × the dtype's item size). */
+export interface StorageFields {
+  key: string;
+  dtype: DType;
+  location: string;
+  numel: number;
+  record: StorageRecord | null;
+}
+
+/** Keys up to this are kept as numbers (torch names storages "0", "1", ...). */
+const MAX_NUMBERED_KEY = 1 << 30;
+
+/**
+ * The StorageRef the readers make: `kind` and `byteLength` on the prototype, and a key that spells a
+ * canonical decimal number kept as that number (no string per storage).
+ */
+class StorageValue implements StorageRef {
+  private readonly keyOrNumber: string | number;
+
+  constructor(
+    key: string,
+    readonly dtype: DType,
+    readonly location: string,
+    readonly numel: number,
+    public record: StorageRecord | null,
+  ) {
+    const n = canonicalNumber(key);
+    this.keyOrNumber = n >= 0 ? n : key;
+  }
+
+  get kind(): 'storage' {
+    return 'storage';
+  }
+
+  get key(): string {
+    const k = this.keyOrNumber;
+    return typeof k === 'number' ? String(k) : k;
+  }
+
+  get byteLength(): number {
+    return this.numel * this.dtype.itemSize;
+  }
+
+  get number(): number {
+    const k = this.keyOrNumber;
+    return typeof k === 'number' ? k : -1;
+  }
+}
+
+/** The number the storage's key spells canonically ("0", "17"), or -1; without making the key's string. */
+export function storageNumber(s: StorageRef): number {
+  if (s instanceof StorageValue) return s.number;
+  return canonicalNumber(s.key);
+}
+
+export function makeStorage(f: StorageFields): StorageRef {
+  return new StorageValue(f.key, f.dtype, f.location, f.numel, f.record);
+}
+
+/** The number a canonical decimal string names ("0", "17", not "017", "+1" or "1e3"), or -1. */
+export function canonicalNumber(key: string): number {
+  const n = key.length;
+  if (n === 0 || n > 9 || (n > 1 && key.charCodeAt(0) === 0x30)) return -1;
+  let value = 0;
+  for (let i = 0; i < n; i++) {
+    const digit = key.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
+  }
+  return value < MAX_NUMBERED_KEY ? value : -1;
 }
 
 export function numelOf(shape: readonly number[]): number {

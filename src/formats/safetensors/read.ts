@@ -13,7 +13,7 @@ import { CheckpointError } from '../../io/errors.js';
 import { LIMITS } from '../../io/limits.js';
 import type { ByteSource } from '../../io/source.js';
 import { PyDict } from '../../pickle/value.js';
-import type { StorageRecord, StorageRef, TensorRef } from '../../tensor/tensor-ref.js';
+import { type StorageRecord, type StorageRef, makeStorage, makeTensor } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
 import { type DType, dtypeBySafetensors } from '../../tensor/dtype.js';
 import { JsonBigInteger, JsonError, type JsonValue, isJsonWhiteSpace, parseHeaderJson } from './header-json.js';
@@ -120,9 +120,8 @@ export async function openSafetensors(source: ByteSource, _options: OpenOptions 
       crc32: null,
       resolve: async () => ({ source, offset: dataStart + e.begin }),
     };
-    const storage: StorageRef = { kind: 'storage', key: e.name, dtype: e.dtype, location: 'cpu', numel, byteLength: e.end - e.begin, record };
-    const tensor: TensorRef = {
-      kind: 'tensor',
+    const storage = makeStorage({ key: e.name, dtype: e.dtype, location: 'cpu', numel, record });
+    const tensor = makeTensor({
       dtype: e.dtype,
       shape: e.shape,
       stride: contiguousStrides(e.shape),
@@ -132,7 +131,7 @@ export async function openSafetensors(source: ByteSource, _options: OpenOptions 
       parameter: false,
       conj: false,
       neg: false,
-    };
+    });
     storages.push(storage);
     root.entries.set(e.name, tensor);
   }

@@ -14,7 +14,7 @@
 import { CheckpointError } from '../../io/errors.js';
 import { PyDict, type PyValue } from '../../pickle/value.js';
 import { type ExtendedValues, pickleValue } from '../../pickle/pickler.js';
-import type { StorageRef, TensorRef } from '../../tensor/tensor-ref.js';
+import { type StorageRef, type TensorRef, makeStorage, withTensor } from '../../tensor/tensor-ref.js';
 import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
 import { writeAtomically } from '../../io/output.js';
@@ -187,7 +187,7 @@ function planTensor(path: string, key: string, tensor: TensorRef, dtype: DType, 
     perDtype.set(dtype, storage);
   }
   storage.nanLayout?.add(t);
-  return { ...t, dtype, storage };
+  return withTensor(t, { dtype, storage });
 }
 
 /**
@@ -203,10 +203,10 @@ function typedView(t: TensorRef, typedCache: Map<StorageRef, Map<DType, StorageR
   if (!perDtype) typedCache.set(s, (perDtype = new Map()));
   let storage = perDtype.get(t.dtype);
   if (!storage) {
-    storage = { ...s, dtype: t.dtype, numel: s.byteLength / t.dtype.itemSize };
+    storage = makeStorage({ key: s.key, dtype: t.dtype, location: s.location, numel: s.byteLength / t.dtype.itemSize, record: s.record });
     perDtype.set(t.dtype, storage);
   }
-  return { ...t, storage };
+  return withTensor(t, { storage });
 }
 
 /**
