@@ -151,6 +151,35 @@ describe('writeSafetensors', () => {
   });
 });
 
+describe('ChunkedCopier.plan: runs found whatever order the planned items are copied in', () => {
+  /** Three storages side by side in one source that reports what it is told will be read. */
+  function threeStorages(): { storages: StorageRef[]; announced: Array<[number, number]>; bytes: Uint8Array } {
+    const bytes = iota(3 * 4096);
+    const source = new BufferSource('mem', bytes);
+    const announced: Array<[number, number]> = [];
+    source.willRead = (offset, length) => void announced.push([offset, length]);
+    const storages = [0, 1, 2].map((i): StorageRef => ({
+      kind: 'storage', key: String(i), dtype: dt('float32'), location: 'cpu', numel: 4096, byteLength: 4 * 4096,
+      record: { name: `s${i}`, length: 4 * 4096, crc32: null, resolve: async () => ({ source, offset: i * 4 * 4096 }) },
+    }));
+    return { storages, announced, bytes };
+  }
+
+  for (const order of [[0, 1, 2], [2, 0, 1], [1, 1, 2]]) {
+    it(`copied in the order ${order.join(', ')}: each storage's own bytes, and the whole run announced`, async () => {
+      const { storages, announced, bytes } = threeStorages();
+      const copier = new ChunkedCopier('mem', 0);
+      await copier.plan(storages);
+      for (const i of order) {
+        const chunks: Uint8Array[] = [];
+        await copier.copyStorage(storages[i]!, async (c) => void chunks.push(Uint8Array.from(c)));
+        expect(Buffer.concat(chunks).equals(Buffer.from(bytes.subarray(i * 16384, (i + 1) * 16384)))).toBe(true);
+      }
+      expect(announced).toEqual(order.map(() => [0, 3 * 16384]));
+    });
+  }
+});
+
 describe('ChunkedCopier.copyTensor: C-contiguous bytes of any view, lazy bits resolved, cast', () => {
   async function copied(t: TensorRef, dtype: DType, window?: number): Promise<Uint8Array> {
     const chunks: Uint8Array[] = [];

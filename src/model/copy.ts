@@ -109,8 +109,15 @@ export class ChunkedCopier {
   private readonly readAhead = new ReadAhead(COPY_CHUNK_BYTES);
   /** Scattered single elements of a wide non-contiguous view: a small window, refilled often. */
   private readonly elementWindow = new ReadAhead(SMALL_RANGE_BYTES);
-  /** The run each planned item's source bytes belong to (plan()). */
-  private readonly runs = new Map<StorageRef | TensorRef, Run>();
+  /**
+   * The run each planned item's source bytes belong to (plan()), as two arrays in plan order: items are
+   * copied in that order, so a cursor finds each one's run (a Map of 70,000 items cost ~7 MB of tables
+   * as it grew). An item asked out of order is found through `runByItem`, built then.
+   */
+  private plannedItems: Array<StorageRef | TensorRef> = [];
+  private plannedRuns: Run[] = [];
+  private nextPlanned = 0;
+  private runByItem: Map<StorageRef | TensorRef, Run> | null = null;
   private turn = 0;
   private done = 0;
   private sinceYield = 0;
@@ -135,7 +142,8 @@ export class ChunkedCopier {
       if (!range) continue;
       if (run && run.source === range.source && range.start >= run.end && range.start - run.end <= RUN_GAP_BYTES) run.end = range.end;
       else run = { ...range };
-      this.runs.set(item, run);
+      this.plannedItems.push(item);
+      this.plannedRuns.push(run);
     }
   }
 
@@ -274,9 +282,28 @@ export class ChunkedCopier {
 
   /** Tells a remote source which run is about to be read; returns where the read-ahead may stop. */
   private announce(item: StorageRef | TensorRef, source: ByteSource, end: number): number {
-    const run = this.runs.get(item);
+    const run = this.runOf(item);
     if (run) source.willRead?.(run.start, run.end - run.start);
     return run?.end ?? end;
+  }
+
+  /**
+   * The cursor moves forward past items served without a lookup (peekRange); the first item not found
+   * ahead of it (asked out of order, or never planned) switches to the Map for good, so no sequence of
+   * requests scans the plan more than once.
+   */
+  private runOf(item: StorageRef | TensorRef): Run | undefined {
+    if (this.runByItem === null) {
+      const items = this.plannedItems;
+      for (let i = this.nextPlanned; i < items.length; i++) {
+        if (items[i] !== item) continue;
+        this.nextPlanned = i + 1;
+        return this.plannedRuns[i];
+      }
+      this.runByItem = new Map();
+      for (let i = 0; i < items.length; i++) this.runByItem.set(items[i] as StorageRef | TensorRef, this.plannedRuns[i] as Run);
+    }
+    return this.runByItem.get(item);
   }
 
   private async resolve(storage: StorageRef): Promise<{ source: ByteSource; offset: number }> {
