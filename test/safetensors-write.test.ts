@@ -18,7 +18,7 @@ import { readTensorBytes } from '../src/model/read-bytes.js';
 import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
-import { BufferSource } from '../src/io/source.js';
+import { type ByteSource, BufferSource } from '../src/io/source.js';
 import { dtypeByName, type DType } from '../src/tensor/dtype.js';
 import { PyGlobal, PyObject } from '../src/pickle/value.js';
 import { collectConvert, type ConvertReport } from '../src/commands/convert.js';
@@ -155,7 +155,7 @@ describe('ChunkedCopier.plan: runs found whatever order the planned items are co
   /** Three storages side by side in one source that reports what it is told will be read. */
   function threeStorages(): { storages: StorageRef[]; announced: Array<[number, number]>; bytes: Uint8Array } {
     const bytes = iota(3 * 4096);
-    const source = new BufferSource('mem', bytes);
+    const source: ByteSource = new BufferSource('mem', bytes);
     const announced: Array<[number, number]> = [];
     source.willRead = (offset, length) => void announced.push([offset, length]);
     const storages = [0, 1, 2].map((i): StorageRef => ({

@@ -7,9 +7,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { CheckpointError } from '../src/io/errors.js';
 import { BufferSource, FileSource } from '../src/io/source.js';
 import {
-  DATA_ALIGNMENT, LOCAL_HEADER_SIZE, alignmentPadding, decodeEndRecord, decodeZip64EndRecord, decodeZip64Extra, decodeZip64Locator,
-  encodeCentralHeader, encodeEndRecords, encodeLocalHeader, readU64, writeU64,
+  DATA_ALIGNMENT, LOCAL_HEADER_SIZE, alignmentPadding, decodeZip64Extra, encodeCentralHeader, encodeLocalHeader, readU64, writeU64,
 } from '../src/zip/layout.js';
+import { decodeEndRecord, decodeZip64EndRecord, decodeZip64Locator, encodeEndRecords } from '../src/zip/end-records.js';
 import { computeEntryCrc, entryDataOffset, readEntryBytes } from '../src/zip/entry-data.js';
 import { readZipDirectory, type ZipDirectory } from '../src/zip/reader.js';
 import { ZipWriter } from '../src/zip/writer.js';

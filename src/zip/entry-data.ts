@@ -9,7 +9,7 @@ import { createInflateRaw, crc32, inflateRawSync } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
-import { LOCAL_HEADER_SIZE, METHOD_STORED, SIGNATURE } from './layout.js';
+import { LOCAL_HEADER_SIZE, METHOD_STORED, SIGNATURE, utf8Length } from './layout.js';
 import { type ZipEntry, dataLimitOf, u16, u32 } from './reader.js';
 
 /** Largest buffer computeEntryCrc streams through. */
@@ -25,7 +25,7 @@ export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Prom
   const cached = entry.dataOffset;
   if (cached >= 0) return cached;
   const limit = dataLimitOf(source) ?? source.size;
-  const nameBytes = Buffer.byteLength(entry.name, 'utf8');
+  const nameBytes = utf8Length(entry.name);
   const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes;
   if (headerEnd > limit) throw badEntry(source, entry, `local header at byte ${entry.localHeaderOffset} runs past byte ${limit}`);
   const header = await source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE + nameBytes);
@@ -50,7 +50,7 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
   const limit = dataLimitOf(source) ?? source.size;
   const pending = pendingInFileOrder(entries);
   const nameBytes = new Uint32Array(pending.length);
-  for (let k = 0; k < pending.length; k++) nameBytes[k] = Buffer.byteLength(pending[k]!.name, 'utf8');
+  for (let k = 0; k < pending.length; k++) nameBytes[k] = utf8Length(pending[k]!.name);
   const windows = prefetchWindows(pending, nameBytes);
   let buffer = Buffer.allocUnsafe(0);
   for (let w = 0; w < windows.length; ) {

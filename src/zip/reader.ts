@@ -28,9 +28,9 @@ import { NameIndex } from './name-index.js';
 import {
   CENTRAL_HEADER_SIZE, END_RECORD_SIZE, EXTERNAL_ATTRIBUTE_DIRECTORY, FLAG_ENCRYPTED, FLAG_MASKED_LOCAL_HEADER, FLAG_PATCH_DATA,
   FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
-  METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeEndRecord,
-  decodeZip64EndRecord, decodeZip64Extra, decodeZip64Locator, type EndRecordValues,
+  METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeZip64Extra,
 } from './layout.js';
+import { type EndRecordValues, decodeEndRecord, decodeZip64EndRecord, decodeZip64Locator } from './end-records.js';
 
 /**
  * One central-directory entry. A class of six small fields: a 70,000-record checkpoint keeps one per

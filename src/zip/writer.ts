@@ -17,8 +17,9 @@ import { crc32 } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
 import { FileAppender } from '../io/appender.js';
 import {
-  CENTRAL_HEADER_MAX_ROOM, LOCAL_HEADER_CRC_OFFSET, LOCAL_HEADER_MAX_ROOM, U16_SATURATED, encodeEndRecords, putCentralHeader, putLocalHeader, utf8Length,
+  CENTRAL_HEADER_MAX_ROOM, LOCAL_HEADER_CRC_OFFSET, LOCAL_HEADER_MAX_ROOM, U16_SATURATED, putCentralHeader, putLocalHeader, utf8Length,
 } from './layout.js';
+import { encodeEndRecords } from './end-records.js';
 import { NameIndex } from './name-index.js';
 
 /** Central headers are gathered into chunks of about this size before they are appended. */
