@@ -10,15 +10,13 @@
  *
  * Keys come from the files. A hash of this kind collides for chosen strings whatever its base (Thue-Morse
  * blocks collide modulo 2^32 for every odd base, and any concatenation of colliding blocks does too), so
- * a hostile state dict could put every key in one probe chain and make matching quadratic. Every probe
- * past the first is charged to a budget that each operation refills by PROBE_ALLOWANCE; once it runs out
- * the index becomes a Map (V8's own seeded hash) and answers through concatenated strings, as before.
+ * a hostile state dict could put every key in one probe chain and make matching quadratic. Probes are
+ * charged to a ProbeBudget; once it runs out the index becomes a Map (V8's own seeded hash) and answers
+ * through concatenated strings, as before.
  */
+import { ProbeBudget } from '../io/probe-budget.js';
+
 const BASE = 0x01000193;
-/** Probes each insert or lookup may use on average before the index gives up hashing and becomes a Map. */
-const PROBE_ALLOWANCE = 8;
-/** Probes allowed up front, before operations have refilled the budget. */
-const INITIAL_PROBE_BUDGET = 1024;
 
 /** h(s[from..to)): the polynomial hash of a piece of `s`. */
 export function hashPiece(s: string, from = 0, to = s.length): number {
@@ -34,7 +32,7 @@ export class KeyIndex {
   private readonly mask: number;
   /** BASE^n, grown on demand. */
   private readonly powers: number[] = [1];
-  private budget = INITIAL_PROBE_BUDGET;
+  private readonly budget = new ProbeBudget();
   /** Set once the probe budget ran out: key → index (the later of equal keys). */
   private map: Map<string, number> | null = null;
 
@@ -49,7 +47,7 @@ export class KeyIndex {
       const key = keys.key(i);
       const h = hashPiece(key);
       this.hashes[i] = h;
-      this.budget += PROBE_ALLOWANCE;
+      this.budget.refill();
       let slot = spread(h) & this.mask;
       for (;;) {
         const held = this.slots[slot] as number;
@@ -61,7 +59,7 @@ export class KeyIndex {
           this.slots[slot] = i + 1;
           break;
         }
-        if (--this.budget < 0) {
+        if (!this.budget.spend()) {
           this.degrade();
           break;
         }
@@ -94,7 +92,7 @@ export class KeyIndex {
    */
   findJoined(prefix: string, prefixHash: number, source: string, from: number, restHash: number): number {
     if (this.map) return this.map.get(prefix + source.slice(from)) ?? -1;
-    this.budget += PROBE_ALLOWANCE;
+    this.budget.refill();
     const restLength = source.length - from;
     const h = (Math.imul(prefixHash, this.power(restLength)) + restHash) | 0;
     const length = prefix.length + restLength;
@@ -106,7 +104,7 @@ export class KeyIndex {
         const key = this.keys.key(held - 1);
         if (key.length === length && key.startsWith(prefix) && samePiece(key, prefix.length, source, from, restLength)) return held - 1;
       }
-      if (--this.budget < 0) {
+      if (!this.budget.spend()) {
         this.degrade();
         return this.map!.get(prefix + source.slice(from)) ?? -1;
       }

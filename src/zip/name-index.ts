@@ -7,15 +7,12 @@
  * 70,000 entries costs a 512 KB Int32Array pair and no Map: a Map of 70,000 new strings took ~40 ms to
  * fill, most of the time a directory listing took.
  *
- * The names come from the file, so the hash is seeded per process and every probe past the first is
- * charged to a budget that each operation refills by PROBE_ALLOWANCE: names made to collide exhaust it
- * and the index turns into a Map (V8's own seeded hash), so no file makes a listing or a lookup quadratic.
+ * The names come from the file, so the hash is seeded per process and probes are charged to a
+ * ProbeBudget: names made to collide exhaust it and the index turns into a Map (V8's own seeded hash), so
+ * no file makes a listing or a lookup quadratic.
  */
+import { ProbeBudget } from '../io/probe-budget.js';
 
-/** Probes each add/get may use on average before the index gives up hashing and becomes a Map. */
-const PROBE_ALLOWANCE = 8;
-/** Probes allowed up front, before operations have refilled the budget. */
-const INITIAL_PROBE_BUDGET = 1024;
 const FNV_PRIME = 0x01000193;
 const SEED = (Math.random() * 0x1_0000_0000) >>> 0;
 
@@ -25,7 +22,7 @@ export class NameIndex {
   /** The full hash of the name in each slot: most mismatches are told apart without reading a name. */
   private hashes: Int32Array | null;
   private mask: number;
-  private budget = INITIAL_PROBE_BUDGET;
+  private readonly budget = new ProbeBudget();
   /** Set once the budget ran out: key (folded) name → entry number. */
   private map: Map<string, number> | null = null;
   private count = 0;
@@ -71,12 +68,12 @@ export class NameIndex {
     const hash = this.hashString(name);
     const slots = this.slots!;
     const hashes = this.hashes!;
-    this.budget += PROBE_ALLOWANCE;
+    this.budget.refill();
     for (let slot = hash & this.mask; ; slot = (slot + 1) & this.mask) {
       const value = slots[slot]!;
       if (value === 0) return -1;
       if (hashes[slot] === hash && this.same(this.nameOf(value - 1), name)) return value - 1;
-      if (--this.budget < 0) {
+      if (!this.budget.spend()) {
         this.degrade();
         return this.find(name);
       }
@@ -88,13 +85,13 @@ export class NameIndex {
     if (2 * (this.count + 1) > this.slots!.length) this.grow();
     const slots = this.slots!;
     const hashes = this.hashes!;
-    this.budget += PROBE_ALLOWANCE;
+    this.budget.refill();
     let slot = hash & this.mask;
     for (;;) {
       const value = slots[slot]!;
       if (value === 0) break;
       if (hashes[slot] === hash && this.same(this.nameOf(value - 1), this.nameOf(i))) return value - 1;
-      if (--this.budget < 0) {
+      if (!this.budget.spend()) {
         this.degrade();
         return this.insertInMap(i);
       }
