@@ -13,6 +13,7 @@ import type { DType } from '../tensor/dtype.js';
 import { canConvert, convertElements } from '../tensor/convert.js';
 import { type Bf16NanLayout, needsBf16NanLayout, rowMajorNanPatch } from '../tensor/bf16-nan.js';
 import { resolveLazyBits } from './read-bytes.js';
+import { PlannedRuns, ReadAhead, type Run } from './read-ahead.js';
 import { isContiguous, numelOf, viewExtent, type StorageRef, type TensorRef } from '../tensor/tensor-ref.js';
 
 /**
@@ -35,20 +36,6 @@ const SMALL_RANGE_BYTES = 64 << 10;
  * gathered from memory; a wider one (rare: a transposed matrix of more than 64 MiB) is gathered run by run.
  */
 export const GATHER_WINDOW_BYTES = 64 << 20;
-/**
- * Items copied one after the other whose bytes are at most this far apart in their source (a zip local
- * header, a legacy storage's 8-byte count) form one run: read ahead together, and announced together to a
- * remote source (ByteSource.willRead), which then fetches the run in a few large requests.
- */
-const RUN_GAP_BYTES = 1 << 10;
-
-/** Bytes [start, end) of one source that the copy reads front to back. */
-interface Run {
-  source: ByteSource;
-  start: number;
-  end: number;
-}
-
 export type WriteChunk = (chunk: Uint8Array) => Promise<void>;
 
 /** An output storage made by casting a whole source storage to another dtype (the zip writer's plan). */
@@ -62,42 +49,6 @@ export function castSource(storage: StorageRef): StorageRef | undefined {
   return (storage as Partial<CastStorage>).castFrom;
 }
 
-/**
- * Reads small ranges through one window of the source, so that ranges lying next to each other in the
- * input (the usual case: torch writes records in key order) cost one read per window, not one each.
- * The window never reaches past the run the range belongs to: bytes no output needs are not read.
- */
-class ReadAhead {
-  private readonly window: Buffer;
-  private source: ByteSource | null = null;
-  private start = 0;
-  private length = 0;
-
-  constructor(size: number) {
-    this.window = Buffer.allocUnsafe(size);
-  }
-
-  async read(source: ByteSource, offset: number, target: Uint8Array, runEnd: number): Promise<void> {
-    target.set(this.peek(source, offset, target.length) ?? (await this.fill(source, offset, target.length, runEnd)));
-  }
-
-  /** The window's view of [offset, offset + length) when it holds those bytes, else null. */
-  peek(source: ByteSource, offset: number, length: number): Uint8Array | null {
-    if (source !== this.source || offset < this.start || offset + length > this.start + this.length) return null;
-    return this.window.subarray(offset - this.start, offset + length - this.start);
-  }
-
-  /** Moves the window to start at `offset` (up to `runEnd`) and returns its view of the `length` bytes there. */
-  async fill(source: ByteSource, offset: number, length: number, runEnd: number): Promise<Uint8Array> {
-    this.source = null; // a failed read leaves no window behind
-    this.start = offset;
-    this.length = Math.min(this.window.length, Math.max(offset + length, runEnd) - offset);
-    await source.readInto(offset, this.window.subarray(0, this.length));
-    this.source = source;
-    return this.window.subarray(0, length);
-  }
-}
-
 /** Fills `input` with the `count` elements that start at output element `first`. */
 type Fill = (input: Uint8Array, first: number, count: number) => Promise<void>;
 /** Rewrites cast output elements [first, first + count) in place (bf16-nan.ts: torch's NaN patterns). */
@@ -109,15 +60,8 @@ export class ChunkedCopier {
   private readonly readAhead = new ReadAhead(COPY_CHUNK_BYTES);
   /** Scattered single elements of a wide non-contiguous view: a small window, refilled often. */
   private readonly elementWindow = new ReadAhead(SMALL_RANGE_BYTES);
-  /**
-   * The run each planned item's source bytes belong to (plan()), as two arrays in plan order: items are
-   * copied in that order, so a cursor finds each one's run (a Map of 70,000 items cost ~7 MB of tables
-   * as it grew). An item asked out of order is found through `runByItem`, built then.
-   */
-  private plannedItems: Array<StorageRef | TensorRef> = [];
-  private plannedRuns: Run[] = [];
-  private nextPlanned = 0;
-  private runByItem: Map<StorageRef | TensorRef, Run> | null = null;
+  /** The run each planned item's source bytes belong to (plan()). */
+  private readonly runs = new PlannedRuns<StorageRef | TensorRef>();
   private turn = 0;
   private done = 0;
   private sinceYield = 0;
@@ -136,14 +80,9 @@ export class ChunkedCopier {
    * not planned is read on its own.
    */
   async plan(items: ReadonlyArray<StorageRef | TensorRef>): Promise<void> {
-    let run: Run | null = null;
     for (const item of items) {
       const range = await this.rangeOf(item);
-      if (!range) continue;
-      if (run && run.source === range.source && range.start >= run.end && range.start - run.end <= RUN_GAP_BYTES) run.end = range.end;
-      else run = { ...range };
-      this.plannedItems.push(item);
-      this.plannedRuns.push(run);
+      if (range) this.runs.add(item, range);
     }
   }
 
@@ -282,28 +221,9 @@ export class ChunkedCopier {
 
   /** Tells a remote source which run is about to be read; returns where the read-ahead may stop. */
   private announce(item: StorageRef | TensorRef, source: ByteSource, end: number): number {
-    const run = this.runOf(item);
+    const run = this.runs.runOf(item);
     if (run) source.willRead?.(run.start, run.end - run.start);
     return run?.end ?? end;
-  }
-
-  /**
-   * The cursor moves forward past items served without a lookup (peekRange); the first item not found
-   * ahead of it (asked out of order, or never planned) switches to the Map for good, so no sequence of
-   * requests scans the plan more than once.
-   */
-  private runOf(item: StorageRef | TensorRef): Run | undefined {
-    if (this.runByItem === null) {
-      const items = this.plannedItems;
-      for (let i = this.nextPlanned; i < items.length; i++) {
-        if (items[i] !== item) continue;
-        this.nextPlanned = i + 1;
-        return this.plannedRuns[i];
-      }
-      this.runByItem = new Map();
-      for (let i = 0; i < items.length; i++) this.runByItem.set(items[i] as StorageRef | TensorRef, this.plannedRuns[i] as Run);
-    }
-    return this.runByItem.get(item);
   }
 
   private async resolve(storage: StorageRef): Promise<{ source: ByteSource; offset: number }> {
