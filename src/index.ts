@@ -10,7 +10,7 @@ export type { Checkpoint, CheckpointFormat, OpenOptions } from './formats/checkp
 export { openCheckpoint, openSource } from './formats/open.js';
 export { openSafetensors } from './formats/safetensors/read.js';
 export { findStateDict, type StateDict } from './model/state-dict.js';
-export type { TensorRef, StorageRef, StorageRecord } from './tensor/tensor-ref.js';
+export { type TensorRef, type StorageRef, type StorageRecord, makeTensor, makeStorage, withTensor } from './tensor/tensor-ref.js';
 export { readTensorBytes, readStorageBytes, resolveLazyBits } from './model/read-bytes.js';
 export * from './pickle/value.js';
 export { DTYPES, dtypeByName, type DType } from './tensor/dtype.js';

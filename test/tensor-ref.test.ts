@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalNumber, makeStorage, makeTensor, storageNumber, withTensor } from '../src/tensor/tensor-ref.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
+import * as library from '../src/index.js';
 
 const F32 = dtypeByName('float32')!;
 const F16 = dtypeByName('float16')!;
@@ -21,6 +22,14 @@ describe('tensor and storage values', () => {
     const u = withTensor(t, { dtype: F16, parameter: false });
     expect(u).not.toBe(t);
     expect([u.kind, u.dtype, u.shape, u.stride, u.storageOffset, u.storage, u.requiresGrad, u.parameter, u.conj, u.neg]).toEqual(['tensor', F16, [3, 2], [2, 1], 6, storage, true, false, false, true]);
+  });
+
+  it('the library exports withTensor, makeTensor and makeStorage, because a spread of a reader\'s tensor is not a tensor', () => {
+    expect([library.withTensor, library.makeTensor, library.makeStorage]).toEqual([withTensor, makeTensor, makeStorage]);
+    const storage = makeStorage({ key: '0', dtype: F32, location: 'cpu', numel: 1, record: null });
+    const t = makeTensor({ dtype: F32, shape: [1], stride: [1], storageOffset: 0, storage, requiresGrad: true, parameter: false, conj: false, neg: false });
+    expect(library.isTensor({ ...t } as never)).toBe(false);
+    expect(library.isTensor(withTensor(t, {}))).toBe(true);
   });
 
   it('a storage keeps a canonical decimal key as a number and gives the same key back; any other key as given', () => {
