@@ -9,16 +9,16 @@ import { basename } from 'node:path';
 import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
 import { CheckpointError } from '../io/errors.js';
-import { findStateDict, moduleVersions, type StateDict } from '../model/state-dict.js';
+import { findStateDict, moduleVersions, tensorListOf, type StateDict } from '../model/state-dict.js';
 import { allowGlobalProblem, globalVerdict, type GlobalVerdict } from '../pickle/globals.js';
 import { computeEntryCrc, entryDataOffset, prefetchDataOffsets } from '../zip/entry-data.js';
-import { type TensorInfo, matchStateDicts } from '../match/match.js';
+import { type TensorInfo, matchStateDicts, tensorInfos } from '../match/match.js';
 import { FiniteScanner } from '../tensor/finite.js';
 import { SCAN_CHUNK_BYTES, tensorChunks } from '../model/stream.js';
 import { type ByteSource, FileSource } from '../io/source.js';
 import { parseJsonBytes } from '../io/json-text.js';
 import { betweenPhases } from '../io/memory.js';
-import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
+import type { StorageRef } from '../tensor/tensor-ref.js';
 import { HttpSource } from '../io/http-source.js';
 import { LIMITS } from '../io/limits.js';
 import { type FetchedReport, RemoteSession } from '../io/remote-session.js';
@@ -208,17 +208,10 @@ async function checkFinite(sd: StateDict, path: string, findings: Finding[], cor
   }
 }
 
-function tensorInfosOf(sd: StateDict): TensorInfo[] {
-  return sd.keys.map((key, i) => {
-    const t = sd.refs[i] as TensorRef;
-    return { key, shape: t.shape, dtype: t.dtype.name };
-  });
-}
-
 /** strict=True loading semantics: no prefix alignment, benign reasons as in merge. */
 function compareArchitecture(sd: StateDict, expected: TensorInfo[]): Finding[] {
   const result = matchStateDicts({
-    pretrained: tensorInfosOf(sd),
+    pretrained: tensorInfos(tensorListOf(sd)),
     target: expected,
     rules: [],
     pretrainedVersions: moduleVersions(sd.metadata),
@@ -279,7 +272,7 @@ async function loadCheckpointArchitecture(path: string, remote: RemoteSession | 
   const ckpt = await openCheckpoint(path, { remote });
   try {
     const sd = findStateDict(ckpt.root, ckpt.path);
-    return { tensors: tensorInfosOf(sd) };
+    return { tensors: tensorInfos(tensorListOf(sd)) };
   } finally {
     await ckpt.close();
   }

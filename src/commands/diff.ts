@@ -9,7 +9,7 @@ import { findStateDict } from '../model/state-dict.js';
 import type { TensorRef } from '../tensor/tensor-ref.js';
 import { CheckpointError } from '../io/errors.js';
 import { type AppliedRule, type KeyRule, applyRules, describeRule } from '../match/rules.js';
-import { sameShape } from '../match/align.js';
+import { sameShape } from '../tensor/tensor-ref.js';
 import { betweenPhases } from '../io/memory.js';
 import type { FetchedReport, RemoteSession } from '../io/remote-session.js';
 import { ensureBudget, withFetched } from './remote.js';

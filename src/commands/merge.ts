@@ -6,7 +6,7 @@
  */
 import { openCheckpoint } from '../formats/open.js';
 import type { Checkpoint } from '../formats/checkpoint.js';
-import { findStateDict, moduleVersions, tensorLookup, type StateDict } from '../model/state-dict.js';
+import { findStateDict, moduleVersions, tensorListOf, tensorLookup, type StateDict } from '../model/state-dict.js';
 import { type PyValue, isTensor } from '../pickle/value.js';
 import { type StorageRef, type TensorRef, storageNumber } from '../tensor/tensor-ref.js';
 import type { OutputValue } from '../formats/torch-zip/write.js';
@@ -322,19 +322,6 @@ function composeByName(tsd: StateDict, result: MatchResult, sources: AdaptSource
   return out;
 }
 
-/** Keys, shapes, dtypes (and tie ids, by index) read from the state dict's own list of tensors. */
-function tensorListOf(sd: StateDict, ties: ReadonlyMap<number, string> | null): TensorList {
-  const { keys, refs } = sd;
-  const at = (i: number) => refs[i] as TensorRef;
-  return {
-    length: keys.length,
-    key: (i) => keys[i] as string,
-    shape: (i) => at(i).shape,
-    dtype: (i) => at(i).dtype.name,
-    tieId: (i) => ties?.get(i),
-  };
-}
-
 /**
  * Target keys that are the same view of the same storage are tied weights; their indexes get a common
  * id. Only storages met more than once can tie keys, and only those keys are looked at again.
@@ -345,16 +332,18 @@ function targetTies(tsd: StateDict): Map<number, string> | null {
   if (shared.length === 0) return null;
   const storageIds = new Map<TensorRef['storage'], number>();
   const storageId = (s: TensorRef['storage']) => storageIds.get(s) ?? (storageIds.set(s, storageIds.size), storageIds.size - 1);
-  const ids = new Map<number, string>();
-  const counts = new Map<string, number>();
-  for (const i of shared) {
+  // ids[j] belongs to tensor shared[j].
+  const ids = shared.map((i) => {
     const t = refs[i] as TensorRef;
-    const id = `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`;
-    ids.set(i, id);
-    counts.set(id, (counts.get(id) ?? 0) + 1);
-  }
+    return `${storageId(t.storage)}|${t.storageOffset}|${t.shape.join(',')}|${t.stride.join(',')}|${t.dtype.name}`;
+  });
+  const counts = new Map<string, number>();
+  for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
   const ties = new Map<number, string>();
-  for (const [i, id] of ids) if ((counts.get(id) as number) > 1) ties.set(i, id);
+  shared.forEach((i, j) => {
+    const id = ids[j] as string;
+    if ((counts.get(id) as number) > 1) ties.set(i, id);
+  });
   return ties.size > 0 ? ties : null;
 }
 

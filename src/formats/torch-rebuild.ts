@@ -8,7 +8,7 @@ import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor, kindOf } from '../pickle/value.js';
 import type { UnpickleHooks } from '../pickle/unpickler.js';
-import { type StorageRecord, type StorageRef, type TensorRef, canonicalNumber, makeStorage, makeTensor, viewExtent, withTensor } from '../tensor/tensor-ref.js';
+import { type StorageRecord, type StorageRef, type TensorRef, canonicalNumber, makeStorage, makeTensor, sameShape, viewExtent, withTensor } from '../tensor/tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 
 /** Distinct shapes/strides interned per file; past this, new ones are kept unshared (a hostile file cannot grow the table). */
@@ -284,13 +284,13 @@ function decimalKey(key: string): number {
 
 const NO_LAZY_BITS: { readonly conj: boolean; readonly neg: boolean } = Object.freeze({ conj: false, neg: false });
 
+/** Tuples kept per hash value (the hash is not seeded: a file can choose colliding tuples). */
+const MAX_BUCKET = 8;
+
 /**
  * @internal Integer tuples by value, without building a string per lookup (a 70,000-tensor file has
  * 140,000 of them): a hash of the items picks a bucket, whose few arrays are compared item by item.
  */
-/** Tuples kept per hash value (the hash is not seeded: a file can choose colliding tuples). */
-const MAX_BUCKET = 8;
-
 export class TupleInterner {
   private readonly buckets = new Map<number, Array<readonly number[]>>();
   private count = 0;
@@ -304,7 +304,7 @@ export class TupleInterner {
     }
     const bucket = this.buckets.get(hash);
     if (bucket) {
-      for (const known of bucket) if (sameItems(known, items)) return known;
+      for (const known of bucket) if (sameShape(known, items)) return known;
     }
     // A full bucket is left as it is: tuples made to collide cost at most MAX_BUCKET compares each.
     if (this.count >= MAX_INTERNED_TUPLES || (bucket && bucket.length >= MAX_BUCKET)) return items;
@@ -313,12 +313,6 @@ export class TupleInterner {
     else this.buckets.set(hash, [items]);
     return items;
   }
-}
-
-function sameItems(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 function isStorage(v: PyValue | undefined): v is StorageRef {

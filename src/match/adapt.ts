@@ -21,7 +21,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { canConvert } from '../tensor/convert.js';
 import { dtypeByName } from '../tensor/dtype.js';
-import { sameShape } from './align.js';
+import { sameShape } from '../tensor/tensor-ref.js';
 import type { LoadedKey, MismatchedKey, MissingKey, TensorInfo } from './match.js';
 import { BENIGN_NOTES } from './benign.js';
 

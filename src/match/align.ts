@@ -20,6 +20,7 @@
  */
 import { KeyIndex, hashPiece } from './key-index.js';
 import type { KeyRule } from './rules.js';
+import { sameShape } from '../tensor/tensor-ref.js';
 
 export const WRAPPER_PREFIXES = ['module.', '_orig_mod.', 'model.', '_forward_module.'];
 /** Leading dotted components a candidate prefix may have after the wrapper prefixes it starts with. */
@@ -336,10 +337,4 @@ export function chooseAlignment(ranked: readonly Alignment[], pretrainedCount: n
  */
 export function hintAlignments(pretrained: KeyShapes, target: KeyShapes, count: number): Alignment[] {
   return rankAlignments(pretrained, target, { floor: 1, limit: HINT_PREFIXES }).slice(0, count);
-}
-
-export function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -8,7 +8,8 @@
  */
 import { canConvert } from '../tensor/convert.js';
 import { dtypeByName } from '../tensor/dtype.js';
-import { type Alignment, alignmentRules, chooseAlignment, rankAlignments, sameShape } from './align.js';
+import { type Alignment, type KeyShapeList, alignmentRules, chooseAlignment, rankAlignments } from './align.js';
+import { sameShape } from '../tensor/tensor-ref.js';
 import { KeyIndex, hashPiece } from './key-index.js';
 import { BENIGN_NOTES, type BenignReason, type PretrainedFacts, isBatchNormCounterGap, isFrozenBatchNormCounter, isPositionIds, isZero3Placeholder } from './benign.js';
 import { type AppliedRule, type KeyRule, applyRules } from './rules.js';
@@ -25,10 +26,7 @@ export interface TensorInfo {
  * One side of a match by index: a TensorInfo[] through `tensorList`, or a view over a state dict's own
  * arrays (no object per key).
  */
-export interface TensorList {
-  readonly length: number;
-  key(i: number): string;
-  shape(i: number): readonly number[];
+export interface TensorList extends KeyShapeList {
   dtype(i: number): string;
   /** Equal for keys that are the same tensor (tied weights); undefined when not shared. */
   tieId(i: number): string | undefined;

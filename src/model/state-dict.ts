@@ -6,7 +6,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { PyDict, PyObject, PySet, type PyValue, isTensor } from '../pickle/value.js';
 import type { TensorRef } from '../tensor/tensor-ref.js';
-import type { ModuleVersions } from '../match/match.js';
+import type { ModuleVersions, TensorList } from '../match/match.js';
 
 export interface StateDict {
   /** Dotted path of the state dict inside the file; '' for the top level. */
@@ -173,6 +173,22 @@ function topKeys(root: PyValue): string {
   if (!(root instanceof PyDict)) return 'the file holds no dict';
   const keys = [...root.entries.keys()].map((k) => String(k));
   return keys.length > 8 ? `${keys.slice(0, 8).join(', ')}, ...` : keys.join(', ') || 'none';
+}
+
+/**
+ * The state dict's keys, shapes and dtypes as a TensorList for matching (a view over its own arrays, no
+ * object per key); `ties` gives tie ids by index.
+ */
+export function tensorListOf(sd: StateDict, ties: ReadonlyMap<number, string> | null = null): TensorList {
+  const { keys, refs } = sd;
+  const at = (i: number) => refs[i] as TensorRef;
+  return {
+    length: keys.length,
+    key: (i) => keys[i] as string,
+    shape: (i) => at(i).shape,
+    dtype: (i) => at(i).dtype.name,
+    tieId: (i) => ties?.get(i),
+  };
 }
 
 /**

@@ -194,6 +194,13 @@ export function canonicalNumber(key: string): number {
   return value < MAX_NUMBERED_KEY ? value : -1;
 }
 
+/** Equal sizes (or strides, or any integer tuples), item by item. */
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export function numelOf(shape: readonly number[]): number {
   let n = 1;
   for (const s of shape) n *= s;
