@@ -9,6 +9,7 @@ import { createInflateRaw, crc32, inflateRawSync } from 'node:zlib';
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
+import { withScratch } from '../io/scratch.js';
 import { LOCAL_HEADER_SIZE, METHOD_STORED, SIGNATURE, utf8Length } from './layout.js';
 import { type ZipEntry, dataLimitOf, u16, u32 } from './reader.js';
 
@@ -206,6 +207,17 @@ export async function readEntryBytes(source: ByteSource, entry: ZipEntry, maxByt
   }
   if (inflated.length !== entry.size) throw bad(`inflates to ${inflated.length} bytes but declares ${entry.size}`);
   return inflated;
+}
+
+/**
+ * Runs `use` over an entry's data without keeping it: a stored entry is read into the scratch buffer
+ * (io/scratch.ts), so `use` must copy out whatever it keeps. data.pkl of a 70,000-tensor file is 10 MB.
+ */
+export async function withEntryBytes<T>(source: ByteSource, entry: ZipEntry, maxBytes: number, use: (bytes: Uint8Array) => T): Promise<T> {
+  if (entry.method !== METHOD_STORED) return use(await readEntryBytes(source, entry, maxBytes));
+  if (entry.size > maxBytes) throw new CheckpointError('LIMIT', source.path, `entry '${entry.name}' is ${entry.size} bytes, more than the ${maxBytes} allowed`);
+  const offset = await entryDataOffset(source, entry);
+  return withScratch(entry.size, (bytes) => source.readInto(offset, bytes), use);
 }
 
 export async function computeEntryCrc(source: ByteSource, entry: ZipEntry): Promise<number> {

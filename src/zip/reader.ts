@@ -24,6 +24,7 @@
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
+import { withScratch } from '../io/scratch.js';
 import { NameIndex } from './name-index.js';
 import {
   CENTRAL_HEADER_SIZE, END_RECORD_SIZE, EXTERNAL_ATTRIBUTE_DIRECTORY, FLAG_ENCRYPTED, FLAG_MASKED_LOCAL_HEADER, FLAG_PATCH_DATA,
@@ -118,8 +119,12 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export async function readZipDirectory(source: ByteSource): Promise<ZipDirectory> {
   const location = await locateCentralDirectory(source);
-  const cd = await source.read(location.centralDirectoryOffset, location.centralDirectorySize);
-  const { entries, byName, extents } = parseCentralDirectory(source.path, cd, location);
+  // The directory's bytes are dead once parsed (names are decoded into strings): read into the scratch buffer.
+  const { entries, byName, extents } = await withScratch(
+    location.centralDirectorySize,
+    (cd) => source.readInto(location.centralDirectoryOffset, cd),
+    (cd) => parseCentralDirectory(source.path, cd, location),
+  );
   checkExtents(source.path, entries, extents);
   dataLimits.set(source, location.centralDirectoryOffset);
   return { entries, byName, prefix: archivePrefix(entries), centralDirectoryOffset: location.centralDirectoryOffset };

@@ -20,7 +20,7 @@ import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
 import type { StorageRecord } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
-import { entryDataOffset, knownDataOffset, prefetchDataOffsets, readEntryBytes } from '../../zip/entry-data.js';
+import { entryDataOffset, knownDataOffset, prefetchDataOffsets, readEntryBytes, withEntryBytes } from '../../zip/entry-data.js';
 import { type ZipDirectory, type ZipEntry, findEntry, readZipDirectory } from '../../zip/reader.js';
 
 /** torch's reader accepts versions 1..kMaxSupportedFileFormatVersion (10 in 1.13 and 2.10). */
@@ -56,8 +56,8 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   }
 
   const decoder = new TorchDecoder(path, options.strict !== false);
-  const pickleBytes = await readEntryBytes(source, pickleEntry, LIMITS.pickleBytes);
-  const { value, globals } = unpickle(pickleBytes, { path, hooks: decoder.hooks() });
+  // The unpickler copies every string and bytes value out of the pickle, so its bytes can be lent.
+  const { value, globals } = await withEntryBytes(source, pickleEntry, LIMITS.pickleBytes, (bytes) => unpickle(bytes, { path, hooks: decoder.hooks() }));
   const archive = recordLocator(source, dir.entries, prefix);
   decoder.attachRecords((key) => {
     const entry = find(`data/${key}`);

@@ -13,7 +13,7 @@
  */
 import { CheckpointError } from '../../io/errors.js';
 import { PyDict, type PyValue } from '../../pickle/value.js';
-import { type ExtendedValues, pickleValue } from '../../pickle/pickler.js';
+import { type ExtendedValues, pickleChunks } from '../../pickle/pickler.js';
 import { type StorageRef, type TensorRef, makeStorage, withTensor } from '../../tensor/tensor-ref.js';
 import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
@@ -73,7 +73,8 @@ async function writePlanned(path: string, plan: ZipPlan, options: WriteOptions):
 
 /** What a zip checkpoint will hold: its pickle and its storages in record order, before any byte is written. */
 export interface ZipPlan {
-  readonly pickle: Uint8Array;
+  /** data.pkl, in the chunks the pickler wrote. */
+  readonly pickle: readonly Uint8Array[];
   /** Output storages in the order of their records `data/0`, `data/1`, ... */
   readonly storages: readonly StorageRef[];
   readonly tensors: number;
@@ -108,7 +109,7 @@ export function planZip(path: string, entries: ReadonlyArray<readonly [string, O
 /** Pickles `root`, numbering output storages 0.. in the order the pickle first meets them. */
 function planPickle(path: string, root: PyValue, tensors: number, extended?: ExtendedValues): ZipPlan {
   const storages: StorageRef[] = [];
-  const pickle = pickleValue(root, {
+  const pickle = pickleChunks(root, {
     path,
     extended,
     // The pickler asks once per distinct storage (it memoizes the persistent id): no map of our own.
@@ -120,7 +121,10 @@ function planPickle(path: string, root: PyValue, tensors: number, extended?: Ext
 /** Writes a planned zip checkpoint into an open, empty file; returns its length. The caller fsyncs. */
 export async function writeZipTo(handle: FileHandle, path: string, plan: ZipPlan, copier: ChunkedCopier): Promise<number> {
   const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX);
-  await zip.addBuffer('data.pkl', plan.pickle);
+  const pickleBytes = plan.pickle.reduce((n, chunk) => n + chunk.length, 0);
+  await zip.addStream('data.pkl', pickleBytes, async (write) => {
+    for (const chunk of plan.pickle) await write(chunk);
+  });
   await zip.addBuffer('byteorder', Buffer.from('little', 'latin1'));
   await copier.plan(plan.storages);
   for (let i = 0; i < plan.storages.length; i++) {

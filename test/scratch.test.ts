@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { dropScratch, keepScratch, withScratch } from '../src/io/scratch.js';
+import { openCheckpoint } from '../src/formats/open.js';
+import { findStateDict } from '../src/model/state-dict.js';
+
+const fill = (value: number) => async (bytes: Buffer) => void bytes.fill(value);
+
+describe('the scratch buffer for parsed-and-dead bytes', () => {
+  it('lends one spare to the next read that fits, and a fresh buffer to a read while it is out', async () => {
+    keepScratch();
+    dropScratch();
+    const first = await withScratch(100_000, fill(1), (b) => b.buffer);
+    const second = await withScratch(60_000, fill(2), (b) => b.buffer);
+    expect(second).toBe(first);
+    const nested = await withScratch(80_000, fill(3), async (outer) => {
+      const inner = await withScratch(80_000, fill(4), (b) => b.buffer);
+      expect(outer[0]).toBe(3); // the inner read did not write into the outer one's bytes
+      return [outer.buffer, inner];
+    });
+    expect(nested[0]).not.toBe(nested[1]);
+    dropScratch();
+    expect(await withScratch(60_000, fill(5), (b) => b.buffer)).not.toBe(first);
+  });
+
+  it('what the reader made of one file survives the next file read into the same buffer', async () => {
+    keepScratch();
+    dropScratch();
+    const a = await openCheckpoint('fixtures/backbone_head10.pth');
+    const keysBefore = [...findStateDict(a.root, a.path).keys];
+    const namesBefore = a.zip?.entries.map((e) => e.name);
+    const b = await openCheckpoint('fixtures/detector_backbone.pth');
+    const c = await openCheckpoint('fixtures/backbone_head10.pth');
+    expect(findStateDict(a.root, a.path).keys).toEqual(keysBefore);
+    expect(a.zip?.entries.map((e) => e.name)).toEqual(namesBefore);
+    expect(findStateDict(c.root, c.path).keys).toEqual(keysBefore);
+    expect(findStateDict(b.root, b.path).keys).not.toEqual(keysBefore);
+    await Promise.all([a.close(), b.close(), c.close()]);
+    dropScratch();
+  });
+});
