@@ -345,6 +345,26 @@ describe('hostile archives, each named for the error it must produce', () => {
     await expectError(() => entryDataOffset(b, entry), 'BAD_ZIP', /local header name differs/);
   });
 
+  it('record names kept as numbers (`<prefix>/data/<n>`) read back exactly, are found, and their local headers are checked digit by digit', async () => {
+    const names = ['archive/data.pkl', 'archive/data/0', 'archive/data/007', 'archive/data/7', 'archive/DATA/8', 'archive/data/123456789012345', 'archive/data/1234567890123456', 'archive/data/9x', 'archive/data/-1'];
+    const entries: BuildEntry[] = names.map((name, i) => ({ name, data: new Uint8Array(4).fill(i) }));
+    const built = buildZip(entries);
+    const s = source(built.bytes);
+    const directory = await readZipDirectory(s);
+    expect(directory.entries.map((e) => e.name)).toEqual(names);
+    expect(directory.entries.map((e) => e.nameLength())).toEqual(names.map((n) => n.length));
+    for (const [i, name] of names.entries()) {
+      expect(directory.byName.get(name)).toBe(directory.entries[i]);
+      expect(await readEntryBytes(s, directory.entries[i]!, 100)).toEqual(new Uint8Array(4).fill(i));
+    }
+    expect(directory.entries.map((e) => e.isIn('archive/data/'))).toEqual([false, true, true, true, false, true, true, true, true]);
+    // The local header of data/7 says data/8: the digits are compared, not only the folder.
+    const bad = buildZip(entries);
+    bad.bytes[bad.localHeaderOffsets[3]! + 30 + 'archive/data/'.length] = 0x38;
+    const b = source(bad.bytes);
+    await expectError(async () => readEntryBytes(b, (await readZipDirectory(b)).entries[3]!, 100), 'BAD_ZIP', /local header name differs/);
+  });
+
   it('local header name differing from the central directory → BAD_ZIP', async () => {
     const built = valid();
     built.bytes[built.localHeaderOffsets[1]! + 30] = 0x41;

@@ -10,7 +10,7 @@ import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
 import { withScratch } from '../io/scratch.js';
-import { LOCAL_HEADER_SIZE, METHOD_STORED, SIGNATURE, utf8Length } from './layout.js';
+import { LOCAL_HEADER_SIZE, METHOD_STORED, SIGNATURE } from './layout.js';
 import { type ZipEntry, dataLimitOf, u16, u32 } from './reader.js';
 
 /** Largest buffer computeEntryCrc streams through. */
@@ -26,7 +26,7 @@ export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Prom
   const cached = entry.dataOffset;
   if (cached >= 0) return cached;
   const limit = dataLimitOf(source) ?? source.size;
-  const nameBytes = utf8Length(entry.name);
+  const nameBytes = entry.nameLength();
   const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes;
   if (headerEnd > limit) throw badEntry(source, entry, `local header at byte ${entry.localHeaderOffset} runs past byte ${limit}`);
   const header = await source.read(entry.localHeaderOffset, LOCAL_HEADER_SIZE + nameBytes);
@@ -51,7 +51,7 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
   const limit = dataLimitOf(source) ?? source.size;
   const pending = pendingInFileOrder(entries);
   const nameBytes = new Uint32Array(pending.length);
-  for (let k = 0; k < pending.length; k++) nameBytes[k] = utf8Length(pending[k]!.name);
+  for (let k = 0; k < pending.length; k++) nameBytes[k] = pending[k]!.nameLength();
   const windows = prefetchWindows(pending, nameBytes);
   let buffer = Buffer.allocUnsafe(0);
   for (let w = 0; w < windows.length; ) {
@@ -150,19 +150,6 @@ function badEntry(source: ByteSource, entry: ZipEntry, detail: string): Checkpoi
 }
 
 /**
- * True when bytes[at..at+length) decode (UTF-8) to `name`, whose UTF-8 length is `length`: an ASCII name
- * is compared byte by byte, without a string per header (100k headers); any other goes through the decoder.
- */
-function holdsName(bytes: Uint8Array, at: number, length: number, name: string): boolean {
-  for (let i = 0; i < name.length; i++) {
-    const code = name.charCodeAt(i);
-    if (code >= 0x80) return Buffer.from(bytes.buffer, bytes.byteOffset + at, length).toString('utf8') === name;
-    if (bytes[at + i] !== code) return false;
-  }
-  return true;
-}
-
-/**
  * Validates the local header at bytes[at..] against the central directory and caches the entry's data
  * offset. The caller read all LOCAL_HEADER_SIZE + nameBytes bytes of it (nameBytes: the UTF-8 length of
  * entry.name).
@@ -176,7 +163,7 @@ function checkLocalHeader(source: ByteSource, entry: ZipEntry, bytes: Uint8Array
   const method = u16(bytes, at + 8);
   if (method !== entry.method) throw badEntry(source, entry, `local header says method ${method}, central directory ${entry.method}`);
   const nameLength = u16(bytes, at + 26);
-  if (nameLength !== nameBytes || !holdsName(bytes, at + LOCAL_HEADER_SIZE, nameBytes, entry.name)) {
+  if (nameLength !== nameBytes || !entry.nameIsAt(bytes, at + LOCAL_HEADER_SIZE, nameBytes)) {
     throw badEntry(source, entry, 'local header name differs from the central directory');
   }
   const dataOffset = headerEnd + u16(bytes, at + 28);

@@ -26,49 +26,15 @@ import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
 import { withScratch } from '../io/scratch.js';
 import { NameIndex } from './name-index.js';
+import { DirectoryShared, ZipEntry } from './entry.js';
+
+export { ZipEntry } from './entry.js';
 import {
   CENTRAL_HEADER_SIZE, END_RECORD_SIZE, EXTERNAL_ATTRIBUTE_DIRECTORY, FLAG_ENCRYPTED, FLAG_MASKED_LOCAL_HEADER, FLAG_PATCH_DATA,
   FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
   METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeZip64Extra,
 } from './layout.js';
 import { type EndRecordValues, decodeEndRecord, decodeZip64EndRecord, decodeZip64Locator } from './end-records.js';
-
-/**
- * One central-directory entry. A class of six small fields: a 70,000-record checkpoint keeps one per
- * record for the life of the job, so method and flags share one number and the CRC-32 is kept as a signed
- * 32-bit integer (a small integer inline; as a plain number above 2^31 it would be a 16-byte heap box).
- */
-export class ZipEntry {
-  /**
-   * Absolute offset of the first data byte, once the local header was checked (entryDataOffset,
-   * prefetchDataOffsets); -1 before. A field, not a WeakMap: 70,000 entries cost a 2 MB table and the
-   * collector's ephemeron pass.
-   */
-  dataOffset = -1;
-
-  constructor(
-    readonly name: string,
-    /** method | flags << 16 */
-    private readonly methodAndFlags: number,
-    readonly compressedSize: number,
-    readonly size: number,
-    /** CRC-32 | 0 */
-    private readonly crcBits: number,
-    readonly localHeaderOffset: number,
-  ) {}
-
-  get method(): number {
-    return this.methodAndFlags & 0xffff;
-  }
-
-  get flags(): number {
-    return this.methodAndFlags >>> 16;
-  }
-
-  get crc32(): number {
-    return this.crcBits >>> 0;
-  }
-}
 
 /** What a checkpoint keeps of its zip directory once opened: the entries, not the lookup table. */
 export interface ZipListing {
@@ -84,6 +50,8 @@ export interface ZipDirectory {
   /** Text before the first '/' of the first central-directory entry (torch's archive name); '' when there is no '/'. */
   prefix: string;
   centralDirectoryOffset: number;
+  /** What its entries share (null for an empty directory): a reader that hands entries out as storage records sets `locateAll`. */
+  shared: DirectoryShared | null;
 }
 
 /**
@@ -120,14 +88,14 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 export async function readZipDirectory(source: ByteSource): Promise<ZipDirectory> {
   const location = await locateCentralDirectory(source);
   // The directory's bytes are dead once parsed (names are decoded into strings): read into the scratch buffer.
-  const { entries, byName, extents } = await withScratch(
+  const { entries, byName, extents, shared } = await withScratch(
     location.centralDirectorySize,
     (cd) => source.readInto(location.centralDirectoryOffset, cd),
-    (cd) => parseCentralDirectory(source.path, cd, location),
+    (cd) => parseCentralDirectory(source, cd, location),
   );
   checkExtents(source.path, entries, extents);
   dataLimits.set(source, location.centralDirectoryOffset);
-  return { entries, byName, prefix: archivePrefix(entries), centralDirectoryOffset: location.centralDirectoryOffset };
+  return { entries, byName, prefix: archivePrefix(entries), centralDirectoryOffset: location.centralDirectoryOffset, shared };
 }
 
 interface CentralDirectoryLocation extends EndRecordValues {
@@ -257,7 +225,8 @@ async function viewAt(source: ByteSource, offset: number, length: number): Promi
  * Fields are read byte by byte (u16/u32 below), an ASCII name becomes a string without a decoder, and
  * names are indexed by a hash of their bytes (name-index.ts) rather than in a Map of strings.
  */
-function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDirectoryLocation) {
+function parseCentralDirectory(source: ByteSource, cd: Uint8Array, location: CentralDirectoryLocation) {
+  const path = source.path;
   const bad = (detail: string) => new CheckpointError('BAD_ZIP', path, detail);
   const { entryCount, centralDirectoryOffset: cdOffset } = location;
   const text = Buffer.from(cd.buffer, cd.byteOffset, cd.byteLength);
@@ -266,6 +235,9 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
   const entries: ZipEntry[] = new Array(entryCount);
   const names = new NameIndex(entryCount, (k) => entries[k]!.name, true);
   const extents = { starts: new Float64Array(entryCount), ends: new Float64Array(entryCount) };
+  let shared: DirectoryShared | null = null;
+  /** `<prefix>/data/` as bytes, once the first entry named the prefix. */
+  let folderBytes: Uint8Array | null = null;
   let at = 0;
   for (let i = 0; i < entryCount; i++) {
     if (at + CENTRAL_HEADER_SIZE > length) throw bad(`entry count inconsistent: the central directory ends after ${i} of ${entryCount} declared entries`);
@@ -290,19 +262,29 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
     if (next > length) throw bad(`central directory entry ${i} runs past the end of the central directory`);
     if (nameLength > LIMITS.zipNameLength) throw new CheckpointError('LIMIT', path, `zipNameLength: entry ${i} has a ${nameLength}-byte name, limit ${LIMITS.zipNameLength}`);
     const kind = scanName(cd, nameStart, extraStart);
+    // torch's own record names `<prefix>/data/<n>` are kept as n (entry.ts); no string is made for them.
+    const n: number = kind === 0 && folderBytes !== null ? dataNumber(cd, nameStart, extraStart, folderBytes) : -1;
     // ASCII names (all of torch's) need no decoder; anything else must be valid UTF-8.
-    const name = (kind & NAME_NON_ASCII) === 0 ? text.toString('latin1', nameStart, extraStart) : decodeUtf8(text, nameStart, extraStart);
-    if (name === null) throw bad(`central directory entry ${i} has a name that is not valid UTF-8`);
-    if (name === '') throw bad(`central directory entry ${i} has an empty name`);
+    const nameOrNumber: string | number | null = n >= 0 ? n : (kind & NAME_NON_ASCII) === 0 ? text.toString('latin1', nameStart, extraStart) : decodeUtf8(text, nameStart, extraStart);
+    if (nameOrNumber === null) throw bad(`central directory entry ${i} has a name that is not valid UTF-8`);
+    if (nameOrNumber === '') throw bad(`central directory entry ${i} has an empty name`);
     // torch passes names to miniz as C strings: a NUL would cut a lookup short. (A 0 byte is a NUL in UTF-8.)
     if ((kind & NAME_NUL) !== 0) throw bad(`central directory entry ${i} has a name with a NUL byte`);
+    if (shared === null) {
+      // The first entry names the archive folder (archivePrefix); without a '/' nothing is numbered (and torch refuses the archive).
+      const slash: number = (nameOrNumber as string).indexOf('/');
+      shared = new DirectoryShared(source, slash < 0 ? '' : `${(nameOrNumber as string).slice(0, slash)}/data/`);
+      if (slash >= 0 && shared.dataFolder.length <= LIMITS.zipNameLength) folderBytes = Buffer.from(shared.dataFolder, 'utf8');
+    }
+    const dataFolder = shared.dataFolder;
+    const nameOf = (): string => (typeof nameOrNumber === 'number' ? `${dataFolder}${nameOrNumber}` : nameOrNumber);
 
     let size = size32, compressedSize = compressedSize32, localHeaderOffset = localHeaderOffset32;
     if (size32 === U32_SATURATED || compressedSize32 === U32_SATURATED || localHeaderOffset32 === U32_SATURATED) {
       const saturated = { size: size32 === U32_SATURATED, compressedSize: compressedSize32 === U32_SATURATED, localHeaderOffset: localHeaderOffset32 === U32_SATURATED };
       view ??= new DataView(cd.buffer, cd.byteOffset, cd.byteLength);
       const zip64 = decodeZip64Extra(view, extraStart, extraLength, saturated);
-      if (typeof zip64 === 'string') throw bad(`entry '${name}': ${zip64}`);
+      if (typeof zip64 === 'string') throw bad(`entry '${nameOf()}': ${zip64}`);
       // Without a zip64 block a saturated field is taken literally, as Python's zipfile does.
       if (zip64) ({ size = size, compressedSize = compressedSize, localHeaderOffset = localHeaderOffset } = zip64);
     }
@@ -320,18 +302,18 @@ function parseCentralDirectory(path: string, cd: Uint8Array, location: CentralDi
       !(start + LOCAL_HEADER_SIZE <= cdOffset) ||
       !(minimalEnd <= cdOffset)
     ) {
-      throw entryProblem(path, name, flags, method, compressedSize, size, diskStart, externalAttributes, cdOffset, start, minimalEnd);
+      throw entryProblem(path, nameOf(), flags, method, compressedSize, size, diskStart, externalAttributes, cdOffset, start, minimalEnd);
     }
-    const entry = new ZipEntry(name, method | (flags << 16), compressedSize, size, crc | 0, localHeaderOffset);
+    const entry = new ZipEntry(nameOrNumber, shared, method | (flags << 16), compressedSize, size, crc | 0, localHeaderOffset);
     entries[i] = entry;
     const earlier = names.addBytes(i, cd, nameStart, extraStart);
-    if (earlier >= 0) throw duplicateName(path, entries[earlier]!.name, name);
+    if (earlier >= 0) throw duplicateName(path, entries[earlier]!.name, entry.name);
     extents.starts[i] = start;
     extents.ends[i] = minimalEnd;
     at = next;
   }
   if (at !== length) throw bad(`entry count inconsistent: ${length - at} bytes of the central directory follow its ${entryCount} declared entries`);
-  return { entries, byName: new EntriesByName(entries, names), extents };
+  return { entries, byName: new EntriesByName(entries, names), extents, shared };
 }
 
 /** The first of the checks parseCentralDirectory makes of an entry's fields that fails, in this order. */
@@ -378,6 +360,30 @@ function scanName(bytes: Uint8Array, start: number, end: number): number {
   }
   return kind;
 }
+
+/** Digits of a canonical decimal (no leading zero) short enough to stay an exact integer. */
+const MAX_NUMBER_DIGITS = 15;
+
+/**
+ * n when bytes[start..end) are `folder` followed by n written as a canonical decimal (as torch names its
+ * records); else -1. A name like `data/007` or `data/1e3` stays a string, so the text made again is
+ * always the text that was read.
+ */
+function dataNumber(bytes: Uint8Array, start: number, end: number, folder: Uint8Array): number {
+  const digits = start + folder.length;
+  if (end <= digits || end - digits > MAX_NUMBER_DIGITS) return -1;
+  for (let k = 0; k < folder.length; k++) if (bytes[start + k] !== folder[k]) return -1;
+  if (bytes[digits] === ZERO && end - digits > 1) return -1;
+  let n = 0;
+  for (let k = digits; k < end; k++) {
+    const d = bytes[k]! - ZERO;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+const ZERO = 0x30;
 
 /** An entry whose name folds to an earlier one's: the same name twice, or two spellings miniz cannot tell apart. */
 function duplicateName(path: string, earlier: string, name: string): CheckpointError {

@@ -18,9 +18,8 @@ import type { ByteSource } from '../../io/source.js';
 import { unpickle } from '../../pickle/unpickler.js';
 import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
-import type { StorageRecord } from '../../tensor/tensor-ref.js';
 import type { Checkpoint, OpenOptions } from '../checkpoint.js';
-import { entryDataOffset, knownDataOffset, prefetchDataOffsets, readEntryBytes, withEntryBytes } from '../../zip/entry-data.js';
+import { prefetchDataOffsets, readEntryBytes, withEntryBytes } from '../../zip/entry-data.js';
 import { type ZipDirectory, type ZipEntry, findEntry, readZipDirectory } from '../../zip/reader.js';
 
 /** torch's reader accepts versions 1..kMaxSupportedFileFormatVersion (10 in 1.13 and 2.10). */
@@ -38,7 +37,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
 
   // torch: 'constants.pkl' in get_all_records(), an exact comparison (CONSTANTS.PKL is an ordinary entry).
   const constants = `${prefix}/constants.pkl`;
-  if (dir.entries.some((e) => e.name === constants)) {
+  if (find('constants.pkl')?.name === constants) {
     throw new CheckpointError('UNSUPPORTED_FORMAT', path, 'a TorchScript archive (torch.jit.save: constants.pkl and code/), not a torch.save checkpoint; load it with torch.jit.load, or save model.state_dict() with torch.save');
   }
   const pickleEntry = find('data.pkl');
@@ -58,7 +57,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   const decoder = new TorchDecoder(path, options.strict !== false);
   // The unpickler copies every string and bytes value out of the pickle, so its bytes can be lent.
   const { value, globals } = await withEntryBytes(source, pickleEntry, LIMITS.pickleBytes, (bytes) => unpickle(bytes, { path, hooks: decoder.hooks() }));
-  const archive = recordLocator(source, dir.entries, prefix);
+  if (dir.shared) dir.shared.locateAll = recordLocator(source, dir.entries, prefix);
   decoder.attachRecords((key) => {
     const entry = find(`data/${key}`);
     if (entry && entry.method !== 0) {
@@ -67,7 +66,8 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
       // torch reads such a file two ways, so it is refused (fixtures/deflated.pth).
       throw new CheckpointError('BAD_ZIP', path, `storage record ${entry.name} is compressed (method ${entry.method}): torch 2.x with mmap=True loads its compressed bytes as the tensor data while torch 1.13 and mmap=False inflate them; torch.save always stores storages uncompressed`);
     }
-    return entry ? new ZipStorageRecord(archive, entry) : null;
+    // The entry is the record (entry.ts): no object of its own per storage.
+    return entry ?? null;
   });
   return {
     path,
@@ -86,20 +86,14 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
 }
 
 /**
- * What every storage record shares: the source, and a way to locate all records at once: the first record
- * to be read locates all of them in a few batched reads (one read per record would cost ~50 µs each:
- * seconds for a 100k-tensor file). A function of its own so that its closure holds the entry list and not
- * openArchive's scope (the directory's name table among it).
+ * How the first record to be read locates all of them in a few batched reads (one read per record would
+ * cost ~50 µs each: seconds for a 100k-tensor file). A function of its own so that its closure holds the
+ * entry list and not openArchive's scope (the directory's name table among it).
  */
-function recordLocator(source: ByteSource, entries: readonly ZipEntry[], prefix: string): RecordLocator {
+function recordLocator(source: ByteSource, entries: readonly ZipEntry[], prefix: string): () => Promise<void> {
   let located: Promise<void> | null = null;
   const folder = `${prefix}/data/`;
-  return { source, locateAll: () => (located ??= prefetchDataOffsets(source, entries.filter((e) => e.name.startsWith(folder)))) };
-}
-
-interface RecordLocator {
-  readonly source: ByteSource;
-  readonly locateAll: () => Promise<void>;
+  return () => (located ??= prefetchDataOffsets(source, entries.filter((e) => e.isIn(folder))));
 }
 
 /**
@@ -114,7 +108,7 @@ function checkArchiveFolder(path: string, dir: ZipDirectory): string {
   const prefix = dir.prefix;
   if (Buffer.byteLength(prefix, 'utf8') > MAX_PREFIX_BYTES) throw bad(`archive folder name of ${Buffer.byteLength(prefix, 'utf8')} bytes is longer than torch 2.x can match (${MAX_PREFIX_BYTES})`);
   const folder = `${prefix}/`;
-  const outside = dir.entries.find((e) => !e.name.startsWith(folder));
+  const outside = dir.entries.find((e) => !e.isIn(folder));
   if (outside) throw bad(`zip entry '${outside.name}' is outside the archive folder '${folder}'; torch refuses such an archive ("file in archive is not in a subdirectory")`);
   return prefix;
 }
@@ -133,42 +127,6 @@ async function readVersion(source: ByteSource, entry: ZipEntry | undefined): Pro
     throw new CheckpointError('BAD_VERSION', source.path, `version record ${entry.name} says ${JSON.stringify(raw.slice(0, 20))}, outside torch's supported range ${MIN_VERSION}..${MAX_VERSION}`);
   }
   return version;
-}
-
-/**
- * A storage record, stored (compressed ones are refused above): read in place. A class rather than a
- * closure: one object per storage (a closure and its context cost ~220 bytes, a third of a tiny tensor's
- * memory in a 100k-tensor file).
- */
-class ZipStorageRecord implements StorageRecord {
-  constructor(
-    private readonly archive: RecordLocator,
-    private readonly entry: ZipEntry,
-  ) {}
-
-  get name(): string {
-    return this.entry.name;
-  }
-
-  get length(): number {
-    return this.entry.size;
-  }
-
-  get crc32(): number {
-    return this.entry.crc32;
-  }
-
-  resolve(): Promise<{ source: ByteSource; offset: number }> {
-    const { source, locateAll } = this.archive;
-    const entry = this.entry;
-    // The zip reader caches the data offset, so nothing more is kept per record.
-    return locateAll().then(async () => ({ source, offset: await entryDataOffset(source, entry) }));
-  }
-
-  located(): { source: ByteSource; offset: number } | null {
-    const offset = knownDataOffset(this.entry);
-    return offset === undefined ? null : { source: this.archive.source, offset };
-  }
 }
 
 function text(bytes: Uint8Array): string {
