@@ -11,7 +11,10 @@ import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';
 import { decodeAscii, decodeUtf8 } from './text.js';
 import { fetchedMemoSlots } from './memo-scan.js';
-import { PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
+import { LeafDict, PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
+
+/** Distinct `{key: int}` pairs shared (Machine.shareLeaf); past this a pickle's dicts stay its own. */
+const MAX_LEAVES = 1024;
 
 /** What a caller may decide for the machine: how calls, BUILD and persistent ids become values. */
 export interface UnpickleHooks {
@@ -54,6 +57,11 @@ export class Machine {
   private readonly text: Buffer;
   /** The memo slots some GET reads (memo-scan.ts); null: keep every slot. */
   private readonly fetched: Set<number> | null;
+  /** Dicts a second reference can reach (kept in a memo slot a GET reads, or DUP'd): never shared. */
+  private reachable: Set<PyDict> | null = null;
+  /** The LeafDict for each `{key: int}` seen, by key then int (see shareLeaf). */
+  private readonly leaves = new Map<string, Map<number, LeafDict>>();
+  private leafCount = 0;
 
   constructor(
     readonly bytes: Uint8Array,
@@ -148,11 +156,38 @@ export class Machine {
     // A slot no GET reads back is counted but not kept alive.
     if (this.fetched && !this.fetched.has(index)) return;
     this.memo[index] = v;
+    if (v instanceof PyDict) this.reach(v);
     if (this.memoSlots && typeof v === 'object' && v !== null) {
       const slots = this.memoSlots.get(v);
       if (slots) slots.push(index);
       else this.memoSlots.set(v, [index]);
     }
+  }
+
+  /** Notes that `v` can be reached a second way (a kept memo slot, DUP), so it is never shared. */
+  reach(v: PyValue): void {
+    if (v instanceof PyDict) (this.reachable ??= new Set()).add(v);
+  }
+
+  /**
+   * The value to store in a dict: a one-entry `{str: int}` dict that nothing else can reach becomes the
+   * LeafDict shared by every equal one (value.ts says why). Nothing else can reach it when every memo slot
+   * a GET reads is known (memo-scan) and it is in none of them, and no DUP copied it: those are the only
+   * ways a pickle holds a second reference to a value, and only through one could it be changed later.
+   */
+  private shareLeaf(v: PyDict): PyValue {
+    if (v.ordered || v.state !== undefined || v instanceof LeafDict || this.fetched === null) return v;
+    const key = v.soleKey();
+    const value = v.soleValue();
+    if (typeof key !== 'string' || typeof value !== 'number' || this.reachable?.has(v)) return v;
+    let byValue = this.leaves.get(key);
+    let leaf = byValue?.get(value);
+    if (leaf) return leaf;
+    if (this.leafCount >= MAX_LEAVES) return v;
+    if (!byValue) this.leaves.set(key, (byValue = new Map()));
+    byValue.set(value, (leaf = new LeafDict(key, value)));
+    this.leafCount++;
+    return leaf;
   }
 
   /** Marks slot `index` as set; true the first time. */
@@ -321,7 +356,8 @@ export class Machine {
         if (typeof key !== 'string') this.pythonKey(target, key);
         // Python never writes a key twice; a file that does would have its last value win silently.
         // (One lookup per key: add() reports a key that was already there.)
-        if (!target.add(key, stack[i + 1]!)) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
+        const value = stack[i + 1]!;
+        if (!target.add(key, value instanceof PyDict ? this.shareLeaf(value) : value)) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
       }
     } else if (target instanceof PyObject) {
       if (target.dictItems.length + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {

@@ -19,7 +19,7 @@ import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';
-import { PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyValue } from './value.js';
+import { LeafDict, PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyValue } from './value.js';
 
 export interface PickleOptions {
   /** File name for CheckpointError.path. */
@@ -190,6 +190,7 @@ class Pickler {
         if (v.items.length) this.open(v, parent, seg, v.items.length, null);
         return;
       case 'dict':
+        if (v instanceof LeafDict) return this.leafDict(v);
         if (v.ordered) {
           this.global('collections', 'OrderedDict');
           out.byte2(OP.EMPTY_TUPLE, OP.REDUCE);
@@ -226,6 +227,14 @@ class Pickler {
       case 'persid':
         return this.fail(parent, seg, 'an unresolved persistent id cannot be written');
     }
+  }
+
+  /** A shared LeafDict is written anew wherever it is held, and not memoised: loaded, each place has its own dict. */
+  private leafDict(d: LeafDict): void {
+    this.out.byte(OP.EMPTY_DICT);
+    this.out.opUtf8(OP.BINUNICODE, d.soleKey() as string);
+    this.int(d.soleValue() as number, null, null);
+    this.out.byte(OP.SETITEM);
   }
 
   private open(value: Frame['value'], parent: Frame | null, seg: Seg, n: number, entries: Frame['entries'], reduceOf?: PyObject): void {

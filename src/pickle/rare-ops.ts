@@ -21,7 +21,12 @@ export function runRareOp(m: Machine, op: number): void {
       else throw m.underflow();
       return;
     case 0x31: m.popMark(); return; // POP_MARK
-    case 0x32: stack.push(m.top()); return; // DUP
+    case 0x32: { // DUP: a second reference to the top value
+      const top = m.top();
+      m.reach(top);
+      stack.push(top);
+      return;
+    }
     case 0x63: { // GLOBAL: module line, name line
       const module = utf8Line(m);
       stack.push(m.global(module, utf8Line(m)));

@@ -145,6 +145,16 @@ export class PyDict {
     return true;
   }
 
+  /** The key of a dict of exactly one entry; undefined otherwise. */
+  soleKey(): PyValue | undefined {
+    return this.store === ONE ? this.onlyKey : undefined;
+  }
+
+  /** The value of a dict of exactly one entry; undefined otherwise. */
+  soleValue(): PyValue | undefined {
+    return this.store === ONE ? this.onlyValue : undefined;
+  }
+
   /** Reads without creating anything. */
   get(key: PyValue): PyValue | undefined {
     const s = this.store;
@@ -207,6 +217,33 @@ export class PyDict {
     if (s === ONE) callback(this.onlyValue, this.onlyKey);
     else if (s instanceof Map) s.forEach(callback);
     else for (let i = 0; i < s.length; i += 2) callback(s[i + 1] as PyValue, s[i] as PyValue);
+  }
+}
+
+/**
+ * A plain one-entry dict `{str: int}` that the unpickler shares between all the places that hold an equal
+ * one (unpickler/machine.ts shares only a dict nothing else can reach: no memo slot a GET reads, no DUP),
+ * and that the pickler writes anew at each place, never memoised: loaded in Python they are distinct
+ * dicts again, as in the file. torch's `_metadata` holds one `{'version': 1}` per module: 70,000 dicts
+ * of 64 bytes in a 70,000-key file, and a memo entry each when written. Read-only: nothing mutates a
+ * decoded value, and a mutation would change every place at once, so it throws.
+ */
+export class LeafDict extends PyDict {
+  constructor(key: string, value: number) {
+    super(false);
+    super.add(key, value); // PyDict's own add: the override below refuses every later one
+  }
+
+  override add(): boolean {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+
+  override delete(): boolean {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+
+  override clear(): void {
+    throw new Error('internal error: a shared leaf dict is read-only');
   }
 }
 
