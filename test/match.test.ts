@@ -94,6 +94,15 @@ describe('matchStateDicts', () => {
     expect(r.unexpected).toEqual([]);
   });
 
+  it('gives the pretrained index of every loaded key, in the order of loaded (a writer takes tensors by it)', () => {
+    const pretrained = [t('module.b', [2]), t('module.x', [9]), t('module.a', [3])];
+    const target = [t('a', [3]), t('b', [2]), t('c', [5])];
+    const r = matchStateDicts({ pretrained, target, rules: [{ kind: 'strip-prefix', value: 'module.' }], pretrainedVersions: null });
+    expect(r.loaded.map((l) => l.from)).toEqual(['module.a', 'module.b']);
+    expect(r.loadedFrom).toEqual([2, 0]);
+    expect(r.loadedFrom!.map((i) => pretrained[i]!.key)).toEqual(r.loaded.map((l) => l.from));
+  });
+
   it('records a cast when the pretrained dtype differs from the target dtype', () => {
     const r = matchStateDicts({ pretrained: [t('w', [4], 'float16')], target: [t('w', [4], 'float32')], rules: null, pretrainedVersions: null });
     expect(r.loaded).toEqual([{ key: 'w', from: 'w', shape: [4], dtype: 'float32', cast_from: 'float16' }]);

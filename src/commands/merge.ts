@@ -122,12 +122,8 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
 }
 
 async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
-  const psd = findStateDict(pretrained.root, pretrained.path, options.key);
   const tsd = findStateDict(target.root, target.path, options.targetKey);
-  const { result, adapted, failure, hint } = decide(psd, tsd, rules, adapt, options);
-  // One collection for the garbage of opening both files and of matching: matching allocates little now,
-  // and a second one before it bought no peak memory (70k merge: 243 MB either way, 0.1 s saved).
-  betweenPhases(psd.keys.length + tsd.keys.length);
+  const { psd, result, adapted, failure, hint } = decideOn(pretrained, tsd, rules, adapt, options);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
@@ -162,6 +158,11 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   }
   if (options.dryRun || !form) return { report, exitCode: 0 };
 
+  // From here on the output needs only the pretrained file's tensors: its dicts (in a 70,000-key merge the
+  // state dict's table, 70,000 module versions and their names: ~10 MB) go before the output is planned.
+  pretrained.releaseTree?.();
+  // One collection for the garbage of opening both files and of matching (and what was just let go).
+  betweenPhases(psd.keys.length + tsd.keys.length);
   const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, options);
   const progress = progressLine('merging');
   const beforeCommit = options.beforeCommit;
@@ -185,6 +186,22 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   return { report, exitCode: 0 };
 }
 
+/** The pretrained file's keys and tensors: all that the output takes from it. */
+interface PretrainedTensors {
+  readonly key: string;
+  readonly keys: readonly string[];
+  readonly refs: StateDict['refs'];
+}
+
+/**
+ * decide() over the pretrained file's state dict, keeping of it only its keys and tensors: the state dict
+ * (its table and `_metadata`) can then go with the file's tree.
+ */
+function decideOn(pretrained: Checkpoint, tsd: StateDict, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): ReturnType<typeof decide> & { psd: PretrainedTensors } {
+  const sd = findStateDict(pretrained.root, pretrained.path, options.key);
+  return { ...decide(sd, tsd, rules, adapt, options), psd: { key: sd.key, keys: sd.keys, refs: sd.refs } };
+}
+
 /**
  * Matching, adaptation and the policy verdict. A function of its own so that its per-key intermediates
  * are garbage before the output is written. Matching reads keys, shapes and dtypes from the state
@@ -200,6 +217,7 @@ function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: 
     const plan = planAdaptations(result.loaded, result.mismatched, tensorInfos(pretrained), targetInfoList, adapt);
     adapted = plan.adapted;
     result.loaded = plan.loaded;
+    result.loadedFrom = null;
     result.mismatched = plan.mismatched;
     tieToAdapted(result.missing, adapted, targetInfoList);
   }
@@ -209,13 +227,13 @@ function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: 
 }
 
 /** The entries to write; the byte budget of remote inputs is checked before any tensor byte is read. */
-async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: StateDict, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
-  const sources: AdaptSources = { pretrained: tensorLookup(psd), target: tensorLookup(tsd), pretrainedPath: pretrained.path, targetPath: target.path };
-  const planned = composeOutput(tsd, result, sources, new Map());
+async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: PretrainedTensors, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
+  const sources: AdaptSources = { pretrained: tensorsByName(psd), target: tensorLookup(tsd), pretrainedPath: pretrained.path, targetPath: target.path };
+  const planned = composeOutput(tsd, psd, result, sources, new Map());
   // From a URL, only the storages the output takes are fetched (and those an adaptation reads); a
   // generator, walked only when an input is remote.
   ensureBudget(options.remote, 'merge', [pretrained, target], storagesRead(planned, adapted, sources));
-  return adapted.length ? composeOutput(tsd, result, sources, await computeAdapted(adapted, sources)) : planned;
+  return adapted.length ? composeOutput(tsd, psd, result, sources, await computeAdapted(adapted, sources)) : planned;
 }
 
 function* storagesRead(planned: ReadonlyArray<[string, OutputValue]>, adapted: readonly AdaptedKey[], sources: AdaptSources): Generator<StorageRef> {
@@ -263,8 +281,25 @@ function hintFor(result: MatchResult, pretrained: TensorList, target: TensorList
  * The output: every target entry in the target's order, tensors replaced where the match says so, and
  * the adapted values (`computed`, by key) where an adaptation made them.
  */
-function composeOutput(tsd: StateDict, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> {
-  return composeInOrder(tsd, result, sources, computed) ?? composeByName(tsd, result, sources, computed);
+function composeOutput(tsd: StateDict, psd: PretrainedTensors, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> {
+  return composeInOrder(tsd, psd, result, sources, computed) ?? composeByName(tsd, result, sources, computed);
+}
+
+/**
+ * The pretrained tensors by name, for the ways that look them up by name (an adaptation, a tie to fill,
+ * keys out of order): a table made on the first lookup, not for a merge that takes them by index.
+ */
+function tensorsByName(psd: PretrainedTensors): { get(key: string): TensorRef | undefined } {
+  let byName: Map<string, TensorRef> | null = null;
+  return {
+    get: (key) => {
+      if (byName === null) {
+        byName = new Map();
+        for (let i = 0; i < psd.keys.length; i++) if (!byName.has(psd.keys[i] as string)) byName.set(psd.keys[i] as string, psd.refs[i] as TensorRef);
+      }
+      return byName.get(key);
+    },
+  };
 }
 
 /**
@@ -272,9 +307,10 @@ function composeOutput(tsd: StateDict, result: MatchResult, sources: AdaptSource
  * walk over the target's entries meets them one after the other. Null when that does not hold (a tie to
  * fill, a key that is not a string, keys out of order): composeByName then decides.
  */
-function composeInOrder(tsd: StateDict, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> | null {
+function composeInOrder(tsd: StateDict, psd: PretrainedTensors, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> | null {
   for (const m of result.missing) if (m.tied_to) return null;
   const loaded = result.loaded;
+  const from = result.loadedFrom;
   const out: Array<[string, OutputValue]> = [];
   let next = 0;
   let inOrder = true;
@@ -289,7 +325,7 @@ function composeInOrder(tsd: StateDict, result: MatchResult, sources: AdaptSourc
       return;
     }
     const l = loaded[next];
-    const source = l !== undefined && l.key === k ? sources.pretrained.get(l.from) : undefined;
+    const source = l === undefined || l.key !== k ? undefined : from ? (psd.refs[from[next] as number] as TensorRef) : sources.pretrained.get(l.from);
     if (l !== undefined && l.key === k) next++;
     const value: OutputValue = source ? { tensor: source, dtype: v.dtype } : { tensor: v };
     out.push([k, computed.size > 0 ? (computed.get(k) ?? value) : value]);

@@ -84,6 +84,12 @@ export interface MatchResult {
   closest: Alignment | null;
   /** Automatic mappings that fill the same, largest number of keys: alignment was refused (no rule applied). */
   tied: Alignment[];
+  /**
+   * The pretrained index of each `loaded` entry, in the same order (not part of any report): a writer
+   * takes the tensors by index, without a table of the pretrained names. Whoever replaces `loaded`
+   * (an adaptation) sets this to null.
+   */
+  loadedFrom: number[] | null;
 }
 
 /**
@@ -159,6 +165,7 @@ export function matchStateDicts(input: MatchInput): MatchResult {
   const facts: PretrainedFacts = { renamedKeys: { has: (name) => renaming.find(name) >= 0 }, moduleVersion: versionLookup(input, rules) };
 
   const loaded: LoadedKey[] = [];
+  const loadedFrom: number[] = [];
   const missing: MissingKey[] = [];
   const mismatched: MismatchedKey[] = [];
   // Flags by index rather than sets of names: one typed array per side instead of two hashed sets.
@@ -196,6 +203,7 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     const entry: LoadedKey = { key, from: pKey, shape: tShape, dtype: tDtype };
     if (pDtype !== tDtype) entry.cast_from = pDtype;
     loaded.push(entry);
+    loadedFrom.push(pi);
     if (changed) filledFrom.push(pi);
     else if (strip !== '' && pKey.startsWith(strip)) stripped++;
     const tieId = target.tieId(ti);
@@ -246,7 +254,7 @@ export function matchStateDicts(input: MatchInput): MatchResult {
     else rule.matched = rule.kind === 'strip-prefix' ? stripped : loaded.length;
   });
 
-  return { rules: applied, loaded, missing, unexpected, mismatched, closest, tied };
+  return { rules: applied, loaded, missing, unexpected, mismatched, closest, tied, loadedFrom };
 }
 
 /** Looks up a pretrained module's metadata version by its name in the target's namespace. */

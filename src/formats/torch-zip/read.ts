@@ -18,7 +18,7 @@ import type { ByteSource } from '../../io/source.js';
 import { unpickle } from '../../pickle/unpickler.js';
 import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
-import type { Checkpoint, OpenOptions } from '../checkpoint.js';
+import { type Checkpoint, type OpenOptions, withReleasableTree } from '../checkpoint.js';
 import { prefetchDataOffsets, readEntryBytes, withEntryBytes } from '../../zip/entry-data.js';
 import { type ZipDirectory, type ZipEntry, findEntry, readZipDirectory } from '../../zip/reader.js';
 
@@ -69,7 +69,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
     // The entry is the record (entry.ts): no object of its own per storage.
     return entry ?? null;
   });
-  return {
+  return withReleasableTree({
     path,
     format: 'zip',
     formatDetail: `zip (torch >= 1.6), version ${version}, prefix "${prefix}"${pickleEntry.method === 8 ? ', deflated' : ''}`,
@@ -82,7 +82,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
     zip: { entries: dir.entries, prefix: dir.prefix },
     // Not an arrow function here: it would keep this scope, and with it the name table, alive.
     close: source.close.bind(source),
-  };
+  });
 }
 
 /**
