@@ -358,6 +358,8 @@ describe('hostile archives, each named for the error it must produce', () => {
       expect(await readEntryBytes(s, directory.entries[i]!, 100)).toEqual(new Uint8Array(4).fill(i));
     }
     expect(directory.entries.map((e) => e.isIn('archive/data/'))).toEqual([false, true, true, true, false, true, true, true, true]);
+    // By number only the exact name `archive/data/<n>` (what torch's lookup finds first); anything else through the names.
+    expect([0, 7, 8, 5, 123456789012345].map((n) => directory.byName.record(n))).toEqual([directory.entries[1], directory.entries[3], undefined, undefined, undefined]);
     // The local header of data/7 says data/8: the digits are compared, not only the folder.
     const bad = buildZip(entries);
     bad.bytes[bad.localHeaderOffsets[3]! + 30 + 'archive/data/'.length] = 0x38;

@@ -47,9 +47,9 @@ export class TorchDecoder {
    * Gives every storage its record once the container knows where records are (a legacy file lists them
    * only after the pickle) and checks each record's length against numel × element size.
    */
-  attachRecords(recordOf: (key: string) => StorageRecord | null): void {
+  attachRecords(recordOf: (ref: StorageRef) => StorageRecord | null): void {
     for (const ref of this.storages) {
-      const record = recordOf(ref.key);
+      const record = recordOf(ref);
       ref.record = record;
       if (!record) this.fail(`storage ${ref.key}: its record is missing`, ref);
       else if (record.length !== ref.byteLength) {

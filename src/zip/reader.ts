@@ -62,7 +62,19 @@ export class EntriesByName {
   constructor(
     private readonly entries: readonly ZipEntry[],
     private readonly index: NameIndex,
+    /** Entry number + 1 of `<prefix>/data/<n>` by n (0: none), for n below its length. */
+    private readonly numbered: Int32Array,
   ) {}
+
+  /**
+   * The entry named exactly `<prefix>/data/<n>` (`<prefix>` the archive folder), without making the name:
+   * torch's reader finds each storage there (case-insensitively; names equal under folding were refused,
+   * so an exact one is the one it finds). Undefined when there is no such exact name: ask get().
+   */
+  record(n: number): ZipEntry | undefined {
+    const i = n < this.numbered.length ? this.numbered[n]! - 1 : -1;
+    return i < 0 ? undefined : this.entries[i];
+  }
 
   get(name: string): ZipEntry | undefined {
     const i = this.index.find(name);
@@ -236,6 +248,8 @@ function parseCentralDirectory(source: ByteSource, cd: Uint8Array, location: Cen
   const names = new NameIndex(entryCount, (k) => entries[k]!.name, true);
   const extents = { starts: new Float64Array(entryCount), ends: new Float64Array(entryCount) };
   let shared: DirectoryShared | null = null;
+  // torch numbers records 0..count-1; a larger number is found through the name table instead.
+  const numbered = new Int32Array(entryCount + 16);
   /** `<prefix>/data/` as bytes, once the first entry named the prefix. */
   let folderBytes: Uint8Array | null = null;
   let at = 0;
@@ -306,6 +320,7 @@ function parseCentralDirectory(source: ByteSource, cd: Uint8Array, location: Cen
     }
     const entry = new ZipEntry(nameOrNumber, shared, method | (flags << 16), compressedSize, size, crc | 0, localHeaderOffset);
     entries[i] = entry;
+    if (n >= 0 && n < numbered.length) numbered[n] = i + 1;
     const earlier = names.addBytes(i, cd, nameStart, extraStart);
     if (earlier >= 0) throw duplicateName(path, entries[earlier]!.name, entry.name);
     extents.starts[i] = start;
@@ -313,7 +328,7 @@ function parseCentralDirectory(source: ByteSource, cd: Uint8Array, location: Cen
     at = next;
   }
   if (at !== length) throw bad(`entry count inconsistent: ${length - at} bytes of the central directory follow its ${entryCount} declared entries`);
-  return { entries, byName: new EntriesByName(entries, names), extents, shared };
+  return { entries, byName: new EntriesByName(entries, names, numbered), extents, shared };
 }
 
 /** The first of the checks parseCentralDirectory makes of an entry's fields that fails, in this order. */

@@ -78,7 +78,7 @@ export async function openLegacy(source: ByteSource, options: OpenOptions): Prom
     records.set(key, { name: `storage ${key}`, length, crc32: null, resolve: async () => ({ source, offset: dataOffset }) });
     pos = dataOffset + length;
   }
-  decoder.attachRecords((key) => records.get(key) ?? null);
+  decoder.attachRecords((ref) => records.get(ref.key) ?? null);
 
   return {
     path,

@@ -19,6 +19,7 @@ import { unpickle } from '../../pickle/unpickler.js';
 import { latin1 } from '../../pickle/text.js';
 import { TorchDecoder } from '../torch-rebuild.js';
 import { type Checkpoint, type OpenOptions, withReleasableTree } from '../checkpoint.js';
+import { storageNumber } from '../../tensor/tensor-ref.js';
 import { prefetchDataOffsets, readEntryBytes, withEntryBytes } from '../../zip/entry-data.js';
 import { type ZipDirectory, type ZipEntry, findEntry, readZipDirectory } from '../../zip/reader.js';
 
@@ -58,8 +59,11 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
   // The unpickler copies every string and bytes value out of the pickle, so its bytes can be lent.
   const { value, globals } = await withEntryBytes(source, pickleEntry, LIMITS.pickleBytes, (bytes) => unpickle(bytes, { path, hooks: decoder.hooks() }));
   if (dir.shared) dir.shared.locateAll = recordLocator(source, dir.entries, prefix);
-  decoder.attachRecords((key) => {
-    const entry = find(`data/${key}`);
+  const byName = dir.byName;
+  decoder.attachRecords((ref) => {
+    // torch's own keys "0", "1", ... are kept as numbers: their records are found by number, no name made.
+    const n = storageNumber(ref);
+    const entry = (n >= 0 ? byName.record(n) : undefined) ?? find(`data/${ref.key}`);
     if (entry && entry.method !== 0) {
       // torch 2.x with mmap=True slices the storage from the file at the record's data offset
       // (get_record_offset) without inflating it; torch 1.13 and mmap=False inflate (get_storage_from_record).
