@@ -10,8 +10,20 @@ import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
 import { withScratch } from '../io/scratch.js';
-import { LOCAL_HEADER_SIZE, METHOD_STORED, SIGNATURE } from './layout.js';
-import { type ZipEntry, dataLimitOf, u16, u32 } from './reader.js';
+import { LOCAL_HEADER_SIZE, METHOD_STORED, SIGNATURE, u16, u32 } from './layout.js';
+import type { ZipEntry } from './entry.js';
+
+/** Where entry data must end, per source: its central directory offset (set by readZipDirectory). */
+const dataLimits = new WeakMap<ByteSource, number>();
+
+/** Records where `source`'s entry data must end: its central directory offset (readZipDirectory). */
+export function setDataLimit(source: ByteSource, centralDirectoryOffset: number): void {
+  dataLimits.set(source, centralDirectoryOffset);
+}
+
+function dataLimitOf(source: ByteSource): number | undefined {
+  return dataLimits.get(source);
+}
 
 /** Largest buffer computeEntryCrc streams through. */
 const CRC_CHUNK_BYTES = 8 << 20;

@@ -10,7 +10,6 @@
  * record object of its own took 176.
  */
 import type { ByteSource } from '../io/source.js';
-import { entryDataOffset } from './entry-data.js';
 import { utf8Length } from './layout.js';
 
 /** What the entries of one central directory share (one object, not a field in each). */
@@ -25,6 +24,8 @@ export class DirectoryShared {
     readonly source: ByteSource,
     /** `<prefix>/data/`: an entry named this plus a canonical decimal n keeps n instead of its name. */
     readonly dataFolder: string,
+    /** Checks an entry's local header and gives where its data starts (entry-data.ts entryDataOffset). */
+    readonly dataOffsetOf: (source: ByteSource, entry: ZipEntry) => Promise<number>,
   ) {}
 }
 
@@ -104,8 +105,8 @@ export class ZipEntry {
 
   /** StorageRecord: where the data starts, locating every record of the directory on first use. */
   resolve(): Promise<{ source: ByteSource; offset: number }> {
-    const { source, locateAll } = this.shared;
-    return (locateAll ? locateAll() : Promise.resolve()).then(async () => ({ source, offset: await entryDataOffset(source, this) }));
+    const { source, locateAll, dataOffsetOf } = this.shared;
+    return (locateAll ? locateAll() : Promise.resolve()).then(async () => ({ source, offset: await dataOffsetOf(source, this) }));
   }
 
   /** StorageRecord: what resolve() would give, when it is known without a read; else null. */

@@ -339,3 +339,13 @@ function put64(bytes: Uint8Array, at: number, value: number): void {
   put32(bytes, at, value % TWO_POW_32);
   put32(bytes, at + 4, Math.floor(value / TWO_POW_32));
 }
+
+/** A little-endian u16 at bytes[at]. */
+export function u16(bytes: Uint8Array, at: number): number {
+  return bytes[at]! | (bytes[at + 1]! << 8);
+}
+
+/** A little-endian u32 at bytes[at]. */
+export function u32(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+}

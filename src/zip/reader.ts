@@ -27,12 +27,13 @@ import type { ByteSource } from '../io/source.js';
 import { withScratch } from '../io/scratch.js';
 import { NameIndex } from './name-index.js';
 import { DirectoryShared, ZipEntry } from './entry.js';
+import { entryDataOffset, setDataLimit } from './entry-data.js';
 
 export { ZipEntry } from './entry.js';
 import {
   CENTRAL_HEADER_SIZE, END_RECORD_SIZE, EXTERNAL_ATTRIBUTE_DIRECTORY, FLAG_ENCRYPTED, FLAG_MASKED_LOCAL_HEADER, FLAG_PATCH_DATA,
   FLAG_STRONG_ENCRYPTION, LOCAL_HEADER_SIZE, METHOD_DEFLATE,
-  METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeZip64Extra,
+  METHOD_STORED, SIGNATURE, U16_SATURATED, U32_SATURATED, ZIP64_END_RECORD_SIZE, ZIP64_LOCATOR_SIZE, decodeZip64Extra, u16, u32,
 } from './layout.js';
 import { type EndRecordValues, decodeEndRecord, decodeZip64EndRecord, decodeZip64Locator } from './end-records.js';
 
@@ -87,13 +88,6 @@ export function findEntry(dir: ZipDirectory, name: string): ZipEntry | undefined
   return dir.byName.get(name);
 }
 
-/** Where entry data must end, per source: its central directory offset (set by readZipDirectory). */
-const dataLimits = new WeakMap<ByteSource, number>();
-
-/** Where `source`'s entry data must end (entry-data.ts): its central directory offset, once readZipDirectory read it. */
-export function dataLimitOf(source: ByteSource): number | undefined {
-  return dataLimits.get(source);
-}
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -106,7 +100,7 @@ export async function readZipDirectory(source: ByteSource): Promise<ZipDirectory
     (cd) => parseCentralDirectory(source, cd, location),
   );
   checkExtents(source.path, entries, extents);
-  dataLimits.set(source, location.centralDirectoryOffset);
+  setDataLimit(source, location.centralDirectoryOffset);
   return { entries, byName, prefix: archivePrefix(entries), centralDirectoryOffset: location.centralDirectoryOffset, shared };
 }
 
@@ -287,7 +281,7 @@ function parseCentralDirectory(source: ByteSource, cd: Uint8Array, location: Cen
     if (shared === null) {
       // The first entry names the archive folder (archivePrefix); without a '/' nothing is numbered (and torch refuses the archive).
       const slash: number = (nameOrNumber as string).indexOf('/');
-      shared = new DirectoryShared(source, slash < 0 ? '' : `${(nameOrNumber as string).slice(0, slash)}/data/`);
+      shared = new DirectoryShared(source, slash < 0 ? '' : `${(nameOrNumber as string).slice(0, slash)}/data/`, entryDataOffset);
       if (slash >= 0 && shared.dataFolder.length <= LIMITS.zipNameLength) folderBytes = Buffer.from(shared.dataFolder, 'utf8');
     }
     const dataFolder = shared.dataFolder;
@@ -353,13 +347,6 @@ function entryProblem(
   return bad(`entry '${name}' has inconsistent fields`);
 }
 
-export function u16(bytes: Uint8Array, at: number): number {
-  return bytes[at]! | (bytes[at + 1]! << 8);
-}
-
-export function u32(bytes: Uint8Array, at: number): number {
-  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
-}
 
 const SLASH = 0x2f;
 const NAME_NON_ASCII = 1;
