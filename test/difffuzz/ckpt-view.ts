@@ -184,7 +184,10 @@ class Encoder {
         return { l: (v.items as PyValue[]).map((i) => this.enc(i, depth + 1)) };
       }
       case 'dict': {
-        const r = this.ref(v);
+        // A LeafDict is one object for equal one-entry dicts that nothing in the pickle reaches twice
+        // (pickle/value.ts); Python holds a dict of its own at each place, as does what ckpt writes: each
+        // place is encoded as its own dict, never as a reference to the first.
+        const r = (v as { constructor?: { name?: string } }).constructor?.name === 'LeafDict' ? null : this.ref(v);
         if (r !== null) return { ref: r };
         const entries = (v as unknown as { entries: Map<PyValue, PyValue> }).entries;
         const node: Record<string, unknown> = { d: [...entries].map(([k, val]) => [this.enc(k, depth + 1), this.enc(val, depth + 1)]), od: v.ordered as boolean };
