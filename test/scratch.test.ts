@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { dropScratch, keepScratch, withScratch } from '../src/io/scratch.js';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
+import { unpickle } from '../src/pickle/unpickler.js';
+import type { PyBytes } from '../src/pickle/value.js';
 
 const fill = (value: number) => async (bytes: Buffer) => void bytes.fill(value);
 
@@ -20,6 +22,17 @@ describe('the scratch buffer for parsed-and-dead bytes', () => {
     expect(nested[0]).not.toBe(nested[1]);
     dropScratch();
     expect(await withScratch(60_000, fill(5), (b) => b.buffer)).not.toBe(first);
+  });
+
+  it('bytes values the unpickler made from lent bytes survive the next read into the same buffer', async () => {
+    keepScratch();
+    dropScratch();
+    // SHORT_BINBYTES b'\x01\x02\x03' then STOP, in a buffer large enough to be kept as the spare.
+    const pickle = [0x80, 3, 0x43, 3, 1, 2, 3, 0x2e];
+    const value = await withScratch(100_000, async (b) => void b.set(pickle), (b) => unpickle(b, { path: 'x' }).value as PyBytes);
+    await withScratch(100_000, fill(0xee), () => undefined);
+    expect([...value.data]).toEqual([1, 2, 3]);
+    dropScratch();
   });
 
   it('what the reader made of one file survives the next file read into the same buffer', async () => {

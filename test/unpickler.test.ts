@@ -68,6 +68,14 @@ describe('unpickle: values', () => {
     expect([...v.data]).toEqual([1, 2]);
   });
 
+  it('copies bytes out of a Buffer too (Buffer.slice is a view; a file read gives a Buffer, and its bytes are lent)', () => {
+    // (b'\x01\x02', Python 2 str b'\xff\xfe' that is not UTF-8, bytes(b'\x05')): SHORT_BINBYTES, SHORT_BINSTRING, builtins.bytes
+    const b = Buffer.from(p(0x80, 2, '(', 0x43, 2, 1, 2, 0x55, 2, 0xff, 0xfe, 'c', '__builtin__\nbytes\n', 0x43, 1, 5, 0x85, 'R', 't', '.'));
+    const v = load(b) as PyTuple;
+    b.fill(0xee);
+    expect(v.items.map((x) => [...(x as PyBytes).data])).toEqual([[1, 2], [0xff, 0xfe], [5]]);
+  });
+
   it('gives memoised values one identity (shared storages, tied weights)', () => {
     // (x, x, [x]) where x = [] memoised at 1
     const v = load(p(0x80, 2, '(', ']', 'q', 1, 'h', 1, ']', 'h', 1, 'a', 't', '.')) as PyTuple;

@@ -77,7 +77,7 @@ function bytesFrom(args: PyValue[]): PyBytes | undefined {
   const arg = args[0]!;
   if (args.length === 2) return encodeText(arg, args[1]!);
   if (args.length !== 1) return undefined;
-  if (arg instanceof PyBytes) return new PyBytes(arg.data.slice());
+  if (arg instanceof PyBytes) return PyBytes.copyOf(arg.data);
   const items = itemsOf(arg);
   if (!items) return undefined;
   const out = new Uint8Array(items.length);

@@ -393,6 +393,6 @@ export class Machine {
    */
   str2(data: Uint8Array, start: number, end: number): PyValue {
     const s = (data === this.bytes ? decodeAscii(data, this.text, start, end) : null) ?? decodeUtf8(data, start, end, false);
-    return s !== null ? s : new PyBytes(data.slice(start, end));
+    return s !== null ? s : PyBytes.copyOf(data, start, end);
   }
 }

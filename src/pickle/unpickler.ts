@@ -141,7 +141,7 @@ function run(m: Machine): PyValue {
       case 0x8e: // BINBYTES8
       case 0x96: { // BYTEARRAY8
         const n = m.length(op === 0x43 ? m.u8() : op === 0x42 ? m.u32() : m.u64(), 'pickleStringBytes');
-        stack.push(new PyBytes(b.slice(m.pos, m.pos + n))); // a copy: never alias the input
+        stack.push(PyBytes.copyOf(b, m.pos, m.pos + n)); // never alias the input
         m.pos += n;
         break;
       }

@@ -41,6 +41,15 @@ export class PyBytes {
   }
 
   constructor(readonly data: Uint8Array) {}
+
+  /**
+   * PyBytes holding a copy of bytes[start, end). A copy made here, not with `bytes.slice`: on a Buffer
+   * (what a file read gives) slice is a view, and the pickle's bytes are lent (io/scratch.ts): the next
+   * file read into the same buffer would change the value.
+   */
+  static copyOf(bytes: Uint8Array, start = 0, end = bytes.length): PyBytes {
+    return new PyBytes(new Uint8Array(bytes.subarray(start, end)));
+  }
 }
 
 export class PyTuple {
