@@ -9,6 +9,15 @@ const str = (s: string) => [0x58, ...u32(s.length), ...Buffer.from(s, 'latin1')]
 const versionDict = (n: number, slot: number) => ['}', 'q', slot, ...str('version'), 0x4b, n, 's'];
 const entries = (d: PyDict) => [...d.pairs()];
 
+/** The pickle of {'a': leaf, 'b': leaf} for one LeafDict {'version': 1}. */
+function oneLeafInTwoPlaces(ordered: boolean): Uint8Array {
+  const d = new PyDict(ordered);
+  const leaf = new LeafDict('version', 1);
+  d.entries.set('a', leaf);
+  d.entries.set('b', leaf);
+  return pickleValue(d, { path: 'x', storageKey: () => '0' });
+}
+
 describe('one-entry {str: int} dicts shared by the unpickler (torch _metadata)', () => {
   it('equal dicts that nothing else can reach become one read-only LeafDict', () => {
     // {'a': {'version': 1}, 'b': {'version': 1}, 'c': {'version': 2}}, every dict BINPUT, none fetched
@@ -37,11 +46,7 @@ describe('one-entry {str: int} dicts shared by the unpickler (torch _metadata)',
   });
 
   it('the pickler writes a LeafDict anew at each place, without a memo slot', () => {
-    const d = new PyDict(true);
-    const leaf = new LeafDict('version', 1);
-    d.entries.set('a', leaf);
-    d.entries.set('b', leaf);
-    const bytes = pickleValue(d, { path: 'x', storageKey: () => '0' });
+    const bytes = oneLeafInTwoPlaces(true);
     const leafBytes = Buffer.from([0x7d, ...str('version'), 0x4b, 1, 0x73]).toString('hex');
     expect(hex(bytes).split(leafBytes).length - 1).toBe(2);
   });
@@ -49,11 +54,7 @@ describe('one-entry {str: int} dicts shared by the unpickler (torch _metadata)',
 
 describePy('LeafDicts as Python loads them', () => {
   it('two places holding one LeafDict load as two distinct, equal dicts', () => {
-    const d = new PyDict(false);
-    const leaf = new LeafDict('version', 1);
-    d.entries.set('a', leaf);
-    d.entries.set('b', leaf);
-    const bytes = pickleValue(d, { path: 'x', storageKey: () => '0' });
+    const bytes = oneLeafInTwoPlaces(false);
     const out = runPy("import pickle,sys; d = pickle.loads(bytes.fromhex(sys.stdin.read())); print(d, d['a'] is d['b'])", hex(bytes));
     expect(out.trim()).toBe("{'a': {'version': 1}, 'b': {'version': 1}} False");
   });

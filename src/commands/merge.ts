@@ -228,7 +228,7 @@ function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: 
 
 /** The entries to write; the byte budget of remote inputs is checked before any tensor byte is read. */
 async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: PretrainedTensors, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
-  const sources: AdaptSources = { pretrained: tensorsByName(psd), target: tensorLookup(tsd), pretrainedPath: pretrained.path, targetPath: target.path };
+  const sources: AdaptSources = { pretrained: tensorLookup(psd), target: tensorLookup(tsd), pretrainedPath: pretrained.path, targetPath: target.path };
   const planned = composeOutput(tsd, psd, result, sources, new Map());
   // From a URL, only the storages the output takes are fetched (and those an adaptation reads); a
   // generator, walked only when an input is remote.
@@ -283,23 +283,6 @@ function hintFor(result: MatchResult, pretrained: TensorList, target: TensorList
  */
 function composeOutput(tsd: StateDict, psd: PretrainedTensors, result: MatchResult, sources: AdaptSources, computed: ReadonlyMap<string, OutputValue>): Array<[string, OutputValue]> {
   return composeInOrder(tsd, psd, result, sources, computed) ?? composeByName(tsd, result, sources, computed);
-}
-
-/**
- * The pretrained tensors by name, for the ways that look them up by name (an adaptation, a tie to fill,
- * keys out of order): a table made on the first lookup, not for a merge that takes them by index.
- */
-function tensorsByName(psd: PretrainedTensors): { get(key: string): TensorRef | undefined } {
-  let byName: Map<string, TensorRef> | null = null;
-  return {
-    get: (key) => {
-      if (byName === null) {
-        byName = new Map();
-        for (let i = 0; i < psd.keys.length; i++) if (!byName.has(psd.keys[i] as string)) byName.set(psd.keys[i] as string, psd.refs[i] as TensorRef);
-      }
-      return byName.get(key);
-    },
-  };
 }
 
 /**

@@ -248,14 +248,14 @@ export function moduleStateDict(root: PyObject): PyDict | null {
 
 /**
  * The state dict's tensors by name, read from its dict (no second table of every key); a name that is not
- * a key of the dict itself (`build` names a non-string key by its string) is looked up in a table made
- * then, once.
+ * a key of the dict itself (`build` names a non-string key by its string), or every name when there is no
+ * dict (a caller that kept only the keys and tensors), is looked up in a table made then, once.
  */
-export function tensorLookup(sd: StateDict): { get(key: string): TensorRef | undefined } {
+export function tensorLookup(sd: Pick<StateDict, 'keys' | 'refs'> & { readonly dict?: PyDict }): { get(key: string): TensorRef | undefined } {
   let byName: Map<string, TensorRef> | null = null;
   return {
     get: (key) => {
-      const v = sd.dict.get(key);
+      const v = sd.dict?.get(key);
       if (v !== undefined && isTensor(v)) return v;
       if (byName === null) {
         byName = new Map();

@@ -156,7 +156,7 @@ export class Machine {
     // A slot no GET reads back is counted but not kept alive.
     if (this.fetched && !this.fetched.has(index)) return;
     this.memo[index] = v;
-    if (v instanceof PyDict) this.reach(v);
+    this.reach(v);
     if (this.memoSlots && typeof v === 'object' && v !== null) {
       const slots = this.memoSlots.get(v);
       if (slots) slots.push(index);
@@ -176,7 +176,7 @@ export class Machine {
    * ways a pickle holds a second reference to a value, and only through one could it be changed later.
    */
   private shareLeaf(v: PyDict): PyValue {
-    if (v.ordered || v.state !== undefined || v instanceof LeafDict || this.fetched === null) return v;
+    if (v.ordered || v.state !== undefined || this.fetched === null) return v;
     const key = v.soleKey();
     const value = v.soleValue();
     if (typeof key !== 'string' || typeof value !== 'number' || this.reachable?.has(v)) return v;

@@ -21,23 +21,18 @@ export function setDataLimit(source: ByteSource, centralDirectoryOffset: number)
   dataLimits.set(source, centralDirectoryOffset);
 }
 
-function dataLimitOf(source: ByteSource): number | undefined {
-  return dataLimits.get(source);
+/** Where `source`'s entry data must end: its central directory, or the file's end before one was read. */
+function dataLimit(source: ByteSource): number {
+  return dataLimits.get(source) ?? source.size;
 }
 
 /** Largest buffer computeEntryCrc streams through. */
 const CRC_CHUNK_BYTES = 8 << 20;
 
-/** The entry's data offset when a local header check already found it (entryDataOffset, prefetchDataOffsets), else undefined. */
-export function knownDataOffset(entry: ZipEntry): number | undefined {
-  const offset = entry.dataOffset;
-  return offset < 0 ? undefined : offset;
-}
-
 export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {
   const cached = entry.dataOffset;
   if (cached >= 0) return cached;
-  const limit = dataLimitOf(source) ?? source.size;
+  const limit = dataLimit(source);
   const nameBytes = entry.nameLength();
   const headerEnd = entry.localHeaderOffset + LOCAL_HEADER_SIZE + nameBytes;
   if (headerEnd > limit) throw badEntry(source, entry, `local header at byte ${entry.localHeaderOffset} runs past byte ${limit}`);
@@ -60,7 +55,7 @@ const PREFETCH_PARALLEL = 16;
  * batch instead of one per header) and checked in file order, so the first bad header is the one named.
  */
 export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[]): Promise<void> {
-  const limit = dataLimitOf(source) ?? source.size;
+  const limit = dataLimit(source);
   const pending = pendingInFileOrder(entries);
   const nameBytes = new Uint32Array(pending.length);
   for (let k = 0; k < pending.length; k++) nameBytes[k] = pending[k]!.nameLength();
@@ -184,8 +179,12 @@ function checkLocalHeader(source: ByteSource, entry: ZipEntry, bytes: Uint8Array
   return dataOffset;
 }
 
-export async function readEntryBytes(source: ByteSource, entry: ZipEntry, maxBytes: number): Promise<Uint8Array> {
+function checkEntrySize(source: ByteSource, entry: ZipEntry, maxBytes: number): void {
   if (entry.size > maxBytes) throw new CheckpointError('LIMIT', source.path, `entry '${entry.name}' is ${entry.size} bytes, more than the ${maxBytes} allowed`);
+}
+
+export async function readEntryBytes(source: ByteSource, entry: ZipEntry, maxBytes: number): Promise<Uint8Array> {
+  checkEntrySize(source, entry, maxBytes);
   const offset = await entryDataOffset(source, entry);
   if (entry.method === METHOD_STORED) return source.read(offset, entry.size);
   const bad = (detail: string) => new CheckpointError('BAD_ZIP', source.path, `entry '${entry.name}': ${detail}`);
@@ -214,7 +213,7 @@ export async function readEntryBytes(source: ByteSource, entry: ZipEntry, maxByt
  */
 export async function withEntryBytes<T>(source: ByteSource, entry: ZipEntry, maxBytes: number, use: (bytes: Uint8Array) => T): Promise<T> {
   if (entry.method !== METHOD_STORED) return use(await readEntryBytes(source, entry, maxBytes));
-  if (entry.size > maxBytes) throw new CheckpointError('LIMIT', source.path, `entry '${entry.name}' is ${entry.size} bytes, more than the ${maxBytes} allowed`);
+  checkEntrySize(source, entry, maxBytes);
   const offset = await entryDataOffset(source, entry);
   return withScratch(entry.size, (bytes) => source.readInto(offset, bytes), use);
 }

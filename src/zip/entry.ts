@@ -51,8 +51,7 @@ export class ZipEntry {
   ) {}
 
   get name(): string {
-    const n = this.nameOrNumber;
-    return typeof n === 'string' ? n : `${this.shared.dataFolder}${n}`;
+    return entryName(this.nameOrNumber, this.shared.dataFolder);
   }
 
   /** Bytes of the name in UTF-8 (a numbered name is ASCII: it was read as ASCII bytes). */
@@ -82,8 +81,7 @@ export class ZipEntry {
 
   /** True when the name starts with `folder` (without making the name when it is kept as a number). */
   isIn(folder: string): boolean {
-    const n = this.nameOrNumber;
-    return typeof n === 'string' ? n.startsWith(folder) : this.shared.dataFolder.startsWith(folder) || this.name.startsWith(folder);
+    return (typeof this.nameOrNumber === 'number' && this.shared.dataFolder.startsWith(folder)) || this.name.startsWith(folder);
   }
 
   get method(): number {
@@ -113,6 +111,11 @@ export class ZipEntry {
   located(): { source: ByteSource; offset: number } | null {
     return this.dataOffset < 0 ? null : { source: this.shared.source, offset: this.dataOffset };
   }
+}
+
+/** The name an entry keeps as `nameOrNumber` (a number n stands for `dataFolder` + n). */
+export function entryName(nameOrNumber: string | number, dataFolder: string): string {
+  return typeof nameOrNumber === 'string' ? nameOrNumber : `${dataFolder}${nameOrNumber}`;
 }
 
 const ZERO = 0x30;

@@ -26,7 +26,7 @@ import { LIMITS } from '../io/limits.js';
 import type { ByteSource } from '../io/source.js';
 import { withScratch } from '../io/scratch.js';
 import { NameIndex } from './name-index.js';
-import { DirectoryShared, ZipEntry } from './entry.js';
+import { DirectoryShared, ZipEntry, entryName } from './entry.js';
 import { entryDataOffset, setDataLimit } from './entry-data.js';
 
 export { ZipEntry } from './entry.js';
@@ -284,15 +284,13 @@ function parseCentralDirectory(source: ByteSource, cd: Uint8Array, location: Cen
       shared = new DirectoryShared(source, slash < 0 ? '' : `${(nameOrNumber as string).slice(0, slash)}/data/`, entryDataOffset);
       if (slash >= 0 && shared.dataFolder.length <= LIMITS.zipNameLength) folderBytes = Buffer.from(shared.dataFolder, 'utf8');
     }
-    const dataFolder = shared.dataFolder;
-    const nameOf = (): string => (typeof nameOrNumber === 'number' ? `${dataFolder}${nameOrNumber}` : nameOrNumber);
 
     let size = size32, compressedSize = compressedSize32, localHeaderOffset = localHeaderOffset32;
     if (size32 === U32_SATURATED || compressedSize32 === U32_SATURATED || localHeaderOffset32 === U32_SATURATED) {
       const saturated = { size: size32 === U32_SATURATED, compressedSize: compressedSize32 === U32_SATURATED, localHeaderOffset: localHeaderOffset32 === U32_SATURATED };
       view ??= new DataView(cd.buffer, cd.byteOffset, cd.byteLength);
       const zip64 = decodeZip64Extra(view, extraStart, extraLength, saturated);
-      if (typeof zip64 === 'string') throw bad(`entry '${nameOf()}': ${zip64}`);
+      if (typeof zip64 === 'string') throw bad(`entry '${entryName(nameOrNumber, shared.dataFolder)}': ${zip64}`);
       // Without a zip64 block a saturated field is taken literally, as Python's zipfile does.
       if (zip64) ({ size = size, compressedSize = compressedSize, localHeaderOffset = localHeaderOffset } = zip64);
     }
@@ -310,7 +308,7 @@ function parseCentralDirectory(source: ByteSource, cd: Uint8Array, location: Cen
       !(start + LOCAL_HEADER_SIZE <= cdOffset) ||
       !(minimalEnd <= cdOffset)
     ) {
-      throw entryProblem(path, nameOf(), flags, method, compressedSize, size, diskStart, externalAttributes, cdOffset, start, minimalEnd);
+      throw entryProblem(path, entryName(nameOrNumber, shared.dataFolder), flags, method, compressedSize, size, diskStart, externalAttributes, cdOffset, start, minimalEnd);
     }
     const entry = new ZipEntry(nameOrNumber, shared, method | (flags << 16), compressedSize, size, crc | 0, localHeaderOffset);
     entries[i] = entry;
