@@ -6,7 +6,7 @@ import { unpickle } from '../src/pickle/unpickler.js';
 import {
   PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyPersistentId, PySet, PyTuple, type PyValue,
 } from '../src/pickle/value.js';
-import type { StorageRef, TensorRef } from '../src/tensor/tensor-ref.js';
+import { type StorageRef, type TensorRef, makeStorage, makeTensor } from '../src/tensor/tensor-ref.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
 import { PY, PY_PRELUDE, describePy, enc, hex, runPy, storageRef, tensorRef, testTorchHooks, unhex } from './helpers/pickle-py.js';
 import { spawnSync } from 'node:child_process';
@@ -124,6 +124,40 @@ describe('pickleValue: bytes', () => {
     expect(ta!.storage).toMatchObject({ key: 'k0', location: 'cpu', numel: 12 });
     expect(tv).toMatchObject({ shape: [2, 3], stride: [3, 1], storageOffset: 2 });
     expect(tp).toMatchObject({ parameter: true, requiresGrad: true, shape: [], dtype: I64 });
+  });
+
+  it('memoises the tensors and storages readers make by the slot kept in each: a tensor twice is one BINGET, and one written before by another pickle is written in full', () => {
+    const s = makeStorage({ key: '0', dtype: F32, location: 'cpu', numel: 4, record: null });
+    const flat = { requiresGrad: false, parameter: false, conj: false, neg: false };
+    const a = makeTensor({ dtype: F32, shape: [4], stride: [1], storageOffset: 0, storage: s, ...flat });
+    const b = makeTensor({ dtype: F32, shape: [2], stride: [1], storageOffset: 2, storage: s, ...flat });
+    const first = reload(dump(dict(true, [['a', a], ['b', b], ['again', a]]))) as PyDict;
+    const [ta, tb, tagain] = [...first.entries.values()] as TensorRef[];
+    expect(tagain).toBe(ta);
+    expect(tb!.storage).toBe(ta!.storage);
+    // Other values first: the slots a, b and s took in the first pickle hold lists in this one.
+    const second = reload(dump(list(...range(12).map((i) => list(i)), dict(true, [['b', b], ['a', a]])))) as PyList;
+    const [sb, sa] = [...(second.items[12] as PyDict).entries.values()] as TensorRef[];
+    expect(sa).toMatchObject({ kind: 'tensor', shape: [4], storageOffset: 0 });
+    expect(sb).toMatchObject({ kind: 'tensor', shape: [2], storageOffset: 2 });
+    expect(sa).not.toBe(sb);
+    expect(sa!.storage).toBe(sb!.storage);
+  });
+
+  it('a dict made of distinct keys without a table pickles as one filled key by key, and looks keys up once asked', () => {
+    const pairs = range(20).flatMap((i) => [`k${i}`, i]);
+    const flat = PyDict.ofDistinctKeys(true, [...pairs]);
+    const filled = dict(true, range(20).map((i) => [`k${i}`, i]));
+    expect(hex(dump(flat))).toBe(hex(dump(filled)));
+    expect(flat.get('k7')).toBe(7);
+    expect(flat.has('k20')).toBe(false);
+    expect(flat.add('k20', 20)).toBe(true);
+    expect(flat.add('k3', 33)).toBe(false);
+    expect(flat.delete('k0')).toBe(true);
+    expect([...flat.entries.keys()]).toEqual([...range(20).slice(1).map((i) => `k${i}`), 'k20']);
+    expect(flat.get('k3')).toBe(33);
+    const few = PyDict.ofDistinctKeys(false, ['x', 1, 'y', 2]);
+    expect([...few.entries]).toEqual([['x', 1], ['y', 2]]);
   });
 
   it('writes dtypes without a storage class with _rebuild_tensor_v3, UntypedStorage and numel in bytes', () => {

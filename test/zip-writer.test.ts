@@ -319,6 +319,12 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     const zip = ZipWriter.create(new SparseFile().handle(), 'p.pth', 'p');
     await zip.addBuffer('version', ascii('3\n'));
     expect((await failure(() => zip.addBuffer('version', ascii('3\n')))).detail).toMatch(/'p\/version' is empty or already used/);
+    expect(zip.entryCount).toBe(1);
+    // Past the size hint the tables grow, and a repeated name is still found.
+    const hinted = ZipWriter.create(new SparseFile().handle(), 'p.pth', 'p', 2);
+    for (let i = 0; i < 3000; i++) expect(hinted.tryAddBuffer(`data/${i}`, ascii('x'))).toBe(true);
+    expect(() => hinted.tryAddBuffer('data/2999', ascii('x'))).toThrow(/'p\/data\/2999' is empty or already used/);
+    expect(hinted.entryCount).toBe(3000);
     const other = ZipWriter.create(new SparseFile().handle(), 'p.pth', 'p');
     const first = other.addStream('data/0', 1, async (write) => { await new Promise((r) => setTimeout(r, 10)); await write(new Uint8Array(1)); });
     expect((await failure(() => other.addBuffer('x', ascii('y')))).detail).toMatch(/overlapped/);

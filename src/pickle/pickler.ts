@@ -15,7 +15,7 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
-import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
+import { type StorageRef, type TensorRef, isMemoSlotted } from '../tensor/tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';
@@ -78,6 +78,8 @@ class Pickler {
    * value of its own, so one table serves both and 70,000 storages add no second Map).
    */
   private readonly memo = new Map<object, number>();
+  /** The tensor or storage memoised at each slot, for the slots kept in the objects themselves (MemoSlotted). */
+  private readonly slotted: object[] = [];
   private readonly globalMemo = new Map<string, number>();
   private readonly stringMemo = new Map<string, number>();
   private readonly openTuples = new Set<PyTuple>();
@@ -175,6 +177,9 @@ class Pickler {
         return out.opUtf8(OP.BINUNICODE, v);
     }
     if (v.kind === 'storage') return this.fail(parent, seg, 'a storage outside a tensor cannot be written');
+    if (v.kind === 'tensor') return this.tensor(v, parent, seg);
+    // Never memoised (leafDict says why): no lookup either.
+    if (v instanceof LeafDict) return this.leafDict(v);
     const seen = this.memo.get(v);
     if (seen !== undefined) return this.get(seen);
     switch (v.kind) {
@@ -190,7 +195,6 @@ class Pickler {
         if (v.items.length) this.open(v, parent, seg, v.items.length, null);
         return;
       case 'dict':
-        if (v instanceof LeafDict) return this.leafDict(v);
         if (v.ordered) {
           this.global('collections', 'OrderedDict');
           out.byte2(OP.EMPTY_TUPLE, OP.REDUCE);
@@ -206,8 +210,6 @@ class Pickler {
         this.memoize(v);
         if (v.size || v.state !== undefined) this.open(v, parent, seg, v.size, v.pairs());
         return;
-      case 'tensor':
-        return this.tensor(v, parent, seg);
       case 'float':
         if (this.options.extended?.floats) return out.opF64(OP.BINFLOAT, v.value);
         return this.fail(parent, seg, `a Python float ${WEIGHTS_ONLY}`);
@@ -315,8 +317,20 @@ class Pickler {
 
   private memoize(obj: object): void {
     const index = this.nextMemo++;
-    this.memo.set(obj, index);
+    if (isMemoSlotted(obj)) {
+      obj.memoSlot = index;
+      this.slotted[index] = obj;
+    } else {
+      this.memo.set(obj, index);
+    }
     this.put(index);
+  }
+
+  /** The memo slot `obj` took in this pickle, if it was memoised. */
+  private memoOf(obj: object): number | undefined {
+    if (!isMemoSlotted(obj)) return this.memo.get(obj);
+    const slot = obj.memoSlot;
+    return slot >= 0 && this.slotted[slot] === obj ? slot : undefined;
   }
 
   private put(index: number): void {
@@ -352,6 +366,8 @@ class Pickler {
   }
 
   private tensor(t: TensorRef, parent: Frame | null, seg: Seg): void {
+    const seen = this.memoOf(t);
+    if (seen !== undefined) return this.get(seen);
     checkTensor(t, (what) => this.fail(parent, seg, what));
     if (t.parameter) {
       // Parameter.__reduce_ex__: _rebuild_parameter(self.data, self.requires_grad, OrderedDict())
@@ -398,7 +414,7 @@ class Pickler {
 
   /** BINPERSID of ('storage', storage class, key, 'cpu', numel); the tuple is memoised per StorageRef. */
   private persistentId(s: StorageRef): void {
-    const seen = this.memo.get(s);
+    const seen = this.memoOf(s);
     if (seen !== undefined) {
       this.get(seen);
     } else {
@@ -411,9 +427,7 @@ class Pickler {
       this.constString('cpu'); // torch on a machine without the original device would fail on anything else
       this.int(storageClass ? s.numel : s.byteLength, null, null);
       this.out.byte(OP.TUPLE);
-      const index = this.nextMemo++;
-      this.memo.set(s, index);
-      this.put(index);
+      this.memoize(s);
     }
     this.out.byte(OP.BINPERSID);
   }

@@ -57,6 +57,21 @@ export interface TensorRef {
   readonly neg: boolean;
 }
 
+/**
+ * @internal What the pickler writes into the TensorValues and StorageValues it memoises: the slot it gave
+ * them, instead of a Map of 140,000 objects per 70,000-key pickle (~80 ms to fill). A slot is only taken
+ * as this pickle's when the pickler's own table holds the same object there, so a value pickled before,
+ * by another pickler, reads as not yet seen. Pickling is synchronous: two picklers never interleave.
+ */
+export interface MemoSlotted {
+  memoSlot: number;
+}
+
+/** Whether `v` carries a memo slot (a TensorValue or StorageValue; not a cast storage or a container). */
+export function isMemoSlotted(v: object): v is MemoSlotted {
+  return v instanceof TensorValue || v instanceof StorageValue;
+}
+
 /** A tensor's four booleans, packed into one small integer (TensorValue.flags). */
 const REQUIRES_GRAD = 1;
 const PARAMETER = 2;
@@ -72,6 +87,9 @@ export type TensorFields = Omit<TensorRef, 'kind'>;
  * ten fields each cost 104 bytes, and every field is copied again when a scavenge promotes it.
  */
 class TensorValue implements TensorRef {
+  /** @internal The pickler's memo slot for this tensor (see MemoSlotted). */
+  memoSlot = -1;
+
   constructor(
     readonly dtype: DType,
     readonly shape: readonly number[],
@@ -140,6 +158,8 @@ const MAX_NUMBERED_KEY = 1 << 30;
  */
 class StorageValue implements StorageRef {
   private readonly keyOrNumber: string | number;
+  /** @internal The pickler's memo slot for this storage's persistent id (see MemoSlotted). */
+  memoSlot = -1;
 
   constructor(
     key: string,

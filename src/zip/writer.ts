@@ -22,6 +22,9 @@ import {
 import { encodeEndRecords } from './end-records.js';
 import { NameIndex } from './name-index.js';
 
+/** The most entries create() sizes its tables for up front (a hint beyond it would only reserve memory). */
+const MAX_PRESIZED_ENTRIES = 1 << 20;
+
 /** Central headers are gathered into chunks of about this size before they are appended. */
 const CENTRAL_CHUNK_BYTES = 64 << 10;
 
@@ -35,9 +38,9 @@ export class ZipWriter {
   private readonly names: string[] = [];
   /** `<prefix>/` as UTF-8, the start of every entry name. */
   private readonly prefixBytes: Buffer;
-  private fields = new Float64Array(3 * 1024);
+  private fields: Float64Array;
   /** Entry numbers by name (all share the prefix), to refuse a name written twice. */
-  private readonly byName = new NameIndex(1024, (i) => this.names[i]!, false);
+  private readonly byName: NameIndex;
   /** Where headers are put together before they are appended; grown for a long name. */
   private scratch = Buffer.allocUnsafe(LOCAL_HEADER_MAX_ROOM + 1024);
   /** Set while an add*() or finish() runs; calls must be awaited one at a time. */
@@ -51,7 +54,12 @@ export class ZipWriter {
     handle: FileHandle,
     private readonly path: string,
     private readonly prefix: string,
+    expectedEntries: number,
   ) {
+    // Sized for the entries the caller expects, so neither table is regrown while 70,000 records go out.
+    const capacity = Math.max(16, Math.min(expectedEntries, MAX_PRESIZED_ENTRIES));
+    this.fields = new Float64Array(3 * capacity);
+    this.byName = new NameIndex(capacity, (i) => this.names[i]!, false);
     this.out = new FileAppender(handle, path);
     this.prefixBytes = Buffer.from(`${prefix}/`, 'utf8');
   }
@@ -61,13 +69,16 @@ export class ZipWriter {
     return this.out.position;
   }
 
-  /** Writes into an already-open FileHandle from position 0. prefix e.g. 'archive' (entries become '<prefix>/<name>'). */
-  static create(handle: FileHandle, path: string, prefix: string): ZipWriter {
+  /**
+   * Writes into an already-open FileHandle from position 0. prefix e.g. 'archive' (entries become
+   * '<prefix>/<name>'); `expectedEntries`, a hint, sizes the tables kept until finish().
+   */
+  static create(handle: FileHandle, path: string, prefix: string, expectedEntries = 1024): ZipWriter {
     // torch's reader takes the prefix from the first entry, up to its first '/' (torch-format.md §2.1).
     if (prefix === '' || prefix.includes('/') || prefix.includes('\\')) {
       throw new CheckpointError('UNWRITABLE', path, `invalid archive prefix '${prefix}': it must be a non-empty name without '/' or '\\'`);
     }
-    return new ZipWriter(handle, path, prefix);
+    return new ZipWriter(handle, path, prefix, expectedEntries);
   }
 
   /**
@@ -180,12 +191,15 @@ export class ZipWriter {
 
   /** Checks and records a new entry starting at the current position; returns its number. */
   private beginEntry(name: string, nameLength: number, size: number, crc: number): number {
-    if (name === '' || this.byName.find(name) >= 0) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
     if (nameLength > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name).slice(0, 60)}...' is longer than 65535 bytes`);
     if (!Number.isSafeInteger(size) || size < 0) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' has an invalid size ${size}`);
     const entry = this.names.length;
     this.names.push(name);
-    this.byName.add(entry);
+    // One probe both refuses a name written before and records this one.
+    if (name === '' || this.byName.add(entry) >= 0) {
+      this.names.pop();
+      throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
+    }
     if (this.fields.length < 3 * (entry + 1)) {
       const grown = new Float64Array(this.fields.length * 2);
       grown.set(this.fields);

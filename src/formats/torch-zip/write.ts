@@ -88,16 +88,18 @@ export interface ZipPlan {
  * before an output file exists. `planner` is shared by the files of one sharded output.
  */
 export function planZip(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, metadata: PyDict | null, planner = new StoragePlanner(path)): ZipPlan {
-  const dict = new PyDict(true);
+  const pairs: PyValue[] = [];
   let tensors = 0;
   for (const [key, out] of entries) {
     if ('value' in out) {
-      dict.entries.set(key, out.value);
+      pairs.push(key, out.value);
       continue;
     }
     tensors++;
-    dict.entries.set(key, planner.plan(key, out.tensor, out.dtype ?? out.tensor.dtype));
+    pairs.push(key, planner.plan(key, out.tensor, out.dtype ?? out.tensor.dtype));
   }
+  // The output's keys are distinct by construction (each caller builds them from one dict or a match).
+  const dict = PyDict.ofDistinctKeys(true, pairs);
   if (metadata) {
     const state = new PyDict(false);
     state.entries.set('_metadata', metadata);
@@ -120,7 +122,8 @@ function planPickle(path: string, root: PyValue, tensors: number, extended?: Ext
 
 /** Writes a planned zip checkpoint into an open, empty file; returns its length. The caller fsyncs. */
 export async function writeZipTo(handle: FileHandle, path: string, plan: ZipPlan, copier: ChunkedCopier): Promise<number> {
-  const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX);
+  // data.pkl, byteorder, the storages and version.
+  const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX, plan.storages.length + 3);
   const pickleBytes = plan.pickle.reduce((n, chunk) => n + chunk.length, 0);
   await zip.addStream('data.pkl', pickleBytes, async (write) => {
     for (const chunk of plan.pickle) await write(chunk);
