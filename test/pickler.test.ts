@@ -171,15 +171,16 @@ describe('pickleValue: bytes', () => {
     expect([...(v.args[7] as PyDict).entries]).toEqual([['conj', true], ['neg', true]]);
   });
 
-  it('round-trips every corpus value: unpickle(pickleValue(v)) deep-equals v', () => {
+  it('round-trips every corpus value: unpickle(pickleValue(v)) is v, distinction for distinction', () => {
     for (const v of corpus()) {
       const back = reload(dump(v));
       if (v instanceof PyList && v.items[0] === v) {
         expect((back as PyList).items[0]).toBe(back); // a list that contains itself
         continue;
       }
+      // enc() spells out every distinction the value model keeps; PyDict's internal form depends on how the
+      // dict was filled (an index is built when a key is first looked up), so the objects are not compared.
       expect(enc(back)).toEqual(enc(v));
-      expect(back).toEqual(v);
     }
     const s = storageRef('7', BF16, 4);
     const sd = dict(true, [['a', tensorRef(s, [2, 2])], ['b', tensorRef(s, [4], { requiresGrad: true })]], metadata());

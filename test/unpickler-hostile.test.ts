@@ -80,6 +80,24 @@ describe('unpickle: hostile and broken input', () => {
     expect(error(() => load(p(0x80, 2, 0x4e, '(', '.'))).detail).toBe('STOP at byte 4 leaves 1 MARKs open');
   });
 
+  it('a key set twice in one dict → BAD_PICKLE naming it: at its SETITEMS in a small dict, at STOP in a large one (across batches too)', () => {
+    const key = (k: string): Array<number | string | number[]> => [0x58, u32(k.length), k];
+    const items = (keys: string[]): Array<number | string | number[]> => keys.flatMap((k, i) => [...key(k), 'K', i & 0xff]);
+    expect(error(() => load(p(0x80, 2, '}', '(', ...items(['a', 'b', 'a']), 'u', '.'))).detail).toBe('SETITEMS at byte 28 sets the key "a" twice in one dict');
+    const many = Array.from({ length: 20 }, (_, i) => `k${i}`);
+    // Two repeats: the one whose second setting comes first is named, as a check key by key would.
+    const large = p(0x80, 2, '}', '(', ...items([...many, 'k7', 'k3']), 'u', '.');
+    const e = error(() => load(large));
+    expect(e.code).toBe('BAD_PICKLE');
+    expect(e.detail).toBe(`STOP at byte ${large.length - 1} finds the key "k7" set twice in one dict`);
+    const acrossBatches = p(0x80, 2, '}', '(', ...items(many), 'u', '(', ...items(['k20', 'k0']), 'u', '.');
+    expect(error(() => load(acrossBatches)).detail).toMatch(/^STOP at byte \d+ finds the key "k0" set twice in one dict$/);
+    // Distinct keys load, in order, and can be looked up.
+    const fine = load(p(0x80, 2, '}', '(', ...items(many), 'u', '.')) as PyDict;
+    expect([...fine.entries.keys()]).toEqual(many);
+    expect(fine.get('k19')).toBe(19);
+  });
+
   it('refuses extensions, out-of-band buffers, future protocols and misuse of the stack', () => {
     const cases: Array<[Uint8Array, string]> = [
       [p(0x80, 2, 0x82, 1, '.'), 'EXT1 at byte 2 uses the extension registry (copyreg), which is not supported'],

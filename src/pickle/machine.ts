@@ -62,6 +62,8 @@ export class Machine {
   /** The LeafDict for each `{key: int}` seen, by key then int (see shareLeaf). */
   private readonly leaves = new Map<string, Map<number, LeafDict>>();
   private leafCount = 0;
+  /** Dicts grown past a few entries by SETITEMS without key lookups: checked for a repeated key at STOP. */
+  private readonly unchecked: PyDict[] = [];
 
   constructor(
     readonly bytes: Uint8Array,
@@ -351,14 +353,16 @@ export class Machine {
       if (target.size + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
         throw this.error('LIMIT', `grows a dict past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
       }
+      const wasUnindexed = target.unindexed;
       for (let i = from; i < stack.length; i += 2) {
         const key = stack[i]!;
         if (typeof key !== 'string') this.pythonKey(target, key);
         // Python never writes a key twice; a file that does would have its last value win silently.
-        // (One lookup per key: add() reports a key that was already there.)
+        // A small dict reports a repeated key here; a large one is appended to and checked at STOP.
         const value = stack[i + 1]!;
-        if (!target.add(key, value instanceof PyDict ? this.shareLeaf(value) : value)) throw this.error('BAD_PICKLE', `sets the key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key)} twice in one dict`);
+        if (!target.addUnchecked(key, value instanceof PyDict ? this.shareLeaf(value) : value)) throw this.error('BAD_PICKLE', `sets the key ${describeKey(key)} twice in one dict`);
       }
+      if (!wasUnindexed && target.unindexed) this.unchecked.push(target);
     } else if (target instanceof PyObject) {
       if (target.dictItems.length + (stack.length - from) / 2 > LIMITS.pickleContainerItems) {
         throw this.error('LIMIT', `grows an object past the pickleContainerItems limit of ${LIMITS.pickleContainerItems}`);
@@ -368,6 +372,14 @@ export class Machine {
       throw this.error('BAD_PICKLE', `cannot set items on a ${pyTypeName(target)}`);
     }
     stack.length = from;
+  }
+
+  /** STOP: refuses a large dict filled with a repeated key (setItems appended its pairs unchecked). */
+  checkRepeatedKeys(): void {
+    for (const dict of this.unchecked) {
+      const key = dict.repeatedKey();
+      if (key !== undefined) throw this.error('BAD_PICKLE', `finds the key ${describeKey(key)} set twice in one dict`);
+    }
   }
 
   /** Removes the topmost MARK and returns where its items start on the stack (they stay in place). */
@@ -395,4 +407,8 @@ export class Machine {
     const s = (data === this.bytes ? decodeAscii(data, this.text, start, end) : null) ?? decodeUtf8(data, start, end, false);
     return s !== null ? s : PyBytes.copyOf(data, start, end);
   }
+}
+
+function describeKey(key: PyValue): string {
+  return typeof key === 'string' ? JSON.stringify(key.slice(0, 80)) : pyTypeName(key);
 }

@@ -91,6 +91,7 @@ function run(m: Machine): PyValue {
       case 0x2e: { // STOP
         if (m.marks.length) throw m.error('BAD_PICKLE', `leaves ${m.marks.length} MARKs open`);
         if (stack.length !== 1) throw m.error('BAD_PICKLE', `finds ${stack.length} values on the stack instead of 1`);
+        m.checkRepeatedKeys();
         return stack[0]!;
       }
       case 0x28: m.mark(); break; // MARK

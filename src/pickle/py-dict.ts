@@ -1,0 +1,376 @@
+/**
+ * dict and collections.OrderedDict of the value model (value.ts re-exports them), and LeafDict, the
+ * shared read-only `{str: int}` dict.
+ *
+ * A dict's entries take the smallest form that serves them, because checkpoints hold both extremes:
+ * - none;
+ * - one, in the dict's own fields: a state dict's `_metadata` holds one `{'version': 1}` per module and
+ *   every tensor's pickle builds an empty hooks OrderedDict (140,000 Maps of ~190 bytes each were once
+ *   the largest item of a 70,000-key merge; an array would cost 64 bytes more per dict);
+ * - up to SMALL_DICT_ENTRIES as a flat [k0, v0, k1, v1, ...], found by a linear scan;
+ * - past that, the flat pairs with no index while nothing looks a key up: the unpickler appends without
+ *   lookups and checks for a repeated key once at the end (addUnchecked), a writer's output dict has
+ *   distinct keys by construction (ofDistinctKeys), and a state dict is mostly walked in order;
+ * - once a key is looked up, with str keys only: the flat pairs plus a StrKeyIndex (str-index.ts);
+ * - with any other key, or once a hostile file exhausts the index's probe budget, or on a delete: a Map.
+ * `entries` is a Map-shaped view over any form.
+ */
+import { DEGRADED, StrKeyIndex, repeatedInMap, repeatedStrKey } from './str-index.js';
+import type { PyValue } from './value.js';
+
+/** Entries a dict keeps in one flat array before it indexes them (a linear scan is as fast up to here). */
+const SMALL_DICT_ENTRIES = 8;
+
+/** `PyDict.store` of a dict with exactly one entry, held in the dict's own fields. */
+const ONE = 1;
+
+/** The flat pairs of a large dict whose keys are all str, and their index. */
+class IndexedPairs {
+  constructor(
+    readonly pairs: PyValue[],
+    readonly index: StrKeyIndex,
+  ) {}
+}
+
+type Store = null | typeof ONE | PyValue[] | IndexedPairs | Map<PyValue, PyValue>;
+
+/**
+ * dict and collections.OrderedDict. `state` is what BUILD applied to an OrderedDict: for a state dict it
+ * is a dict holding `_metadata`. Keys keep Python's distinction between 1 and '1' (SameValueZero, as Map).
+ */
+export class PyDict {
+  get kind(): 'dict' {
+    return 'dict';
+  }
+
+  state: PyValue | undefined = undefined;
+  /** See the file's comment; a flat array longer than SMALL_DICT_ENTRIES pairs until a key is looked up. */
+  private store: Store = null;
+  private onlyKey: PyValue = null;
+  private onlyValue: PyValue = null;
+  constructor(readonly ordered: boolean) {}
+
+  /**
+   * A dict of `pairs` ([k0, v0, k1, v1, ...], taken over), whose keys the caller knows to be distinct
+   * (a writer's output entries): kept as the flat array, with no index, until something looks a key up
+   * (the pickler only walks it).
+   */
+  static ofDistinctKeys(ordered: boolean, pairs: PyValue[]): PyDict {
+    const dict = new PyDict(ordered);
+    if (pairs.length > 2 * SMALL_DICT_ENTRIES) dict.store = pairs;
+    else for (let i = 0; i < pairs.length; i += 2) dict.add(pairs[i] as PyValue, pairs[i + 1] as PyValue);
+    return dict;
+  }
+
+  /** The entries, as a Map (reads and writes go to this dict). */
+  get entries(): Map<PyValue, PyValue> {
+    const s = this.keyed();
+    return s instanceof Map ? s : (new DictEntries(this) as Map<PyValue, PyValue>);
+  }
+
+  /** Entries, without creating anything. */
+  get size(): number {
+    const s = this.store;
+    if (s === null) return 0;
+    if (s === ONE) return 1;
+    if (s instanceof Map) return s.size;
+    return (s instanceof IndexedPairs ? s.pairs.length : s.length) / 2;
+  }
+
+  /**
+   * Sets key -> value without creating a view (the unpickler's SETITEM); false when the key was already
+   * there (its value is then replaced).
+   */
+  add(key: PyValue, value: PyValue): boolean {
+    const s = this.keyed();
+    if (s instanceof IndexedPairs) {
+      if (typeof key === 'string') {
+        const pairs = s.pairs;
+        pairs.push(key, value);
+        const earlier = s.index.insert(pairs, pairs.length / 2 - 1);
+        if (earlier === -1) return true;
+        pairs.length -= 2;
+        if (earlier !== DEGRADED) {
+          pairs[2 * earlier + 1] = value;
+          return false;
+        }
+      }
+      return this.toMap().add(key, value);
+    }
+    if (s instanceof Map) {
+      const size = s.size;
+      return s.set(key, value).size !== size;
+    }
+    if (s === null) {
+      this.store = ONE;
+      this.onlyKey = key;
+      this.onlyValue = value;
+      return true;
+    }
+    if (s === ONE) {
+      if (sameValueZero(this.onlyKey, key)) {
+        this.onlyValue = value;
+        return false;
+      }
+      this.store = [this.onlyKey, this.onlyValue, key, value];
+      this.onlyKey = this.onlyValue = null;
+      return true;
+    }
+    const i = pairIndex(s, key);
+    if (i >= 0) {
+      s[i + 1] = value;
+      return false;
+    }
+    // Past SMALL_DICT_ENTRIES the next keyed operation indexes the pairs (keyed()).
+    s.push(key, value);
+    return true;
+  }
+
+  /**
+   * @internal The unpickler's SETITEM: as add(), except that once the dict holds SMALL_DICT_ENTRIES
+   * pairs as a flat array a new pair is appended without looking its key up. The unpickler asks
+   * repeatedKey() of each such dict when the pickle ends. (A keyed operation in between indexes the pairs,
+   * a repeated key keeping Python's rule: first place, last value; later pairs are looked up as they come.)
+   */
+  addUnchecked(key: PyValue, value: PyValue): boolean {
+    const s = this.store;
+    if (Array.isArray(s) && s.length >= 2 * SMALL_DICT_ENTRIES) {
+      s.push(key, value);
+      return true;
+    }
+    return this.add(key, value);
+  }
+
+  /** True while the dict is a flat array past SMALL_DICT_ENTRIES whose keys nothing has looked up. */
+  get unindexed(): boolean {
+    const s = this.store;
+    return Array.isArray(s) && s.length > 2 * SMALL_DICT_ENTRIES;
+  }
+
+  /** A key the flat pairs of an unindexed dict hold twice (see addUnchecked), or undefined. */
+  repeatedKey(): PyValue | undefined {
+    const s = this.store;
+    if (!Array.isArray(s) || s.length <= 2 * SMALL_DICT_ENTRIES) return undefined;
+    for (let i = 0; i < s.length; i += 2) if (typeof s[i] !== 'string') return repeatedInMap(s);
+    return repeatedStrKey(s);
+  }
+
+  /** The key of a dict of exactly one entry; undefined otherwise. */
+  soleKey(): PyValue | undefined {
+    return this.store === ONE ? this.onlyKey : undefined;
+  }
+
+  /** The value of a dict of exactly one entry; undefined otherwise. */
+  soleValue(): PyValue | undefined {
+    return this.store === ONE ? this.onlyValue : undefined;
+  }
+
+  /** Reads without creating anything (but an index, the first time a writer's output dict is asked). */
+  get(key: PyValue): PyValue | undefined {
+    const s = this.keyed();
+    if (s === null) return undefined;
+    if (s === ONE) return sameValueZero(this.onlyKey, key) ? this.onlyValue : undefined;
+    if (s instanceof Map) return s.get(key);
+    if (s instanceof IndexedPairs) {
+      const n = this.findIndexed(s, key);
+      return n === DEGRADED ? this.toMap().get(key) : n < 0 ? undefined : s.pairs[2 * n + 1];
+    }
+    const i = pairIndex(s, key);
+    return i < 0 ? undefined : s[i + 1];
+  }
+
+  has(key: PyValue): boolean {
+    const s = this.keyed();
+    if (s === null) return false;
+    if (s === ONE) return sameValueZero(this.onlyKey, key);
+    if (s instanceof Map) return s.has(key);
+    if (s instanceof IndexedPairs) {
+      const n = this.findIndexed(s, key);
+      return n === DEGRADED ? this.toMap().has(key) : n >= 0;
+    }
+    return pairIndex(s, key) >= 0;
+  }
+
+  delete(key: PyValue): boolean {
+    const s = this.keyed();
+    if (s === null) return false;
+    if (s === ONE) {
+      if (!sameValueZero(this.onlyKey, key)) return false;
+      this.clear();
+      return true;
+    }
+    // An index cannot drop a pair without renumbering the rest: a Map can.
+    if (s instanceof IndexedPairs) return this.toMap().delete(key);
+    if (s instanceof Map) return s.delete(key);
+    const i = pairIndex(s, key);
+    if (i < 0) return false;
+    s.splice(i, 2);
+    if (s.length === 2) {
+      this.store = ONE;
+      this.onlyKey = s[0] as PyValue;
+      this.onlyValue = s[1] as PyValue;
+    }
+    return true;
+  }
+
+  clear(): void {
+    this.store = null;
+    this.onlyKey = this.onlyValue = null;
+  }
+
+  /** The entries in order, as [key, value] pairs (the Map's own iterator when the dict is one). */
+  pairs(): IterableIterator<[PyValue, PyValue]> {
+    const s = this.store;
+    return s instanceof Map ? s.entries() : this.flatPairs();
+  }
+
+  private *flatPairs(): Generator<[PyValue, PyValue], void, unknown> {
+    const s = this.store;
+    if (s === null || s instanceof Map) return;
+    if (s === ONE) {
+      yield [this.onlyKey, this.onlyValue];
+      return;
+    }
+    const pairs = s instanceof IndexedPairs ? s.pairs : s;
+    for (let i = 0; i < pairs.length; i += 2) yield [pairs[i] as PyValue, pairs[i + 1] as PyValue];
+  }
+
+  /** Visits the entries in order, without creating anything. */
+  forEach(callback: (value: PyValue, key: PyValue) => void): void {
+    const s = this.store;
+    if (s === null) return;
+    if (s === ONE) callback(this.onlyValue, this.onlyKey);
+    else if (s instanceof Map) s.forEach(callback);
+    else {
+      const pairs = s instanceof IndexedPairs ? s.pairs : s;
+      for (let i = 0; i < pairs.length; i += 2) callback(pairs[i + 1] as PyValue, pairs[i] as PyValue);
+    }
+  }
+
+  /** The store for a keyed operation: the flat pairs of ofDistinctKeys get their index (or a Map) first. */
+  private keyed(): Store {
+    const s = this.store;
+    if (Array.isArray(s) && s.length > 2 * SMALL_DICT_ENTRIES) return (this.store = indexed(s) ?? toMap(s));
+    return s;
+  }
+
+  /** The pair number of `key`, -1, or DEGRADED. All keys of an indexed dict are str: any other key is absent. */
+  private findIndexed(s: IndexedPairs, key: PyValue): number {
+    return typeof key === 'string' ? s.index.find(s.pairs, key) : -1;
+  }
+
+  /** Moves the entries of an indexed dict into a Map, and returns this dict. */
+  private toMap(): this {
+    const s = this.store;
+    if (s instanceof IndexedPairs) this.store = toMap(s.pairs);
+    return this;
+  }
+}
+
+/**
+ * `pairs` with an index, when every key is a str; else null (then a Map). A repeated key never arrives
+ * (add() scans small dicts, ofDistinctKeys promises distinct keys), and keys made to collide exhaust the
+ * probe budget: both get a Map too, which keeps Map's rule for a repeated key (first place, last value).
+ */
+function indexed(pairs: PyValue[]): IndexedPairs | null {
+  for (let i = 0; i < pairs.length; i += 2) if (typeof pairs[i] !== 'string') return null;
+  const index = new StrKeyIndex(pairs.length / 2);
+  for (let n = 0; n < pairs.length / 2; n++) if (index.insert(pairs, n) !== -1) return null;
+  return new IndexedPairs(pairs, index);
+}
+
+function toMap(pairs: readonly PyValue[]): Map<PyValue, PyValue> {
+  const map = new Map<PyValue, PyValue>();
+  for (let k = 0; k < pairs.length; k += 2) map.set(pairs[k] as PyValue, pairs[k + 1] as PyValue);
+  return map;
+}
+
+/**
+ * A plain one-entry dict `{str: int}` that the unpickler shares between all the places that hold an equal
+ * one (unpickler/machine.ts shares only a dict nothing else can reach: no memo slot a GET reads, no DUP),
+ * and that the pickler writes anew at each place, never memoised: loaded in Python they are distinct
+ * dicts again, as in the file. torch's `_metadata` holds one `{'version': 1}` per module: 70,000 dicts
+ * of 64 bytes in a 70,000-key file, and a memo entry each when written. Read-only: nothing mutates a
+ * decoded value, and a mutation would change every place at once, so it throws.
+ */
+export class LeafDict extends PyDict {
+  constructor(key: string, value: number) {
+    super(false);
+    super.add(key, value); // PyDict's own add: the override below refuses every later one
+  }
+
+  override add(): boolean {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+
+  override delete(): boolean {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+
+  override clear(): void {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+}
+
+function sameValueZero(a: PyValue, b: PyValue): boolean {
+  return a === b || (a !== a && b !== b); // NaN keys, as Map
+}
+
+function pairIndex(pairs: PyValue[], key: PyValue): number {
+  for (let i = 0; i < pairs.length; i += 2) if (sameValueZero(pairs[i] as PyValue, key)) return i;
+  return -1;
+}
+
+/** Map interface over a dict that is not (yet) a Map; promotes the dict to a real Map when it grows past the limit. */
+class DictEntries implements Map<PyValue, PyValue> {
+  constructor(private readonly dict: PyDict) {}
+
+  get size(): number {
+    return this.dict.size;
+  }
+
+  get(key: PyValue): PyValue | undefined {
+    return this.dict.get(key);
+  }
+
+  has(key: PyValue): boolean {
+    return this.dict.has(key);
+  }
+
+  set(key: PyValue, value: PyValue): this {
+    this.dict.add(key, value);
+    return this;
+  }
+
+  delete(key: PyValue): boolean {
+    return this.dict.delete(key);
+  }
+
+  clear(): void {
+    this.dict.clear();
+  }
+
+  forEach(callback: (value: PyValue, key: PyValue, map: Map<PyValue, PyValue>) => void, thisArg?: unknown): void {
+    this.dict.forEach((v, k) => callback.call(thisArg, v, k, this));
+  }
+
+  *entries(): MapIterator<[PyValue, PyValue]> {
+    yield* this.dict.pairs();
+  }
+
+  *keys(): MapIterator<PyValue> {
+    for (const [k] of this.entries()) yield k;
+  }
+
+  *values(): MapIterator<PyValue> {
+    for (const [, v] of this.entries()) yield v;
+  }
+
+  [Symbol.iterator](): MapIterator<[PyValue, PyValue]> {
+    return this.entries();
+  }
+
+  get [Symbol.toStringTag](): string {
+    return 'Map';
+  }
+}
