@@ -1,10 +1,15 @@
 /**
  * Sequential output to an open file: what every writer (zip checkpoints, safetensors) does with its bytes.
  *
- * Small chunks are coalesced into one bounded buffer (100k tiny tensors would otherwise cost a system call
+ * Small chunks are coalesced into a bounded buffer (100k tiny tensors would otherwise cost a system call
  * each), large ones go straight to the file, short writes are retried, and a background datasync keeps the
  * disk busy while copying continues (src/io/writeback.ts). Bytes already appended can be patched in place
- * (a zip local header's CRC-32, known only after its data). Memory stays flat: one coalescing buffer.
+ * (a zip local header's CRC-32, known only after its data). Memory stays flat: two coalescing buffers.
+ *
+ * Double buffered: a full buffer is written on the thread pool while the caller fills the other one, so
+ * the caller waits only when it fills a buffer before the previous write is done. (With one buffer the
+ * 70,000 tiny records of a 70k merge waited ~60 ms in all for 21 writes of 1 MB.) One write is in flight at
+ * a time; its failure is thrown by the next call that waits for it (flush, finish, patch, a direct write).
  */
 import type { FileHandle } from 'node:fs/promises';
 import { CheckpointError } from './errors.js';
@@ -21,8 +26,12 @@ const MAX_SINGLE_WRITE = 1 << 30;
 export class FileAppender {
   /** File offset of the next byte to append (pending bytes included). */
   private end = 0;
-  private readonly pending = Buffer.allocUnsafe(COALESCE_BYTES);
+  private pending: Buffer = Buffer.allocUnsafe(COALESCE_BYTES);
   private pendingLength = 0;
+  /** The buffer being written, or null; it becomes `pending` again once its write is done. */
+  private writing: Buffer | null = null;
+  /** The write of `writing`. */
+  private inFlight: Promise<void> | null = null;
   private readonly writeback: WritebackPacer;
 
   constructor(
@@ -41,6 +50,7 @@ export class FileAppender {
   async append(bytes: Uint8Array): Promise<void> {
     if (bytes.length >= DIRECT_WRITE_BYTES) {
       await this.flush();
+      await this.settle();
       await this.writeAt(this.end, bytes);
     } else {
       if (this.pendingLength + bytes.length > this.pending.length) await this.flush();
@@ -78,6 +88,8 @@ export class FileAppender {
       return;
     }
     if (position + bytes.length > pendingStart) await this.flush();
+    // After the buffer that holds those bytes (or the one before it) is written, not concurrently with it.
+    await this.settle();
     await this.writeAt(position, bytes);
   }
 
@@ -88,6 +100,7 @@ export class FileAppender {
    */
   async finish(): Promise<number> {
     await this.flush();
+    await this.settle();
     try {
       await this.handle.truncate(this.end);
     } catch (e) {
@@ -96,10 +109,27 @@ export class FileAppender {
     return this.end;
   }
 
+  /** Starts writing the pending bytes (after the previous write, whose buffer then takes new bytes). */
   private async flush(): Promise<void> {
     if (this.pendingLength === 0) return;
-    await this.writeAt(this.end - this.pendingLength, this.pending.subarray(0, this.pendingLength));
+    await this.settle();
+    const full = this.pending;
+    const start = this.end - this.pendingLength;
+    const write = this.writeAt(start, full.subarray(0, this.pendingLength));
+    // Awaited by settle(); until then a failure must not count as an unhandled rejection.
+    write.catch(() => undefined);
+    this.inFlight = write;
+    this.pending = this.writing ?? Buffer.allocUnsafe(COALESCE_BYTES);
+    this.writing = full;
     this.pendingLength = 0;
+  }
+
+  /** Waits for the write in flight, if any; throws its failure. */
+  private async settle(): Promise<void> {
+    const write = this.inFlight;
+    if (write === null) return;
+    this.inFlight = null;
+    await write;
   }
 
   /** Positional write, looping on short writes. */

@@ -33,13 +33,13 @@ export class PlannedRuns<Item> {
   private next = 0;
   private byItem: Map<Item, Run> | null = null;
 
-  /** Plans `item`, whose bytes are `range`: it joins the last run when its bytes follow closely. */
-  add(item: Item, range: Run): void {
+  /** Plans `item`, whose bytes are [start, end) of `source`: it joins the last run when its bytes follow closely. */
+  add(item: Item, source: ByteSource, start: number, end: number): void {
     const last = this.runs[this.runs.length - 1];
-    const joins = last !== undefined && last.source === range.source && range.start >= last.end && range.start - last.end <= RUN_GAP_BYTES;
-    if (joins) last.end = range.end;
+    const joins = last !== undefined && last.source === source && start >= last.end && start - last.end <= RUN_GAP_BYTES;
+    if (joins) last.end = end;
     this.items.push(item);
-    this.runs.push(joins ? last : { ...range });
+    this.runs.push(joins ? last : { source, start, end });
   }
 
   runOf(item: Item): Run | undefined {

@@ -19,6 +19,7 @@ import { type StorageRef, type TensorRef, isMemoSlotted } from '../tensor/tensor
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';
+import type { DictCursor } from './py-dict.js';
 import { LeafDict, PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyValue } from './value.js';
 
 export interface PickleOptions {
@@ -66,8 +67,8 @@ interface Frame {
   /** APPENDS/SETITEMS batch [batchStart, batchEnd). */
   batchStart: number;
   batchEnd: number;
-  /** Dict children, in order (a Map iterator, so a huge dict is not copied). */
-  readonly entries: Iterator<[PyValue, PyValue]> | null;
+  /** Dict children, in order (a cursor, so a huge dict is not copied). */
+  readonly entries: DictCursor | null;
   stateWritten: boolean;
 }
 
@@ -80,7 +81,7 @@ class Pickler {
   private readonly memo = new Map<object, number>();
   /** The tensor or storage memoised at each slot, for the slots kept in the objects themselves (MemoSlotted). */
   private readonly slotted: object[] = [];
-  private readonly globalMemo = new Map<string, number>();
+  private readonly globalMemo = new Map<string, Map<string, number>>();
   private readonly stringMemo = new Map<string, number>();
   private readonly openTuples = new Set<PyTuple>();
   private readonly frames: Frame[] = [];
@@ -131,7 +132,10 @@ class Pickler {
   private stepDict(f: Frame, d: PyDict): void {
     if (this.batch(f, OP.SETITEMS, OP.SETITEM)) {
       f.i++;
-      const [k, v] = f.entries!.next().value as [PyValue, PyValue];
+      const entries = f.entries!;
+      entries.next();
+      const k = entries.key;
+      const v = entries.value;
       this.key(k, f);
       this.value(v, f, { kind: 'key', k });
       return;
@@ -208,7 +212,7 @@ class Pickler {
           this.fail(parent, seg, `the state of an OrderedDict must be a dict, not a ${pyTypeName(v.state)}`);
         }
         this.memoize(v);
-        if (v.size || v.state !== undefined) this.open(v, parent, seg, v.size, v.pairs());
+        if (v.size || v.state !== undefined) this.open(v, parent, seg, v.size, v.cursor());
         return;
       case 'float':
         if (this.options.extended?.floats) return out.opF64(OP.BINFLOAT, v.value);
@@ -345,13 +349,15 @@ class Pickler {
 
   /** GLOBAL module\nname\n, memoised on first use and fetched with BINGET after. */
   private global(module: string, name: string): void {
-    const key = `${module}\n${name}`;
-    const seen = this.globalMemo.get(key);
+    // By module, then name: a tensor writes three globals, and a joined key was a string each (70k tensors: 21 MB).
+    let byName = this.globalMemo.get(module);
+    const seen = byName?.get(name);
     if (seen !== undefined) return this.get(seen);
     this.out.byte(OP.GLOBAL);
-    this.out.ascii(`${key}\n`);
+    this.out.ascii(`${module}\n${name}\n`);
     const index = this.nextMemo++;
-    this.globalMemo.set(key, index);
+    if (!byName) this.globalMemo.set(module, (byName = new Map()));
+    byName.set(name, index);
     this.put(index);
   }
 
