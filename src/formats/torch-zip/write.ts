@@ -125,11 +125,13 @@ export async function writeZipTo(handle: FileHandle, path: string, plan: ZipPlan
   // data.pkl, byteorder, the storages and version.
   const zip = ZipWriter.create(handle, path, ARCHIVE_PREFIX, plan.storages.length + 3);
   const pickleBytes = plan.pickle.reduce((n, chunk) => n + chunk.length, 0);
-  await zip.addStream('data.pkl', pickleBytes, async (write) => {
+  const pickleWritten = zip.addStream('data.pkl', pickleBytes, async (write) => {
     for (const chunk of plan.pickle) await write(chunk);
   });
+  // Locating every record (reads of the sources' local headers) runs while the thread pool writes the
+  // pickle (10 MB for 70,000 keys); Promise.all reports whichever fails first and leaves no rejection unheard.
+  await Promise.all([pickleWritten, copier.plan(plan.storages)]);
   await zip.addBuffer('byteorder', Buffer.from('little', 'latin1'));
-  await copier.plan(plan.storages);
   for (let i = 0; i < plan.storages.length; i++) {
     const storage = plan.storages[i] as StorageRef;
     if (copier.isSmallUncast(storage)) {
