@@ -325,6 +325,10 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     for (let i = 0; i < 3000; i++) expect(hinted.tryAddBuffer(`data/${i}`, ascii('x'))).toBe(true);
     expect(() => hinted.tryAddBuffer('data/2999', ascii('x'))).toThrow(/'p\/data\/2999' is empty or already used/);
     expect(hinted.entryCount).toBe(3000);
+    // Record names kept as numbers are names like any other: data/07 is not data/7, data/7 twice is refused.
+    const numbered = ZipWriter.create(new SparseFile().handle(), 'p.pth', 'p');
+    for (const name of ['data/7', 'data/07', 'data/+7', 'data/70000000', 'data/']) expect(numbered.tryAddBuffer(name, ascii('x'))).toBe(true);
+    expect(() => numbered.tryAddBuffer('data/7', ascii('y'))).toThrow(/'p\/data\/7' is empty or already used/);
     const other = ZipWriter.create(new SparseFile().handle(), 'p.pth', 'p');
     const first = other.addStream('data/0', 1, async (write) => { await new Promise((r) => setTimeout(r, 10)); await write(new Uint8Array(1)); });
     expect((await failure(() => other.addBuffer('x', ascii('y')))).detail).toMatch(/overlapped/);

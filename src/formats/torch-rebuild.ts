@@ -8,6 +8,8 @@ import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
 import { PyDict, PyGlobal, PyObject, PyTuple, type PyValue, isInt, isTensor, kindOf } from '../pickle/value.js';
 import type { UnpickleHooks } from '../pickle/unpickler.js';
+import type { Machine } from '../pickle/machine.js';
+import { FastTensorPath } from './torch-fast-path.js';
 import { type StorageRecord, type StorageRef, type TensorRef, canonicalNumber, makeStorage, makeTensor, sameShape, viewExtent, withTensor } from '../tensor/tensor-ref.js';
 import { type DType, UINT8, dtypeByName, dtypeByStorageClass, dtypeByTensorClass } from '../tensor/dtype.js';
 
@@ -41,6 +43,8 @@ export class TorchDecoder {
   constructor(
     private readonly path: string,
     private readonly strict: boolean,
+    /** Tests turn the one-step tensor decoding off to compare it with the opcodes' own result. */
+    private readonly fastPath = true,
   ) {}
 
   /**
@@ -59,10 +63,12 @@ export class TorchDecoder {
   }
 
   hooks(): UnpickleHooks {
+    const fast = this.fastPath ? new FastTensorPath(this) : null;
     return {
       persistentLoad: (pid) => this.persistentLoad(pid),
       call: (callable, args) => this.call(callable, args),
       build: (target, state) => this.build(target, state),
+      ...(fast ? { fastValue: (m: Machine, start: number) => fast.decode(m, start) } : {}),
     };
   }
 
@@ -81,6 +87,14 @@ export class TorchDecoder {
     }
     const [tag, cls, key, location, numel, view] = pid.items;
     if (tag !== 'storage') throw new CheckpointError('BAD_TENSOR', this.path, `persistent id of kind ${String(tag)} is not supported`);
+    // Five or six items: the first five are there.
+    const root = this.storageFor(cls!, key!, location!, numel!);
+    if (view === undefined || view === null) return root;
+    return this.legacyView(root, view);
+  }
+
+  /** @internal The storage a persistent id ('storage', cls, key, location, numel) names (also torch-fast-path.ts). */
+  storageFor(cls: PyValue, key: PyValue, location: PyValue, numel: PyValue): StorageRef {
     if (!(cls instanceof PyGlobal)) throw new CheckpointError('BAD_TENSOR', this.path, 'storage type is not a global');
     const dtype = cls.name === 'UntypedStorage' ? UINT8 : dtypeByStorageClass(cls.name);
     if (!dtype) throw new CheckpointError('BAD_TENSOR', this.path, `unknown storage class ${cls.qualname}`);
@@ -89,9 +103,7 @@ export class TorchDecoder {
     if (!isInt(numel) || typeof numel === 'bigint' || numel < 0) {
       throw new CheckpointError('BAD_TENSOR', this.path, `storage ${keyText}: invalid element count ${String(numel)}`);
     }
-    const root = this.storage(keyText, dtype, typeof location === 'string' ? location : 'cpu', numel);
-    if (view === undefined || view === null) return root;
-    return this.legacyView(root, view);
+    return this.storage(keyText, dtype, typeof location === 'string' ? location : 'cpu', numel);
   }
 
   private storage(key: string, dtype: DType, location: string, numel: number): StorageRef {
@@ -182,13 +194,29 @@ export class TorchDecoder {
     if (args.length < minArgs) throw new CheckpointError('BAD_TENSOR', this.path, `tensor rebuild has ${args.length} arguments, expected ${minArgs}`);
     // More than the function's parameters: a TypeError in torch.
     if (args.length > maxArgs) throw new CheckpointError('BAD_TENSOR', this.path, `tensor rebuild has ${args.length} arguments, at most ${maxArgs}`);
-    if (++this.tensorCount > LIMITS.tensors) throw new CheckpointError('LIMIT', this.path, `more than ${LIMITS.tensors} tensors (tensors)`);
+    this.countTensor();
     const [storageArg, offsetArg, sizeArg, strideArg, requiresGrad] = args;
     // _rebuild_tensor_v2/v3 assign `tensor.requires_grad = requires_grad`: anything but a bool raises.
     if (minArgs >= 6 && typeof requiresGrad !== 'boolean') throw new CheckpointError('BAD_TENSOR', this.path, `tensor requires_grad is a ${kindOf(requiresGrad ?? null)}, which torch refuses ("requires_grad must be a bool")`);
+    const sizes = sizeArg instanceof PyTuple ? sizeArg.items : null;
+    const strides = strideArg instanceof PyTuple ? strideArg.items : null;
+    // At least minArgs (4) arguments: storage and offset are there.
+    return this.tensorOf(storageArg!, offsetArg!, sizes, strides, requiresGrad === true, metadata, dtypeOverride);
+  }
+
+  /** @internal One more tensor rebuilt, within LIMITS.tensors (also torch-fast-path.ts, before tensorOf). */
+  countTensor(): void {
+    if (++this.tensorCount > LIMITS.tensors) throw new CheckpointError('LIMIT', this.path, `more than ${LIMITS.tensors} tensors (tensors)`);
+  }
+
+  /**
+   * @internal The rebuild's checks and result once its arguments are unpacked (also torch-fast-path.ts):
+   * `sizes`/`strides` are the items of the size and stride tuples (null: not a tuple).
+   */
+  tensorOf(storageArg: PyValue, offsetArg: PyValue, sizes: readonly PyValue[] | null, strides: readonly PyValue[] | null, requiresGrad: boolean, metadata: PyValue | undefined, dtypeOverride?: DType): TensorRef {
     if (!isStorage(storageArg)) throw new CheckpointError('BAD_TENSOR', this.path, 'tensor rebuild without a storage');
-    const shape = this.intTuple(sizeArg, 'size');
-    const stride = this.intTuple(strideArg, 'stride');
+    const shape = this.intTuple(sizes, 'size');
+    const stride = this.intTuple(strides, 'stride');
     if (shape.length !== stride.length) throw new CheckpointError('BAD_TENSOR', this.path, `tensor has ${shape.length} sizes but ${stride.length} strides`);
     if (!isInt(offsetArg) || typeof offsetArg === 'bigint' || offsetArg < 0) throw new CheckpointError('BAD_TENSOR', this.path, `invalid storage offset ${String(offsetArg)}`);
     const dtype = dtypeOverride ?? storageArg.dtype;
@@ -199,7 +227,7 @@ export class TorchDecoder {
       stride,
       storageOffset: offsetArg,
       storage: storageArg,
-      requiresGrad: requiresGrad === true,
+      requiresGrad,
       parameter: false,
       conj: bits.conj,
       neg: bits.neg,
@@ -229,8 +257,7 @@ export class TorchDecoder {
     return bits;
   }
 
-  private intTuple(v: PyValue | undefined, what: string): readonly number[] {
-    const items = v instanceof PyTuple ? v.items : null;
+  private intTuple(items: readonly PyValue[] | null, what: string): readonly number[] {
     if (!items) throw new CheckpointError('BAD_TENSOR', this.path, `tensor ${what} is not a tuple`);
     if (items.length > LIMITS.tensorRank) throw new CheckpointError('LIMIT', this.path, `tensor rank ${items.length} exceeds tensorRank (${LIMITS.tensorRank})`);
     for (const x of items) {

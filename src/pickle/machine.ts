@@ -24,6 +24,12 @@ export interface UnpickleHooks {
   build?(target: PyValue, state: PyValue): PyValue | undefined;
   /** BINPERSID / PERSID. Default: PyPersistentId node. */
   persistentLoad?(pid: PyValue): PyValue;
+  /**
+   * At a BINGET or LONG_BINGET (at byte `start`) followed by MARK: may decode the whole value that
+   * starts there in one step, exactly as its opcodes would (formats/torch-fast-path.ts), push it and move
+   * `pos` past it; returns the opcodes it stepped over, or 0 having changed nothing.
+   */
+  fastValue?(m: Machine, start: number): number;
 }
 
 export class Machine {
@@ -153,7 +159,14 @@ export class Machine {
   /** PUT, BINPUT, LONG_BINPUT and MEMOIZE (at memoCount): sets memo slot `index` to the top of the stack. */
   put(index: number): void {
     if (index > LIMITS.pickleMemo) throw this.error('LIMIT', `memo index ${index} is over the pickleMemo limit of ${LIMITS.pickleMemo}`);
-    const v = this.top();
+    this.putValue(index, this.top());
+  }
+
+  /**
+   * @internal put() of `v` (index already checked against LIMITS.pickleMemo): also how a fast path
+   * (torch-fast-path.ts) replays the PUTs of the opcodes it stepped over.
+   */
+  putValue(index: number, v: PyValue): void {
     if (this.firstSet(index) && ++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
     // A slot no GET reads back is counted but not kept alive.
     if (this.fetched && !this.fetched.has(index)) return;
@@ -190,6 +203,21 @@ export class Machine {
     byValue.set(value, (leaf = new LeafDict(key, value)));
     this.leafCount++;
     return leaf;
+  }
+
+  /** @internal Whether a GET reads memo slot `index` (all are kept when the pre-scan could not tell). */
+  isFetched(index: number): boolean {
+    return this.fetched === null || this.fetched.has(index);
+  }
+
+  /** @internal The value in memo slot `index`, or undefined when it was never set (or is not kept). */
+  memoValue(index: number): PyValue | undefined {
+    return index < this.memo.length ? this.memo[index] : undefined;
+  }
+
+  /** @internal The UTF-8 text of bytes[start, start + n), or null when it is not valid (utf8() without moving). */
+  utf8At(start: number, n: number): string | null {
+    return decodeAscii(this.bytes, this.text, start, start + n) ?? decodeUtf8(this.bytes, start, start + n, true);
   }
 
   /** Marks slot `index` as set; true the first time. */

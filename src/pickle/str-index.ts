@@ -22,33 +22,46 @@ export const DEGRADED = -2;
 const FNV_PRIME = 0x01000193;
 const SEED = (Math.random() * 0x1_0000_0000) >>> 0;
 
-/** Pair numbers below this fit beside a 32-bit hash in one exact float64 (2^32 * 2^21 = 2^53). */
-const MAX_SORTED_PAIRS = 1 << 21;
 /** Keys sharing one hash compared pairwise; past this the check uses a Map (keys made to collide). */
 const MAX_SAME_HASH = 8;
+/** Bits of the hash sorted per pass of the radix sort (three passes cover 32 bits). */
+const RADIX_BITS = 11;
 
 /**
- * A key that occurs twice among the str keys pairs[0], pairs[2], ... (its first occurrence), or undefined.
- * Every key must be a str.
+ * A key that occurs twice among the str keys pairs[0], pairs[2], ... (its second occurrence, the earliest
+ * one, as a check key by key would report it), or undefined. Every key must be a str.
+ *
+ * The pair numbers are sorted by the keys' hashes with a stable radix sort (three passes of 11 bits; a
+ * Float64Array sort of hash-and-number codes took twice as long), so equal keys end up next to each other.
  */
 export function repeatedStrKey(pairs: readonly PyValue[]): string | undefined {
   const count = pairs.length / 2;
-  if (count >= MAX_SORTED_PAIRS) return repeatedInMap(pairs) as string | undefined;
-  // hash * 2^21 + pair number: sorting these numbers groups equal hashes, in pair order within a group.
-  const codes = new Float64Array(count);
-  for (let n = 0; n < count; n++) codes[n] = strHash(pairs[2 * n] as string, SEED) * MAX_SORTED_PAIRS + n;
-  codes.sort();
-  // The pair whose key was seen before, earliest in the dict (what a check as the keys arrive reports).
+  const hashes = new Uint32Array(count);
+  for (let n = 0; n < count; n++) hashes[n] = strHash(pairs[2 * n] as string, SEED);
+  let order = new Uint32Array(count);
+  for (let n = 0; n < count; n++) order[n] = n;
+  let spare = new Uint32Array(count);
+  const starts = new Uint32Array((1 << RADIX_BITS) + 1);
+  for (let shift = 0; shift < 32; shift += RADIX_BITS) {
+    starts.fill(0);
+    for (let i = 0; i < count; i++) starts[((hashes[order[i]!]! >>> shift) & ((1 << RADIX_BITS) - 1)) + 1]++;
+    for (let d = 1; d < starts.length; d++) starts[d]! += starts[d - 1]!;
+    for (let i = 0; i < count; i++) {
+      const n = order[i]!;
+      spare[starts[(hashes[n]! >>> shift) & ((1 << RADIX_BITS) - 1)]!++] = n;
+    }
+    [order, spare] = [spare, order];
+  }
   let repeatAt = count;
   for (let start = 0; start < count; ) {
-    const hash = Math.floor(codes[start]! / MAX_SORTED_PAIRS);
+    const hash = hashes[order[start]!]!;
     let end = start + 1;
-    while (end < count && Math.floor(codes[end]! / MAX_SORTED_PAIRS) === hash) end++;
+    while (end < count && hashes[order[end]!] === hash) end++;
     if (end - start > MAX_SAME_HASH) return repeatedInMap(pairs) as string | undefined;
     for (let b = start + 1; b < end; b++) {
-      const nb = codes[b]! % MAX_SORTED_PAIRS;
+      const nb = order[b]!;
       for (let a = start; a < b; a++) {
-        if (pairs[2 * (codes[a]! % MAX_SORTED_PAIRS)] === pairs[2 * nb]) {
+        if (pairs[2 * order[a]!] === pairs[2 * nb]) {
           if (nb < repeatAt) repeatAt = nb;
           break;
         }

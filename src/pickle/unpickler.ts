@@ -54,6 +54,14 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): UnpickleR
   }
 }
 
+/** The op count and stack size limits, checked every STACK_CHECK_MASK + 1 opcodes. */
+function checkBudget(m: Machine, ops: number): void {
+  if (ops > LIMITS.pickleOps) throw m.error('LIMIT', `exceeds the pickleOps limit of ${LIMITS.pickleOps} opcodes`);
+  if (m.stack.length > LIMITS.pickleStack) {
+    throw m.error('LIMIT', `leaves more than ${LIMITS.pickleStack} values on the stack (pickleStack)`);
+  }
+}
+
 /** Tuples nest without growing the stack (TUPLE1 pops one and pushes one), so their depth is bounded here. */
 function boundedTuple(m: Machine, items: PyValue[]): PyTuple {
   const t = new PyTuple(items);
@@ -65,6 +73,7 @@ function boundedTuple(m: Machine, items: PyValue[]): PyTuple {
 function run(m: Machine): PyValue {
   const b = m.bytes;
   const stack = m.stack;
+  const fastValue = m.hooks.fastValue;
   let ops = 0;
   for (;;) {
     if (m.pos >= b.length) {
@@ -72,10 +81,15 @@ function run(m: Machine): PyValue {
     }
     m.opStart = m.pos;
     const op = (m.op = b[m.pos++]!);
-    if ((++ops & STACK_CHECK_MASK) === 0) {
-      if (ops > LIMITS.pickleOps) throw m.error('LIMIT', `exceeds the pickleOps limit of ${LIMITS.pickleOps} opcodes`);
-      if (stack.length > LIMITS.pickleStack) {
-        throw m.error('LIMIT', `leaves more than ${LIMITS.pickleStack} values on the stack (pickleStack)`);
+    if ((++ops & STACK_CHECK_MASK) === 0) checkBudget(m, ops);
+    // A value a hook decodes in one step (a torch tensor: ~25 opcodes) counts as the opcodes it spans.
+    if ((op === 0x68 || op === 0x6a) && fastValue !== undefined && b[m.pos + (op === 0x68 ? 1 : 4)] === 0x28) {
+      const stepped = fastValue(m, m.opStart);
+      if (stepped > 0) {
+        const before = ops;
+        ops += stepped - 1;
+        if ((before ^ ops) > STACK_CHECK_MASK) checkBudget(m, ops);
+        continue;
       }
     }
     switch (op) {

@@ -35,12 +35,13 @@ export class ZipWriter {
    * Uint8Array per entry costs ~230 bytes, a `<prefix>/<name>` string ~70), and in `fields` at 3 * entry:
    * CRC-32, size, local header offset.
    */
-  private readonly names: string[] = [];
+  private readonly names: Array<string | number> = [];
   /** `<prefix>/` as UTF-8, the start of every entry name. */
   private readonly prefixBytes: Buffer;
   private fields: Float64Array;
-  /** Entry numbers by name (all share the prefix), to refuse a name written twice. */
+  /** Entry numbers by name (all share the prefix), to refuse a name written twice; `data/<n>` apart. */
   private readonly byName: NameIndex;
+  private readonly records = new NumberSet();
   /** Where headers are put together before they are appended; grown for a long name. */
   private scratch = Buffer.allocUnsafe(LOCAL_HEADER_MAX_ROOM + 1024);
   /** Set while an add*() or finish() runs; calls must be awaited one at a time. */
@@ -59,7 +60,7 @@ export class ZipWriter {
     // Sized for the entries the caller expects, so neither table is regrown while 70,000 records go out.
     const capacity = Math.max(16, Math.min(expectedEntries, MAX_PRESIZED_ENTRIES));
     this.fields = new Float64Array(3 * capacity);
-    this.byName = new NameIndex(capacity, (i) => this.names[i]!, false);
+    this.byName = new NameIndex(capacity, (i) => this.names[i] as string, false);
     this.out = new FileAppender(handle, path);
     this.prefixBytes = Buffer.from(`${prefix}/`, 'utf8');
   }
@@ -156,7 +157,7 @@ export class ZipWriter {
       let chunk = Buffer.allocUnsafe(CENTRAL_CHUNK_BYTES);
       let used = 0;
       for (let i = 0; i < names.length; i++) {
-        const name = names[i]!;
+        const name = nameOf(names[i]!);
         const nameLength = this.nameLength(name);
         if (used + CENTRAL_HEADER_MAX_ROOM + nameLength > chunk.length) {
           await this.write(chunk.subarray(0, used));
@@ -194,11 +195,18 @@ export class ZipWriter {
     if (nameLength > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name).slice(0, 60)}...' is longer than 65535 bytes`);
     if (!Number.isSafeInteger(size) || size < 0) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' has an invalid size ${size}`);
     const entry = this.names.length;
-    this.names.push(name);
-    // One probe both refuses a name written before and records this one.
-    if (name === '' || this.byName.add(entry) >= 0) {
-      this.names.pop();
-      throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
+    const record = recordNumber(name);
+    if (record >= 0) {
+      // `data/<n>`, 70,000 of them in a 70k checkpoint: kept as n, told apart by a bit each.
+      if (!this.records.claim(record)) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
+      this.names.push(record);
+    } else {
+      this.names.push(name);
+      // One probe both refuses a name written before and records this one.
+      if (name === '' || this.byName.add(entry) >= 0) {
+        this.names.pop();
+        throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
+      }
     }
     if (this.fields.length < 3 * (entry + 1)) {
       const grown = new Float64Array(this.fields.length * 2);
@@ -215,7 +223,7 @@ export class ZipWriter {
   private localHeader(entry: number, nameLength: number): Uint8Array {
     if (this.scratch.length < LOCAL_HEADER_MAX_ROOM + nameLength) this.scratch = Buffer.allocUnsafe(LOCAL_HEADER_MAX_ROOM + nameLength);
     const fields = this.fields;
-    const length = putLocalHeader(this.scratch, 0, this.prefixBytes, this.names[entry]!, nameLength, fields[3 * entry]!, fields[3 * entry + 1]!, fields[3 * entry + 2]!);
+    const length = putLocalHeader(this.scratch, 0, this.prefixBytes, nameOf(this.names[entry]!), nameLength, fields[3 * entry]!, fields[3 * entry + 1]!, fields[3 * entry + 2]!);
     return this.scratch.subarray(0, length);
   }
 
@@ -246,5 +254,47 @@ export class ZipWriter {
   /** Appends bytes at the current position; `bytes` may be reused by the caller once this resolves. */
   private write(bytes: Uint8Array): Promise<void> {
     return this.out.append(bytes);
+  }
+}
+
+/** Record numbers kept as numbers (names `data/<n>`, n canonical and below this): the bit set stays small. */
+const MAX_RECORD_NUMBER = 1 << 24;
+const RECORD_FOLDER = 'data/';
+
+/** n for the name `data/<n>` (n written canonically: no sign, no leading zero) below MAX_RECORD_NUMBER; else -1. */
+function recordNumber(name: string): number {
+  const from = RECORD_FOLDER.length;
+  if (name.length === from || name.length > from + 8 || !name.startsWith(RECORD_FOLDER)) return -1;
+  if (name.length > from + 1 && name.charCodeAt(from) === 0x30) return -1; // "data/07" is a name of its own
+  let n = 0;
+  for (let i = from; i < name.length; i++) {
+    const digit = name.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return -1;
+    n = n * 10 + digit;
+  }
+  return n < MAX_RECORD_NUMBER ? n : -1;
+}
+
+/** The name of an entry kept as a record number. */
+function nameOf(name: string | number): string {
+  return typeof name === 'number' ? `${RECORD_FOLDER}${name}` : name;
+}
+
+/** Small non-negative integers, one bit each. */
+class NumberSet {
+  private bits = new Uint8Array(1024);
+
+  /** Adds n; false when it was there already. */
+  claim(n: number): boolean {
+    const byte = n >>> 3;
+    if (byte >= this.bits.length) {
+      const grown = new Uint8Array(Math.max(byte + 1, this.bits.length * 2));
+      grown.set(this.bits);
+      this.bits = grown;
+    }
+    const bit = 1 << (n & 7);
+    if (this.bits[byte]! & bit) return false;
+    this.bits[byte]! |= bit;
+    return true;
   }
 }
