@@ -45,6 +45,10 @@ describe('PyDict: forms past a few entries', () => {
     for (let i = 0; i < 30; i++) d.addUnchecked(`k${i}`, i);
     expect(d.unindexed).toBe(true);
     expect(d.repeatedKey()).toBeUndefined();
+    // Walking it through its Map view (a state dict's every use but lookups) builds no index.
+    let walked = 0;
+    d.entries.forEach(() => walked++);
+    expect([walked, d.entries.size, [...d.entries.keys()].length, d.unindexed]).toEqual([30, 30, 30, true]);
     expect(d.get('k29')).toBe(29); // indexes the pairs
     expect(d.unindexed).toBe(false);
     expect(d.add('k29', 290)).toBe(false);

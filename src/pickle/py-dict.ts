@@ -62,9 +62,12 @@ export class PyDict {
     return dict;
   }
 
-  /** The entries, as a Map (reads and writes go to this dict). */
+  /**
+   * The entries, as a Map (reads and writes go to this dict). A view over flat pairs indexes them only
+   * when a key is looked up through it: walking a state dict's 70,000 entries builds no index.
+   */
   get entries(): Map<PyValue, PyValue> {
-    const s = this.keyed();
+    const s = this.store;
     return s instanceof Map ? s : (new DictEntries(this) as Map<PyValue, PyValue>);
   }
 
