@@ -10,7 +10,7 @@ import { PyKeyIndex, PyKeyRefusal, addPyKey } from './py-equality.js';
 import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';
 import { decodeAscii, decodeUtf8 } from './text.js';
-import { fetchedMemoSlots } from './memo-scan.js';
+import { type SlotSet, fetchedMemoSlots } from './memo-scan.js';
 import { LeafDict, PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
 
 /** Distinct `{key: int}` pairs shared (Machine.shareLeaf); past this a pickle's dicts stay its own. */
@@ -62,7 +62,7 @@ export class Machine {
   /** The same bytes as a Buffer, for decodeAscii. */
   private readonly text: Buffer;
   /** The memo slots some GET reads (memo-scan.ts); null: keep every slot. */
-  private readonly fetched: Set<number> | null;
+  private readonly fetched: SlotSet | null;
   /** Dicts a second reference can reach (kept in a memo slot a GET reads, or DUP'd): never shared. */
   private reachable: Set<PyDict> | null = null;
   /** The LeafDict for each `{key: int}` seen, by key then int (see shareLeaf). */
