@@ -32,7 +32,14 @@
 import { LIMITS } from '../io/limits.js';
 import type { Machine } from '../pickle/machine.js';
 import { PyGlobal, type PyValue } from '../pickle/value.js';
-import type { TorchDecoder } from './torch-rebuild.js';
+import type { StorageRef, TensorRef } from '../tensor/tensor-ref.js';
+
+/** What the opcodes' REDUCE and BINPERSID would call: torch-rebuild.ts's TorchDecoder. */
+export interface TensorRebuilder {
+  storageFor(cls: PyValue, key: PyValue, location: PyValue, numel: PyValue): StorageRef;
+  countTensor(): void;
+  tensorOf(storage: PyValue, offset: PyValue, sizes: readonly PyValue[] | null, strides: readonly PyValue[] | null, requiresGrad: boolean, metadata: PyValue | undefined): TensorRef;
+}
 
 const MARK = 0x28;
 const EMPTY_TUPLE = 0x29;
@@ -63,7 +70,7 @@ export class FastTensorPath {
   private rebuild: PyGlobal | null = null;
   private orderedDict: PyGlobal | null = null;
 
-  constructor(private readonly decoder: TorchDecoder) {}
+  constructor(private readonly decoder: TensorRebuilder) {}
 
   /**
    * Decodes the tensor whose sequence starts with the GET at `start` and pushes it; returns the opcodes

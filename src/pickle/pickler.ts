@@ -68,7 +68,7 @@ interface Frame {
   batchStart: number;
   batchEnd: number;
   /** Dict children, in order (a cursor, so a huge dict is not copied). */
-  readonly entries: DictCursor | null;
+  readonly entries: DictCursor<PyValue> | null;
   stateWritten: boolean;
 }
 

@@ -1,6 +1,6 @@
 /**
- * dict and collections.OrderedDict of the value model (value.ts re-exports them), and LeafDict, the
- * shared read-only `{str: int}` dict.
+ * How a Python dict of the value model keeps its entries: DictBase, generic in the value type so that
+ * value.ts's PyDict (DictBase<PyValue>) and this file do not import each other.
  *
  * A dict's entries take the smallest form that serves them, because checkpoints hold both extremes:
  * - none;
@@ -16,38 +16,35 @@
  * `entries` is a Map-shaped view over any form.
  */
 import { DEGRADED, StrKeyIndex, repeatedInMap, repeatedStrKey } from './str-index.js';
-import type { PyValue } from './value.js';
 
 /** Entries a dict keeps in one flat array before it indexes them (a linear scan is as fast up to here). */
 const SMALL_DICT_ENTRIES = 8;
 
-/** `PyDict.store` of a dict with exactly one entry, held in the dict's own fields. */
+/** `DictBase.store` of a dict with exactly one entry, held in the dict's own fields. */
 const ONE = 1;
 
 /** The flat pairs of a large dict whose keys are all str, and their index. */
-class IndexedPairs {
+class IndexedPairs<V> {
   constructor(
-    readonly pairs: PyValue[],
+    readonly pairs: V[],
     readonly index: StrKeyIndex,
   ) {}
 }
 
-type Store = null | typeof ONE | PyValue[] | IndexedPairs | Map<PyValue, PyValue>;
+type Store<V> = null | typeof ONE | V[] | IndexedPairs<V> | Map<V, V>;
 
 /**
- * dict and collections.OrderedDict. `state` is what BUILD applied to an OrderedDict: for a state dict it
- * is a dict holding `_metadata`. Keys keep Python's distinction between 1 and '1' (SameValueZero, as Map).
+ * A dict's entries, its `ordered` flag (collections.OrderedDict) and `state` (what BUILD applied to an
+ * OrderedDict: for a state dict, a dict holding `_metadata`). Keys keep Python's distinction between 1
+ * and '1' (SameValueZero, as Map).
  */
-export class PyDict {
-  get kind(): 'dict' {
-    return 'dict';
-  }
-
-  state: PyValue | undefined = undefined;
+export class DictBase<V> {
+  state: V | undefined = undefined;
   /** See the file's comment; a flat array longer than SMALL_DICT_ENTRIES pairs until a key is looked up. */
-  private store: Store = null;
-  private onlyKey: PyValue = null;
-  private onlyValue: PyValue = null;
+  private store: Store<V> = null;
+  /** Read only while `store` is ONE. */
+  private onlyKey: V = undefined as V;
+  private onlyValue: V = undefined as V;
   constructor(readonly ordered: boolean) {}
 
   /**
@@ -55,20 +52,20 @@ export class PyDict {
    * (a writer's output entries): kept as the flat array, with no index, until something looks a key up
    * (the pickler only walks it).
    */
-  static ofDistinctKeys(ordered: boolean, pairs: PyValue[]): PyDict {
-    const dict = new PyDict(ordered);
+  static ofDistinctKeys<D>(this: new (ordered: boolean) => D, ordered: boolean, pairs: unknown[]): D {
+    const dict = new this(ordered) as unknown as DictBase<unknown>;
     if (pairs.length > 2 * SMALL_DICT_ENTRIES) dict.store = pairs;
-    else for (let i = 0; i < pairs.length; i += 2) dict.add(pairs[i] as PyValue, pairs[i + 1] as PyValue);
-    return dict;
+    else for (let i = 0; i < pairs.length; i += 2) dict.add(pairs[i], pairs[i + 1]);
+    return dict as D;
   }
 
   /**
    * The entries, as a Map (reads and writes go to this dict). A view over flat pairs indexes them only
    * when a key is looked up through it: walking a state dict's 70,000 entries builds no index.
    */
-  get entries(): Map<PyValue, PyValue> {
+  get entries(): Map<V, V> {
     const s = this.store;
-    return s instanceof Map ? s : (new DictEntries(this) as Map<PyValue, PyValue>);
+    return s instanceof Map ? s : (new DictEntries<V>(this) as Map<V, V>);
   }
 
   /** Entries, without creating anything. */
@@ -84,7 +81,7 @@ export class PyDict {
    * Sets key -> value without creating a view (the unpickler's SETITEM); false when the key was already
    * there (its value is then replaced).
    */
-  add(key: PyValue, value: PyValue): boolean {
+  add(key: V, value: V): boolean {
     const s = this.keyed();
     if (s instanceof IndexedPairs) {
       if (typeof key === 'string') {
@@ -116,7 +113,7 @@ export class PyDict {
         return false;
       }
       this.store = [this.onlyKey, this.onlyValue, key, value];
-      this.onlyKey = this.onlyValue = null;
+      this.onlyKey = this.onlyValue = undefined as V;
       return true;
     }
     const i = pairIndex(s, key);
@@ -135,7 +132,7 @@ export class PyDict {
    * repeatedKey() of each such dict when the pickle ends. (A keyed operation in between indexes the pairs,
    * a repeated key keeping Python's rule: first place, last value; later pairs are looked up as they come.)
    */
-  addUnchecked(key: PyValue, value: PyValue): boolean {
+  addUnchecked(key: V, value: V): boolean {
     const s = this.store;
     if (Array.isArray(s) && s.length >= 2 * SMALL_DICT_ENTRIES) {
       s.push(key, value);
@@ -151,25 +148,25 @@ export class PyDict {
   }
 
   /** A key the flat pairs of an unindexed dict hold twice (see addUnchecked), or undefined. */
-  repeatedKey(): PyValue | undefined {
+  repeatedKey(): V | undefined {
     const s = this.store;
     if (!Array.isArray(s) || s.length <= 2 * SMALL_DICT_ENTRIES) return undefined;
     for (let i = 0; i < s.length; i += 2) if (typeof s[i] !== 'string') return repeatedInMap(s);
-    return repeatedStrKey(s);
+    return repeatedStrKey(s) as V | undefined;
   }
 
   /** The key of a dict of exactly one entry; undefined otherwise. */
-  soleKey(): PyValue | undefined {
+  soleKey(): V | undefined {
     return this.store === ONE ? this.onlyKey : undefined;
   }
 
   /** The value of a dict of exactly one entry; undefined otherwise. */
-  soleValue(): PyValue | undefined {
+  soleValue(): V | undefined {
     return this.store === ONE ? this.onlyValue : undefined;
   }
 
   /** Reads without creating anything (but an index, the first time a writer's output dict is asked). */
-  get(key: PyValue): PyValue | undefined {
+  get(key: V): V | undefined {
     const s = this.keyed();
     if (s === null) return undefined;
     if (s === ONE) return sameValueZero(this.onlyKey, key) ? this.onlyValue : undefined;
@@ -182,7 +179,7 @@ export class PyDict {
     return i < 0 ? undefined : s[i + 1];
   }
 
-  has(key: PyValue): boolean {
+  has(key: V): boolean {
     const s = this.keyed();
     if (s === null) return false;
     if (s === ONE) return sameValueZero(this.onlyKey, key);
@@ -194,7 +191,7 @@ export class PyDict {
     return pairIndex(s, key) >= 0;
   }
 
-  delete(key: PyValue): boolean {
+  delete(key: V): boolean {
     const s = this.keyed();
     if (s === null) return false;
     if (s === ONE) {
@@ -210,25 +207,25 @@ export class PyDict {
     s.splice(i, 2);
     if (s.length === 2) {
       this.store = ONE;
-      this.onlyKey = s[0] as PyValue;
-      this.onlyValue = s[1] as PyValue;
+      this.onlyKey = s[0] as V;
+      this.onlyValue = s[1] as V;
     }
     return true;
   }
 
   clear(): void {
     this.store = null;
-    this.onlyKey = this.onlyValue = null;
+    this.onlyKey = this.onlyValue = undefined as V;
   }
 
   /** The entries in order, as [key, value] pairs (the Map's own iterator when the dict is one). */
-  pairs(): IterableIterator<[PyValue, PyValue]> {
+  pairs(): IterableIterator<[V, V]> {
     const s = this.store;
     return s instanceof Map ? s.entries() : this.flatPairs();
   }
 
   /** A cursor over the entries in order (see DictCursor). */
-  cursor(): DictCursor {
+  cursor(): DictCursor<V> {
     const s = this.store;
     if (s === null) return new DictCursor([], null);
     if (s === ONE) return new DictCursor([this.onlyKey, this.onlyValue], null);
@@ -236,7 +233,7 @@ export class PyDict {
     return new DictCursor(s instanceof IndexedPairs ? s.pairs : s, null);
   }
 
-  private *flatPairs(): Generator<[PyValue, PyValue], void, unknown> {
+  private *flatPairs(): Generator<[V, V], void, unknown> {
     const s = this.store;
     if (s === null || s instanceof Map) return;
     if (s === ONE) {
@@ -244,30 +241,30 @@ export class PyDict {
       return;
     }
     const pairs = s instanceof IndexedPairs ? s.pairs : s;
-    for (let i = 0; i < pairs.length; i += 2) yield [pairs[i] as PyValue, pairs[i + 1] as PyValue];
+    for (let i = 0; i < pairs.length; i += 2) yield [pairs[i] as V, pairs[i + 1] as V];
   }
 
   /** Visits the entries in order, without creating anything. */
-  forEach(callback: (value: PyValue, key: PyValue) => void): void {
+  forEach(callback: (value: V, key: V) => void): void {
     const s = this.store;
     if (s === null) return;
     if (s === ONE) callback(this.onlyValue, this.onlyKey);
     else if (s instanceof Map) s.forEach(callback);
     else {
       const pairs = s instanceof IndexedPairs ? s.pairs : s;
-      for (let i = 0; i < pairs.length; i += 2) callback(pairs[i + 1] as PyValue, pairs[i] as PyValue);
+      for (let i = 0; i < pairs.length; i += 2) callback(pairs[i + 1] as V, pairs[i] as V);
     }
   }
 
   /** The store for a keyed operation: the flat pairs of ofDistinctKeys get their index (or a Map) first. */
-  private keyed(): Store {
+  private keyed(): Store<V> {
     const s = this.store;
     if (Array.isArray(s) && s.length > 2 * SMALL_DICT_ENTRIES) return (this.store = indexed(s) ?? toMap(s));
     return s;
   }
 
   /** The pair number of `key`, -1, or DEGRADED. All keys of an indexed dict are str: any other key is absent. */
-  private findIndexed(s: IndexedPairs, key: PyValue): number {
+  private findIndexed(s: IndexedPairs<V>, key: V): number {
     return typeof key === 'string' ? s.index.find(s.pairs, key) : -1;
   }
 
@@ -284,14 +281,14 @@ export class PyDict {
  * iterator makes (the pickler walks a state dict and its `_metadata`: 140,000 entries for 70,000 keys). A
  * dict kept as a Map is walked with the Map's iterator. The dict must not change during the walk.
  */
-export class DictCursor {
-  key: PyValue = null;
-  value: PyValue = null;
+export class DictCursor<V> {
+  key: V = undefined as V;
+  value: V = undefined as V;
   private at = 0;
 
   constructor(
-    private readonly pairs: readonly PyValue[] | null,
-    private readonly iterator: Iterator<[PyValue, PyValue]> | null,
+    private readonly pairs: readonly V[] | null,
+    private readonly iterator: Iterator<[V, V]> | null,
   ) {}
 
   /** Moves to the next entry; false past the last. */
@@ -299,8 +296,8 @@ export class DictCursor {
     const pairs = this.pairs;
     if (pairs !== null) {
       if (this.at >= pairs.length) return false;
-      this.key = pairs[this.at] as PyValue;
-      this.value = pairs[this.at + 1] as PyValue;
+      this.key = pairs[this.at] as V;
+      this.value = pairs[this.at + 1] as V;
       this.at += 2;
       return true;
     }
@@ -316,77 +313,50 @@ export class DictCursor {
  * (add() scans small dicts, ofDistinctKeys promises distinct keys), and keys made to collide exhaust the
  * probe budget: both get a Map too, which keeps Map's rule for a repeated key (first place, last value).
  */
-function indexed(pairs: PyValue[]): IndexedPairs | null {
+function indexed<V>(pairs: V[]): IndexedPairs<V> | null {
   for (let i = 0; i < pairs.length; i += 2) if (typeof pairs[i] !== 'string') return null;
   const index = new StrKeyIndex(pairs.length / 2);
   for (let n = 0; n < pairs.length / 2; n++) if (index.insert(pairs, n) !== -1) return null;
   return new IndexedPairs(pairs, index);
 }
 
-function toMap(pairs: readonly PyValue[]): Map<PyValue, PyValue> {
-  const map = new Map<PyValue, PyValue>();
-  for (let k = 0; k < pairs.length; k += 2) map.set(pairs[k] as PyValue, pairs[k + 1] as PyValue);
+function toMap<V>(pairs: readonly V[]): Map<V, V> {
+  const map = new Map<V, V>();
+  for (let k = 0; k < pairs.length; k += 2) map.set(pairs[k] as V, pairs[k + 1] as V);
   return map;
 }
 
-/**
- * A plain one-entry dict `{str: int}` that the unpickler shares between all the places that hold an equal
- * one (unpickler/machine.ts shares only a dict nothing else can reach: no memo slot a GET reads, no DUP),
- * and that the pickler writes anew at each place, never memoised: loaded in Python they are distinct
- * dicts again, as in the file. torch's `_metadata` holds one `{'version': 1}` per module: 70,000 dicts
- * of 64 bytes in a 70,000-key file, and a memo entry each when written. Read-only: nothing mutates a
- * decoded value, and a mutation would change every place at once, so it throws.
- */
-export class LeafDict extends PyDict {
-  constructor(key: string, value: number) {
-    super(false);
-    super.add(key, value); // PyDict's own add: the override below refuses every later one
-  }
-
-  override add(): boolean {
-    throw new Error('internal error: a shared leaf dict is read-only');
-  }
-
-  override delete(): boolean {
-    throw new Error('internal error: a shared leaf dict is read-only');
-  }
-
-  override clear(): void {
-    throw new Error('internal error: a shared leaf dict is read-only');
-  }
-}
-
-function sameValueZero(a: PyValue, b: PyValue): boolean {
+function sameValueZero<V>(a: V, b: V): boolean {
   return a === b || (a !== a && b !== b); // NaN keys, as Map
 }
 
-function pairIndex(pairs: PyValue[], key: PyValue): number {
-  for (let i = 0; i < pairs.length; i += 2) if (sameValueZero(pairs[i] as PyValue, key)) return i;
+function pairIndex<V>(pairs: V[], key: V): number {
+  for (let i = 0; i < pairs.length; i += 2) if (sameValueZero(pairs[i] as V, key)) return i;
   return -1;
 }
 
 /** Map interface over a dict that is not (yet) a Map; promotes the dict to a real Map when it grows past the limit. */
-class DictEntries implements Map<PyValue, PyValue> {
-  constructor(private readonly dict: PyDict) {}
+class DictEntries<V> implements Map<V, V> {
+  constructor(private readonly dict: DictBase<V>) {}
 
   get size(): number {
     return this.dict.size;
   }
 
-  get(key: PyValue): PyValue | undefined {
+  get(key: V): V | undefined {
     return this.dict.get(key);
   }
 
-  has(key: PyValue): boolean {
+  has(key: V): boolean {
     return this.dict.has(key);
   }
 
-  set(key: PyValue, value: PyValue): this {
+  set(key: V, value: V): this {
     this.dict.add(key, value);
     return this;
   }
 
-  delete(key: PyValue): boolean {
+  delete(key: V): boolean {
     return this.dict.delete(key);
   }
 
@@ -394,23 +364,23 @@ class DictEntries implements Map<PyValue, PyValue> {
     this.dict.clear();
   }
 
-  forEach(callback: (value: PyValue, key: PyValue, map: Map<PyValue, PyValue>) => void, thisArg?: unknown): void {
+  forEach(callback: (value: V, key: V, map: Map<V, V>) => void, thisArg?: unknown): void {
     this.dict.forEach((v, k) => callback.call(thisArg, v, k, this));
   }
 
-  *entries(): MapIterator<[PyValue, PyValue]> {
+  *entries(): MapIterator<[V, V]> {
     yield* this.dict.pairs();
   }
 
-  *keys(): MapIterator<PyValue> {
+  *keys(): MapIterator<V> {
     for (const [k] of this.entries()) yield k;
   }
 
-  *values(): MapIterator<PyValue> {
+  *values(): MapIterator<V> {
     for (const [, v] of this.entries()) yield v;
   }
 
-  [Symbol.iterator](): MapIterator<[PyValue, PyValue]> {
+  [Symbol.iterator](): MapIterator<[V, V]> {
     return this.entries();
   }
 

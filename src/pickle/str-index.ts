@@ -14,7 +14,6 @@
  * seeded hash). No file makes decoding or a lookup quadratic.
  */
 import { ProbeBudget } from '../io/probe-budget.js';
-import type { PyValue } from './value.js';
 
 /** What find and insert answer once the probe budget is spent: the caller moves the pairs into a Map. */
 export const DEGRADED = -2;
@@ -34,7 +33,7 @@ const RADIX_BITS = 11;
  * The pair numbers are sorted by the keys' hashes with a stable radix sort (three passes of 11 bits; a
  * Float64Array sort of hash-and-number codes took twice as long), so equal keys end up next to each other.
  */
-export function repeatedStrKey(pairs: readonly PyValue[]): string | undefined {
+export function repeatedStrKey(pairs: readonly unknown[]): string | undefined {
   const count = pairs.length / 2;
   const hashes = new Uint32Array(count);
   for (let n = 0; n < count; n++) hashes[n] = strHash(pairs[2 * n] as string, SEED);
@@ -73,8 +72,8 @@ export function repeatedStrKey(pairs: readonly PyValue[]): string | undefined {
 }
 
 /** As repeatedStrKey, for any keys (SameValueZero, as Map), through a Set. */
-export function repeatedInMap(pairs: readonly PyValue[]): PyValue | undefined {
-  const seen = new Set<PyValue>();
+export function repeatedInMap<V>(pairs: readonly V[]): V | undefined {
+  const seen = new Set<V>();
   for (let i = 0; i < pairs.length; i += 2) {
     if (seen.has(pairs[i]!)) return pairs[i];
     seen.add(pairs[i]!);
@@ -103,7 +102,7 @@ export class StrKeyIndex {
   }
 
   /** The pair number of `key` in `pairs`, -1 when absent, or DEGRADED. */
-  find(pairs: readonly PyValue[], key: string): number {
+  find(pairs: readonly unknown[], key: string): number {
     const hash = this.hash(key);
     const slots = this.slots;
     const hashes = this.hashes;
@@ -120,7 +119,7 @@ export class StrKeyIndex {
    * Records pair number `n`, whose key (a string) is pairs[2n], unless an equal key is there already.
    * Returns that earlier pair's number (nothing is recorded), -1 when recorded, or DEGRADED.
    */
-  insert(pairs: readonly PyValue[], n: number): number {
+  insert(pairs: readonly unknown[], n: number): number {
     if (2 * (this.count + 1) > this.slots.length) this.grow();
     const key = pairs[2 * n] as string;
     const hash = this.hash(key);

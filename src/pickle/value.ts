@@ -8,9 +8,9 @@
  * `{'version': 1}` dicts of a 70,000-key merge.
  */
 import type { TensorRef, StorageRef } from '../tensor/tensor-ref.js';
-import type { PyDict } from './py-dict.js';
+import { DictBase } from './py-dict.js';
 
-export { LeafDict, PyDict } from './py-dict.js';
+export type { DictCursor } from './py-dict.js';
 
 export type PyValue =
   | null
@@ -76,6 +76,45 @@ export class PyList {
 
   constructor(readonly items: PyValue[]) {}
 }
+
+/**
+ * dict and collections.OrderedDict. `state` is what BUILD applied to an OrderedDict: for a state dict it
+ * is a dict holding `_metadata`. Keys keep Python's distinction between 1 and '1' (SameValueZero, as Map).
+ * How the entries are kept (a few in the dict itself, flat pairs, an index, a Map): py-dict.ts.
+ */
+export class PyDict extends DictBase<PyValue> {
+  get kind(): 'dict' {
+    return 'dict';
+  }
+}
+
+/**
+ * A plain one-entry dict `{str: int}` that the unpickler shares between all the places that hold an equal
+ * one (unpickler/machine.ts shares only a dict nothing else can reach: no memo slot a GET reads, no DUP),
+ * and that the pickler writes anew at each place, never memoised: loaded in Python they are distinct
+ * dicts again, as in the file. torch's `_metadata` holds one `{'version': 1}` per module: 70,000 dicts
+ * of 64 bytes in a 70,000-key file, and a memo entry each when written. Read-only: nothing mutates a
+ * decoded value, and a mutation would change every place at once, so it throws.
+ */
+export class LeafDict extends PyDict {
+  constructor(key: string, value: number) {
+    super(false);
+    super.add(key, value); // PyDict's own add: the override below refuses every later one
+  }
+
+  override add(): boolean {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+
+  override delete(): boolean {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+
+  override clear(): void {
+    throw new Error('internal error: a shared leaf dict is read-only');
+  }
+}
+
 
 export class PySet {
   get kind(): 'set' {
