@@ -467,10 +467,20 @@ function checkTensor(t: TensorRef, fail: (what: string) => never): void {
   if (s.dtype.name !== t.dtype.name) fail(`a tensor of dtype ${t.dtype.name} over a ${s.dtype.name} storage cannot be written`);
   if (t.shape.length !== t.stride.length) fail(`a tensor with ${t.shape.length} sizes and ${t.stride.length} strides cannot be written`);
   if (t.shape.length > LIMITS.tensorRank) fail(`a tensor of rank ${t.shape.length} cannot be written`);
-  const bad = (v: number): boolean => !Number.isSafeInteger(v) || v < 0;
-  if (bad(t.storageOffset) || t.shape.some(bad) || t.stride.some(bad) || bad(s.numel) || bad(s.byteLength)) {
+  if (!count(t.storageOffset) || !allCounts(t.shape) || !allCounts(t.stride) || !count(s.numel) || !count(s.byteLength)) {
     fail('a tensor whose offset, sizes, strides or storage size are not non-negative integers cannot be written');
   }
+}
+
+/** A non-negative safe integer. */
+function count(v: number): boolean {
+  return Number.isSafeInteger(v) && v >= 0;
+}
+
+/** Every item a non-negative safe integer (a loop: no closure per tensor written). */
+function allCounts(items: readonly number[]): boolean {
+  for (let i = 0; i < items.length; i++) if (!count(items[i]!)) return false;
+  return true;
 }
 
 /** `optimizer.param_groups[0].lr`: str keys dotted, ints and indices in brackets, '' as [''], state as __dict__. */
