@@ -11,11 +11,13 @@
  * - past that, the flat pairs with no index while nothing looks a key up: the unpickler appends without
  *   lookups and checks for a repeated key once at the end (addUnchecked), a writer's output dict has
  *   distinct keys by construction (ofDistinctKeys), and a state dict is mostly walked in order;
- * - once a key is looked up, with str keys only: the flat pairs plus a StrKeyIndex (str-index.ts);
- * - with any other key, or once a hostile file exhausts the index's probe budget, or on a delete: a Map.
+ * - once a key is looked up, with str keys only: the flat pairs plus a NameIndex of them (zip/name-index.ts,
+ *   which indexes zip entry names the same way: seeded, probe-bounded, a Map once keys are made to collide);
+ * - with any other key, or on a delete: a Map.
  * `entries` is a Map-shaped view over any form.
  */
-import { DEGRADED, StrKeyIndex, repeatedInMap, repeatedStrKey } from './str-index.js';
+import { NameIndex } from '../zip/name-index.js';
+import { repeatedInMap, repeatedStrKey } from './repeated-keys.js';
 
 /** Entries a dict keeps in one flat array before it indexes them (a linear scan is as fast up to here). */
 const SMALL_DICT_ENTRIES = 8;
@@ -27,7 +29,7 @@ const ONE = 1;
 class IndexedPairs<V> {
   constructor(
     readonly pairs: V[],
-    readonly index: StrKeyIndex,
+    readonly index: NameIndex,
   ) {}
 }
 
@@ -87,13 +89,11 @@ export class DictBase<V> {
       if (typeof key === 'string') {
         const pairs = s.pairs;
         pairs.push(key, value);
-        const earlier = s.index.insert(pairs, pairs.length / 2 - 1);
+        const earlier = s.index.add(pairs.length / 2 - 1);
         if (earlier === -1) return true;
         pairs.length -= 2;
-        if (earlier !== DEGRADED) {
-          pairs[2 * earlier + 1] = value;
-          return false;
-        }
+        pairs[2 * earlier + 1] = value;
+        return false;
       }
       return this.toMap().add(key, value);
     }
@@ -173,7 +173,7 @@ export class DictBase<V> {
     if (s instanceof Map) return s.get(key);
     if (s instanceof IndexedPairs) {
       const n = this.findIndexed(s, key);
-      return n === DEGRADED ? this.toMap().get(key) : n < 0 ? undefined : s.pairs[2 * n + 1];
+      return n < 0 ? undefined : s.pairs[2 * n + 1];
     }
     const i = pairIndex(s, key);
     return i < 0 ? undefined : s[i + 1];
@@ -186,7 +186,7 @@ export class DictBase<V> {
     if (s instanceof Map) return s.has(key);
     if (s instanceof IndexedPairs) {
       const n = this.findIndexed(s, key);
-      return n === DEGRADED ? this.toMap().has(key) : n >= 0;
+      return n >= 0;
     }
     return pairIndex(s, key) >= 0;
   }
@@ -263,9 +263,9 @@ export class DictBase<V> {
     return s;
   }
 
-  /** The pair number of `key`, -1, or DEGRADED. All keys of an indexed dict are str: any other key is absent. */
+  /** The pair number of `key`, or -1. All keys of an indexed dict are str: any other key is absent. */
   private findIndexed(s: IndexedPairs<V>, key: V): number {
-    return typeof key === 'string' ? s.index.find(s.pairs, key) : -1;
+    return typeof key === 'string' ? s.index.find(key) : -1;
   }
 
   /** Moves the entries of an indexed dict into a Map, and returns this dict. */
@@ -310,13 +310,13 @@ export class DictCursor<V> {
 
 /**
  * `pairs` with an index, when every key is a str; else null (then a Map). A repeated key never arrives
- * (add() scans small dicts, ofDistinctKeys promises distinct keys), and keys made to collide exhaust the
- * probe budget: both get a Map too, which keeps Map's rule for a repeated key (first place, last value).
+ * (add() scans small dicts, ofDistinctKeys promises distinct keys): if one did, it would get a Map too,
+ * which keeps Map's rule for a repeated key (first place, last value).
  */
 function indexed<V>(pairs: V[]): IndexedPairs<V> | null {
   for (let i = 0; i < pairs.length; i += 2) if (typeof pairs[i] !== 'string') return null;
-  const index = new StrKeyIndex(pairs.length / 2);
-  for (let n = 0; n < pairs.length / 2; n++) if (index.insert(pairs, n) !== -1) return null;
+  const index = new NameIndex(pairs.length / 2, (n) => pairs[2 * n] as string, false);
+  for (let n = 0; n < pairs.length / 2; n++) if (index.add(n) !== -1) return null;
   return new IndexedPairs(pairs, index);
 }
 

@@ -1,6 +1,7 @@
 /**
  * Names of zip entries numbered 0.., for duplicate checks and lookups: the central directory's entries
- * (as miniz looks them up, ASCII case-insensitively) and the writer's entries (exact names).
+ * (as miniz looks them up, ASCII case-insensitively) and the writer's entries (exact names); also the str
+ * keys of a large dict once one is looked up (pickle/py-dict.ts: entry n is the dict's pair n).
  *
  * An open-addressing table of entry numbers keyed by a hash of each name's UTF-8 bytes, A-Z folded to
  * a-z when `fold`. The reader hashes a name straight from the central directory's bytes, so listing

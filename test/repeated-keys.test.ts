@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEGRADED, StrKeyIndex, repeatedInMap, repeatedStrKey, strHash } from '../src/pickle/str-index.js';
+import { repeatedInMap, repeatedStrKey } from '../src/pickle/repeated-keys.js';
 import { PyDict, type PyValue } from '../src/pickle/value.js';
 
 const pairsOf = (keys: string[]): PyValue[] => keys.flatMap((k, i) => [k, i]);
@@ -13,29 +13,6 @@ describe('repeatedStrKey: a repeated key among many, found by sorting hashes', (
     expect(repeatedInMap(pairsOf([...keys.slice(0, 20), 'layers.4.weight', 'layers.2.weight']))).toBe('layers.4.weight');
     // Equal strings made apart (not one interned string) are one key, as in Python.
     expect(repeatedStrKey(pairsOf([...keys.slice(0, 20), ['lay', 'ers.1.weight'].join('')]))).toBe('layers.1.weight');
-  });
-});
-
-describe('StrKeyIndex: keys by pair number, bounded against keys made to collide', () => {
-  it('finds each key, reports an earlier pair for a repeated one, and grows past its first size', () => {
-    const pairs = pairsOf(Array.from({ length: 3000 }, (_, i) => `k${i}`));
-    const index = new StrKeyIndex(4, 12345);
-    for (let n = 0; n < 3000; n++) expect(index.insert(pairs, n)).toBe(-1);
-    expect(index.find(pairs, 'k2999')).toBe(2999);
-    expect(index.find(pairs, 'k3000')).toBe(-1);
-    pairs.push('k17', 0);
-    expect(index.insert(pairs, 3000)).toBe(17);
-  });
-
-  it('keys that share their slot bits exhaust the probe budget: DEGRADED (the dict becomes a Map), never a quadratic walk', () => {
-    const seed = 777;
-    const colliding: string[] = [];
-    for (let i = 0; colliding.length < 200; i++) if ((strHash(`x${i}`, seed) & 1023) === 0) colliding.push(`x${i}`);
-    const pairs = pairsOf(colliding);
-    const index = new StrKeyIndex(200, seed);
-    let answer = -1;
-    for (let n = 0; n < colliding.length && answer === -1; n++) answer = index.insert(pairs, n);
-    expect(answer).toBe(DEGRADED);
   });
 });
 
