@@ -4,14 +4,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import { OPCODES } from '../src/pickle/opcodes.js';
-import { SlotSet, canStepOver, fetchedMemoSlots } from '../src/pickle/memo-scan.js';
+import { NumberSet } from '../src/io/bit-set.js';
+import { canStepOver, fetchedMemoSlots } from '../src/pickle/memo-scan.js';
 import { PyList, PyTuple } from '../src/pickle/value.js';
 import { error, load, p, u32 } from './helpers/pickle-bytes.js';
 import { describePy, hex, runPy } from './helpers/pickle-py.js';
 
-describe('SlotSet', () => {
+describe('NumberSet', () => {
   it('holds slots in a bitmap and the rare huge one apart; lists them in order', () => {
-    const set = new SlotSet();
+    const set = new NumberSet();
     for (const slot of [70000, 0, 9, 49_999_999, 8_388_608, 8_388_607]) set.add(slot);
     expect([0, 9, 70000, 8_388_607, 8_388_608, 49_999_999].every((s) => set.has(s))).toBe(true);
     expect([1, 8, 69999, 70001, 8_388_606, 50_000_000].some((s) => set.has(s))).toBe(false);

@@ -10,7 +10,8 @@ import { PyKeyIndex, PyKeyRefusal, addPyKey } from './py-equality.js';
 import { mapPython2Name } from './globals.js';
 import { opcodeName } from './opcodes.js';
 import { decodeAscii, decodeUtf8 } from './text.js';
-import { type SlotSet, fetchedMemoSlots } from './memo-scan.js';
+import { NumberSet } from '../io/bit-set.js';
+import { fetchedMemoSlots } from './memo-scan.js';
 import { LeafDict, PyBytes, PyDict, PyGlobal, PyList, PyObject, PyPersistentId, PySet, type PyValue } from './value.js';
 
 /** Distinct `{key: int}` pairs shared (Machine.shareLeaf); past this a pickle's dicts stay its own. */
@@ -47,8 +48,8 @@ export class Machine {
    * often it is set), which is where MEMOIZE stores next. Kept exact whether or not a slot's value is kept.
    */
   memoCount = 0;
-  /** Bitmap of the memo slots ever set (slots are small and dense; at most LIMITS.pickleMemo / 8 bytes). */
-  private setSlots = new Uint8Array(64);
+  /** The memo slots ever set. */
+  private readonly setSlots = new NumberSet();
   /** Python identities of the non-string dict keys and set items seen so far, per container. */
   private readonly keyIndexes = new WeakMap<PyDict | PySet, PyKeyIndex>();
   /** object → memo slots holding it; built only once a BUILD hook replaces its target. */
@@ -62,7 +63,7 @@ export class Machine {
   /** The same bytes as a Buffer, for decodeAscii. */
   private readonly text: Buffer;
   /** The memo slots some GET reads (memo-scan.ts); null: keep every slot. */
-  private readonly fetched: SlotSet | null;
+  private readonly fetched: NumberSet | null;
   /** Dicts a second reference can reach (kept in a memo slot a GET reads, or DUP'd): never shared. */
   private reachable: Set<PyDict> | null = null;
   /** The LeafDict for each `{key: int}` seen, by key then int (see shareLeaf). */
@@ -167,7 +168,7 @@ export class Machine {
    * (torch-fast-path.ts) replays the PUTs of the opcodes it stepped over.
    */
   putValue(index: number, v: PyValue): void {
-    if (this.firstSet(index) && ++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
+    if (this.setSlots.add(index) && ++this.memoCount > LIMITS.pickleMemo) throw this.error('LIMIT', `exceeds the pickleMemo limit of ${LIMITS.pickleMemo} memo slots`);
     // A slot no GET reads back is counted but not kept alive.
     if (this.fetched && !this.fetched.has(index)) return;
     this.memo[index] = v;
@@ -218,20 +219,6 @@ export class Machine {
   /** @internal The UTF-8 text of bytes[start, start + n), or null when it is not valid (utf8() without moving). */
   utf8At(start: number, n: number): string | null {
     return decodeAscii(this.bytes, this.text, start, start + n) ?? decodeUtf8(this.bytes, start, start + n, true);
-  }
-
-  /** Marks slot `index` as set; true the first time. */
-  private firstSet(index: number): boolean {
-    const byte = index >>> 3;
-    if (byte >= this.setSlots.length) {
-      const grown = new Uint8Array(Math.max(byte + 1, this.setSlots.length * 2));
-      grown.set(this.setSlots);
-      this.setSlots = grown;
-    }
-    const bit = 1 << (index & 7);
-    if (this.setSlots[byte]! & bit) return false;
-    this.setSlots[byte] = this.setSlots[byte]! | bit;
-    return true;
   }
 
   get(index: number): void {

@@ -12,6 +12,7 @@
  * step over (an unknown opcode, a length past the end, a malformed GET line) it returns null and the
  * unpickler memoizes every slot, as before, and reports the problem itself when it gets there.
  */
+import { NumberSet } from '../io/bit-set.js';
 import * as op from './opcodes.js';
 import { parseIntText, latin1 } from './text.js';
 
@@ -61,49 +62,9 @@ STEP[op.GET] = Step.Get;
 STEP[op.BINGET] = Step.BinGet;
 STEP[op.LONG_BINGET] = Step.LongBinGet;
 
-/** Slots below this are kept in a bitmap (at most 1 MiB); a higher one, in a file's own choosing, in a Set. */
-const BITMAP_SLOTS = 1 << 23;
-
-/**
- * A set of memo slots. The unpickler asks it at every PUT (eight per tensor torch writes) and the scan adds
- * to it at every GET: a bitmap answers in a few nanoseconds where a Set of numbers took ~20.
- */
-export class SlotSet implements Iterable<number> {
-  private bits = new Uint8Array(256);
-  private high: Set<number> | null = null;
-
-  add(slot: number): void {
-    if (slot >= BITMAP_SLOTS) {
-      (this.high ??= new Set()).add(slot);
-      return;
-    }
-    const byte = slot >>> 3;
-    if (byte >= this.bits.length) {
-      const grown = new Uint8Array(Math.min(BITMAP_SLOTS >>> 3, Math.max(byte + 1, this.bits.length * 2)));
-      grown.set(this.bits);
-      this.bits = grown;
-    }
-    this.bits[byte]! |= 1 << (slot & 7);
-  }
-
-  has(slot: number): boolean {
-    if (slot >= BITMAP_SLOTS) return this.high?.has(slot) ?? false;
-    const byte = slot >>> 3;
-    return byte < this.bits.length && (this.bits[byte]! & (1 << (slot & 7))) !== 0;
-  }
-
-  *[Symbol.iterator](): Iterator<number> {
-    for (let byte = 0; byte < this.bits.length; byte++) {
-      if (this.bits[byte] === 0) continue;
-      for (let bit = 0; bit < 8; bit++) if (this.bits[byte]! & (1 << bit)) yield byte * 8 + bit;
-    }
-    if (this.high) yield* [...this.high].sort((a, b) => a - b);
-  }
-}
-
 /** Memo slots read by GET, BINGET or LONG_BINGET between `start` and the first STOP; null when unsure. */
-export function fetchedMemoSlots(bytes: Uint8Array, start: number): SlotSet | null {
-  const fetched = new SlotSet();
+export function fetchedMemoSlots(bytes: Uint8Array, start: number): NumberSet | null {
+  const fetched = new NumberSet();
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const end = bytes.length;
   let pos = start;

@@ -20,6 +20,7 @@ import {
   CENTRAL_HEADER_MAX_ROOM, LOCAL_HEADER_CRC_OFFSET, LOCAL_HEADER_MAX_ROOM, U16_SATURATED, putCentralHeader, putLocalHeader, utf8Length,
 } from './layout.js';
 import { encodeEndRecords } from './end-records.js';
+import { NumberSet } from '../io/bit-set.js';
 import { NameIndex } from './name-index.js';
 
 /** The most entries create() sizes its tables for up front (a hint beyond it would only reserve memory). */
@@ -198,7 +199,7 @@ export class ZipWriter {
     const record = recordNumber(name);
     if (record >= 0) {
       // `data/<n>`, 70,000 of them in a 70k checkpoint: kept as n, told apart by a bit each.
-      if (!this.records.claim(record)) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
+      if (!this.records.add(record)) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
       this.names.push(record);
     } else {
       this.names.push(name);
@@ -278,23 +279,4 @@ function recordNumber(name: string): number {
 /** The name of an entry kept as a record number. */
 function nameOf(name: string | number): string {
   return typeof name === 'number' ? `${RECORD_FOLDER}${name}` : name;
-}
-
-/** Small non-negative integers, one bit each. */
-class NumberSet {
-  private bits = new Uint8Array(1024);
-
-  /** Adds n; false when it was there already. */
-  claim(n: number): boolean {
-    const byte = n >>> 3;
-    if (byte >= this.bits.length) {
-      const grown = new Uint8Array(Math.max(byte + 1, this.bits.length * 2));
-      grown.set(this.bits);
-      this.bits = grown;
-    }
-    const bit = 1 << (n & 7);
-    if (this.bits[byte]! & bit) return false;
-    this.bits[byte]! |= bit;
-    return true;
-  }
 }
