@@ -50,6 +50,15 @@ function fill(out: FileAppender, n: number): void {
   for (let done = 0; done < n; done += 1000) expect(out.tryAppend(chunk(Math.min(1000, n - done), 1))).toBe(true);
 }
 
+/** Waits for `pending`, letting the held writes it starts complete as they come (the latest first). */
+async function releasedUntil<T>(file: HeldFile, pending: Promise<T>): Promise<T> {
+  for (let i = 0; i < 5; i++) {
+    await turn();
+    file.release();
+  }
+  return pending;
+}
+
 /** Lets pending promise callbacks run. */
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -73,12 +82,7 @@ describe('FileAppender: double buffered', () => {
     await turn();
     file.release();
     await appending;
-    const finishing = out.finish();
-    for (let i = 0; i < 5; i++) {
-      await turn();
-      file.release();
-    }
-    expect(await finishing).toBe(25 * small);
+    expect(await releasedUntil(file, out.finish())).toBe(25 * small);
     for (let i = 0; i < 25; i++) expect(file.bytes[i * small]).toBe(i + 1);
   });
 
@@ -95,12 +99,7 @@ describe('FileAppender: double buffered', () => {
     await turn();
     file.release();
     await patching;
-    const finishing = out.finish();
-    for (let i = 0; i < 5; i++) {
-      await turn();
-      file.release();
-    }
-    await finishing;
+    await releasedUntil(file, out.finish());
     expect([...file.bytes.subarray(4, 10)]).toEqual([1, 9, 9, 9, 9, 1]);
     expect(file.bytes.length).toBe(MB + 10);
   });
@@ -113,12 +112,7 @@ describe('FileAppender: double buffered', () => {
     await out.append(chunk(20, 2)); // the failing write goes in flight; the caller goes on
     file.release();
     await turn();
-    const finishing = out.finish().then(() => null, (x: unknown) => x);
-    for (let i = 0; i < 5; i++) {
-      await turn();
-      file.release();
-    }
-    const e = await finishing;
+    const e = await releasedUntil(file, out.finish().then(() => null, (x: unknown) => x));
     expect(e).toBeInstanceOf(CheckpointError);
     expect((e as CheckpointError).code).toBe('IO');
     expect((e as CheckpointError).path).toBe('out.pth');
