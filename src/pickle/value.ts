@@ -10,7 +10,6 @@
 import type { TensorRef, StorageRef } from '../tensor/tensor-ref.js';
 import { DictBase } from './py-dict.js';
 
-export type { DictCursor } from './py-dict.js';
 
 export type PyValue =
   | null
