@@ -8,6 +8,7 @@ import {
 } from '../src/pickle/value.js';
 import { type StorageRef, type TensorRef, makeStorage, makeTensor } from '../src/tensor/tensor-ref.js';
 import { dtypeByName } from '../src/tensor/dtype.js';
+import { PairChunks } from '../src/pickle/pair-chunks.js';
 import { PY, PY_PRELUDE, describePy, enc, hex, runPy, storageRef, tensorRef, testTorchHooks, unhex } from './helpers/pickle-py.js';
 import { spawnSync } from 'node:child_process';
 
@@ -146,7 +147,7 @@ describe('pickleValue: bytes', () => {
 
   it('a dict made of distinct keys without a table pickles as one filled key by key, and looks keys up once asked', () => {
     const pairs = range(20).flatMap((i) => [`k${i}`, i]);
-    const flat = PyDict.ofDistinctKeys(true, [...pairs]);
+    const flat = PyDict.ofDistinctKeys(true, PairChunks.of(pairs));
     const filled = dict(true, range(20).map((i) => [`k${i}`, i]));
     expect(hex(dump(flat))).toBe(hex(dump(filled)));
     expect(flat.get('k7')).toBe(7);
@@ -156,7 +157,7 @@ describe('pickleValue: bytes', () => {
     expect(flat.delete('k0')).toBe(true);
     expect([...flat.entries.keys()]).toEqual([...range(20).slice(1).map((i) => `k${i}`), 'k20']);
     expect(flat.get('k3')).toBe(33);
-    const few = PyDict.ofDistinctKeys(false, ['x', 1, 'y', 2]);
+    const few = PyDict.ofDistinctKeys(false, PairChunks.of(['x', 1, 'y', 2]));
     expect([...few.entries]).toEqual([['x', 1], ['y', 2]]);
   });
 

@@ -10,11 +10,11 @@ import { storageRef, tensorRef } from './helpers/pickle-py.js';
 const F32 = dtypeByName('float32')!;
 
 /** Pickles `key -> tensor` pairs (each tensor over its own StorageRef object) and decodes them with the torch hooks. */
-function decode(pairs: Array<[string, string]>): { decoder: TorchDecoder; tensors: Map<string, TensorRef> } {
+function decode(pairs: Array<[string, string]>, expectedStorages = 0): { decoder: TorchDecoder; tensors: Map<string, TensorRef> } {
   const sd = new PyDict(true);
   for (const [name, storageKey] of pairs) sd.entries.set(name, tensorRef(storageRef(storageKey, F32, 4), [4]));
   const bytes = pickleValue(sd, { path: 'x', storageKey: (s) => s.key });
-  const decoder = new TorchDecoder('x', true);
+  const decoder = new TorchDecoder('x', true, true, expectedStorages);
   const root = unpickle(bytes, { path: 'x', hooks: decoder.hooks() }).value as PyDict;
   return { decoder, tensors: new Map([...root.entries].map(([k, v]) => [k as string, v as TensorRef])) };
 }
@@ -25,6 +25,12 @@ describe('TorchDecoder: one storage per key', () => {
     expect(decoder.storages.map((s) => s.key)).toEqual(['1', '01', '1.0', '0', 'x']);
     expect(tensors.get('a')!.storage).toBe(tensors.get('c')!.storage);
     expect(new Set([...tensors.values()].map((t) => t.storage)).size).toBe(5);
+  });
+
+  it('lists the same storages whether the container expected fewer, as many or more of them', () => {
+    const pairs: Array<[string, string]> = [['a', '2'], ['b', '0'], ['c', '2'], ['d', 'x'], ['e', '7']];
+    const listed = (expected: number) => decode(pairs, expected).decoder.storages.map((s) => s.key);
+    for (const expected of [0, 1, 4, 9, 1000]) expect(listed(expected)).toEqual(['2', '0', 'x', '7']);
   });
 
   it('keeps numbered keys far apart, and past the numbered range, distinct and shared as named', () => {

@@ -27,14 +27,18 @@ export interface Problem {
 
 /** Collects the storages and tensors of one pickle while it is decoded. */
 export class TorchDecoder {
-  /** Distinct storages in first-use order (the writer numbers output storages the same way). */
-  readonly storages: StorageRef[] = [];
   readonly problems: Problem[] = [];
+  /**
+   * Distinct storages in first-use order, `listed` of them. Made as long as the container expects (see the
+   * constructor) and cut to `listed` when read.
+   */
+  private readonly list: StorageRef[];
+  private listed = 0;
   /**
    * Storages by key. torch numbers them "0", "1", ...: those go in an array by number (8 bytes each; a Map
    * of 70,000 keys allocated 7 MB of tables as it grew), any other key in the Map.
    */
-  private readonly byNumber: StorageRef[] = [];
+  private readonly byNumber: StorageRef[];
   private readonly byKey = new Map<string, StorageRef>();
   /** Shape and stride arrays by value, shared between tensors. */
   private readonly tuples = new TupleInterner();
@@ -45,7 +49,23 @@ export class TorchDecoder {
     private readonly strict: boolean,
     /** Tests turn the one-step tensor decoding off to compare it with the opcodes' own result. */
     private readonly fastPath = true,
-  ) {}
+    /**
+     * How many storages the container suggests (a zip's record count), so that the two lists of them are
+     * made at their size once: grown by push, a list of 70,000 is copied into ~25 ever larger arrays, the
+     * last ones fresh memory each (~500 more page faults per list). Only a size hint: more or fewer work.
+     */
+    expectedStorages = 0,
+  ) {
+    const room = Math.min(expectedStorages, MAX_NUMBERED_STORAGE);
+    this.list = room > 0 ? new Array<StorageRef>(room) : [];
+    this.byNumber = room > 0 ? new Array<StorageRef>(room) : [];
+  }
+
+  /** Distinct storages in first-use order (the writer numbers output storages the same way). */
+  get storages(): StorageRef[] {
+    if (this.list.length !== this.listed) this.list.length = this.listed;
+    return this.list;
+  }
 
   /**
    * Gives every storage its record once the container knows where records are (a legacy file lists them
@@ -125,7 +145,7 @@ export class TorchDecoder {
     const ref = makeStorage({ key, dtype, location, numel, record: null });
     if (number >= 0) this.byNumber[number] = ref;
     else this.byKey.set(key, ref);
-    this.storages.push(ref);
+    this.list[this.listed++] = ref;
     return ref;
   }
 

@@ -80,6 +80,7 @@ export class ChunkedCopier {
    * not planned is read on its own.
    */
   async plan(items: ReadonlyArray<StorageRef | TensorRef>): Promise<void> {
+    this.runs.expect(items.length);
     for (const item of items) {
       // Once the first record located them all, no item waits (a promise each cost 70,000 of them).
       const from = item.kind === 'storage' ? (castSource(item) ?? item) : item.storage;

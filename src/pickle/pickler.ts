@@ -72,6 +72,10 @@ interface Frame {
   stateWritten: boolean;
 }
 
+const SLOT_CHUNK_SHIFT = 12;
+/** Memo slots per chunk of Pickler.slotted: 32 KB, an ordinary young object (V8's large objects start at 128 KB). */
+const SLOT_CHUNK = 1 << SLOT_CHUNK_SHIFT;
+
 class Pickler {
   private readonly out = new ByteWriter();
   /**
@@ -79,8 +83,11 @@ class Pickler {
    * value of its own, so one table serves both and 70,000 storages add no second Map).
    */
   private readonly memo = new Map<object, number>();
-  /** The tensor or storage memoised at each slot, for the slots kept in the objects themselves (MemoSlotted). */
-  private readonly slotted: object[] = [];
+  /**
+   * The tensor or storage memoised at each slot, for the slots kept in the objects themselves (MemoSlotted),
+   * in chunks of SLOT_CHUNK slots: one array grown to 200,000 slots is copied into ~28 ever larger arrays.
+   */
+  private readonly slotted: object[][] = [];
   private readonly globalMemo = new Map<string, Map<string, number>>();
   private readonly stringMemo = new Map<string, number>();
   private readonly openTuples = new Set<PyTuple>();
@@ -323,7 +330,7 @@ class Pickler {
     const index = this.nextMemo++;
     if (isMemoSlotted(obj)) {
       obj.memoSlot = index;
-      this.slotted[index] = obj;
+      (this.slotted[index >> SLOT_CHUNK_SHIFT] ??= new Array<object>(SLOT_CHUNK))[index & (SLOT_CHUNK - 1)] = obj;
     } else {
       this.memo.set(obj, index);
     }
@@ -334,7 +341,7 @@ class Pickler {
   private memoOf(obj: object): number | undefined {
     if (!isMemoSlotted(obj)) return this.memo.get(obj);
     const slot = obj.memoSlot;
-    return slot >= 0 && this.slotted[slot] === obj ? slot : undefined;
+    return slot >= 0 && this.slotted[slot >> SLOT_CHUNK_SHIFT]?.[slot & (SLOT_CHUNK - 1)] === obj ? slot : undefined;
   }
 
   private put(index: number): void {

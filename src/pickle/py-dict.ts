@@ -8,32 +8,36 @@
  *   every tensor's pickle builds an empty hooks OrderedDict (140,000 Maps of ~190 bytes each were once
  *   the largest item of a 70,000-key merge; an array would cost 64 bytes more per dict);
  * - up to SMALL_DICT_ENTRIES as a flat [k0, v0, k1, v1, ...], found by a linear scan;
- * - past that, the flat pairs with no index while nothing looks a key up: the unpickler appends without
- *   lookups and checks for a repeated key once at the end (addUnchecked), a writer's output dict has
- *   distinct keys by construction (ofDistinctKeys), and a state dict is mostly walked in order;
- * - once a key is looked up, with str keys only: the flat pairs plus a NameIndex of them (zip/name-index.ts,
- *   which indexes zip entry names the same way: seeded, probe-bounded, a Map once keys are made to collide);
+ * - past that, the pairs in chunks (pair-chunks.ts) with no index while nothing looks a key up: the
+ *   unpickler appends without lookups and checks for a repeated key once at the end (addUnchecked), a
+ *   writer's output dict has distinct keys by construction (ofDistinctKeys), and a state dict is mostly
+ *   walked in order;
+ * - once a key is looked up, with str keys only: the chunked pairs plus a NameIndex of them
+ *   (zip/name-index.ts, which indexes zip entry names the same way: seeded, probe-bounded, a Map once keys
+ *   are made to collide);
  * - with any other key, or on a delete: a Map.
  * `entries` is a Map-shaped view over any form.
  */
 import { NameIndex } from '../zip/name-index.js';
+import { PairChunks } from './pair-chunks.js';
 import { repeatedInMap, repeatedStrKey } from './repeated-keys.js';
 
-/** Entries a dict keeps in one flat array before it indexes them (a linear scan is as fast up to here). */
+/** Entries a dict keeps in one flat array, found by a linear scan (as fast as an index up to here). */
 const SMALL_DICT_ENTRIES = 8;
 
 /** `DictBase.store` of a dict with exactly one entry, held in the dict's own fields. */
 const ONE = 1;
 
-/** The flat pairs of a large dict whose keys are all str, and their index. */
+/** The pairs of a large dict whose keys are all str, and their index. */
 class IndexedPairs<V> {
   constructor(
-    readonly pairs: V[],
+    readonly pairs: PairChunks<V>,
     readonly index: NameIndex,
   ) {}
 }
 
-type Store<V> = null | typeof ONE | V[] | IndexedPairs<V> | Map<V, V>;
+/** V[]: two to SMALL_DICT_ENTRIES pairs, flat; PairChunks: more, not indexed yet. */
+type Store<V> = null | typeof ONE | V[] | PairChunks<V> | IndexedPairs<V> | Map<V, V>;
 
 /**
  * A dict's entries, its `ordered` flag (collections.OrderedDict) and `state` (what BUILD applied to an
@@ -42,7 +46,7 @@ type Store<V> = null | typeof ONE | V[] | IndexedPairs<V> | Map<V, V>;
  */
 export class DictBase<V> {
   state: V | undefined = undefined;
-  /** See the file's comment; a flat array longer than SMALL_DICT_ENTRIES pairs until a key is looked up. */
+  /** See the file's comment. */
   private store: Store<V> = null;
   /** Read only while `store` is ONE. */
   private onlyKey: V = undefined as V;
@@ -50,19 +54,18 @@ export class DictBase<V> {
   constructor(readonly ordered: boolean) {}
 
   /**
-   * A dict of `pairs` ([k0, v0, k1, v1, ...], taken over), whose keys the caller knows to be distinct
-   * (a writer's output entries): kept as the flat array, with no index, until something looks a key up
-   * (the pickler only walks it).
+   * A dict of `pairs`, whose keys the caller knows to be distinct (a writer's output entries): kept with
+   * no index until something looks a key up (the pickler only walks it).
    */
-  static ofDistinctKeys<D>(this: new (ordered: boolean) => D, ordered: boolean, pairs: unknown[]): D {
+  static ofDistinctKeys<D>(this: new (ordered: boolean) => D, ordered: boolean, pairs: PairChunks<unknown>): D {
     const dict = new this(ordered) as unknown as DictBase<unknown>;
-    if (pairs.length > 2 * SMALL_DICT_ENTRIES) dict.store = pairs;
-    else for (let i = 0; i < pairs.length; i += 2) dict.add(pairs[i], pairs[i + 1]);
+    if (pairs.count > SMALL_DICT_ENTRIES) dict.store = pairs;
+    else for (let n = 0; n < pairs.count; n++) dict.add(pairs.key(n), pairs.value(n));
     return dict as D;
   }
 
   /**
-   * The entries, as a Map (reads and writes go to this dict). A view over flat pairs indexes them only
+   * The entries, as a Map (reads and writes go to this dict). A view over chunked pairs indexes them only
    * when a key is looked up through it: walking a state dict's 70,000 entries builds no index.
    */
   get entries(): Map<V, V> {
@@ -76,7 +79,9 @@ export class DictBase<V> {
     if (s === null) return 0;
     if (s === ONE) return 1;
     if (s instanceof Map) return s.size;
-    return (s instanceof IndexedPairs ? s.pairs.length : s.length) / 2;
+    if (s instanceof PairChunks) return s.count;
+    if (s instanceof IndexedPairs) return s.pairs.count;
+    return s.length / 2;
   }
 
   /**
@@ -89,10 +94,10 @@ export class DictBase<V> {
       if (typeof key === 'string') {
         const pairs = s.pairs;
         pairs.push(key, value);
-        const earlier = s.index.add(pairs.length / 2 - 1);
+        const earlier = s.index.add(pairs.count - 1);
         if (earlier === -1) return true;
-        pairs.length -= 2;
-        pairs[2 * earlier + 1] = value;
+        pairs.pop();
+        pairs.setValue(earlier, value);
         return false;
       }
       return this.toMap().add(key, value);
@@ -116,13 +121,15 @@ export class DictBase<V> {
       this.onlyKey = this.onlyValue = undefined as V;
       return true;
     }
-    const i = pairIndex(s, key);
+    const flat = s as V[];
+    const i = pairIndex(flat, key);
     if (i >= 0) {
-      s[i + 1] = value;
+      flat[i + 1] = value;
       return false;
     }
-    // Past SMALL_DICT_ENTRIES the next keyed operation indexes the pairs (keyed()).
-    s.push(key, value);
+    flat.push(key, value);
+    // Past SMALL_DICT_ENTRIES, chunks; the next keyed operation indexes them (keyed()).
+    if (flat.length > 2 * SMALL_DICT_ENTRIES) this.store = PairChunks.of(flat);
     return true;
   }
 
@@ -134,24 +141,29 @@ export class DictBase<V> {
    */
   addUnchecked(key: V, value: V): boolean {
     const s = this.store;
-    if (Array.isArray(s) && s.length >= 2 * SMALL_DICT_ENTRIES) {
+    if (s instanceof PairChunks) {
       s.push(key, value);
+      return true;
+    }
+    if (Array.isArray(s) && s.length === 2 * SMALL_DICT_ENTRIES) {
+      const pairs = PairChunks.of(s);
+      pairs.push(key, value);
+      this.store = pairs;
       return true;
     }
     return this.add(key, value);
   }
 
-  /** True while the dict is a flat array past SMALL_DICT_ENTRIES whose keys nothing has looked up. */
+  /** True while the dict holds more than SMALL_DICT_ENTRIES pairs whose keys nothing has looked up. */
   get unindexed(): boolean {
-    const s = this.store;
-    return Array.isArray(s) && s.length > 2 * SMALL_DICT_ENTRIES;
+    return this.store instanceof PairChunks;
   }
 
-  /** A key the flat pairs of an unindexed dict hold twice (see addUnchecked), or undefined. */
+  /** A key the pairs of an unindexed dict hold twice (see addUnchecked), or undefined. */
   repeatedKey(): V | undefined {
     const s = this.store;
-    if (!Array.isArray(s) || s.length <= 2 * SMALL_DICT_ENTRIES) return undefined;
-    for (let i = 0; i < s.length; i += 2) if (typeof s[i] !== 'string') return repeatedInMap(s);
+    if (!(s instanceof PairChunks)) return undefined;
+    for (let n = 0; n < s.count; n++) if (typeof s.key(n) !== 'string') return repeatedInMap(s) as V | undefined;
     return repeatedStrKey(s) as V | undefined;
   }
 
@@ -173,10 +185,11 @@ export class DictBase<V> {
     if (s instanceof Map) return s.get(key);
     if (s instanceof IndexedPairs) {
       const n = this.findIndexed(s, key);
-      return n < 0 ? undefined : s.pairs[2 * n + 1];
+      return n < 0 ? undefined : s.pairs.value(n);
     }
-    const i = pairIndex(s, key);
-    return i < 0 ? undefined : s[i + 1];
+    const flat = s as V[];
+    const i = pairIndex(flat, key);
+    return i < 0 ? undefined : flat[i + 1];
   }
 
   has(key: V): boolean {
@@ -188,7 +201,7 @@ export class DictBase<V> {
       const n = this.findIndexed(s, key);
       return n >= 0;
     }
-    return pairIndex(s, key) >= 0;
+    return pairIndex(s as V[], key) >= 0;
   }
 
   delete(key: V): boolean {
@@ -202,13 +215,14 @@ export class DictBase<V> {
     // An index cannot drop a pair without renumbering the rest: a Map can.
     if (s instanceof IndexedPairs) return this.toMap().delete(key);
     if (s instanceof Map) return s.delete(key);
-    const i = pairIndex(s, key);
+    const flat = s as V[];
+    const i = pairIndex(flat, key);
     if (i < 0) return false;
-    s.splice(i, 2);
-    if (s.length === 2) {
+    flat.splice(i, 2);
+    if (flat.length === 2) {
       this.store = ONE;
-      this.onlyKey = s[0] as V;
-      this.onlyValue = s[1] as V;
+      this.onlyKey = flat[0] as V;
+      this.onlyValue = flat[1] as V;
     }
     return true;
   }
@@ -230,7 +244,9 @@ export class DictBase<V> {
     if (s === null) return new DictCursor([], null);
     if (s === ONE) return new DictCursor([this.onlyKey, this.onlyValue], null);
     if (s instanceof Map) return new DictCursor(null, s.entries());
-    return new DictCursor(s instanceof IndexedPairs ? s.pairs : s, null);
+    if (s instanceof PairChunks) return DictCursor.overChunks(s);
+    if (s instanceof IndexedPairs) return DictCursor.overChunks(s.pairs);
+    return new DictCursor(s, null);
   }
 
   private *flatPairs(): Generator<[V, V], void, unknown> {
@@ -240,8 +256,8 @@ export class DictBase<V> {
       yield [this.onlyKey, this.onlyValue];
       return;
     }
-    const pairs = s instanceof IndexedPairs ? s.pairs : s;
-    for (let i = 0; i < pairs.length; i += 2) yield [pairs[i] as V, pairs[i + 1] as V];
+    const cursor = this.cursor();
+    while (cursor.next()) yield [cursor.key, cursor.value];
   }
 
   /** Visits the entries in order, without creating anything. */
@@ -250,16 +266,14 @@ export class DictBase<V> {
     if (s === null) return;
     if (s === ONE) callback(this.onlyValue, this.onlyKey);
     else if (s instanceof Map) s.forEach(callback);
-    else {
-      const pairs = s instanceof IndexedPairs ? s.pairs : s;
-      for (let i = 0; i < pairs.length; i += 2) callback(pairs[i + 1] as V, pairs[i] as V);
-    }
+    else if (Array.isArray(s)) for (let i = 0; i < s.length; i += 2) callback(s[i + 1] as V, s[i] as V);
+    else (s instanceof IndexedPairs ? s.pairs : s).forEach((key, value) => callback(value, key));
   }
 
-  /** The store for a keyed operation: the flat pairs of ofDistinctKeys get their index (or a Map) first. */
+  /** The store for a keyed operation: unindexed pairs get their index (or a Map) first. */
   private keyed(): Store<V> {
     const s = this.store;
-    if (Array.isArray(s) && s.length > 2 * SMALL_DICT_ENTRIES) return (this.store = indexed(s) ?? toMap(s));
+    if (s instanceof PairChunks) return (this.store = indexed(s) ?? toMap(s));
     return s;
   }
 
@@ -285,17 +299,31 @@ export class DictCursor<V> {
   key: V = undefined as V;
   value: V = undefined as V;
   private at = 0;
+  /** With `chunks`: the next chunk to walk once `pairs` is done. */
+  private nextChunk = 1;
+  private chunks: PairChunks<V> | null = null;
 
   constructor(
-    private readonly pairs: readonly V[] | null,
+    private pairs: readonly V[] | null,
     private readonly iterator: Iterator<[V, V]> | null,
   ) {}
 
+  static overChunks<V>(chunks: PairChunks<V>): DictCursor<V> {
+    const cursor = new DictCursor<V>(chunks.chunk(0) ?? [], null);
+    cursor.chunks = chunks;
+    return cursor;
+  }
+
   /** Moves to the next entry; false past the last. */
   next(): boolean {
-    const pairs = this.pairs;
+    let pairs = this.pairs;
     if (pairs !== null) {
-      if (this.at >= pairs.length) return false;
+      if (this.at >= pairs.length) {
+        const next = this.chunks?.chunk(this.nextChunk++);
+        if (next === undefined) return false;
+        this.pairs = pairs = next;
+        this.at = 0;
+      }
       this.key = pairs[this.at] as V;
       this.value = pairs[this.at + 1] as V;
       this.at += 2;
@@ -313,16 +341,16 @@ export class DictCursor<V> {
  * (add() scans small dicts, ofDistinctKeys promises distinct keys): if one did, it would get a Map too,
  * which keeps Map's rule for a repeated key (first place, last value).
  */
-function indexed<V>(pairs: V[]): IndexedPairs<V> | null {
-  for (let i = 0; i < pairs.length; i += 2) if (typeof pairs[i] !== 'string') return null;
-  const index = new NameIndex(pairs.length / 2, (n) => pairs[2 * n] as string, false);
-  for (let n = 0; n < pairs.length / 2; n++) if (index.add(n) !== -1) return null;
+function indexed<V>(pairs: PairChunks<V>): IndexedPairs<V> | null {
+  for (let n = 0; n < pairs.count; n++) if (typeof pairs.key(n) !== 'string') return null;
+  const index = new NameIndex(pairs.count, (n) => pairs.key(n) as string, false);
+  for (let n = 0; n < pairs.count; n++) if (index.add(n) !== -1) return null;
   return new IndexedPairs(pairs, index);
 }
 
-function toMap<V>(pairs: readonly V[]): Map<V, V> {
+function toMap<V>(pairs: PairChunks<V>): Map<V, V> {
   const map = new Map<V, V>();
-  for (let k = 0; k < pairs.length; k += 2) map.set(pairs[k] as V, pairs[k + 1] as V);
+  pairs.forEach((key, value) => map.set(key, value));
   return map;
 }
 

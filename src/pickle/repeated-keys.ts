@@ -8,6 +8,8 @@
  * pairwise only up to MAX_SAME_HASH of them (then a Set decides): no file makes the check quadratic.
  */
 
+import type { PairKeys } from './pair-chunks.js';
+
 const FNV_PRIME = 0x01000193;
 const SEED = (Math.random() * 0x1_0000_0000) >>> 0;
 
@@ -17,16 +19,16 @@ const MAX_SAME_HASH = 8;
 const RADIX_BITS = 11;
 
 /**
- * A key that occurs twice among the str keys pairs[0], pairs[2], ... (its second occurrence, the earliest
+ * A key that occurs twice among the str keys of `pairs` (its second occurrence, the earliest
  * one, as a check key by key would report it), or undefined. Every key must be a str.
  *
  * The pair numbers are sorted by the keys' hashes with a stable radix sort (three passes of 11 bits; a
  * Float64Array sort of hash-and-number codes took twice as long), so equal keys end up next to each other.
  */
-export function repeatedStrKey(pairs: readonly unknown[]): string | undefined {
-  const count = pairs.length / 2;
+export function repeatedStrKey(pairs: PairKeys): string | undefined {
+  const count = pairs.count;
   const hashes = new Uint32Array(count);
-  for (let n = 0; n < count; n++) hashes[n] = strHash(pairs[2 * n] as string, SEED);
+  for (let n = 0; n < count; n++) hashes[n] = strHash(pairs.key(n) as string, SEED);
   let order = new Uint32Array(count);
   for (let n = 0; n < count; n++) order[n] = n;
   let spare = new Uint32Array(count);
@@ -50,7 +52,7 @@ export function repeatedStrKey(pairs: readonly unknown[]): string | undefined {
     for (let b = start + 1; b < end; b++) {
       const nb = order[b]!;
       for (let a = start; a < b; a++) {
-        if (pairs[2 * order[a]!] === pairs[2 * nb]) {
+        if (pairs.key(order[a]!) === pairs.key(nb)) {
           if (nb < repeatAt) repeatAt = nb;
           break;
         }
@@ -58,15 +60,16 @@ export function repeatedStrKey(pairs: readonly unknown[]): string | undefined {
     }
     start = end;
   }
-  return repeatAt < count ? (pairs[2 * repeatAt] as string) : undefined;
+  return repeatAt < count ? (pairs.key(repeatAt) as string) : undefined;
 }
 
 /** As repeatedStrKey, for any keys (SameValueZero, as Map), through a Set. */
-export function repeatedInMap<V>(pairs: readonly V[]): V | undefined {
-  const seen = new Set<V>();
-  for (let i = 0; i < pairs.length; i += 2) {
-    if (seen.has(pairs[i]!)) return pairs[i];
-    seen.add(pairs[i]!);
+export function repeatedInMap(pairs: PairKeys): unknown {
+  const seen = new Set<unknown>();
+  for (let n = 0; n < pairs.count; n++) {
+    const key = pairs.key(n);
+    if (seen.has(key)) return key;
+    seen.add(key);
   }
   return undefined;
 }

@@ -54,9 +54,9 @@ const PREFETCH_PARALLEL = 16;
  * windows are read PREFETCH_PARALLEL at a time (a file does not care; a URL pays one round trip per
  * batch instead of one per header) and checked in file order, so the first bad header is the one named.
  */
-export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[]): Promise<void> {
+export async function prefetchDataOffsets(source: ByteSource, entries: readonly ZipEntry[], wanted: (entry: ZipEntry) => boolean = () => true): Promise<void> {
   const limit = dataLimit(source);
-  const pending = pendingInFileOrder(entries);
+  const pending = pendingInFileOrder(entries, wanted);
   const nameBytes = new Uint32Array(pending.length);
   for (let k = 0; k < pending.length; k++) nameBytes[k] = pending[k]!.nameLength();
   const windows = prefetchWindows(pending, nameBytes);
@@ -100,18 +100,23 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
  * instead of one large function being recompiled (on-stack replacement) as each of its loops gets hot.
  */
 
-/** Entries not located yet, in file order; a torch file lists them so already, and then nothing is sorted. */
-function pendingInFileOrder(entries: readonly ZipEntry[]): ZipEntry[] {
-  const pending: ZipEntry[] = [];
+/**
+ * The wanted entries not located yet, in file order; a torch file lists them so already, and then nothing
+ * is sorted. The list is made as long as `entries` and cut (grown by push, 70,000 cost ~500 more page faults).
+ */
+function pendingInFileOrder(entries: readonly ZipEntry[], wanted: (entry: ZipEntry) => boolean): ZipEntry[] {
+  const pending = new Array<ZipEntry>(entries.length);
+  let count = 0;
   let inOrder = true;
   let last = -1;
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
-    if (e.dataOffset >= 0) continue;
+    if (e.dataOffset >= 0 || !wanted(e)) continue;
     if (e.localHeaderOffset < last) inOrder = false;
     last = e.localHeaderOffset;
-    pending.push(e);
+    pending[count++] = e;
   }
+  pending.length = count;
   if (!inOrder) pending.sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
   return pending;
 }

@@ -36,7 +36,9 @@ export class ZipWriter {
    * Uint8Array per entry costs ~230 bytes, a `<prefix>/<name>` string ~70), and in `fields` at 3 * entry:
    * CRC-32, size, local header offset.
    */
-  private readonly names: Array<string | number> = [];
+  /** Entry names (`data/<n>` as n), `entries` of them; made with room for the expected entries. */
+  private readonly names: Array<string | number>;
+  private entries = 0;
   /** `<prefix>/` as UTF-8, the start of every entry name. */
   private readonly prefixBytes: Buffer;
   private fields: Float64Array;
@@ -61,6 +63,7 @@ export class ZipWriter {
     // Sized for the entries the caller expects, so neither table is regrown while 70,000 records go out.
     const capacity = Math.max(16, Math.min(expectedEntries, MAX_PRESIZED_ENTRIES));
     this.fields = new Float64Array(3 * capacity);
+    this.names = new Array<string | number>(capacity);
     this.byName = new NameIndex(capacity, (i) => this.names[i] as string, false);
     this.out = new FileAppender(handle, path);
     this.prefixBytes = Buffer.from(`${prefix}/`, 'utf8');
@@ -157,7 +160,7 @@ export class ZipWriter {
       const { names, fields, prefixBytes } = this;
       let chunk = Buffer.allocUnsafe(CENTRAL_CHUNK_BYTES);
       let used = 0;
-      for (let i = 0; i < names.length; i++) {
+      for (let i = 0; i < this.entries; i++) {
         const name = nameOf(names[i]!);
         const nameLength = this.nameLength(name);
         if (used + CENTRAL_HEADER_MAX_ROOM + nameLength > chunk.length) {
@@ -169,7 +172,7 @@ export class ZipWriter {
       }
       await this.write(chunk.subarray(0, used));
       const centralDirectorySize = this.position - centralDirectoryOffset;
-      await this.write(encodeEndRecords({ entryCount: names.length, centralDirectoryOffset, centralDirectorySize }));
+      await this.write(encodeEndRecords({ entryCount: this.entries, centralDirectoryOffset, centralDirectorySize }));
       // Cuts the file at the end record: the handle may point at an older, longer file.
       const length = await this.out.finish();
       this.finished = true;
@@ -179,7 +182,7 @@ export class ZipWriter {
 
   /** Entries written so far; more than 65,535 is fine (the classic end record saturates, zip64 holds the count). */
   get entryCount(): number {
-    return this.names.length;
+    return this.entries;
   }
 
   private fullName(name: string): string {
@@ -195,17 +198,17 @@ export class ZipWriter {
   private beginEntry(name: string, nameLength: number, size: number, crc: number): number {
     if (nameLength > U16_SATURATED) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name).slice(0, 60)}...' is longer than 65535 bytes`);
     if (!Number.isSafeInteger(size) || size < 0) throw this.fail('UNWRITABLE', `entry '${this.fullName(name)}' has an invalid size ${size}`);
-    const entry = this.names.length;
+    const entry = this.entries;
     const record = recordNumber(name);
     if (record >= 0) {
       // `data/<n>`, 70,000 of them in a 70k checkpoint: kept as n, told apart by a bit each.
       if (!this.records.add(record)) throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
-      this.names.push(record);
+      this.names[entry] = record;
     } else {
-      this.names.push(name);
+      this.names[entry] = name;
       // One probe both refuses a name written before and records this one.
       if (name === '' || this.byName.add(entry) >= 0) {
-        this.names.pop();
+        // Left in place: the writer is unusable after a failure, so the slot is never read.
         throw this.fail('UNWRITABLE', `entry name '${this.fullName(name)}' is empty or already used`);
       }
     }
@@ -217,6 +220,7 @@ export class ZipWriter {
     this.fields[3 * entry] = crc;
     this.fields[3 * entry + 1] = size;
     this.fields[3 * entry + 2] = this.position;
+    this.entries = entry + 1;
     return entry;
   }
 

@@ -55,7 +55,8 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
     if (byteorder !== 'little') throw new CheckpointError('BAD_ZIP', path, `byteorder record says ${JSON.stringify(byteorder.slice(0, 20))}, which torch 2.x refuses ("Unknown endianness type"); torch 1.13 ignores it`);
   }
 
-  const decoder = new TorchDecoder(path, options.strict !== false);
+  // Each record but data.pkl, version and byteorder is normally one storage.
+  const decoder = new TorchDecoder(path, options.strict !== false, true, dir.entries.length);
   // The unpickler copies every string and bytes value out of the pickle, so its bytes can be lent.
   const { value, globals } = await withEntryBytes(source, pickleEntry, LIMITS.pickleBytes, (bytes) => unpickle(bytes, { path, hooks: decoder.hooks() }));
   if (dir.shared) dir.shared.locateAll = recordLocator(source, dir.entries, prefix);
@@ -97,7 +98,7 @@ export async function openArchive(source: ByteSource, options: OpenOptions): Pro
 function recordLocator(source: ByteSource, entries: readonly ZipEntry[], prefix: string): () => Promise<void> {
   let located: Promise<void> | null = null;
   const folder = `${prefix}/data/`;
-  return () => (located ??= prefetchDataOffsets(source, entries.filter((e) => e.isIn(folder))));
+  return () => (located ??= prefetchDataOffsets(source, entries, (e) => e.isIn(folder)));
 }
 
 /**

@@ -14,6 +14,7 @@
 import { CheckpointError } from '../../io/errors.js';
 import { PyDict, type PyValue } from '../../pickle/value.js';
 import { type ExtendedValues, pickleChunks } from '../../pickle/pickler.js';
+import { PairChunks } from '../../pickle/pair-chunks.js';
 import { type StorageRef, type TensorRef, makeStorage, withTensor } from '../../tensor/tensor-ref.js';
 import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
@@ -88,7 +89,7 @@ export interface ZipPlan {
  * before an output file exists. `planner` is shared by the files of one sharded output.
  */
 export function planZip(path: string, entries: ReadonlyArray<readonly [string, OutputValue]>, metadata: PyDict | null, planner = new StoragePlanner(path)): ZipPlan {
-  const pairs: PyValue[] = [];
+  const pairs = new PairChunks<PyValue>();
   let tensors = 0;
   for (const [key, out] of entries) {
     if ('value' in out) {
