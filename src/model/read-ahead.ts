@@ -12,6 +12,14 @@ import type { ByteSource } from '../io/source.js';
  * remote source (ByteSource.willRead), which then fetches the run in a few large requests.
  */
 const RUN_GAP_BYTES = 1 << 10;
+/**
+ * The gap for a local file, where reading bytes between two items costs a memory copy and a separate read
+ * costs a system call. torch.save writes records in the string order of their keys ('0', '1', '10', '100',
+ * '1000', '10000', ..., '10009', '1001', ...), so copying a state dict in key order meets storages 1000,
+ * 1001, 1002, ... ten records apart (about 1.4 KB for tiny tensors), 100, 101, ... 110 apart: with the
+ * remote gap, the 7,000 such storages of a 70,000-key file were 7,000 reads of 16 bytes each.
+ */
+const LOCAL_RUN_GAP_BYTES = 64 << 10;
 
 /** Bytes [start, end) of one source that the copy reads front to back. */
 export interface Run {
@@ -45,7 +53,7 @@ export class PlannedRuns<Item> {
   /** Plans `item`, whose bytes are [start, end) of `source`: it joins the last run when its bytes follow closely. */
   add(item: Item, source: ByteSource, start: number, end: number): void {
     const last = this.count > 0 ? this.runs[this.count - 1] : undefined;
-    const joins = last !== undefined && last.source === source && start >= last.end && start - last.end <= RUN_GAP_BYTES;
+    const joins = last !== undefined && last.source === source && start >= last.end && start - last.end <= (source.remote ? RUN_GAP_BYTES : LOCAL_RUN_GAP_BYTES);
     if (joins) last.end = end;
     this.items[this.count] = item;
     this.runs[this.count++] = joins ? last : { source, start, end };
