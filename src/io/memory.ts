@@ -18,6 +18,8 @@ export const LARGE_JOB_TENSORS = 20_000;
 
 let enabled = false;
 let collect: (() => void) | null = null;
+/** Whether a phase collection ran in this process (the CLI runs one job). */
+let collected = false;
 
 /**
  * Called once by the CLI before any work. Also keeps the young generation at its initial size, scavenged
@@ -57,4 +59,15 @@ export function betweenPhases(tensors: number): void {
     }
   }
   collect();
+  collected = true;
+}
+
+/**
+ * betweenPhases before an output is written, unless a phase collection ran already. After a merge's (the
+ * end of matching), planning and pickling leave little garbage: 5.8 of 75 MB for the 70,000-key merge,
+ * not worth a full collection of ~40 ms; a job that opened one file and writes it (convert) has not
+ * collected yet, and its unpickling left tens of MB.
+ */
+export function beforeWriting(tensors: number): void {
+  if (!collected) betweenPhases(tensors);
 }

@@ -19,7 +19,7 @@ import { type StorageRef, type TensorRef, makeStorage, withTensor } from '../../
 import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
 import { writeAtomically } from '../../io/output.js';
-import { betweenPhases } from '../../io/memory.js';
+import { beforeWriting } from '../../io/memory.js';
 import { type DType } from '../../tensor/dtype.js';
 import { canConvert } from '../../tensor/convert.js';
 import { Bf16NanLayout, needsBf16NanLayout } from '../../tensor/bf16-nan.js';
@@ -59,8 +59,8 @@ export async function writeTree(path: string, root: PyValue, planner: StoragePla
 }
 
 async function writePlanned(path: string, plan: ZipPlan, options: WriteOptions): Promise<WriteResult> {
-  // Planning and pickling leave their garbage in the old generation; copying is long: collect first.
-  betweenPhases(plan.tensors);
+  // Reading and planning leave their garbage in the old generation; copying is long: collect first.
+  beforeWriting(plan.tensors);
   return writeAtomically(
     path,
     async (handle) => {
