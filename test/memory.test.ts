@@ -1,11 +1,11 @@
-import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { type PerformanceEntry, PerformanceObserver, constants } from 'node:perf_hooks';
 import { describe, expect, it, vi } from 'vitest';
 
 /** Major collections the process runs while `run` runs (GC entries arrive asynchronously). */
 async function majorCollectionsDuring(run: () => void): Promise<number> {
   let major = 0;
   const observer = new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) if ((entry.detail as { kind?: number } | undefined)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
+    for (const entry of list.getEntries()) if ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
   });
   observer.observe({ entryTypes: ['gc'] });
   run();

@@ -24,6 +24,15 @@ describe('the scratch buffer for parsed-and-dead bytes', () => {
     expect(await withScratch(60_000, fill(5), (b) => b.buffer)).not.toBe(first);
   });
 
+  it('makes a kept spare with room for a later read twice as long (a data.pkl after its central directory)', async () => {
+    keepScratch();
+    dropScratch();
+    const directory = await withScratch(100_000, fill(1), (b) => b.buffer);
+    expect(await withScratch(200_000, fill(2), (b) => b.buffer)).toBe(directory);
+    expect(await withScratch(200_001, fill(3), (b) => b.buffer)).not.toBe(directory);
+    dropScratch();
+  });
+
   it('bytes values the unpickler made from lent bytes survive the next read into the same buffer', async () => {
     keepScratch();
     dropScratch();

@@ -42,8 +42,13 @@ export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Prom
 
 /** Two local headers closer than this are read in one request when prefetching. */
 const PREFETCH_GAP = 64 << 10;
-/** The largest single read a prefetch makes. */
+/** The largest single read a prefetch makes from a remote source. */
 const PREFETCH_WINDOW = 4 << 20;
+/**
+ * The same for a local file, where a read costs a system call, not a round trip, and a smaller buffer
+ * fewer fresh pages (a 4 MB one is ~1,000 page faults; 96 reads of 256 KB cover a 24 MB file).
+ */
+const LOCAL_PREFETCH_WINDOW = 256 << 10;
 /** Windows read at once (within PREFETCH_WINDOW bytes): a remote source then has that many requests in flight. */
 const PREFETCH_PARALLEL = 16;
 
@@ -59,20 +64,21 @@ export async function prefetchDataOffsets(source: ByteSource, entries: readonly 
   const pending = pendingInFileOrder(entries, wanted);
   const nameBytes = new Uint32Array(pending.length);
   for (let k = 0; k < pending.length; k++) nameBytes[k] = pending[k]!.nameLength();
-  const windows = prefetchWindows(pending, nameBytes);
+  const windowBytes = source.remote ? PREFETCH_WINDOW : LOCAL_PREFETCH_WINDOW;
+  const windows = prefetchWindows(pending, nameBytes, windowBytes);
   let buffer = Buffer.allocUnsafe(0);
   for (let w = 0; w < windows.length; ) {
-    // At most PREFETCH_PARALLEL windows and PREFETCH_WINDOW bytes at once (one big window alone is fine).
+    // At most PREFETCH_PARALLEL windows and windowBytes at once (one big window alone is fine).
     let next = w + 1;
     for (let bytes = windows[w]!.end - windows[w]!.start; next < windows.length && next - w < PREFETCH_PARALLEL; next++) {
       bytes += windows[next]!.end - windows[next]!.start;
-      if (bytes > PREFETCH_WINDOW) break;
+      if (bytes > windowBytes) break;
     }
     const batch = windows.slice(w, next);
     w = next;
-    // Every batch is read into the same buffer (a 25 MB file of tiny records is read whole, 4 MB at a time).
+    // Every batch is read into the same buffer (a 25 MB file of tiny records is read whole, a window at a time).
     const batchBytes = batch.reduce((n, { start, end }) => n + (end - start), 0);
-    if (buffer.length < batchBytes) buffer = Buffer.allocUnsafe(Math.max(batchBytes, Math.min(PREFETCH_WINDOW, source.size)));
+    if (buffer.length < batchBytes) buffer = Buffer.allocUnsafe(Math.max(batchBytes, Math.min(windowBytes, source.size)));
     let into = 0;
     const targets = batch.map(({ start, end }) => {
       const target = end > limit ? null : buffer.subarray(into, into + (end - start));
@@ -129,8 +135,8 @@ interface PrefetchWindow {
   end: number;
 }
 
-/** Groups headers closer than PREFETCH_GAP into windows of at most PREFETCH_WINDOW bytes. */
-function prefetchWindows(pending: readonly ZipEntry[], nameBytes: Uint32Array): PrefetchWindow[] {
+/** Groups headers closer than PREFETCH_GAP into windows of at most `windowBytes` bytes. */
+function prefetchWindows(pending: readonly ZipEntry[], nameBytes: Uint32Array, windowBytes: number): PrefetchWindow[] {
   const windows: PrefetchWindow[] = [];
   for (let i = 0; i < pending.length; ) {
     const start = pending[i]!.localHeaderOffset;
@@ -139,7 +145,7 @@ function prefetchWindows(pending: readonly ZipEntry[], nameBytes: Uint32Array): 
     while (j < pending.length) {
       const next = pending[j]!.localHeaderOffset;
       const nextEnd = next + LOCAL_HEADER_SIZE + nameBytes[j]!;
-      if (next - end > PREFETCH_GAP || nextEnd - start > PREFETCH_WINDOW) break;
+      if (next - end > PREFETCH_GAP || nextEnd - start > windowBytes) break;
       end = nextEnd;
       j++;
     }
