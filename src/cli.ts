@@ -8,10 +8,10 @@
 import { Command, CommanderError, Option } from 'commander';
 import { setFlagsFromString } from 'node:v8';
 import { CheckpointError } from './io/errors.js';
-import { printable, printableLines } from './io/printable.js';
+import { printable } from './io/printable.js';
 import { guardStdout, writeOut } from './cli-output.js';
 import { EXIT_ERROR, EXIT_OK, emit, errorDocument, reportError, wantsJson } from './cli-report.js';
-import { diffAction, inspectAction } from './cli-fast.js';
+import { diffAction, inspectAction, mergeAction } from './cli-fast.js';
 import { VERSION } from './version.js';
 import { enablePhaseCollections } from './io/memory.js';
 import type { MergeOptions } from './commands/merge.js';
@@ -69,22 +69,7 @@ export function buildProgram(): Command {
     .option('--select-rows <pattern=indexes>', "build the target's rows of keys matching PATTERN (a regular expression on the whole key) from these pretrained rows: a comma list or @FILE (repeatable)", collect, [])
     .option('--verbose', 'list every loaded key');
   outputOptions(merge)
-    .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean } & RemoteFlags) => {
-      if (!opts.output && !opts.dryRun) throw new CheckpointError('USAGE', '', 'merge needs -o OUT (or --dry-run)');
-      const { collectMerge } = await import('./commands/merge.js');
-      const { renderMerge } = await import('./commands/merge-render.js');
-      // The report is rendered before the output is renamed into place: a report that cannot be rendered
-      // fails the merge with no output left behind.
-      let out: string | null = null;
-      const render = (report: Parameters<typeof renderMerge>[0]) => {
-        out = opts.json ? JSON.stringify(report, null, 2) : printableLines(renderMerge(report, Boolean(opts.verbose)));
-      };
-      const outcome = await collectMerge(pretrained, target, { ...opts, remote: await remoteSession(opts), beforeCommit: render });
-      // No output was written (dry run, a failed policy): render the final report now.
-      if (out === null || outcome.report.output === null) render(outcome.report);
-      process.exitCode = outcome.exitCode;
-      writeOut(`${out}\n`);
-    });
+    .action(async (pretrained: string, target: string, opts: MergeOptions & { json?: boolean; verbose?: boolean } & RemoteFlags) => mergeAction(pretrained, target, { ...opts, remote: await remoteSession(opts) }));
 
   program
     .command('diff')

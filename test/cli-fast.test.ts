@@ -1,14 +1,15 @@
 /**
- * The start-up fast path (`ckpt --version`, `ckpt inspect FILE [--json] [--key PATH]` without commander)
- * prints exactly what the commander path prints; anything it does not recognise goes to commander.
+ * The start-up fast path (`ckpt --version`, `ckpt inspect FILE [--json] [--key PATH]`, `ckpt diff A B`,
+ * `ckpt merge P T -o OUT` without commander) prints exactly what the commander path prints; anything it
+ * does not recognise goes to commander.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT, ckpt, tempDir } from './helpers/cli.js';
 import { fixturePath } from './helpers/fixtures.js';
-import { parseDiff, parseInspect } from '../src/cli-fast.js';
+import { parseDiff, parseInspect, parseMerge } from '../src/cli-fast.js';
 import { formatCount } from '../src/commands/render.js';
 
 const FILE = fixturePath('training_checkpoint.pth');
@@ -49,6 +50,37 @@ describe('parseDiff', () => {
   });
 });
 
+describe('parseMerge', () => {
+  const TARGET = fixturePath('small_mlp.pth');
+  it('takes merge P T with -o OUT, --output OUT or --output=OUT and --json anywhere', () => {
+    expect(parseMerge(['merge', FILE, TARGET, '-o', 'out.pth'])).toEqual({ pretrained: FILE, target: TARGET, opts: { output: 'out.pth' } });
+    expect(parseMerge(['merge', '--output', 'out.pth', FILE, '--json', TARGET])).toEqual({ pretrained: FILE, target: TARGET, opts: { output: 'out.pth', json: true } });
+    expect(parseMerge(['merge', FILE, TARGET, '--output=o.pth'])).toEqual({ pretrained: FILE, target: TARGET, opts: { output: 'o.pth' } });
+  });
+
+  it('leaves everything else to commander', () => {
+    for (const argv of [
+      ['merge', FILE, TARGET], // no output: commander's usage error
+      ['merge', FILE, TARGET, '--dry-run'],
+      ['merge', FILE, TARGET, '-o'],
+      ['merge', FILE, TARGET, '-o', '-'],
+      ['merge', FILE, TARGET, '-o', '--json'],
+      ['merge', FILE, TARGET, '--output='],
+      ['merge', FILE, TARGET, '-o', 'a.pth', '-o', 'b.pth'],
+      ['merge', FILE, TARGET, '-oout.pth'],
+      ['merge', FILE, TARGET, '-o', 'out.pth', '--strip-prefix', 'module.'],
+      ['merge', FILE, TARGET, '-o', 'out.pth', '--verbose'],
+      ['merge', FILE, TARGET, TARGET, '-o', 'out.pth'],
+      ['merge', '--', FILE, TARGET, '-o', 'out.pth'],
+      ['merge', 'https://example.com/a.pth', TARGET, '-o', 'out.pth'],
+      ['merge', FILE, TARGET, '-o', 'out.pth', '--help'],
+      ['diff', FILE, TARGET, '-o', 'out.pth'],
+    ]) {
+      expect(parseMerge(argv)).toBeNull();
+    }
+  });
+});
+
 describe('fast path and commander print the same', () => {
   // `--` sends the same command through commander (the fast path declines it).
   it.each([
@@ -78,6 +110,32 @@ describe('fast path and commander print the same', () => {
     expect(ckpt(fast, 'ckpt-diff')).toEqual(b);
   });
 
+  it.each([
+    ['merge', [], []],
+    ['merge --json', ['--json'], ['--json']],
+    ['merge of a missing file', [], [], '.missing'],
+    ['merge of a missing file under --json', ['--json'], ['--json'], '.missing'],
+    ['merge into a folder that does not exist', [], [], '', '/no/such/folder/out.pth'],
+  ])('%s', (_name, fast, slow, missing = '', output = '') => {
+    const pretrained = fixturePath('resnet18_old_legacy.pth') + missing;
+    const target = fixturePath('backbone_head10.pth');
+    const dir = tempDir('ckpt-merge-fast-');
+    const out = (name: string) => output || join(dir, name);
+    // `--on-shape-mismatch keep` (the default) sends the same merge through commander.
+    const a = ckpt(['merge', pretrained, target, '-o', out('a.pth'), ...fast]);
+    const b = ckpt(['merge', pretrained, target, '-o', out('b.pth'), '--on-shape-mismatch', 'keep', ...slow]);
+    const c = ckpt([pretrained, target, '-o', out('c.pth'), ...fast], 'ckpt-merge');
+    const same = (r: { code: number; stdout: string; stderr: string }, name: string) => ({ ...r, stdout: r.stdout.replaceAll(out(name), 'OUT') });
+    expect(same(a, 'a.pth')).toEqual(same(b, 'b.pth'));
+    expect(same(c, 'c.pth')).toEqual(same(b, 'b.pth'));
+    if (!missing && !output) {
+      expect(readFileSync(out('a.pth'))).toEqual(readFileSync(out('b.pth')));
+      expect(readFileSync(out('c.pth'))).toEqual(readFileSync(out('b.pth')));
+    } else {
+      expect([existsSync(join(dir, 'a.pth')), existsSync(join(dir, 'c.pth'))]).toEqual([false, false]);
+    }
+  });
+
   it('--version', () => {
     expect(ckpt(['--version'])).toEqual({ code: 0, stdout: '0.1.0\n', stderr: '' });
     expect(ckpt(['-V']).stdout).toBe('0.1.0\n');
@@ -102,6 +160,16 @@ describe('what a command loads: each module costs start-up time', () => {
     expect(status).toBe(0);
     expect(loaded).toContain('dist/formats/torch-zip/read.js');
     const unwanted = ['commander', 'cli.js', 'torch-legacy/', 'safetensors/', 'sharded/', 'tar-header', 'diagnose', 'http-', 'remote-session', 'io/memory.js'];
+    expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
+  });
+
+  it('`ckpt merge P T -o OUT.pth`: not commander, the HTTP client, or the safetensors and sharded writers', () => {
+    const out = join(tempDir('ckpt-modules-out-'), 'out.pth');
+    const { status, loaded } = loadedModules(['merge', fixturePath('resnet18_old_legacy.pth'), fixturePath('backbone_head10.pth'), '-o', out]);
+    expect(status).toBe(0);
+    expect(loaded).toContain('dist/commands/merge.js');
+    expect(loaded).toContain('dist/formats/torch-zip/write.js');
+    const unwanted = ['commander', 'dist/cli.js', 'safetensors/', 'sharded/write', 'output-folder', 'http-', 'remote-session'];
     expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
   });
 

@@ -9,12 +9,11 @@
  */
 import { dirname, extname, join as joinPath } from 'node:path';
 import { CheckpointError } from '../io/errors.js';
-import { checkOutputFolder } from '../io/output-folder.js';
 import { isUrl } from '../io/url.js';
 import type { PyDict } from '../pickle/value.js';
 import { type OutputValue, type WriteResult, writeStateDict } from '../formats/torch-zip/write.js';
-import { type SafetensorsResult, type TiedPolicy, writeSafetensors } from '../formats/safetensors/write.js';
-import { type ShardedResult, writeSharded } from '../formats/sharded/write.js';
+import type { SafetensorsResult, TiedPolicy } from '../formats/safetensors/write.js';
+import type { ShardedResult } from '../formats/sharded/write.js';
 import { parseShardSize } from '../formats/sharded/split.js';
 import { assertWritableOutput } from './paths.js';
 
@@ -101,6 +100,7 @@ export function parseMetadata(pairs: readonly string[]): Array<readonly [string,
 export async function assertWritableDestination(form: OutputForm): Promise<void> {
   if (form.maxShardSize === null || isUrl(form.path)) return assertWritableOutput(form.path, form.format === 'safetensors' ? 'safetensors' : 'zip');
   // The shard names are known only once the output is planned; each is checked then, before any byte is written.
+  const { checkOutputFolder } = await import('../io/output-folder.js');
   await checkOutputFolder(form.path);
 }
 
@@ -136,6 +136,8 @@ export async function writeOutput(
         moduleMetadata: form.format === 'pth' && options.moduleMetadata !== null,
       };
     };
+    // The safetensors and sharded writers load only for such an output (start-up of the usual .pth one).
+    const { writeSharded } = await import('../formats/sharded/write.js');
     const r = await writeSharded(form.path, entries, {
       format: form.format,
       maxShardSize: form.maxShardSize,
@@ -149,6 +151,7 @@ export async function writeOutput(
   }
   if (form.format === 'safetensors') {
     const written = (r: SafetensorsResult): WrittenOutput => ({ ...base, layout: 'file', files: [{ path: r.path, tensors: r.tensors, bytes: r.bytes }], index: null, tensors: r.tensors, storages: r.tensors, bytes: r.bytes, dropped: r.dropped, moduleMetadata: false });
+    const { writeSafetensors } = await import('../formats/safetensors/write.js');
     const r = await writeSafetensors(form.path, entries, { metadata: form.metadata, tied: form.tied, onProgress: options.onProgress, beforeCommit: before ? (partial) => before(written(partial)) : undefined });
     return written(r);
   }
