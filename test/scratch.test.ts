@@ -3,7 +3,9 @@ import { dropScratch, keepScratch, withScratch } from '../src/io/scratch.js';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
 import { unpickle } from '../src/pickle/unpickler.js';
-import type { PyBytes } from '../src/pickle/value.js';
+import { type PyBytes, PyDict } from '../src/pickle/value.js';
+import { pickleChunks, pickleValue } from '../src/pickle/pickler.js';
+import { ByteWriter } from '../src/pickle/byte-writer.js';
 
 const fill = (value: number) => async (bytes: Buffer) => void bytes.fill(value);
 
@@ -58,5 +60,31 @@ describe('the scratch buffer for parsed-and-dead bytes', () => {
     expect(findStateDict(b.root, b.path).keys).not.toEqual(keysBefore);
     await Promise.all([a.close(), b.close(), c.close()]);
     dropScratch();
+  });
+});
+
+describe('the output pickle in the spare scratch buffer', () => {
+  it('pickleChunks writes into the spare (which leaves the pool) the same bytes pickleValue makes', async () => {
+    keepScratch();
+    dropScratch();
+    const spare = await withScratch(100_000, fill(0xee), (b) => b.buffer);
+    const dict = new PyDict(true);
+    for (let i = 0; i < 3000; i++) dict.add(`layers.${i}.weight`, i * 70_000);
+    const options = { path: 'x', storageKey: () => '0' };
+    const chunks = pickleChunks(dict, options);
+    expect(chunks[0]!.buffer).toBe(spare);
+    expect(Buffer.concat(chunks)).toEqual(Buffer.from(pickleValue(dict, options)));
+    // Taken: the next read gets a buffer of its own.
+    expect(await withScratch(10, fill(1), (b) => b.buffer)).not.toBe(spare);
+    dropScratch();
+  });
+
+  it('a ByteWriter writing into memory that starts inside its ArrayBuffer puts every field at its place', () => {
+    const first = Buffer.alloc(64).subarray(7);
+    const w = new ByteWriter(first);
+    w.opU32(0x4a, 0x01020304);
+    w.opU16(0x4d, 0xbeef);
+    w.opUtf8(0x58, 'ok');
+    expect(Buffer.concat(w.chunks()).toString('hex')).toBe('4a04030201' + '4defbe' + '58020000006f6b');
   });
 });

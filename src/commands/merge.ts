@@ -162,8 +162,9 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   // From here on the output needs only the pretrained file's tensors: its dicts (in a 70,000-key merge the
   // state dict's table, 70,000 module versions and their names: ~10 MB) go before the output is planned.
   pretrained.releaseTree?.();
-  // One collection for the garbage of opening both files and of matching (and what was just let go).
-  betweenPhases(psd.keys.length + tsd.keys.length);
+  // One collection for the garbage of opening both files and of matching (and what was just let go). The
+  // scratch buffer the inputs were read through stays for a .pth output: its pickle is written into it.
+  betweenPhases(psd.keys.length + tsd.keys.length, form?.format === 'pth');
   const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, options);
   const progress = progressLine('merging');
   const beforeCommit = options.beforeCommit;

@@ -44,10 +44,13 @@ export function enablePhaseCollections(): void {
   }
 }
 
-/** A full collection when enabled and the job holds at least LARGE_JOB_TENSORS tensors. */
-export function betweenPhases(tensors: number): void {
+/**
+ * A full collection when enabled and the job holds at least LARGE_JOB_TENSORS tensors. The spare scratch
+ * buffer goes too, unless `keepSpare`: a merge keeps it for its output pickle (pickleChunks takes it).
+ */
+export function betweenPhases(tensors: number, keepSpare = false): void {
   if (!enabled || tensors < LARGE_JOB_TENSORS) return;
-  dropScratch();
+  if (!keepSpare) dropScratch();
   if (collect === null) {
     try {
       // `gc` is exposed to contexts created after the flag is set: a fresh one hands it over.

@@ -15,10 +15,16 @@ export class ByteWriter {
    */
   private readonly full: Uint8Array[] = [];
   private fullBytes = 0;
-  private buf = new Uint8Array(FIRST_CHUNK_BYTES);
-  private view = new DataView(this.buf.buffer);
+  private buf: Uint8Array;
+  private view: DataView;
   /** Bytes used in `buf`. */
   private pos = 0;
+
+  /** `first`: memory to write into first, the writer's to keep (else a small new chunk). */
+  constructor(first: Uint8Array | null = null) {
+    this.buf = first ?? new Uint8Array(FIRST_CHUNK_BYTES);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  }
 
   get length(): number {
     return this.fullBytes + this.pos;
@@ -32,7 +38,7 @@ export class ByteWriter {
       this.fullBytes += this.pos;
     }
     this.buf = new Uint8Array(Math.max(CHUNK_BYTES, n));
-    this.view = new DataView(this.buf.buffer);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
     this.pos = 0;
   }
 

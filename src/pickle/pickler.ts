@@ -15,6 +15,7 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
+import { takeScratch } from '../io/scratch.js';
 import { type StorageRef, type TensorRef, isMemoSlotted } from '../tensor/tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
@@ -44,9 +45,12 @@ export function pickleValue(value: PyValue, options: PickleOptions): Uint8Array 
   return new Pickler(options).dump(value).result();
 }
 
-/** As pickleValue, in the chunks the pickler wrote (a writer that streams them saves joining a 10 MB pickle). */
+/**
+ * As pickleValue, in the chunks the pickler wrote (a writer that streams them saves joining a 10 MB pickle).
+ * The CLI's spare scratch buffer, when there is one, is the first chunk (io/scratch.ts takeScratch).
+ */
 export function pickleChunks(value: PyValue, options: PickleOptions): Uint8Array[] {
-  return new Pickler(options).dump(value).chunks();
+  return new Pickler(options, takeScratch()).dump(value).chunks();
 }
 
 const BATCH = 1000;
@@ -77,7 +81,7 @@ const SLOT_CHUNK_SHIFT = 12;
 const SLOT_CHUNK = 1 << SLOT_CHUNK_SHIFT;
 
 class Pickler {
-  private readonly out = new ByteWriter();
+  private readonly out: ByteWriter;
   /**
    * Memo index by object; a StorageRef maps to its persistent-id tuple (a storage is never pickled as a
    * value of its own, so one table serves both and 70,000 storages add no second Map).
@@ -94,7 +98,12 @@ class Pickler {
   private readonly frames: Frame[] = [];
   private nextMemo = 0;
 
-  constructor(private readonly options: PickleOptions) {}
+  constructor(
+    private readonly options: PickleOptions,
+    firstChunk: Uint8Array | null = null,
+  ) {
+    this.out = new ByteWriter(firstChunk);
+  }
 
   dump(value: PyValue): ByteWriter {
     this.out.byte2(OP.PROTO, 2);
