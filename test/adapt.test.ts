@@ -173,6 +173,10 @@ describe('merge --adapt / --select-rows through the CLI', () => {
     [['--adapt', 'pos-embed', '--prefix-tokens', '-1'], /--prefix-tokens must be a whole number/],
     [['--adapt', 'in-chans', '--new-rows', 'mean'], /--new-rows needs --adapt rows or --adapt auto/],
     [['--adapt', 'interp'], /--adapt: unknown rule 'interp'/],
+    // Without --adapt (whose modules then load only for these checks).
+    [['--prefix-tokens', '1'], /--prefix-tokens needs --adapt pos-embed/],
+    [['--new-rows', 'mean'], /--new-rows needs --adapt rows or --adapt auto/],
+    [['--adapt', 'keep', '--new-rows', 'target'], /--new-rows needs --adapt rows or --adapt auto/],
   ])('%j is a usage error (exit 2)', (args, message) => {
     const r = ckpt(['merge', pre, tgt, '--dry-run', ...args]);
     expect(r.code).toBe(2);

@@ -163,13 +163,13 @@ describe('what a command loads: each module costs start-up time', () => {
     expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
   });
 
-  it('`ckpt merge P T -o OUT.pth`: not commander, the HTTP client, or the safetensors and sharded writers', () => {
+  it('`ckpt merge P T -o OUT.pth`: not commander, the HTTP client, the safetensors and sharded writers or the adaptations', () => {
     const out = join(tempDir('ckpt-modules-out-'), 'out.pth');
     const { status, loaded } = loadedModules(['merge', fixturePath('resnet18_old_legacy.pth'), fixturePath('backbone_head10.pth'), '-o', out]);
     expect(status).toBe(0);
     expect(loaded).toContain('dist/commands/merge.js');
     expect(loaded).toContain('dist/formats/torch-zip/write.js');
-    const unwanted = ['commander', 'dist/cli.js', 'safetensors/', 'sharded/write', 'output-folder', 'http-', 'remote-session'];
+    const unwanted = ['commander', 'dist/cli.js', 'safetensors/', 'sharded/write', 'output-folder', 'http-', 'remote-session', 'adapt', 'resample'];
     expect(loaded.filter((m) => unwanted.some((u) => m.includes(u)))).toEqual([]);
   });
 

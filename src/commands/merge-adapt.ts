@@ -8,7 +8,8 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
-import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows } from '../match/adapt.js';
+import { type AdaptOptions, type AdaptedKey, INTERP_CONVENTIONS, INTERP_FLAGS, type Interp, parseAdapt, parseSelectRows, planAdaptations, tieToAdapted } from '../match/adapt.js';
+import type { MatchResult, TensorInfo } from '../match/match.js';
 import { type StorageRef, type TensorRef, makeStorage, makeTensor, numelOf } from '../tensor/tensor-ref.js';
 import { BufferSource } from '../io/source.js';
 import { readTensorBytes } from '../model/read-bytes.js';
@@ -49,6 +50,19 @@ export async function adaptOptions(options: AdaptFlags): Promise<AdaptOptions | 
   for (const spec of options.selectRows ?? []) selectRows.push(parseSelectRows(spec, await indexFileReader(spec)));
   if (rules.size === 0 && selectRows.length === 0) return null;
   return { rules, auto, ...(interp ? { interp } : {}), ...(prefixTokens !== undefined ? { prefixTokens } : {}), newRows, selectRows };
+}
+
+/**
+ * Plans the adaptations of a match and applies them to it: keys an adaptation fills leave `mismatched`
+ * (and `loaded`, for --select-rows), and a missing key tied to an adapted one follows it. The adapted keys.
+ */
+export function adaptMatch(result: MatchResult, pretrained: TensorInfo[], target: TensorInfo[], adapt: AdaptOptions): AdaptedKey[] {
+  const plan = planAdaptations(result.loaded, result.mismatched, pretrained, target, adapt);
+  result.loaded = plan.loaded;
+  result.loadedFrom = null;
+  result.mismatched = plan.mismatched;
+  tieToAdapted(result.missing, plan.adapted, target);
+  return plan.adapted;
 }
 
 /** INDEXES of `--select-rows`: the text itself, or the contents of @FILE (read here, before parsing). */

@@ -14,8 +14,8 @@ import type { OutputValue } from '../formats/torch-zip/write.js';
 import { type KeyRule, parseRename } from '../match/rules.js';
 import { type MatchResult, type TensorList, matchStateDicts, tensorInfos } from '../match/match.js';
 import { type Alignment, alignmentFlags, hintAlignments } from '../match/align.js';
-import { type AdaptOptions, type AdaptedKey, planAdaptations, tieToAdapted } from '../match/adapt.js';
-import { type AdaptFlags, type AdaptSources, adaptOptions, adaptedReads, computeAdapted } from './merge-adapt.js';
+import type { AdaptOptions, AdaptedKey } from '../match/adapt.js';
+import type { AdaptFlags, AdaptSources } from './merge-adapt.js';
 import { type OutputForm, type OutputOptions, type WrittenOutput, assertWritableDestination, outputForm, writeOutput } from './output-form.js';
 import { progressLine } from './progress.js';
 import { betweenPhases } from '../io/memory.js';
@@ -105,13 +105,13 @@ export function explicitRules(options: MergeOptions): KeyRule[] | null {
 export async function collectMerge(pretrainedPath: string, targetPath: string, options: MergeOptions): Promise<MergeOutcome> {
   const rules = explicitRules(options);
   const form = options.output ? outputForm(options.output, options) : null;
-  const adapt = await adaptOptions(options);
+  const adaptation = await adaptationOf(options);
   if (form && !options.dryRun) await assertWritableDestination(form);
   const pretrained = await openCheckpoint(pretrainedPath, { remote: options.remote });
   try {
     const target = await openCheckpoint(targetPath, { remote: options.remote });
     try {
-      const outcome = await merge(pretrained, target, rules, adapt, options, form);
+      const outcome = await merge(pretrained, target, rules, adaptation, options, form);
       withFetched(outcome.report, options.remote);
       return outcome;
     } finally {
@@ -122,9 +122,27 @@ export async function collectMerge(pretrainedPath: string, targetPath: string, o
   }
 }
 
-async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
+/** What --adapt and --select-rows asked for, with the module that does it. */
+interface Adaptation {
+  options: AdaptOptions;
+  run: typeof import('./merge-adapt.js');
+}
+
+/**
+ * The adaptation the flags ask for, or null. Its modules (~37 KB of code) load only when a flag names
+ * one: most merges adapt nothing, and each module loaded is start-up time.
+ */
+async function adaptationOf(options: MergeOptions): Promise<Adaptation | null> {
+  const asked = (options.adapt !== undefined && options.adapt !== 'keep') || options.interp !== undefined || options.prefixTokens !== undefined || options.newRows !== undefined || (options.selectRows ?? []).length > 0;
+  if (!asked) return null;
+  const run = await import('./merge-adapt.js');
+  const adapt = await run.adaptOptions(options);
+  return adapt ? { options: adapt, run } : null;
+}
+
+async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[] | null, adaptation: Adaptation | null, options: MergeOptions, form: OutputForm | null): Promise<MergeOutcome> {
   const tsd = findStateDict(target.root, target.path, options.targetKey);
-  const { psd, result, adapted, failure, hint } = decideOn(pretrained, tsd, rules, adapt, options);
+  const { psd, result, adapted, failure, hint } = decideOn(pretrained, tsd, rules, adaptation, options);
 
   const missingBenign = result.missing.filter((m) => m.benign).length;
   const report: MergeReport = {
@@ -165,7 +183,7 @@ async function merge(pretrained: Checkpoint, target: Checkpoint, rules: KeyRule[
   // One collection for the garbage of opening both files and of matching (and what was just let go). The
   // scratch buffer the inputs were read through stays for a .pth output: its pickle is written into it.
   betweenPhases(psd.keys.length + tsd.keys.length, form?.format === 'pth');
-  const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, options);
+  const output = await outputEntries(pretrained, target, psd, tsd, result, adapted, adaptation, options);
   const progress = progressLine('merging');
   const beforeCommit = options.beforeCommit;
   await writeOutput(form, output, {
@@ -199,9 +217,9 @@ interface PretrainedTensors {
  * decide() over the pretrained file's state dict, keeping of it only its keys and tensors: the state dict
  * (its table and `_metadata`) can then go with the file's tree.
  */
-function decideOn(pretrained: Checkpoint, tsd: StateDict, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): ReturnType<typeof decide> & { psd: PretrainedTensors } {
+function decideOn(pretrained: Checkpoint, tsd: StateDict, rules: KeyRule[] | null, adaptation: Adaptation | null, options: MergeOptions): ReturnType<typeof decide> & { psd: PretrainedTensors } {
   const sd = findStateDict(pretrained.root, pretrained.path, options.key);
-  return { ...decide(sd, tsd, rules, adapt, options), psd: { key: sd.key, keys: sd.keys, refs: sd.refs } };
+  return { ...decide(sd, tsd, rules, adaptation, options), psd: { key: sd.key, keys: sd.keys, refs: sd.refs } };
 }
 
 /**
@@ -209,39 +227,31 @@ function decideOn(pretrained: Checkpoint, tsd: StateDict, rules: KeyRule[] | nul
  * are garbage before the output is written. Matching reads keys, shapes and dtypes from the state
  * dicts' own arrays (no object per key); TensorInfo lists are made only for an adaptation.
  */
-function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adapt: AdaptOptions | null, options: MergeOptions): { result: MatchResult; adapted: AdaptedKey[]; failure: string | null; hint: MergeReport['hint'] | null } {
+function decide(psd: StateDict, tsd: StateDict, rules: KeyRule[] | null, adaptation: Adaptation | null, options: MergeOptions): { result: MatchResult; adapted: AdaptedKey[]; failure: string | null; hint: MergeReport['hint'] | null } {
   const pretrained = tensorListOf(psd, null);
   const target = tensorListOf(tsd, targetTies(tsd));
   const result = matchStateDicts({ pretrained, target, rules, pretrainedVersions: moduleVersions(psd.metadata) });
-  let adapted: AdaptedKey[] = [];
-  if (adapt) {
-    const targetInfoList = tensorInfos(target);
-    const plan = planAdaptations(result.loaded, result.mismatched, tensorInfos(pretrained), targetInfoList, adapt);
-    adapted = plan.adapted;
-    result.loaded = plan.loaded;
-    result.loadedFrom = null;
-    result.mismatched = plan.mismatched;
-    tieToAdapted(result.missing, adapted, targetInfoList);
-  }
+  const adapted = adaptation ? adaptation.run.adaptMatch(result, tensorInfos(pretrained), tensorInfos(target), adaptation.options) : [];
   const failure = policyFailure(result, adapted, options);
   const needsHint = failure !== null && (result.tied.length > 0 || result.loaded.length + adapted.length === 0);
   return { result, adapted, failure, hint: needsHint ? hintFor(result, pretrained, target, psd, tsd) : null };
 }
 
 /** The entries to write; the byte budget of remote inputs is checked before any tensor byte is read. */
-async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: PretrainedTensors, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): Promise<Array<[string, OutputValue]>> {
+async function outputEntries(pretrained: Checkpoint, target: Checkpoint, psd: PretrainedTensors, tsd: StateDict, result: MatchResult, adapted: readonly AdaptedKey[], adaptation: Adaptation | null, options: MergeOptions): Promise<Array<[string, OutputValue]>> {
   const sources: AdaptSources = { pretrained: tensorLookup(psd), target: tensorLookup(tsd), pretrainedPath: pretrained.path, targetPath: target.path };
   const planned = composeOutput(tsd, psd, result, sources, new Map());
   // From a URL, only the storages the output takes are fetched (and those an adaptation reads); a
   // generator, walked only when an input is remote.
-  ensureBudget(options.remote, 'merge', [pretrained, target], storagesRead(planned, adapted, sources));
-  return adapted.length ? composeOutput(tsd, psd, result, sources, await computeAdapted(adapted, sources)) : planned;
+  ensureBudget(options.remote, 'merge', [pretrained, target], storagesRead(planned, adapted, adaptation, sources));
+  // Keys are adapted only when an adaptation was asked for (its module is loaded then).
+  return adaptation && adapted.length ? composeOutput(tsd, psd, result, sources, await adaptation.run.computeAdapted(adapted, sources)) : planned;
 }
 
-function* storagesRead(planned: ReadonlyArray<[string, OutputValue]>, adapted: readonly AdaptedKey[], sources: AdaptSources): Generator<StorageRef> {
+function* storagesRead(planned: ReadonlyArray<[string, OutputValue]>, adapted: readonly AdaptedKey[], adaptation: Adaptation | null, sources: AdaptSources): Generator<StorageRef> {
   const adaptedKeys = new Set(adapted.map((a) => a.key));
   for (const [key, v] of planned) if ('tensor' in v && !adaptedKeys.has(key)) yield v.tensor.storage;
-  for (const a of adapted) yield* adaptedReads(a, sources);
+  if (adaptation) for (const a of adapted) yield* adaptation.run.adaptedReads(a, sources);
 }
 
 function policyFailure(result: MatchResult, adapted: readonly AdaptedKey[], options: MergeOptions): string | null {
