@@ -20,7 +20,7 @@ import { type StorageRef, type TensorRef, isMemoSlotted } from '../tensor/tensor
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
 import * as OP from './opcodes.js';
-import type { DictCursor } from './py-dict.js';
+import type { DictCursor } from './dict-cursor.js';
 import { LeafDict, PyBytes, PyDict, PyFloat, PyGlobal, PyList, PyObject, PyTuple, type PyValue } from './value.js';
 
 export interface PickleOptions {
