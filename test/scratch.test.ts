@@ -3,8 +3,8 @@ import { dropScratch, keepScratch, withScratch } from '../src/io/scratch.js';
 import { openCheckpoint } from '../src/formats/open.js';
 import { findStateDict } from '../src/model/state-dict.js';
 import { unpickle } from '../src/pickle/unpickler.js';
-import { type PyBytes, PyDict } from '../src/pickle/value.js';
-import { pickleChunks, pickleValue } from '../src/pickle/pickler.js';
+import type { PyBytes } from '../src/pickle/value.js';
+import { type OutputValue, planZip } from '../src/formats/torch-zip/write.js';
 import { ByteWriter } from '../src/pickle/byte-writer.js';
 
 const fill = (value: number) => async (bytes: Buffer) => void bytes.fill(value);
@@ -64,16 +64,15 @@ describe('the scratch buffer for parsed-and-dead bytes', () => {
 });
 
 describe('the output pickle in the spare scratch buffer', () => {
-  it('pickleChunks writes into the spare (which leaves the pool) the same bytes pickleValue makes', async () => {
+  it('the zip writer pickles into the spare (which leaves the pool) the same bytes as into new memory', async () => {
     keepScratch();
     dropScratch();
+    const entries: Array<[string, OutputValue]> = Array.from({ length: 3000 }, (_, i) => [`layers.${i}.weight`, { value: i * 70_000 }]);
+    const fresh = planZip('x.pth', entries, null).pickle;
     const spare = await withScratch(100_000, fill(0xee), (b) => b.buffer);
-    const dict = new PyDict(true);
-    for (let i = 0; i < 3000; i++) dict.add(`layers.${i}.weight`, i * 70_000);
-    const options = { path: 'x', storageKey: () => '0' };
-    const chunks = pickleChunks(dict, options);
+    const chunks = planZip('x.pth', entries, null).pickle;
     expect(chunks[0]!.buffer).toBe(spare);
-    expect(Buffer.concat(chunks)).toEqual(Buffer.from(pickleValue(dict, options)));
+    expect(Buffer.concat(chunks)).toEqual(Buffer.concat(fresh));
     // Taken: the next read gets a buffer of its own.
     expect(await withScratch(10, fill(1), (b) => b.buffer)).not.toBe(spare);
     dropScratch();

@@ -46,7 +46,7 @@ export function enablePhaseCollections(): void {
 
 /**
  * A full collection when enabled and the job holds at least LARGE_JOB_TENSORS tensors. The spare scratch
- * buffer goes too, unless `keepSpare`: a merge keeps it for its output pickle (pickleChunks takes it).
+ * buffer goes too, unless `keepSpare`: a merge keeps it for its output pickle (torch-zip/write.ts takes it).
  */
 export function betweenPhases(tensors: number, keepSpare = false): void {
   if (!enabled || tensors < LARGE_JOB_TENSORS) return;

@@ -32,7 +32,7 @@ export function keepScratch(): void {
 }
 
 /**
- * The spare for a caller that keeps what it writes into it (the output pickle, pickler.ts): it leaves the
+ * The spare for a caller that keeps what it writes into it (the output pickle, torch-zip/write.ts): it leaves the
  * pool. Its pages were touched by the reads before, so writing there costs no page faults (a fresh 10 MB
  * was ~2,500 of them). Null when there is none.
  */

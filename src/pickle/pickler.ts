@@ -15,7 +15,6 @@
  */
 import { CheckpointError } from '../io/errors.js';
 import { LIMITS } from '../io/limits.js';
-import { takeScratch } from '../io/scratch.js';
 import { type StorageRef, type TensorRef, isMemoSlotted } from '../tensor/tensor-ref.js';
 import { ByteWriter, encodeLong } from './byte-writer.js';
 import { pyTypeName } from './decoders.js';
@@ -47,10 +46,10 @@ export function pickleValue(value: PyValue, options: PickleOptions): Uint8Array 
 
 /**
  * As pickleValue, in the chunks the pickler wrote (a writer that streams them saves joining a 10 MB pickle).
- * The CLI's spare scratch buffer, when there is one, is the first chunk (io/scratch.ts takeScratch).
+ * `firstChunk`: memory to write into first, the pickle's to keep.
  */
-export function pickleChunks(value: PyValue, options: PickleOptions): Uint8Array[] {
-  return new Pickler(options, takeScratch()).dump(value).chunks();
+export function pickleChunks(value: PyValue, options: PickleOptions, firstChunk: Uint8Array | null = null): Uint8Array[] {
+  return new Pickler(options, firstChunk).dump(value).chunks();
 }
 
 const BATCH = 1000;

@@ -10,7 +10,6 @@
 import type { TensorRef, StorageRef } from '../tensor/tensor-ref.js';
 import { DictBase } from './py-dict.js';
 
-
 export type PyValue =
   | null
   | boolean
@@ -113,7 +112,6 @@ export class LeafDict extends PyDict {
     throw new Error('internal error: a shared leaf dict is read-only');
   }
 }
-
 
 export class PySet {
   get kind(): 'set' {

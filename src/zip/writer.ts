@@ -33,10 +33,10 @@ export class ZipWriter {
   /**
    * What the central directory needs of each entry, kept until finish() with no object per entry (70,000
    * of them): the name without the prefix (the caller's string, encoded again at the end: a small
-   * Uint8Array per entry costs ~230 bytes, a `<prefix>/<name>` string ~70), and in `fields` at 3 * entry:
-   * CRC-32, size, local header offset.
+   * Uint8Array per entry costs ~230 bytes, a `<prefix>/<name>` string ~70; `data/<n>` kept as n), and in
+   * `fields` at 3 * entry: CRC-32, size, local header offset. `entries` of each, made with room for the
+   * entries the caller expects.
    */
-  /** Entry names (`data/<n>` as n), `entries` of them; made with room for the expected entries. */
   private readonly names: Array<string | number>;
   private entries = 0;
   /** `<prefix>/` as UTF-8, the start of every entry name. */

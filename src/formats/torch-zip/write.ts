@@ -20,6 +20,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { ZipWriter } from '../../zip/writer.js';
 import { writeAtomically } from '../../io/output.js';
 import { beforeWriting } from '../../io/memory.js';
+import { takeScratch } from '../../io/scratch.js';
 import { type DType } from '../../tensor/dtype.js';
 import { canConvert } from '../../tensor/convert.js';
 import { Bf16NanLayout, needsBf16NanLayout } from '../../tensor/bf16-nan.js';
@@ -109,15 +110,19 @@ export function planZip(path: string, entries: ReadonlyArray<readonly [string, O
   return planPickle(path, dict, tensors);
 }
 
-/** Pickles `root`, numbering output storages 0.. in the order the pickle first meets them. */
+/**
+ * Pickles `root`, numbering output storages 0.. in the order the pickle first meets them. The CLI's spare
+ * scratch buffer, when there is one, is the pickle's first chunk (io/scratch.ts takeScratch).
+ */
 function planPickle(path: string, root: PyValue, tensors: number, extended?: ExtendedValues): ZipPlan {
   const storages: StorageRef[] = [];
-  const pickle = pickleChunks(root, {
+  const options = {
     path,
     extended,
     // The pickler asks once per distinct storage (it memoizes the persistent id): no map of our own.
-    storageKey: (s) => String(storages.push(s) - 1),
-  });
+    storageKey: (s: StorageRef) => String(storages.push(s) - 1),
+  };
+  const pickle = pickleChunks(root, options, takeScratch());
   return { pickle, storages, tensors, storageBytes: storages.reduce((n, s) => n + s.byteLength, 0) };
 }
 
