@@ -128,13 +128,24 @@ interface Adaptation {
   run: typeof import('./merge-adapt.js');
 }
 
+/** Every adaptation flag: a flag added to AdaptFlags and not listed here fails to compile (ADAPT_FLAGS_LISTED). */
+const ADAPT_FLAGS = ['adapt', 'interp', 'prefixTokens', 'newRows', 'selectRows'] as const satisfies ReadonlyArray<keyof AdaptFlags>;
+const ADAPT_FLAGS_LISTED: Exclude<keyof AdaptFlags, (typeof ADAPT_FLAGS)[number]> extends never ? true : never = true;
+
+/** Whether any adaptation flag is set to something but its default (`--adapt keep`, no `--select-rows`). */
+function adaptationAsked(options: AdaptFlags): boolean {
+  return ADAPT_FLAGS_LISTED && ADAPT_FLAGS.some((flag) => {
+    const value = options[flag];
+    return value !== undefined && !(flag === 'adapt' && value === 'keep') && !(Array.isArray(value) && value.length === 0);
+  });
+}
+
 /**
- * The adaptation the flags ask for, or null. Its modules (~37 KB of code) load only when a flag names
- * one: most merges adapt nothing, and each module loaded is start-up time.
+ * The adaptation the flags ask for, or null. Its modules (~37 KB of code) load only when a flag is set:
+ * most merges adapt nothing, and each module loaded is start-up time. adaptOptions checks every flag.
  */
 async function adaptationOf(options: MergeOptions): Promise<Adaptation | null> {
-  const asked = (options.adapt !== undefined && options.adapt !== 'keep') || options.interp !== undefined || options.prefixTokens !== undefined || options.newRows !== undefined || (options.selectRows ?? []).length > 0;
-  if (!asked) return null;
+  if (!adaptationAsked(options)) return null;
   const run = await import('./merge-adapt.js');
   const adapt = await run.adaptOptions(options);
   return adapt ? { options: adapt, run } : null;
