@@ -21,6 +21,7 @@ import {
 } from './layout.js';
 import { encodeEndRecords } from './end-records.js';
 import { NumberSet } from '../io/bit-set.js';
+import { canonicalNumber } from '../tensor/tensor-ref.js';
 import { NameIndex } from './name-index.js';
 
 /** The most entries create() sizes its tables for up front (a hint beyond it would only reserve memory). */
@@ -268,15 +269,8 @@ const RECORD_FOLDER = 'data/';
 
 /** n for the name `data/<n>` (n written canonically: no sign, no leading zero) below MAX_RECORD_NUMBER; else -1. */
 function recordNumber(name: string): number {
-  const from = RECORD_FOLDER.length;
-  if (name.length === from || name.length > from + 8 || !name.startsWith(RECORD_FOLDER)) return -1;
-  if (name.length > from + 1 && name.charCodeAt(from) === 0x30) return -1; // "data/07" is a name of its own
-  let n = 0;
-  for (let i = from; i < name.length; i++) {
-    const digit = name.charCodeAt(i) - 0x30;
-    if (digit < 0 || digit > 9) return -1;
-    n = n * 10 + digit;
-  }
+  if (!name.startsWith(RECORD_FOLDER)) return -1;
+  const n = canonicalNumber(name.slice(RECORD_FOLDER.length));
   return n < MAX_RECORD_NUMBER ? n : -1;
 }
 
